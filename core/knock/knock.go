@@ -119,3 +119,56 @@ type Packet struct {
 func (p Packet) String() string {
 	return fmt.Sprintf("%s -> %s %d/%s flags=%#x", p.Src, p.Dst, p.Port, p.Proto, p.Flags)
 }
+
+// ParseSequence parses knockd's sequence syntax, "port[:proto],...",
+// with tcp as the default protocol. Elements are trimmed; an empty
+// element is an error (knockd would knock on port 0).
+func ParseSequence(s string) ([]Port, error) {
+	return parseList(s, ':')
+}
+
+// ParsePortList parses Sesame's port lists ("22/tcp,443/tcp,53/udp");
+// ":" is accepted too, so a sequence-style list also works.
+func ParsePortList(s string) ([]Port, error) {
+	return parseList(s, '/', ':')
+}
+
+func parseList(s string, seps ...byte) ([]Port, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, fmt.Errorf("empty list")
+	}
+	elems := strings.Split(s, ",")
+	out := make([]Port, 0, len(elems))
+	for i, e := range elems {
+		e = strings.TrimSpace(e)
+		if e == "" {
+			return nil, fmt.Errorf("element %d is empty", i+1)
+		}
+		num, proto := e, "tcp"
+		if j := strings.IndexAny(e, string(seps)); j >= 0 {
+			num, proto = strings.TrimSpace(e[:j]), strings.TrimSpace(e[j+1:])
+		}
+		n, err := ParsePortNum(num)
+		if err != nil {
+			return nil, err
+		}
+		p, err := ParseProto(proto)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Port{Num: n, Proto: p})
+	}
+	return out, nil
+}
+
+// FormatSequence prints ports the way knockd's config writes them.
+func FormatSequence(ps []Port) string {
+	var b strings.Builder
+	for i, p := range ps {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(p.String())
+	}
+	return b.String()
+}

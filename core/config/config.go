@@ -1,0 +1,124 @@
+// Package config reads knockd.conf files, with Sesame's extensions, into
+// typed values. It owns the syntax and its validation: every error names
+// the file, the line and the reason. It does not run anything; one-time
+// sequence files are opened only to check they are usable and to read
+// their first sequence (package onetime owns them afterwards).
+package config
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/sesame-knock/sesame/core/knock"
+)
+
+// Defaults, as knockd 0.8 has them where knockd has the key.
+const (
+	DefaultSeqTimeout        = 25 * time.Second
+	DefaultCmdTimeout        = 10 * time.Second
+	DefaultMaxAttempts       = 65536
+	DefaultReconcileInterval = 5 * time.Second
+	DefaultRescueAfter       = 30 * time.Second
+	DefaultInterface         = "eth0"
+	// MaxSequence is knockd's SEQ_MAX: longer sequences are an error there,
+	// so a config Sesame accepts stays one knockd accepts.
+	MaxSequence = 32
+)
+
+// Config is a parsed configuration file.
+type Config struct {
+	File    string
+	Options Options
+	Doors   []*Door
+	// Warnings are problems that do not stop Sesame (a one-time file with
+	// no sequences left disables its door rather than the daemon).
+	Warnings []string
+}
+
+// Options is the [options] section.
+type Options struct {
+	UseSyslog bool
+	LogFile   string
+	PidFile   string
+	// Interfaces to capture on; knockd takes one, Sesame a comma list.
+	// Empty means DefaultInterface unless -i is given.
+	Interfaces []string
+	// MaxAttempts caps in-progress knock attempts across all sources; the
+	// oldest is evicted when a new one would exceed it.
+	MaxAttempts int
+	// Firewall selects the backend for native grants (door key Open).
+	Firewall string
+	// ReconcileInterval is how often native grants are checked against
+	// the kernel and repaired.
+	ReconcileInterval time.Duration
+	// Rescue settings (failsafe); RescuePorts empty means off.
+	RescuePorts []knock.Port
+	RescueAfter time.Duration
+	RescueFrom  []netip.Prefix
+}
+
+// Command is a knockd command string. Set distinguishes "absent" from
+// "present but empty", which matters for the _6 variants: an empty
+// start_command_6 disables the IPv6 command instead of falling back.
+type Command struct {
+	Text string
+	Set  bool
+}
+
+// Door is one knock sequence and what it opens.
+type Door struct {
+	Name string
+	File string
+	Line int // line of the [name] header
+
+	Sequence []knock.Port
+	// OneTimeFile, when set, supplies the sequence; each use consumes one line.
+	OneTimeFile string
+	// Disabled is set when a one-time file has no sequences left.
+	Disabled bool
+
+	SeqTimeout time.Duration
+	Flags      knock.FlagMask
+	Target     netip.Addr // zero when the door listens on the interfaces' addresses
+
+	Start, Start6, Stop, Stop6 Command
+	CmdTimeout                 time.Duration
+
+	// Open lists ports granted natively to the knocker (Sesame extension).
+	Open        []knock.Port
+	OpenTimeout time.Duration // 0 means CmdTimeout
+}
+
+// Commands returns the start and stop command templates for a knocker of
+// the given family, with knockd's fallback: an IPv6 knocker gets the _6
+// command when it is set (even to ""), else the IPv4 one; start and stop
+// fall back independently.
+func (d *Door) Commands(ipv6 bool) (start, stop string) {
+	start, stop = d.Start.Text, d.Stop.Text
+	if ipv6 {
+		if d.Start6.Set {
+			start = d.Start6.Text
+		}
+		if d.Stop6.Set {
+			stop = d.Stop6.Text
+		}
+	}
+	return start, stop
+}
+
+// GrantTimeout is how long a grant made by this door lasts.
+func (d *Door) GrantTimeout() time.Duration {
+	if len(d.Open) > 0 && d.OpenTimeout > 0 {
+		return d.OpenTimeout
+	}
+	return d.CmdTimeout
+}
+
+// Accepts reports whether a knock to dst counts for this door: a door
+// with a Target listens only there, other doors on local addresses.
+func (d *Door) Accepts(dst netip.Addr, local func(netip.Addr) bool) bool {
+	if d.Target.IsValid() {
+		return dst == d.Target
+	}
+	return local(dst)
+}

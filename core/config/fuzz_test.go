@@ -1,0 +1,45 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(knockdDefault))
+	f.Add([]byte("[options]\nInterface=eth0,eth1\nMaxAttempts=10\n[d]\nsequence=1:udp,2\ntcpflags=syn,!ack\nopen=22/tcp\n"))
+	f.Add([]byte("[d]\nsequence=0\n"))
+	f.Add([]byte("[d]\none_time_sequences=/nonexistent\n"))
+	f.Add([]byte("x=1\n[]\n[d\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse("fuzz.conf", data)
+		if err != nil {
+			// Every error must be located.
+			var ce *Error
+			if !errors.As(err, &ce) || ce.Line < 1 || !strings.HasPrefix(err.Error(), "fuzz.conf:") {
+				t.Fatalf("unlocated error %q", err)
+			}
+			if c != nil {
+				t.Fatal("config returned with an error")
+			}
+			return
+		}
+		for _, d := range c.Doors {
+			if d.OneTimeFile == "" && (len(d.Sequence) == 0 || len(d.Sequence) > MaxSequence) {
+				t.Fatalf("door %q accepted with %d elements", d.Name, len(d.Sequence))
+			}
+			for _, p := range d.Sequence {
+				if p.Num == 0 || (p.Proto != 6 && p.Proto != 17) {
+					t.Fatalf("door %q accepted bad element %v", d.Name, p)
+				}
+			}
+			if d.SeqTimeout <= 0 || d.CmdTimeout < 0 {
+				t.Fatalf("door %q accepted timeouts %v %v", d.Name, d.SeqTimeout, d.CmdTimeout)
+			}
+		}
+		if c.Options.MaxAttempts < 1 {
+			t.Fatalf("MaxAttempts %d", c.Options.MaxAttempts)
+		}
+	})
+}

@@ -1,0 +1,285 @@
+package config
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sesame-knock/sesame/core/knock"
+)
+
+const knockdDefault = `[options]
+	UseSyslog
+
+[openSSH]
+	sequence    = 7000,8000,9000
+	seq_timeout = 5
+	command     = /sbin/iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+	tcpflags    = syn
+
+[closeSSH]
+	sequence    = 9000,8000,7000
+	seq_timeout = 5
+	command     = /sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+	tcpflags    = syn
+`
+
+func TestParseKnockdDefault(t *testing.T) {
+	c, err := Parse("knockd.conf", []byte(knockdDefault))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Options.UseSyslog {
+		t.Error("UseSyslog not set")
+	}
+	if len(c.Doors) != 2 {
+		t.Fatalf("doors = %d, want 2", len(c.Doors))
+	}
+	d := c.Doors[0]
+	want := []knock.Port{{Num: 7000, Proto: knock.TCP}, {Num: 8000, Proto: knock.TCP}, {Num: 9000, Proto: knock.TCP}}
+	if d.Name != "openSSH" || knock.FormatSequence(d.Sequence) != knock.FormatSequence(want) {
+		t.Errorf("door 0 = %q %v", d.Name, d.Sequence)
+	}
+	if d.SeqTimeout != 5*time.Second || d.CmdTimeout != DefaultCmdTimeout {
+		t.Errorf("timeouts = %v %v", d.SeqTimeout, d.CmdTimeout)
+	}
+	if d.Flags != (knock.FlagMask{Set: knock.SYN}) {
+		t.Errorf("flags = %v", d.Flags)
+	}
+	if !d.Start.Set || !strings.Contains(d.Start.Text, "%IP%") || d.Stop.Set {
+		t.Errorf("commands = %+v %+v", d.Start, d.Stop)
+	}
+	if d.Line != 4 {
+		t.Errorf("door line = %d, want 4", d.Line)
+	}
+	if c.Options.MaxAttempts != DefaultMaxAttempts || c.Options.Firewall != "auto" {
+		t.Errorf("defaults = %+v", c.Options)
+	}
+}
+
+func TestParseKeys(t *testing.T) {
+	tests := []struct {
+		name  string
+		conf  string
+		check func(t *testing.T, c *Config)
+	}{
+		{"aliases and case", "[d]\nSEQUENCE=1:UDP,2:tcp,3\nTimeout=7\nCommand=a\nCommand_6=b\nSTOP_COMMAND=c\nstop_command_6=d\ncmd_timeout=0\n", func(t *testing.T, c *Config) {
+			d := c.Doors[0]
+			if got := knock.FormatSequence(d.Sequence); got != "1:udp,2:tcp,3:tcp" {
+				t.Errorf("sequence = %s", got)
+			}
+			if d.SeqTimeout != 7*time.Second || d.CmdTimeout != 0 {
+				t.Errorf("timeouts %v %v", d.SeqTimeout, d.CmdTimeout)
+			}
+			if d.Start.Text != "a" || d.Start6.Text != "b" || d.Stop.Text != "c" || d.Stop6.Text != "d" {
+				t.Errorf("commands %+v", d)
+			}
+		}},
+		{"spaces in sequence", "[d]\nsequence = 7000, 8000:udp , 9000\n", func(t *testing.T, c *Config) {
+			if got := knock.FormatSequence(c.Doors[0].Sequence); got != "7000:tcp,8000:udp,9000:tcp" {
+				t.Errorf("sequence = %s", got)
+			}
+		}},
+		{"sub-second timeout", "[d]\nsequence=1\nseq_timeout=0.5\n", func(t *testing.T, c *Config) {
+			if c.Doors[0].SeqTimeout != 500*time.Millisecond {
+				t.Errorf("timeout %v", c.Doors[0].SeqTimeout)
+			}
+		}},
+		{"[Options] is a door", "[Options]\nsequence=1\n", func(t *testing.T, c *Config) {
+			if len(c.Doors) != 1 || c.Doors[0].Name != "Options" {
+				t.Errorf("doors %+v", c.Doors)
+			}
+		}},
+		{"same name twice is two doors", "[d]\nsequence=1\n[d]\nsequence=2\n", func(t *testing.T, c *Config) {
+			if len(c.Doors) != 2 {
+				t.Errorf("doors %d", len(c.Doors))
+			}
+		}},
+		{"tcpflags accumulate and negate", "[d]\nsequence=1\ntcpflags=syn\nTCPFlags=!ACK,urg\ntcpflags=!urg\n", func(t *testing.T, c *Config) {
+			want := knock.FlagMask{Set: knock.SYN, Clear: knock.ACK | knock.URG}
+			if c.Doors[0].Flags != want {
+				t.Errorf("flags %v want %v", c.Doors[0].Flags, want)
+			}
+		}},
+		{"empty _6 command is set", "[d]\nsequence=1\nstart_command=x %IP%\nstart_command_6=\n", func(t *testing.T, c *Config) {
+			s, _ := c.Doors[0].Commands(true)
+			s4, _ := c.Doors[0].Commands(false)
+			if s != "" || s4 != "x %IP%" {
+				t.Errorf("commands v6=%q v4=%q", s, s4)
+			}
+		}},
+		{"_6 falls back independently", "[d]\nsequence=1\nstart_command=a\nstop_command=b\nstop_command_6=c\n", func(t *testing.T, c *Config) {
+			s, st := c.Doors[0].Commands(true)
+			if s != "a" || st != "c" {
+				t.Errorf("v6 = %q %q", s, st)
+			}
+		}},
+		{"options", "[options]\nLogFile=/var/log/knockd.log\nPidFile=/run/k.pid\nInterface=eth0, eth1\nMaxAttempts=100\nFirewall=NFTables\nUseSyslog = no\nReconcile_Interval=2\nRescue_Ports=22/tcp,53/udp\nRescue_After=10\nRescue_From=203.0.113.0/24,2001:db8::1\n", func(t *testing.T, c *Config) {
+			o := c.Options
+			if o.LogFile != "/var/log/knockd.log" || o.PidFile != "/run/k.pid" || o.UseSyslog {
+				t.Errorf("options %+v", o)
+			}
+			if strings.Join(o.Interfaces, "|") != "eth0|eth1" || o.MaxAttempts != 100 || o.Firewall != "nftables" {
+				t.Errorf("options %+v", o)
+			}
+			if o.ReconcileInterval != 2*time.Second || o.RescueAfter != 10*time.Second {
+				t.Errorf("durations %+v", o)
+			}
+			if knock.FormatSequence(o.RescuePorts) != "22:tcp,53:udp" {
+				t.Errorf("rescue ports %v", o.RescuePorts)
+			}
+			if len(o.RescueFrom) != 2 || o.RescueFrom[1] != netip.MustParsePrefix("2001:db8::1/128") {
+				t.Errorf("rescue from %v", o.RescueFrom)
+			}
+		}},
+		{"target and open", "[d]\nsequence=1\ntarget=10.0.0.9\nOpen=22/tcp, 443\nOpen_Timeout=30\n", func(t *testing.T, c *Config) {
+			d := c.Doors[0]
+			if d.Target != netip.MustParseAddr("10.0.0.9") || knock.FormatSequence(d.Open) != "22:tcp,443:tcp" || d.GrantTimeout() != 30*time.Second {
+				t.Errorf("door %+v", d)
+			}
+		}},
+		{"comments and blanks, CRLF", "# top\r\n\r\n[d]\r\n  # indented comment\r\nsequence=1\r\n", func(t *testing.T, c *Config) {
+			if len(c.Doors) != 1 || len(c.Doors[0].Sequence) != 1 {
+				t.Errorf("doors %+v", c.Doors)
+			}
+		}},
+		{"usesyslog in a door section", "[d]\nsequence=1\nUseSyslog\n", func(t *testing.T, c *Config) {
+			if !c.Options.UseSyslog {
+				t.Error("UseSyslog not set")
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse("t.conf", []byte(tt.conf))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		conf string
+		line int
+		want string
+	}{
+		{"directive before section", "sequence=1\n", 1, "must belong to a section"},
+		{"bad section name", "[]\n", 1, "bad section name"},
+		{"no equals", "[d]\nsequence=1\nbogus\n", 3, "syntax error"},
+		{"unknown door key", "[d]\nsequence=1\ncolour=red\n", 3, `unknown door key "COLOUR"`},
+		{"unknown option", "[options]\nfoo=1\n", 2, `unknown option "FOO"`},
+		{"door key in options", "[options]\nsequence=1\n", 2, "within a door section"},
+		{"port zero", "[d]\nsequence=0\n", 2, "out of range"},
+		{"port too big", "[d]\nsequence=65536\n", 2, "out of range"},
+		{"port not numeric", "[d]\nsequence=7000,abc\n", 2, "not a number"},
+		{"negative port", "[d]\nsequence=-1\n", 2, "not a number"},
+		{"empty element", "[d]\nsequence=7000,,9000\n", 2, "empty"},
+		{"unknown protocol", "[d]\nsequence=7000:icmp\n", 2, "unknown protocol"},
+		{"too long", "[d]\nsequence=" + strings.Repeat("1,", 32) + "1\n", 2, "at most 32"},
+		{"empty sequence", "[options]\n[door1]\nseq_timeout=5\n", 2, `door "door1" has an empty knock sequence`},
+		{"empty sequence value", "[d]\nsequence=\n", 2, "empty list"},
+		{"bad seq_timeout", "[d]\nsequence=1\nseq_timeout=abc\n", 3, "not a number of seconds"},
+		{"zero seq_timeout", "[d]\nsequence=1\nseq_timeout=0\n", 3, "more than zero"},
+		{"bad cmd_timeout", "[d]\nsequence=1\ncmd_timeout=5s\n", 3, "not a number of seconds"},
+		{"negative cmd_timeout", "[d]\nsequence=1\ncmd_timeout=-1\n", 3, "not a number of seconds"},
+		{"unknown flag", "[d]\nsequence=1\ntcpflags=syn,foo\n", 3, `unrecognized flag "foo"`},
+		{"bad target", "[d]\nsequence=1\ntarget=host.example\n", 3, "not an IP address"},
+		{"bad maxattempts", "[options]\nMaxAttempts=lots\n[d]\nsequence=1\n", 2, "not a number"},
+		{"zero maxattempts", "[options]\nMaxAttempts=0\n[d]\nsequence=1\n", 2, "out of range"},
+		{"bad firewall", "[options]\nFirewall=pf\n[d]\nsequence=1\n", 2, "unknown backend"},
+		{"bad open", "[d]\nsequence=1\nopen=ssh\n", 3, "not a number"},
+		{"bad usesyslog value", "[options]\nUseSyslog=maybe\n", 2, "not yes or no"},
+		{"bad interface", "[options]\nInterface=eth0,,eth1\n", 2, "empty interface"},
+		{"bad rescue_from", "[options]\nRescue_From=10.0.0.0/33\n", 2, "not an address or prefix"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("t.conf", []byte(tt.conf))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %v is not a *config.Error", err)
+			}
+			if ce.File != "t.conf" || ce.Line != tt.line || !strings.Contains(ce.Msg, tt.want) {
+				t.Errorf("error = %v, want t.conf:%d: ...%s...", err, tt.line, tt.want)
+			}
+			if !strings.HasPrefix(err.Error(), "t.conf:") {
+				t.Errorf("error text %q does not start with file:line", err)
+			}
+		})
+	}
+}
+
+func TestParseReportsEveryError(t *testing.T) {
+	_, err := Parse("t.conf", []byte("[d]\nsequence=0\nseq_timeout=x\n"))
+	if err == nil || !strings.Contains(err.Error(), "t.conf:2:") || !strings.Contains(err.Error(), "t.conf:3:") {
+		t.Fatalf("err = %v, want both lines", err)
+	}
+}
+
+func TestLoadOneTime(t *testing.T) {
+	dir := t.TempDir()
+	seqs := filepath.Join(dir, "seqs")
+	if err := os.WriteFile(seqs, []byte("# used up\n bogus\n 1111,2222:udp\n 3333\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "sesame.conf")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(conf, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("[d]\none_time_sequences = " + seqs + "\nstart_command=true\n")
+	c, err := Load(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := knock.FormatSequence(c.Doors[0].Sequence); got != "1111:tcp,2222:udp" {
+		t.Errorf("sequence %s", got)
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], ":2:") {
+		t.Errorf("warnings %q, want the unparsable line 2", c.Warnings)
+	}
+
+	write("[d]\none_time_sequences = " + filepath.Join(dir, "missing") + "\n")
+	if _, err := Load(conf); err == nil || !strings.Contains(err.Error(), conf+":1:") {
+		t.Errorf("missing file: err = %v", err)
+	}
+
+	// A directory cannot be opened for writing, even by root.
+	write("[d]\none_time_sequences = " + dir + "\n")
+	if _, err := Load(conf); err == nil || !strings.Contains(err.Error(), "is a directory") {
+		t.Errorf("directory: err = %v", err)
+	}
+
+	if os.Geteuid() != 0 { // root can write a 0400 file, so this case needs a non-root run
+		ro := filepath.Join(dir, "ro")
+		os.WriteFile(ro, []byte(" 1\n"), 0o400)
+		write("[d]\none_time_sequences = " + ro + "\n")
+		if _, err := Load(conf); err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("read-only file: err = %v", err)
+		}
+	}
+
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, []byte("#1\n#2\n"), 0o600)
+	write("[d]\none_time_sequences = " + empty + "\n")
+	c, err = Load(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Doors[0].Disabled || len(c.Warnings) == 0 {
+		t.Errorf("exhausted file: disabled=%v warnings=%q", c.Doors[0].Disabled, c.Warnings)
+	}
+}
