@@ -1,0 +1,72 @@
+package match
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/sesame-knock/sesame/core/knock"
+)
+
+// The matcher's cost per packet for the traffic mixes it meets: real
+// sequences, noise the capture filter let through, and a spoofed flood
+// of first knocks that keeps the attempt table full and evicting.
+
+func benchDoors() []Door {
+	return []Door{
+		base(),
+		{Name: "udp", Sequence: seq("5000:udp", "5001:udp", "5002:udp"), Timeout: 5 * time.Second},
+		{Name: "alt", Sequence: seq("7000", "8000", "9001"), Timeout: 10 * time.Second, Flags: knock.FlagMask{Set: knock.SYN}},
+	}
+}
+
+func BenchmarkObserve(b *testing.B) {
+	cases := []struct {
+		name string
+		max  int
+		pkt  func(i int) knock.Packet
+	}{
+		{"sequences", 65536, func(i int) knock.Packet {
+			src := netip.AddrFrom4([4]byte{198, 51, byte(i >> 10), byte(i >> 2)})
+			return knock.Packet{Src: src, Dst: local, Port: []uint16{7000, 8000, 9000, 9000}[i&3], Proto: knock.TCP, Flags: knock.SYN}
+		}},
+		{"flood-first-knocks", 65536, func(i int) knock.Packet {
+			src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+			return knock.Packet{Src: src, Dst: local, Port: 7000, Proto: knock.TCP, Flags: knock.SYN}
+		}},
+		{"flood-wrong-stage", 65536, func(i int) knock.Packet {
+			src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+			return knock.Packet{Src: src, Dst: local, Port: 9000, Proto: knock.TCP, Flags: knock.SYN}
+		}},
+		{"invisible", 65536, func(i int) knock.Packet {
+			return knock.Packet{Src: srcA, Dst: local, Port: 22, Proto: knock.TCP, Flags: knock.SYN}
+		}},
+		{"ipv6-sequences", 65536, func(i int) knock.Packet {
+			var a [16]byte
+			a[0], a[1], a[14], a[15] = 0x20, 0x01, byte(i>>10), byte(i>>2)
+			return knock.Packet{Src: netip.AddrFrom16(a), Dst: local6, Port: []uint16{7000, 8000, 9000, 9000}[i&3], Proto: knock.TCP, Flags: knock.SYN}
+		}},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			m := New(benchDoors(), c.max)
+			m.SetLocal([]netip.Addr{local, local6})
+			pkts := make([]knock.Packet, 1<<16)
+			for i := range pkts {
+				pkts[i] = c.pkt(i)
+			}
+			now := time.Now()
+			// Warm the table to its working size.
+			for i := 0; i < 1<<17; i++ {
+				m.Observe(pkts[i&(1<<16-1)], now)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				m.Observe(pkts[i&(1<<16-1)], now)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds()/1e6, "Mpkt/s")
+		})
+	}
+}

@@ -1,0 +1,156 @@
+package match
+
+import (
+	"net/netip"
+	"time"
+)
+
+// The attempt table is a slab of attempts threaded on three kinds of
+// intrusive doubly-linked lists (per source, per eviction class, per
+// timeout class), so that a packet costs a map lookup or two and pointer
+// moves, never an allocation once the slab has grown to its working size.
+
+func (a *attempt) addr() netip.Addr {
+	if a.v4 {
+		return netip.AddrFrom4([4]byte(a.src[12:]))
+	}
+	return netip.AddrFrom16(a.src)
+}
+
+func (m *Matcher) headOf(src [16]byte) int32 {
+	if i, ok := m.bySrc[src]; ok {
+		return i
+	}
+	return none
+}
+
+func (m *Matcher) alloc() int32 {
+	if m.free != none {
+		i := m.free
+		m.free = m.slab[i].nextSrc
+		return i
+	}
+	m.slab = append(m.slab, attempt{})
+	return int32(len(m.slab) - 1)
+}
+
+// start records a new attempt that has matched its first knock.
+func (m *Matcher) start(src [16]byte, v4 bool, door int32, t time.Duration) {
+	if m.n >= m.max {
+		m.evictOldest()
+	}
+	i := m.alloc()
+	tc := m.doorTC[door]
+	m.slab[i] = attempt{src: src, v4: v4, door: door, stage: 1, tclass: tc, deadline: t + m.classes[tc]}
+	m.link(i)
+}
+
+// link puts slab[i] (fields src, v4, door, stage, tclass, deadline set)
+// at the tail of its source, age and timeout lists.
+func (m *Matcher) link(i int32) {
+	a := &m.slab[i]
+	// Append to the source's chain so events come out in the order the
+	// attempts started (doors' order, like knockd's list). Chains hold one
+	// attempt per door the source is knocking on: short.
+	a.prevSrc, a.nextSrc = none, none
+	if h := m.headOf(a.src); h == none {
+		m.bySrc[a.src] = i
+	} else {
+		for m.slab[h].nextSrc != none {
+			h = m.slab[h].nextSrc
+		}
+		m.slab[h].nextSrc = i
+		a.prevSrc = h
+	}
+	a.ageList = 0
+	if a.stage >= 2 {
+		a.ageList = 1
+	}
+	m.pushAge(i)
+	l := &m.tl[a.tclass]
+	a.prevTO, a.nextTO = l.tail, none
+	if l.tail != none {
+		m.slab[l.tail].nextTO = i
+	} else {
+		l.head = i
+	}
+	l.tail = i
+	m.n++
+}
+
+func (m *Matcher) pushAge(i int32) {
+	a := &m.slab[i]
+	l := &m.age[a.ageList]
+	a.prevAge, a.nextAge = l.tail, none
+	if l.tail != none {
+		m.slab[l.tail].nextAge = i
+	} else {
+		l.head = i
+	}
+	l.tail = i
+}
+
+func (m *Matcher) unlinkAge(i int32) {
+	a := &m.slab[i]
+	l := &m.age[a.ageList]
+	if a.prevAge != none {
+		m.slab[a.prevAge].nextAge = a.nextAge
+	} else {
+		l.head = a.nextAge
+	}
+	if a.nextAge != none {
+		m.slab[a.nextAge].prevAge = a.prevAge
+	} else {
+		l.tail = a.prevAge
+	}
+}
+
+func (m *Matcher) moveToAdvanced(i int32) {
+	m.unlinkAge(i)
+	m.slab[i].ageList = 1
+	m.pushAge(i)
+}
+
+// remove unlinks slab[i] from every list and frees it. The map is only
+// touched when i heads its source's chain.
+func (m *Matcher) remove(i int32) {
+	a := &m.slab[i]
+	switch {
+	case a.prevSrc != none:
+		m.slab[a.prevSrc].nextSrc = a.nextSrc
+	case a.nextSrc == none:
+		delete(m.bySrc, a.src)
+	default:
+		m.bySrc[a.src] = a.nextSrc
+	}
+	if a.nextSrc != none {
+		m.slab[a.nextSrc].prevSrc = a.prevSrc
+	}
+	m.unlinkAge(i)
+	l := &m.tl[a.tclass]
+	if a.prevTO != none {
+		m.slab[a.prevTO].nextTO = a.nextTO
+	} else {
+		l.head = a.nextTO
+	}
+	if a.nextTO != none {
+		m.slab[a.nextTO].prevTO = a.prevTO
+	} else {
+		l.tail = a.prevTO
+	}
+	*a = attempt{nextSrc: m.free}
+	m.free = i
+	m.n--
+}
+
+func (m *Matcher) evictOldest() {
+	for _, l := range m.age {
+		if l.head != none {
+			a := &m.slab[l.head]
+			m.emit(Evicted, a.door, a.addr(), int(a.stage))
+			m.stats.Evictions++
+			m.remove(l.head)
+			return
+		}
+	}
+}
