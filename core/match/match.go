@@ -114,10 +114,10 @@ type Matcher struct {
 	epochSet bool
 
 	slab  []attempt
-	free  int32 // free list through nextSrc
+	free  int32              // free list through nextSrc
 	bySrc map[[16]byte]int32 // keyed by As16 of an unmapped address: cheaper to hash than netip.Addr
-	age   [2]list // eviction order: first-stage attempts go first
-	tl    []list  // per timeout class, oldest first
+	age   [2]list            // eviction order: first-stage attempts go first
+	tl    []list             // per timeout class, oldest first
 	n     int
 
 	events []Event
