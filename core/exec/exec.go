@@ -1,0 +1,181 @@
+// Package exec runs knockd-compatible door commands: a template with
+// %IP% expanded from a validated address, run by /bin/sh -c as knockd's
+// system() does. It bounds what commands can do to the machine: a cap on
+// commands running at once, a per-door rate limit on start commands, and
+// a time limit after which a command's process group is killed. It does
+// not decide when commands run; package grant does.
+package exec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	osexec "os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/time/rate"
+)
+
+// Expand substitutes every %IP% in tmpl with ip's text. The address
+// comes from a decoded packet, so its text holds only hex digits, dots
+// and colons: nothing a shell would interpret.
+func Expand(tmpl string, ip netip.Addr) string {
+	return strings.ReplaceAll(tmpl, "%IP%", ip.Unmap().String())
+}
+
+// Options bound the runner. Zero values take the defaults.
+type Options struct {
+	MaxConcurrent int           // commands running at once (default 16)
+	Rate          rate.Limit    // start commands per second per door (default 10)
+	Burst         int           // per-door burst (default 20)
+	Timeout       time.Duration // a command running longer is killed (default 2 min)
+	Shell         string        // default /bin/sh
+	Logger        hclog.Logger
+}
+
+// Result is how a command ended.
+type Result struct {
+	Cmd      string
+	ExitCode int // -1 when killed or not started
+	Duration time.Duration
+	Err      error // nil when the command ran to completion (any exit code)
+}
+
+// Runner runs commands. It is safe for concurrent use.
+type Runner struct {
+	opts Options
+	sem  chan struct{}
+	log  hclog.Logger
+
+	mu       sync.Mutex // guards limiter
+	limiters map[string]*rate.Limiter
+}
+
+// New returns a Runner.
+func New(opts Options) *Runner {
+	if opts.MaxConcurrent <= 0 {
+		opts.MaxConcurrent = 16
+	}
+	if opts.Rate <= 0 {
+		opts.Rate = 10
+	}
+	if opts.Burst <= 0 {
+		opts.Burst = 20
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 2 * time.Minute
+	}
+	if opts.Shell == "" {
+		opts.Shell = "/bin/sh"
+	}
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	return &Runner{opts: opts, sem: make(chan struct{}, opts.MaxConcurrent), log: opts.Logger, limiters: make(map[string]*rate.Limiter)}
+}
+
+// Allow reports whether door may start another command at now. Only
+// start commands are limited: a stop command closes a door and is never
+// refused.
+func (r *Runner) Allow(door string, now time.Time) bool {
+	r.mu.Lock()
+	l, ok := r.limiters[door]
+	if !ok {
+		l = rate.NewLimiter(r.opts.Rate, r.opts.Burst)
+		r.limiters[door] = l
+	}
+	r.mu.Unlock()
+	return l.AllowN(now, 1)
+}
+
+// Run runs cmd for door and waits for it, logging in knockd's words. It
+// waits for a free slot first (ctx ends the wait). extraEnv is added to
+// the command's environment.
+func (r *Runner) Run(ctx context.Context, door, cmd string, extraEnv ...string) Result {
+	res := Result{Cmd: cmd, ExitCode: -1}
+	select {
+	case r.sem <- struct{}{}:
+	case <-ctx.Done():
+		res.Err = fmt.Errorf("door %q: waiting to run command: %w", door, ctx.Err())
+		return res
+	}
+	defer func() { <-r.sem }()
+
+	r.log.Info(door+": running command: "+cmd, "door", door, "command", cmd)
+	start := time.Now()
+	c := osexec.Command(r.opts.Shell, "-c", cmd)
+	c.Env = append(os.Environ(), extraEnv...)
+	c.Stdin = nil
+	// Its own process group, so a timeout kills what it forked too, and a
+	// daemon killed outright does not take a running stop command with it.
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out := &limitedBuffer{max: 4096}
+	c.Stdout, c.Stderr = out, out
+	if err := c.Start(); err != nil {
+		res.Err = fmt.Errorf("door %q: start command: %w", door, err)
+		r.log.Error("error: command fork failed!", "door", door, "error", err)
+		return res
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	timer := time.NewTimer(r.opts.Timeout)
+	defer timer.Stop()
+	var err error
+	select {
+	case err = <-done:
+	case <-timer.C:
+		_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+		err = <-done
+		res.Err = fmt.Errorf("door %q: command killed after %v", door, r.opts.Timeout)
+	}
+	res.Duration = time.Since(start)
+	if c.ProcessState != nil {
+		res.ExitCode = c.ProcessState.ExitCode()
+	}
+	if o := strings.TrimSpace(out.String()); o != "" {
+		r.log.Debug(door+": command output", "door", door, "output", o)
+	}
+	switch {
+	case res.Err != nil:
+		r.log.Error(res.Err.Error(), "door", door, "command", cmd)
+	case res.ExitCode != 0:
+		var ee *osexec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			res.Err = fmt.Errorf("door %q: command: %w", door, err)
+		}
+		r.log.Warn(fmt.Sprintf("%s: command returned non-zero status code (%d)", door, res.ExitCode), "door", door, "status", res.ExitCode)
+	}
+	return res
+}
+
+// limitedBuffer keeps the first max bytes of a command's output for the
+// debug log, so a chatty command cannot grow the daemon's memory.
+type limitedBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if room := l.max - len(l.b); room > 0 {
+		if len(p) < room {
+			room = len(p)
+		}
+		l.b = append(l.b, p[:room]...)
+	}
+	return len(p), nil
+}
+
+func (l *limitedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b)
+}
