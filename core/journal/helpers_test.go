@@ -1,11 +1,13 @@
 package journal
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,7 +31,9 @@ func rec(i int) Record {
 		r.StopCmd = ""
 		r.Open = []knock.Port{{Num: 22, Proto: knock.TCP}, {Num: 60000 + uint16(i%1000), Proto: knock.UDP}}
 		r.Backend = "nftables"
-		r.Source = netip.MustParseAddr(fmt.Sprintf("fd77::%x", i+1))
+		a := netip.MustParseAddr("fd77::").As16()
+		a[12], a[13], a[14], a[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)+1
+		r.Source = netip.AddrFrom16(a)
 	}
 	return r
 }
@@ -111,4 +115,31 @@ func frameOffsets(t testing.TB, data []byte) []int {
 		off += n
 	}
 	return offs
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger and a test to share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func mustReadPending(t testing.TB, dir string) []Record {
+	t.Helper()
+	rs, err := ReadPending(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
 }
