@@ -47,7 +47,9 @@ func TestJournaldEntries(t *testing.T) {
 			"capture: filter installed", journal.PriInfo, map[string]string{"SESAME_PORTS": "3"},
 		},
 		{
-			"warn", func(l hclog.Logger) { l.Warn("config: reload failed, keeping the old config", "error", "line 3: bad port") },
+			"warn", func(l hclog.Logger) {
+				l.Warn("config: reload failed, keeping the old config", "error", "line 3: bad port")
+			},
 			"config: reload failed, keeping the old config", journal.PriWarning, map[string]string{"SESAME_ERROR": "line 3: bad port"},
 		},
 		{
