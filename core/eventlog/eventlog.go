@@ -1,0 +1,220 @@
+// Package eventlog builds Sesame's one hclog logger and fans its entries
+// out to the sinks an operator asked for: stderr, journald (with
+// structured SESAME_* fields), knockd's LogFile format and syslog. It
+// owns the formats and which entry goes where; it does not decide what is
+// logged or when to reopen files (the caller calls Reopen on SIGHUP).
+//
+// Knock events are logged with knockd's wording as the message and an
+// "event" key (see the Event and Key constants), for example
+//
+//	log.Info("10.0.0.2: ssh: Stage 1", "event", "stage", "door", "ssh", "source", "10.0.0.2", "stage", 1)
+package eventlog
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Journald says whether to send entries to journald.
+type Journald int
+
+const (
+	// JournaldAuto sends to journald when its socket is reachable.
+	JournaldAuto Journald = iota
+	// JournaldOn requires journald: New fails when it is unreachable.
+	JournaldOn
+	// JournaldOff never sends to journald.
+	JournaldOff
+)
+
+// ParseJournald parses "auto", "on" or "off" ("" means auto).
+func ParseJournald(s string) (Journald, error) {
+	switch s {
+	case "", "auto":
+		return JournaldAuto, nil
+	case "on":
+		return JournaldOn, nil
+	case "off":
+		return JournaldOff, nil
+	}
+	return 0, fmt.Errorf("bad journald mode %q (want auto, on or off)", s)
+}
+
+func (j Journald) String() string {
+	switch j {
+	case JournaldAuto:
+		return "auto"
+	case JournaldOn:
+		return "on"
+	case JournaldOff:
+		return "off"
+	}
+	return fmt.Sprintf("Journald(%d)", int(j))
+}
+
+// Options configure New. The zero value logs at Info to os.Stderr and to
+// journald when it is reachable.
+type Options struct {
+	// Name is the logger's name and the syslog/journald identifier;
+	// "" means "sesamed".
+	Name string
+	// Level filters stderr and journald; hclog.NoLevel means Info. The
+	// LogFile and syslog sinks take knockd's lines at Info and above
+	// whatever the level, as knockd writes them whatever its verbosity.
+	Level hclog.Level
+	// Stderr receives hclog's text output; nil means os.Stderr. When it
+	// is the journal's stream (JOURNAL_STREAM names it) and the journald
+	// sink is active, its output is discarded to avoid duplicates.
+	Stderr   io.Writer
+	Journald Journald
+	// LogFile is knockd's LogFile: "" for none.
+	LogFile string
+	// UseSyslog sends knockd's lines to syslog (facility daemon, notice).
+	UseSyslog bool
+	// Now is the clock for LogFile timestamps; nil means time.Now. Stamps
+	// are printed in the location of the time it returns.
+	Now func() time.Time
+}
+
+// Logger is the daemon's logger: use it (or its Named/With children) as
+// an hclog.Logger. Reopen and Close manage the files behind it.
+type Logger struct {
+	hclog.InterceptLogger
+
+	journald *journaldSink // nil when not sending to journald
+	file     *fileSink     // nil without a LogFile
+	syslog   *syslogSink   // nil without UseSyslog
+	// direct logs the package's own warnings without going through the
+	// sinks, which may be what is failing (and whose lock may be held).
+	direct hclog.Logger
+
+	closeOnce sync.Once
+}
+
+// New builds the logger and opens its sinks. Outcomes: an error when the
+// LogFile cannot be opened or journald is required (JournaldOn) but
+// unreachable; a missing syslog socket is only a warning.
+func New(opts Options) (*Logger, error) {
+	if opts.Name == "" {
+		opts.Name = "sesamed"
+	}
+	if opts.Level == hclog.NoLevel {
+		opts.Level = hclog.Info
+	}
+	if opts.Stderr == nil {
+		opts.Stderr = os.Stderr
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	l := &Logger{}
+	var warnings []string
+
+	useJournald := false
+	switch opts.Journald {
+	case JournaldOn:
+		if !enabled() {
+			return nil, errors.New("eventlog: journald requested but its socket is not reachable")
+		}
+		useJournald = true
+	case JournaldAuto:
+		useJournald = enabled()
+	}
+	out := opts.Stderr
+	var fallback hclog.Logger
+	if useJournald {
+		stream, err := isJournalStream(opts.Stderr)
+		if err != nil {
+			warnings = append(warnings, fmt.Sprintf("cannot tell whether stderr is the journal: %v", err))
+		}
+		if stream {
+			// Entries would reach journald twice. If a send fails, the
+			// sink falls back to the real stderr, which still ends up in
+			// the journal.
+			out = io.Discard
+			fallback = hclog.New(&hclog.LoggerOptions{Name: opts.Name, Level: hclog.Trace, Output: opts.Stderr})
+		}
+	}
+	l.InterceptLogger = hclog.NewInterceptLogger(&hclog.LoggerOptions{
+		Name:   opts.Name,
+		Level:  opts.Level,
+		Output: out,
+	})
+	l.direct = hclog.New(&hclog.LoggerOptions{Name: opts.Name, Level: hclog.Warn, Output: out})
+	level := l.InterceptLogger.GetLevel // follows SetLevel on the root
+
+	if useJournald {
+		l.journald = &journaldSink{ident: opts.Name, level: level, fallback: fallback, direct: l.direct}
+		l.InterceptLogger.RegisterSink(l.journald)
+	}
+	if opts.LogFile != "" {
+		f, err := newFileSink(opts.LogFile, opts.Now, l.warn)
+		if err != nil {
+			return nil, fmt.Errorf("eventlog: %w", err)
+		}
+		l.file = f
+		l.InterceptLogger.RegisterSink(f)
+	}
+	if opts.UseSyslog {
+		s, err := newSyslogSink(opts.Name, opts.Now, l.warn)
+		if err != nil {
+			warnings = append(warnings, fmt.Sprintf("syslog unavailable, continuing without it until it appears: %v", err))
+		}
+		l.syslog = s
+		l.InterceptLogger.RegisterSink(s)
+	}
+	for _, w := range warnings {
+		l.warn(w)
+	}
+	return l, nil
+}
+
+// warn reports a problem of the logging machinery itself on stderr and
+// journald, bypassing the registered sinks (it may run inside one).
+func (l *Logger) warn(msg string, args ...any) {
+	l.direct.Warn(msg, args...)
+	if l.journald != nil {
+		l.journald.Accept(l.direct.Name(), hclog.Warn, msg, args...)
+	}
+}
+
+// JournaldActive reports whether entries are sent to journald.
+func (l *Logger) JournaldActive() bool { return l.journald != nil }
+
+// Reopen reopens the LogFile (after logrotate moved it); on error the old
+// file stays in use. Without a LogFile it does nothing.
+func (l *Logger) Reopen() error {
+	if l.file == nil {
+		return nil
+	}
+	if err := l.file.reopen(); err != nil {
+		return fmt.Errorf("eventlog: %w", err)
+	}
+	return nil
+}
+
+// Close closes the LogFile and the syslog connection. Entries logged
+// afterwards still go to stderr and journald. It is safe to call twice.
+func (l *Logger) Close() error {
+	var err error
+	l.closeOnce.Do(func() {
+		if l.file != nil {
+			err = l.file.close()
+		}
+		if l.syslog != nil {
+			if serr := l.syslog.close(); err == nil {
+				err = serr
+			}
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("eventlog: close: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,328 @@
+package eventlog
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/journal"
+	"github.com/hashicorp/go-hclog"
+)
+
+func TestJournaldEntries(t *testing.T) {
+	deadline := time.Date(2026, 11, 27, 21, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name   string
+		log    func(l hclog.Logger)
+		msg    string
+		pri    journal.Priority
+		fields map[string]string
+	}{
+		{
+			"stage", func(l hclog.Logger) {
+				l.Info("10.0.0.2: ssh: Stage 1", "event", "stage", "door", "ssh", "source", "10.0.0.2", "stage", 1)
+			},
+			"10.0.0.2: ssh: Stage 1", journal.PriNotice,
+			map[string]string{"SESAME_EVENT": "stage", "SESAME_DOOR": "ssh", "SESAME_SOURCE": "10.0.0.2", "SESAME_STAGE": "1"},
+		},
+		{
+			"grant with typed deadline", func(l hclog.Logger) {
+				l.Info("ssh: running command: iptables -A INPUT -s 10.0.0.2 -j ACCEPT", "event", EventGrant, "door", "ssh",
+					"source", "10.0.0.2", "grant_id", "0123abcd", "deadline", deadline)
+			},
+			"ssh: running command: iptables -A INPUT -s 10.0.0.2 -j ACCEPT", journal.PriNotice,
+			map[string]string{"SESAME_EVENT": "grant", "SESAME_DOOR": "ssh", "SESAME_SOURCE": "10.0.0.2",
+				"SESAME_GRANT_ID": "0123abcd", "SESAME_DEADLINE": "2026-11-27T21:00:00Z"},
+		},
+		{
+			"plain knockd line", func(l hclog.Logger) { l.Info("starting up, listening on eth0") },
+			"starting up, listening on eth0", journal.PriNotice, map[string]string{},
+		},
+		{
+			"other info", func(l hclog.Logger) { l.Info("capture: filter installed", "ports", 3) },
+			"capture: filter installed", journal.PriInfo, map[string]string{"SESAME_PORTS": "3"},
+		},
+		{
+			"warn", func(l hclog.Logger) {
+				l.Warn("config: reload failed, keeping the old config", "error", "line 3: bad port")
+			},
+			"config: reload failed, keeping the old config", journal.PriWarning, map[string]string{"SESAME_ERROR": "line 3: bad port"},
+		},
+		{
+			"error", func(l hclog.Logger) { l.Error("10.0.0.2: ssh: command timeout", "event", "revoke") },
+			"10.0.0.2: ssh: command timeout", journal.PriErr, map[string]string{"SESAME_EVENT": "revoke"},
+		},
+		{
+			"debug", func(l hclog.Logger) { l.Debug("packet", "port", 7000) },
+			"packet", journal.PriDebug, map[string]string{"SESAME_PORT": "7000"},
+		},
+		{
+			"trace", func(l hclog.Logger) { l.Trace("packet") },
+			"packet", journal.PriDebug, map[string]string{},
+		},
+		{
+			"rescue-open raised to warning", func(l hclog.Logger) {
+				l.Info("rescue port opened: heartbeat missed", "event", EventRescueOpen, "port", 22)
+			},
+			"rescue port opened: heartbeat missed", journal.PriWarning,
+			map[string]string{"SESAME_EVENT": "rescue-open", "SESAME_PORT": "22"},
+		},
+		{
+			"rescue-close at error stays error", func(l hclog.Logger) {
+				l.Error("rescue port close failed", "event", EventRescueClose)
+			},
+			"rescue port close failed", journal.PriErr, map[string]string{"SESAME_EVENT": "rescue-close"},
+		},
+		{
+			"named and with", func(l hclog.Logger) {
+				l.Named("grant").With("door", "web").Info("10.0.0.9: web: OPEN SESAME", "event", "open", "source", "10.0.0.9")
+			},
+			"10.0.0.9: web: OPEN SESAME", journal.PriNotice,
+			map[string]string{"SESAME_LOGGER": "sesamed.grant", "SESAME_DOOR": "web", "SESAME_EVENT": "open", "SESAME_SOURCE": "10.0.0.9"},
+		},
+		{
+			"multi-line message kept verbatim", func(l hclog.Logger) { l.Info("line one\nline two") },
+			"line one\nline two", journal.PriInfo, map[string]string{},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fj := useFakeJournald(t, true)
+			var stderr bytes.Buffer
+			l, err := New(Options{Level: hclog.Trace, Stderr: &stderr})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			if !l.JournaldActive() {
+				t.Fatal("journald sink not active with journald reachable")
+			}
+			tt.log(l)
+			got := fj.take()
+			if len(got) != 1 {
+				t.Fatalf("%d entries sent, want 1: %+v", len(got), got)
+			}
+			want := map[string]string{"SYSLOG_IDENTIFIER": "sesamed"}
+			for k, v := range tt.fields {
+				want[k] = v
+			}
+			if got[0].msg != tt.msg || got[0].pri != tt.pri || !reflect.DeepEqual(got[0].fields, want) {
+				t.Fatalf("sent\n  %q pri %d %v\nwant\n  %q pri %d %v", got[0].msg, got[0].pri, got[0].fields, tt.msg, tt.pri, want)
+			}
+			// Stderr is not the journal here: it gets the entry too.
+			if !strings.Contains(stderr.String(), strings.SplitN(tt.msg, "\n", 2)[0]) {
+				t.Errorf("stderr missing the entry: %q", stderr.String())
+			}
+		})
+	}
+}
+
+func TestJournaldLevelFiltering(t *testing.T) {
+	fj := useFakeJournald(t, true)
+	var stderr bytes.Buffer
+	l, err := New(Options{Level: hclog.Warn, Stderr: &stderr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logAll := func() {
+		l.Trace("t")
+		l.Debug("d")
+		l.Info("i", "event", "stage")
+		l.Warn("w")
+		l.Error("e")
+	}
+	msgs := func() string {
+		var s []string
+		for _, e := range fj.take() {
+			s = append(s, e.msg)
+		}
+		return strings.Join(s, ",")
+	}
+	logAll()
+	if got := msgs(); got != "w,e" {
+		t.Errorf("at Warn, journald got %q, want w,e", got)
+	}
+	l.SetLevel(hclog.Debug) // the sink follows the root's level
+	logAll()
+	if got := msgs(); got != "d,i,w,e" {
+		t.Errorf("at Debug, journald got %q, want d,i,w,e", got)
+	}
+	l.SetLevel(hclog.Off)
+	logAll()
+	if got := msgs(); got != "" {
+		t.Errorf("at Off, journald got %q", got)
+	}
+	if n := strings.Count(stderr.String(), "\n"); n != 6 {
+		t.Errorf("stderr got %d lines, want 6:\n%s", n, stderr.String())
+	}
+}
+
+func TestJournaldModes(t *testing.T) {
+	tests := []struct {
+		mode      Journald
+		reachable bool
+		active    bool
+		wantErr   bool
+	}{
+		{JournaldAuto, true, true, false},
+		{JournaldAuto, false, false, false},
+		{JournaldOn, true, true, false},
+		{JournaldOn, false, false, true},
+		{JournaldOff, true, false, false},
+		{JournaldOff, false, false, false},
+	}
+	for _, tt := range tests {
+		fj := useFakeJournald(t, tt.reachable)
+		l, err := New(Options{Journald: tt.mode, Stderr: io.Discard})
+		if (err != nil) != tt.wantErr {
+			t.Errorf("%v reachable=%v: err %v", tt.mode, tt.reachable, err)
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		l.Info("x")
+		if l.JournaldActive() != tt.active || (len(fj.take()) == 1) != tt.active {
+			t.Errorf("%v reachable=%v: active %v, want %v", tt.mode, tt.reachable, l.JournaldActive(), tt.active)
+		}
+		l.Close()
+	}
+}
+
+// pipeStream returns a pipe whose write end plays systemd's journal
+// stream: JOURNAL_STREAM names its device and inode.
+func pipeStream(t *testing.T) (r, w *os.File, env string) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); w.Close() })
+	st, err := w.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, w, devIno(t, st)
+}
+
+// readAll closes the write end and returns what reached the pipe.
+func readAll(t *testing.T, r, w *os.File) string {
+	t.Helper()
+	w.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestStderrDiscardedWhenItIsTheJournal(t *testing.T) {
+	tests := []struct {
+		name        string
+		env         func(real string) string
+		reachable   bool
+		wantStderr  bool
+		wantJournal bool
+	}{
+		{"journal stream and journald", func(real string) string { return real }, true, false, true},
+		{"no JOURNAL_STREAM", func(string) string { return "" }, true, true, true},
+		{"JOURNAL_STREAM names another file", func(string) string { return "1:1" }, true, true, true},
+		{"malformed JOURNAL_STREAM", func(string) string { return "garbage" }, true, true, true},
+		{"journal stream but journald unreachable", func(real string) string { return real }, false, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fj := useFakeJournald(t, tt.reachable)
+			r, w, env := pipeStream(t)
+			t.Setenv("JOURNAL_STREAM", tt.env(env))
+			l, err := New(Options{Stderr: w})
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.Info("10.0.0.2: ssh: OPEN SESAME", "event", "open")
+			l.Close()
+			out := readAll(t, r, w)
+			if got := strings.Contains(out, "OPEN SESAME"); got != tt.wantStderr {
+				t.Errorf("entry on stderr = %v, want %v; stderr:\n%s", got, tt.wantStderr, out)
+			}
+			if !tt.wantStderr && out != "" {
+				t.Errorf("stderr should be silent, got:\n%s", out)
+			}
+			var opens int
+			for _, e := range fj.take() {
+				if e.msg == "10.0.0.2: ssh: OPEN SESAME" {
+					opens++
+				}
+			}
+			if (opens == 1) != tt.wantJournal || opens > 1 {
+				t.Errorf("journald got the entry %d times, want %v", opens, tt.wantJournal)
+			}
+		})
+	}
+}
+
+// When stderr is the journal and a send fails, the entry goes to stderr
+// (which systemd also puts in the journal) instead of being lost.
+func TestJournaldFailureFallsBackToStderr(t *testing.T) {
+	fj := useFakeJournald(t, true)
+	r, w, env := pipeStream(t)
+	t.Setenv("JOURNAL_STREAM", env)
+	l, err := New(Options{Stderr: w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Info("before")
+	fj.setFail(true)
+	l.Info("during 1", "event", "stage")
+	l.Info("during 2")
+	fj.setFail(false)
+	l.Info("after")
+	out := readAll(t, r, w)
+	for _, want := range []string{"during 1: event=stage", "during 2", "journald: send failed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, out)
+		}
+	}
+	for _, not := range []string{"before", "after"} {
+		if strings.Contains(out, not) {
+			t.Errorf("stderr has %q although journald took it:\n%s", not, out)
+		}
+	}
+	if n := strings.Count(out, "send failed"); n != 1 {
+		t.Errorf("failure reported %d times on stderr, want once", n)
+	}
+	var msgs []string
+	for _, e := range fj.take() {
+		msgs = append(msgs, e.msg)
+	}
+	if got := strings.Join(msgs, "|"); got != "before|after|journald: sending works again; entries in between went to stderr" {
+		t.Errorf("journald got %q", got)
+	}
+}
+
+// isJournalStream applies go-systemd's rule; on fd 2 it must agree with
+// journal.StderrIsJournalStream.
+func TestIsJournalStreamAgreesWithGoSystemd(t *testing.T) {
+	st, err := os.Stderr.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, env := range []string{"", devIno(t, st), "1:1", "0:0"} {
+		t.Setenv("JOURNAL_STREAM", env)
+		want, werr := journal.StderrIsJournalStream()
+		got, gerr := isJournalStream(os.Stderr)
+		if got != want || (gerr == nil) != (werr == nil) {
+			t.Errorf("JOURNAL_STREAM=%q: ours %v %v, go-systemd %v %v", env, got, gerr, want, werr)
+		}
+		if env == devIno(t, st) && !got {
+			t.Errorf("JOURNAL_STREAM=%q naming fd 2 not recognised", env)
+		}
+	}
+	if got, _ := isJournalStream(&bytes.Buffer{}); got {
+		t.Error("a buffer is not the journal")
+	}
+}

@@ -1,0 +1,29 @@
+// Package journal owns Sesame's durable record of open grants: an
+// append-only log in a state directory, one checksummed record per grant,
+// extension, revoke intent and revocation, each fsynced before the call
+// returns, compacted when it is mostly dead records. It does not decide
+// when a grant ends or run anything; the grant manager replays Pending at
+// start and acts on it.
+//
+// # File format
+//
+// DIR/grants.log is a sequence of frames:
+//
+//	magic   4 bytes  FF 53 4A 31 ("\xffSJ1")
+//	crc     4 bytes  CRC-32C (Castagnoli), little endian, over length|type|payload
+//	length  4 bytes  payload length, little endian, at most MaxPayload
+//	type    1 byte   1 grant, 2 extend, 3 revoking, 4 revoked
+//	payload length bytes of JSON
+//
+// The payload is JSON because records are small and written at the rate
+// people knock, so encoding cost is nothing next to the fsync, while
+// `strings grants.log` shows an operator what is pending and optional
+// fields can be added without a version bump. JSON from encoding/json is
+// always valid UTF-8, and 0xFF never occurs in UTF-8, so the magic cannot
+// appear inside a payload: after a corrupt frame the reader resyncs by
+// searching for the next magic whose frame checks out, and keeps every
+// later good record. A corrupt or torn tail (anything after the last good
+// frame) is logged with its offset and reason and cut off by Open before
+// the next append; bad frames in the middle are skipped and logged, and
+// Open rewrites the log (compaction) so they do not linger.
+package journal

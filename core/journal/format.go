@@ -1,0 +1,166 @@
+package journal
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"hash/crc32"
+	"net/netip"
+	"time"
+
+	"github.com/sesame-knock/sesame/core/knock"
+)
+
+// Frame layout; see the package documentation.
+const (
+	headerLen = 13
+	crcOff    = 4 // crc covers bytes [lenOff:] of the frame
+	lenOff    = 8
+	typeOff   = 12
+)
+
+var (
+	magic      = []byte{0xFF, 'S', 'J', '1'}
+	castagnoli = crc32.MakeTable(crc32.Castagnoli)
+)
+
+type recType uint8
+
+const (
+	typeGrant    recType = 1
+	typeExtend   recType = 2
+	typeRevoking recType = 3
+	typeRevoked  recType = 4
+)
+
+func (t recType) String() string {
+	switch t {
+	case typeGrant:
+		return "grant"
+	case typeExtend:
+		return "extend"
+	case typeRevoking:
+		return "revoking"
+	case typeRevoked:
+		return "revoked"
+	}
+	return fmt.Sprintf("type(%d)", uint8(t))
+}
+
+// Payloads. Times are stored in UTC with nanoseconds; ports as number and
+// protocol name so the log reads well.
+type (
+	portWire struct {
+		Port  uint16 `json:"port"`
+		Proto string `json:"proto"`
+	}
+	grantWire struct {
+		ID       string     `json:"id"`
+		Door     string     `json:"door"`
+		Source   netip.Addr `json:"source"`
+		StopCmd  string     `json:"stop_cmd,omitempty"`
+		Open     []portWire `json:"open,omitempty"`
+		Backend  string     `json:"backend,omitempty"`
+		Start    time.Time  `json:"start"`
+		Deadline time.Time  `json:"deadline"`
+	}
+	extendWire struct {
+		ID       string    `json:"id"`
+		Deadline time.Time `json:"deadline"`
+	}
+	revokingWire struct {
+		ID string `json:"id"`
+	}
+	revokedWire struct {
+		ID string    `json:"id"`
+		At time.Time `json:"at"`
+	}
+)
+
+// appendFrame appends one frame holding payload to buf.
+func appendFrame(buf []byte, t recType, payload []byte) []byte {
+	start := len(buf)
+	buf = append(buf, magic...)
+	buf = binary.LittleEndian.AppendUint32(buf, 0) // crc, filled below
+	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(payload)))
+	buf = append(buf, byte(t))
+	buf = append(buf, payload...)
+	sum := crc32.Checksum(buf[start+lenOff:], castagnoli)
+	binary.LittleEndian.PutUint32(buf[start+crcOff:], sum)
+	return buf
+}
+
+// parseFrame checks the frame at data[0:]. It returns the frame's type,
+// payload and total length, or a reason it is not a good frame.
+func parseFrame(data []byte) (t recType, payload []byte, n int, reason string) {
+	if len(data) < headerLen {
+		if bytes.HasPrefix(magic, data[:min(len(data), len(magic))]) {
+			return 0, nil, 0, fmt.Sprintf("torn header (%d of %d bytes)", len(data), headerLen)
+		}
+		return 0, nil, 0, "bad magic"
+	}
+	if !bytes.Equal(data[:len(magic)], magic) {
+		return 0, nil, 0, "bad magic"
+	}
+	size := binary.LittleEndian.Uint32(data[lenOff:])
+	if size > MaxPayload {
+		return 0, nil, 0, fmt.Sprintf("payload length %d over limit %d", size, MaxPayload)
+	}
+	n = headerLen + int(size)
+	if len(data) < n {
+		return 0, nil, 0, fmt.Sprintf("torn payload (%d of %d bytes)", len(data)-headerLen, size)
+	}
+	if got, want := crc32.Checksum(data[lenOff:n], castagnoli), binary.LittleEndian.Uint32(data[crcOff:]); got != want {
+		return 0, nil, 0, fmt.Sprintf("checksum mismatch (stored %08x, computed %08x)", want, got)
+	}
+	t = recType(data[typeOff])
+	if t < typeGrant || t > typeRevoked {
+		return 0, nil, 0, fmt.Sprintf("unknown record type %d", t)
+	}
+	return t, data[headerLen:n], n, ""
+}
+
+func encodeGrant(r *Record) ([]byte, error) {
+	w := grantWire{
+		ID: r.ID, Door: r.Door, Source: r.Source, StopCmd: r.StopCmd, Backend: r.Backend,
+		Start: r.Start.UTC(), Deadline: r.Deadline.UTC(),
+	}
+	for _, p := range r.Open {
+		w.Open = append(w.Open, portWire{Port: p.Num, Proto: p.Proto.String()})
+	}
+	return marshal(w)
+}
+
+func decodeGrant(payload []byte) (Record, error) {
+	var w grantWire
+	if err := json.Unmarshal(payload, &w); err != nil {
+		return Record{}, err
+	}
+	r := Record{
+		ID: w.ID, Door: w.Door, Source: w.Source, StopCmd: w.StopCmd, Backend: w.Backend,
+		Start: w.Start.UTC(), Deadline: w.Deadline.UTC(),
+	}
+	for _, p := range w.Open {
+		proto, err := knock.ParseProto(p.Proto)
+		if err != nil {
+			return Record{}, err
+		}
+		r.Open = append(r.Open, knock.Port{Num: p.Port, Proto: proto})
+	}
+	if err := r.validate(); err != nil {
+		return Record{}, err
+	}
+	return r, nil
+}
+
+func marshal(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxPayload {
+		return nil, fmt.Errorf("record is %d bytes, over the %d byte limit", len(b), MaxPayload)
+	}
+	return b, nil
+}

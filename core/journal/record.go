@@ -1,0 +1,107 @@
+package journal
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"time"
+	"unicode/utf8"
+
+	"github.com/sesame-knock/sesame/core/knock"
+)
+
+// Record is one open grant as the journal knows it.
+type Record struct {
+	ID       string       // unique grant id: 1-32 of [A-Za-z0-9_-] (see NewID)
+	Door     string       // door (config section) name
+	Source   netip.Addr   // the knocker
+	StopCmd  string       // the expanded stop command, "" when none
+	Open     []knock.Port // native grant ports, nil when none
+	Backend  string       // native backend name ("iptables", "nftables"), "" when none
+	Start    time.Time    // wall clock
+	Deadline time.Time    // wall clock; moved by Extend
+
+	// RevokeStarted is set when a Revoking record was journaled without a
+	// following Revoked: the stop command may or may not have run. It is
+	// never written by Grant; the journal derives it on replay.
+	RevokeStarted bool
+}
+
+// Limits on record fields; a record outside them is refused by Grant and
+// skipped on replay.
+const (
+	MaxIDLen      = 32
+	MaxDoorLen    = 1024
+	MaxBackendLen = 32
+	MaxPayload    = 64 << 10 // bytes of JSON in one frame
+)
+
+// NewID returns a time-ordered grant id: 16 hex digits of the Unix time in
+// nanoseconds followed by 16 hex digits of randomness (32 characters).
+// Ids sort by creation time, which makes `sesame grants` and the log easy
+// to read, and the random half keeps them unique across restarts and clock
+// steps.
+func NewID() string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixNano()))
+	// crypto/rand.Read never returns an error (it aborts the program if
+	// the kernel's generator is unavailable).
+	_, _ = rand.Read(b[8:])
+	return hex.EncodeToString(b[:])
+}
+
+// ValidID reports whether id is acceptable as a grant id.
+func ValidID(id string) bool {
+	if id == "" || len(id) > MaxIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if !idByte(id[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func idByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-'
+}
+
+// validate is the single definition of a well-formed record, used before
+// writing and after reading.
+func (r *Record) validate() error {
+	if !ValidID(r.ID) {
+		return fmt.Errorf("bad id %q: want 1-%d of [A-Za-z0-9_-]", r.ID, MaxIDLen)
+	}
+	if r.Door == "" || len(r.Door) > MaxDoorLen || !utf8.ValidString(r.Door) {
+		return fmt.Errorf("bad door name %q", r.Door)
+	}
+	if !r.Source.IsValid() {
+		return fmt.Errorf("no source address")
+	}
+	if len(r.Backend) > MaxBackendLen || (r.Backend != "" && !ValidID(r.Backend)) {
+		return fmt.Errorf("bad backend name %q", r.Backend)
+	}
+	if !utf8.ValidString(r.StopCmd) {
+		return fmt.Errorf("stop command is not valid UTF-8")
+	}
+	for _, p := range r.Open {
+		if p.Num == 0 || (p.Proto != knock.TCP && p.Proto != knock.UDP) {
+			return fmt.Errorf("bad port %s", p)
+		}
+	}
+	if r.Start.IsZero() || r.Deadline.IsZero() {
+		return fmt.Errorf("missing start or deadline")
+	}
+	return nil
+}
+
+// clone returns a copy that shares no memory with r.
+func (r Record) clone() Record {
+	if r.Open != nil {
+		r.Open = append([]knock.Port(nil), r.Open...)
+	}
+	return r
+}
