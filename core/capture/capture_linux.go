@@ -1,0 +1,252 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/sesame-knock/sesame/core/knock"
+)
+
+// HeartbeatInterval is how often Run calls its heartbeat while the reader
+// is healthy.
+const HeartbeatInterval = 500 * time.Millisecond
+
+// Handle is a live capture on one interface: an AF_PACKET socket with a
+// BPF filter, read by Run. Open it in the network namespace it should
+// capture in; the socket stays there.
+type Handle struct {
+	iface string
+	link  LinkType
+	eth   *pcapgo.EthernetHandle
+
+	// set is the user-space check that mirrors the kernel filter; SetFilter
+	// swaps it, Run reads it per packet.
+	set atomic.Pointer[specSet]
+	// filterMu serialises SetFilter so that the kernel program and set
+	// always come from the same spec.
+	filterMu sync.Mutex
+
+	closeOnce sync.Once
+	closed    atomic.Bool
+	closeErr  error // written inside closeOnce
+
+	running atomic.Bool // Run may run once
+
+	// Reader liveness, written by Run's goroutine, read by its ticker:
+	// inRead is true while the reader waits in the kernel; progress counts
+	// frames fully handled.
+	inRead   atomic.Bool
+	progress atomic.Uint64
+
+	read, decoded, delivered, unfiltered atomic.Uint64
+
+	kernelMu    sync.Mutex // guards kernelDrops
+	kernelDrops uint64
+}
+
+// Stats counts what a Handle has seen since Open.
+type Stats struct {
+	Read      uint64 // frames read from the socket
+	Decoded   uint64 // frames that were TCP or UDP over IP
+	Delivered uint64 // candidate knocks passed to deliver
+	// Unfiltered is how many frames were queued when Open had attached the
+	// filter (an upper bound on those that arrived before it): pcapgo binds
+	// the socket before a filter can be set. Run checks them like any other.
+	Unfiltered uint64
+	// KernelDrops counts frames the kernel dropped because the socket's
+	// receive buffer was full (PACKET_STATISTICS).
+	KernelDrops uint64
+}
+
+// Open starts capturing on iface with spec's filter attached. The link
+// type comes from the interface (see LinkTypeOf).
+//
+// pcapgo opens and binds the socket before a filter can be attached, so
+// for a moment the socket takes every frame. The user-space check in Run
+// applies spec to those frames too, so none is delivered that the filter
+// would have dropped; the one thing it cannot tell is the host's own
+// outgoing frames (pcapgo does not report the packet type), so a knock
+// sent from this host to itself in that moment may be delivered twice,
+// which the matcher ignores as a repeat.
+func Open(iface string, spec FilterSpec) (*Handle, error) {
+	link, err := LinkTypeOf(iface)
+	if err != nil {
+		return nil, err
+	}
+	n, err := normalize(spec)
+	if err != nil {
+		return nil, err
+	}
+	prog, err := assemble(n, link)
+	if err != nil {
+		return nil, err
+	}
+	eth, err := pcapgo.NewEthernetHandle(iface)
+	if err != nil {
+		return nil, fmt.Errorf("capture: open %s: %w", iface, err)
+	}
+	if err := eth.SetBPF(prog); err != nil {
+		eth.Close()
+		return nil, fmt.Errorf("capture: attach filter on %s: %w", iface, err)
+	}
+	h := &Handle{iface: iface, link: link, eth: eth}
+	h.set.Store(newSpecSet(n))
+	// The first PACKET_STATISTICS read covers everything since the socket
+	// was opened; it also resets the kernel's counters.
+	if st, err := eth.Stats(); err == nil {
+		h.unfiltered.Store(uint64(st.Packets - st.Drops))
+		h.kernelDrops = uint64(st.Drops)
+	}
+	return h, nil
+}
+
+// LinkType reports the framing of the captured interface.
+func (h *Handle) LinkType() LinkType { return h.link }
+
+// SetFilter replaces the filter on the live socket; nothing is reopened
+// and no queued frame is lost. Frames already queued that the new spec
+// does not match are not delivered. It is safe to call while Run runs.
+func (h *Handle) SetFilter(spec FilterSpec) error {
+	n, err := normalize(spec)
+	if err != nil {
+		return err
+	}
+	prog, err := assemble(n, h.link)
+	if err != nil {
+		return err
+	}
+	h.filterMu.Lock()
+	defer h.filterMu.Unlock()
+	if h.closed.Load() {
+		return fmt.Errorf("capture: set filter on %s: %w", h.iface, net.ErrClosed)
+	}
+	// The user-space set goes first: a knock for a newly added port that
+	// the new program lets through must find the set already accepting it.
+	old := h.set.Swap(newSpecSet(n))
+	if err := h.eth.SetBPF(prog); err != nil {
+		h.set.Store(old)
+		return fmt.Errorf("capture: set filter on %s: %w", h.iface, err)
+	}
+	return nil
+}
+
+// Run reads frames until ctx is done or Close is called, and returns nil
+// then. It decodes each frame and calls deliver, on Run's goroutine, for
+// every packet that matches the current filter spec; deliver must not
+// keep a reference to anything but the packet (a value). A read error
+// (the interface went down or was deleted: the kernel reports ENETDOWN)
+// ends Run with that error; the handle is then closed, and the caller
+// reopens. Run may be called once per Handle; when ctx is done it closes
+// the handle.
+//
+// heartbeat, if not nil, is called every HeartbeatInterval while the
+// reader is healthy: waiting in the kernel for a frame, or having finished
+// at least one frame since the last beat. A reader stuck in deliver (or in
+// decoding) misses beats, which is what a supervisor watches for. Beats
+// come from a goroutine Run starts and waits for; they are never
+// concurrent with each other, the first comes at once, and none comes
+// after Run returns.
+func (h *Handle) Run(ctx context.Context, deliver func(knock.Packet), heartbeat func()) error {
+	if !h.running.CompareAndSwap(false, true) {
+		return fmt.Errorf("capture: Run on %s: already running or finished", h.iface)
+	}
+	stop := context.AfterFunc(ctx, func() { h.Close() })
+	defer stop()
+	if heartbeat != nil {
+		done := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h.beat(done, heartbeat)
+		}()
+		defer wg.Wait()
+		defer close(done)
+	}
+	dec := NewDecoder(h.link)
+	for {
+		h.inRead.Store(true)
+		frame, _, err := h.eth.ZeroCopyReadPacketData()
+		h.inRead.Store(false)
+		if err != nil {
+			if h.closed.Load() {
+				return nil
+			}
+			h.Close()
+			return fmt.Errorf("capture: read %s: %w", h.iface, err)
+		}
+		h.read.Add(1)
+		if pkt, ok := dec.Decode(frame); ok {
+			h.decoded.Add(1)
+			if h.set.Load().has(pkt) {
+				h.delivered.Add(1)
+				deliver(pkt)
+			}
+		}
+		h.progress.Add(1)
+	}
+}
+
+// beat runs on its own goroutine until done is closed.
+func (h *Handle) beat(done <-chan struct{}, heartbeat func()) {
+	t := time.NewTicker(HeartbeatInterval)
+	defer t.Stop()
+	heartbeat()
+	last := h.progress.Load()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		p := h.progress.Load()
+		if h.inRead.Load() || p != last {
+			heartbeat()
+		}
+		last = p
+	}
+}
+
+// Stats returns the handle's counters. It may be called at any time, also
+// after Close (the kernel drop count then stays where it was).
+func (h *Handle) Stats() Stats {
+	h.kernelMu.Lock()
+	if !h.closed.Load() {
+		// PACKET_STATISTICS resets on read; accumulate.
+		if st, err := h.eth.Stats(); err == nil {
+			h.kernelDrops += uint64(st.Drops)
+		}
+	}
+	drops := h.kernelDrops
+	h.kernelMu.Unlock()
+	return Stats{
+		Read:        h.read.Load(),
+		Decoded:     h.decoded.Load(),
+		Delivered:   h.delivered.Load(),
+		Unfiltered:  h.unfiltered.Load(),
+		KernelDrops: drops,
+	}
+}
+
+// Close closes the socket, which makes a pending read in Run return at
+// once. It is safe to call more than once and concurrently with Run and
+// SetFilter; it does not wait for Run to return (Run's deliver may call
+// it).
+func (h *Handle) Close() error {
+	h.closeOnce.Do(func() {
+		h.filterMu.Lock()
+		h.closed.Store(true)
+		h.filterMu.Unlock()
+		if err := h.eth.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			h.closeErr = fmt.Errorf("capture: close %s: %w", h.iface, err)
+		}
+	})
+	return h.closeErr
+}
