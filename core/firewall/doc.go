@@ -1,0 +1,88 @@
+// Package firewall owns Sesame's native grants: it lets a knocker's
+// address reach a door's ports until a deadline, through iptables (a SESAME
+// chain, via go-iptables) or nftables (table inet sesame, via netlink),
+// picks the backend that holds the admin's rules (Detect), and puts grants
+// back after someone flushes the firewall (Reconcile). It does not decide
+// who gets a grant or for how long, does not journal grants, and never
+// edits the admin's own rules.
+//
+// # README-firewall: native grants
+//
+// A door with `Open = 22/tcp,443/tcp` makes Sesame grant the knocker's
+// address those ports until the door's deadline, without start/stop
+// commands. `[options] Firewall = auto|iptables|iptables-nft|iptables-legacy|nftables`
+// chooses where; auto (Detect) looks for the admin's INPUT rules:
+//
+//   - iptables-legacy: rules or a non-ACCEPT policy in filter INPUT as
+//     iptables-legacy-save / ip6tables-legacy-save show them;
+//   - iptables-nft: input rules or an input drop policy in an nf_tables
+//     table made by iptables-nft (ip/ip6 filter etc. with chains named
+//     INPUT, FORWARD...);
+//   - nftables: the same in any other nf_tables table;
+//   - none of these: nftables when the kernel has nf_tables, else
+//     iptables-legacy.
+//
+// Auto refuses to start when input rules live in more than one of these:
+// an accept in one does not open what a drop in another closes. Rules that
+// do not filter INPUT (FORWARD, nat, Docker's chains) are ignored.
+//
+// # iptables backends
+//
+// Sesame creates a SESAME chain in the filter table of iptables and
+// ip6tables and inserts `-I INPUT 1 -j SESAME` once. Each grant is an
+// ACCEPT rule there:
+//
+//	-A SESAME -s 203.0.113.7/32 -p tcp -m multiport --dports 22,443
+//	   -m time --datestop 2025-11-27T21:40:59
+//	   -m comment --comment "sesame id=ssh-1 until=1764279660" -j ACCEPT
+//
+// The admin's policy (`-P INPUT DROP`, or a final DROP) does the closing;
+// Sesame only adds accepts in front of it. The comment names the grants
+// that want the rule and their deadlines, so a restarted Sesame adopts or
+// expires what it finds. Two grants for the same address and ports share
+// one rule. The time match stops a rule matching at its deadline even if
+// Sesame is not running; Reconcile deletes expired rules. If a tool later
+// inserts its own rules above Sesame's jump (fail2ban does), those decide
+// first; Sesame logs that and leaves them be.
+//
+// # nftables backend
+//
+// On a native nftables host an accept in Sesame's table cannot override a
+// drop in the admin's table (every base chain decides separately and a
+// drop anywhere wins), so Sesame guards the door ports itself:
+//
+//	table inet sesame {
+//		set allow4  { type ipv4_addr . inet_proto . inet_service; flags timeout; }
+//		set allow6  { type ipv6_addr . inet_proto . inet_service; flags timeout; }
+//		set guarded { type inet_proto . inet_service; }   # every port any door opens
+//		chain input { type filter hook input priority filter - 10; policy accept;
+//			meta l4proto . th dport @guarded jump guard }
+//		chain guard {
+//			ct state established,related accept
+//			meta iiftype loopback accept
+//			ip saddr . meta l4proto . th dport @allow4 accept
+//			ip6 saddr . meta l4proto . th dport @allow6 accept
+//			counter drop
+//		}
+//	}
+//
+// Each grant is one element per port with a kernel timeout, so it expires
+// at its deadline even if Sesame is dead (`nft list set inet sesame allow4`
+// shows `expires`), and a comment naming the grants that want it. Sesame's
+// accept only means "not dropped by Sesame": the admin's own ruleset must
+// still accept the guarded ports, so keep exactly one rule for them in
+// your input chain, for example
+//
+//	tcp dport { 22, 443 } accept
+//
+// and let Sesame decide who gets through. Established connections survive
+// a grant's expiry; loopback is never guarded.
+//
+// # Reconcile
+//
+// Reconcile(ctx, backend, live grants, now) recreates Sesame's chain and
+// jump or table if they are gone (`iptables -F`, `nft flush ruleset`, a
+// firewalld reload), restores missing grants and removes expired or
+// unwanted ones, and reports what it did. Teardown removes only Sesame's
+// objects.
+package firewall

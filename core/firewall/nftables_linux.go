@@ -1,0 +1,455 @@
+package firewall
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"github.com/sesame-knock/sesame/core/knock"
+)
+
+// nftBackend keeps grants as elements of the allow4/allow6 sets of table
+// inet sesame, each with a kernel timeout, so a grant lapses at its
+// deadline even if Sesame is not running. It talks netlink directly (no
+// nft binary) and opens a fresh netlink socket per operation, in the
+// network namespace of the calling thread.
+type nftBackend struct {
+	log hclog.Logger
+	now func() time.Time
+
+	mu sync.Mutex // guards all following fields and serialises every batch
+	// guarded is the sorted port list of the last Setup; nil before Setup.
+	guarded []knock.Port
+	setUp   bool
+}
+
+// minTimeout keeps every element timeout at least a few jiffies long: the
+// kernel converts milliseconds to jiffies rounding down, and an element
+// whose timeout rounds to zero never expires.
+const minTimeout = 50 * time.Millisecond
+
+func newNFTables(log hclog.Logger) *nftBackend {
+	return &nftBackend{log: log, now: time.Now}
+}
+
+func (b *nftBackend) Name() string { return NFTables.String() }
+
+func (b *nftBackend) conn() (*nftables.Conn, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("netlink: %w", err)
+	}
+	return c, nil
+}
+
+// Setup creates table inet sesame, or adopts the one a predecessor left
+// (keeping its grants), and sets the guarded set to exactly guarded in one
+// atomic batch.
+func (b *nftBackend) Setup(ctx context.Context, guarded []knock.Port) error {
+	for _, p := range guarded {
+		if p.Num == 0 || (p.Proto != knock.TCP && p.Proto != knock.UDP) {
+			return fmt.Errorf("firewall.Setup nftables: guarded port %s: %w", p, ErrInvalidGrant)
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.guarded = sortPorts(guarded)
+	if b.guarded == nil {
+		b.guarded = []knock.Port{}
+	}
+	b.setUp = true
+	if _, err := b.ensureBaseLocked(ctx); err != nil {
+		return fmt.Errorf("firewall.Setup nftables: %w", err)
+	}
+	return nil
+}
+
+func (b *nftBackend) EnsureBase(ctx context.Context) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.setUp {
+		return false, ErrNotSetUp
+	}
+	return b.ensureBaseLocked(ctx)
+}
+
+// tableState is what ensureBase found of table inet sesame.
+type tableState struct {
+	exists      bool
+	incompat    []string // why the table cannot be repaired in place
+	missingSets []*nftables.Set
+	chains      map[string]*nftables.Chain
+	rulesOK     bool
+	guarded     []knock.Port // sorted; nil if the set is missing
+}
+
+func (b *nftBackend) inspect(c *nftables.Conn) (tableState, error) {
+	var st tableState
+	if _, err := c.ListTableOfFamily(nftTable, nftables.TableFamilyINet); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return st, nil
+		}
+		return st, fmt.Errorf("list table: %w", err)
+	}
+	st.exists = true
+	sets, err := c.GetSets(sesameTable)
+	if err != nil {
+		return st, fmt.Errorf("list sets: %w", err)
+	}
+	for _, want := range nftSets() {
+		i := slices.IndexFunc(sets, func(s *nftables.Set) bool { return s.Name == want.Name })
+		if i < 0 {
+			st.missingSets = append(st.missingSets, want)
+			continue
+		}
+		got := sets[i]
+		if got.KeyType.GetNFTMagic() != want.KeyType.GetNFTMagic() || got.KeyType.Bytes != want.KeyType.Bytes ||
+			got.HasTimeout != want.HasTimeout || got.IsMap || got.Interval || got.Constant {
+			st.incompat = append(st.incompat, "set "+want.Name+" has another shape")
+		}
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return st, fmt.Errorf("list chains: %w", err)
+	}
+	st.chains = make(map[string]*nftables.Chain)
+	for _, ch := range chains {
+		if ch.Table != nil && ch.Table.Name == nftTable {
+			st.chains[ch.Name] = ch
+		}
+	}
+	if in := st.chains[nftInput]; in != nil {
+		want := nftInputChain()
+		if in.Hooknum == nil || *in.Hooknum != *want.Hooknum || in.Priority == nil || *in.Priority != *want.Priority ||
+			in.Type != want.Type {
+			st.incompat = append(st.incompat, "chain input has another hook, priority or type")
+		}
+	}
+	if gd := st.chains[nftGuard]; gd != nil && gd.Hooknum != nil {
+		st.incompat = append(st.incompat, "chain guard is a base chain")
+	}
+	st.rulesOK = true
+	wantIn, wantGuard := nftRules()
+	for name, want := range map[string][]nftRule{nftInput: wantIn, nftGuard: wantGuard} {
+		ch := st.chains[name]
+		if ch == nil {
+			st.rulesOK = false
+			continue
+		}
+		rules, err := c.GetRules(sesameTable, ch)
+		if err != nil {
+			return st, fmt.Errorf("list rules of %s: %w", name, err)
+		}
+		if len(rules) != len(want) {
+			st.rulesOK = false
+			continue
+		}
+		for i, r := range rules {
+			if ruleTag(r) != want[i].tag {
+				st.rulesOK = false
+			}
+		}
+	}
+	if !slices.ContainsFunc(st.missingSets, func(s *nftables.Set) bool { return s.Name == nftGuarded }) {
+		els, err := c.GetSetElements(&nftables.Set{Table: sesameTable, Name: nftGuarded})
+		if err != nil {
+			return st, fmt.Errorf("list guarded: %w", err)
+		}
+		st.guarded = []knock.Port{}
+		for _, el := range els {
+			p, err := parseGuardedKey(el.Key)
+			if err != nil {
+				st.guarded = nil // unreadable: rewrite it
+				break
+			}
+			st.guarded = append(st.guarded, p)
+		}
+		if st.guarded != nil {
+			st.guarded = sortPorts(st.guarded)
+		}
+	}
+	return st, nil
+}
+
+// ensureBaseLocked repairs table inet sesame in one atomic batch: what is
+// missing is added, rules that are not exactly Sesame's are rewritten, the
+// guarded set is made to match. Existing grants survive unless the table
+// had to be replaced because a set or chain has the wrong shape.
+func (b *nftBackend) ensureBaseLocked(ctx context.Context) (recreated bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	c, err := b.conn()
+	if err != nil {
+		return false, err
+	}
+	st, err := b.inspect(c)
+	if err != nil {
+		return false, err
+	}
+	if len(st.incompat) > 0 {
+		b.log.Warn("replacing table inet sesame; its grants are lost until reconcile restores them", "reasons", st.incompat)
+		c.DelTable(sesameTable)
+		st = tableState{}
+	}
+	guardedOK := st.guarded != nil && slices.Equal(st.guarded, b.guarded)
+	if st.exists && len(st.missingSets) == 0 && st.rulesOK && guardedOK {
+		return false, nil
+	}
+
+	c.AddTable(sesameTable)
+	sets := nftSets()
+	for _, s := range sets {
+		if !st.exists || slices.ContainsFunc(st.missingSets, func(m *nftables.Set) bool { return m.Name == s.Name }) {
+			if err := c.AddSet(s, nil); err != nil {
+				return false, fmt.Errorf("add set %s: %w", s.Name, err)
+			}
+		}
+	}
+	if !guardedOK {
+		guarded := sets[2]
+		if st.exists && st.guarded != nil {
+			c.FlushSet(guarded)
+		}
+		if len(b.guarded) > 0 {
+			els := make([]nftables.SetElement, len(b.guarded))
+			for i, p := range b.guarded {
+				els[i] = nftables.SetElement{Key: guardedKey(p)}
+			}
+			if err := c.SetAddElements(guarded, els); err != nil {
+				return false, fmt.Errorf("fill set guarded: %w", err)
+			}
+		}
+	}
+	if !st.exists || !st.rulesOK {
+		in, gd := nftInputChain(), nftGuardChain()
+		c.AddChain(gd)
+		c.AddChain(in)
+		if st.chains[nftInput] != nil {
+			c.FlushChain(in)
+		}
+		if st.chains[nftGuard] != nil {
+			c.FlushChain(gd)
+		}
+		wantIn, wantGuard := nftRules()
+		for _, r := range wantGuard {
+			c.AddRule(&nftables.Rule{Table: sesameTable, Chain: gd, Exprs: r.exprs, UserData: tagData(r.tag)})
+		}
+		for _, r := range wantIn {
+			c.AddRule(&nftables.Rule{Table: sesameTable, Chain: in, Exprs: r.exprs, UserData: tagData(r.tag)})
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return false, fmt.Errorf("create table inet %s: %w", nftTable, err)
+	}
+	// After Setup, anything changed here was missing, flushed or edited.
+	return true, nil
+}
+
+func allowSet(v6 bool) *nftables.Set {
+	if v6 {
+		return nftSets()[1]
+	}
+	return nftSets()[0]
+}
+
+// listEntries reads one allow set. A missing table or set has no entries.
+func (b *nftBackend) listEntries(c *nftables.Conn, v6 bool) ([]entry, error) {
+	s := allowSet(v6)
+	els, err := c.GetSetElements(s)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("list %s: %w", s.Name, err)
+	}
+	var es []entry
+	for _, el := range els {
+		k, err := parseAllowKey(el.Key)
+		if err != nil {
+			b.log.Warn("ignoring unreadable element", "set", s.Name, "error", err)
+			continue
+		}
+		cs, ok := parseComment(el.Comment)
+		if !ok {
+			b.log.Warn("ignoring element without Sesame's comment", "set", s.Name, "element", k.String(), "comment", el.Comment)
+			continue
+		}
+		es = append(es, entry{entryKey: k, Claims: cs})
+	}
+	return es, nil
+}
+
+// Grant repairs the table first (a flush since the last reconcile must not
+// make a fresh grant useless), then applies the plan in one batch: a
+// rewritten element is deleted and re-added with its new timeout and
+// comment atomically (re-adding alone would keep the old comment, and on
+// kernels before 6.12 the old timeout too).
+func (b *nftBackend) Grant(ctx context.Context, g Grant, now time.Time) error {
+	g, err := normalize(g)
+	if err != nil {
+		return fmt.Errorf("firewall.Grant: %w", err)
+	}
+	if !g.Deadline.After(now) {
+		return fmt.Errorf("firewall.Grant %s: %w", g.ID, ErrExpired)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.setUp {
+		return fmt.Errorf("firewall.Grant %s: %w", g.ID, ErrNotSetUp)
+	}
+	if recreated, err := b.ensureBaseLocked(ctx); err != nil {
+		return fmt.Errorf("firewall.Grant %s: %w", g.ID, err)
+	} else if recreated {
+		b.log.Warn("table inet sesame was missing or damaged and was rebuilt")
+	}
+	for _, p := range g.Ports {
+		if _, found := slices.BinarySearchFunc(b.guarded, p, comparePorts); !found {
+			b.log.Warn("granting a port Sesame does not guard; the admin's rules alone decide it", "grant", g.ID, "port", p.String())
+		}
+	}
+	err = b.retry(ctx, func(c *nftables.Conn) error {
+		es, err := b.listEntries(c, g.Src.Is6())
+		if err != nil {
+			return err
+		}
+		plan, err := planGrant(es, g, splitPerPort, now)
+		if err != nil {
+			return err
+		}
+		return b.apply(c, g.Src.Is6(), plan, now)
+	})
+	if err != nil {
+		return fmt.Errorf("firewall.Grant %s: %w", g.ID, err)
+	}
+	return nil
+}
+
+// retry runs op once more if the batch failed with ENOENT: an element can
+// expire in the kernel between listing and deleting it.
+func (b *nftBackend) retry(ctx context.Context, op func(*nftables.Conn) error) error {
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var c *nftables.Conn
+		if c, err = b.conn(); err != nil {
+			return err
+		}
+		if err = op(c); err == nil || !errors.Is(err, unix.ENOENT) {
+			return err
+		}
+	}
+	return err
+}
+
+func (b *nftBackend) apply(c *nftables.Conn, v6 bool, plan []change, now time.Time) error {
+	if len(plan) == 0 {
+		return nil
+	}
+	s := allowSet(v6)
+	for _, ch := range plan {
+		if ch.Old != nil {
+			k, err := allowKey(ch.Old.entryKey)
+			if err != nil {
+				return err
+			}
+			if err := c.SetDeleteElements(s, []nftables.SetElement{{Key: k}}); err != nil {
+				return fmt.Errorf("%s: %w", ch, err)
+			}
+		}
+		if ch.New != nil {
+			k, err := allowKey(ch.New.entryKey)
+			if err != nil {
+				return err
+			}
+			timeout := max(ch.New.Expiry.Sub(now).Round(time.Millisecond), minTimeout)
+			el := nftables.SetElement{Key: k, Timeout: timeout, Comment: ch.New.comment()}
+			if err := c.SetAddElements(s, []nftables.SetElement{el}); err != nil {
+				return fmt.Errorf("%s: %w", ch, err)
+			}
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("set %s: %w", s.Name, err)
+	}
+	return nil
+}
+
+func (b *nftBackend) Revoke(ctx context.Context, g Grant) error {
+	if !validID(g.ID) {
+		return fmt.Errorf("firewall.Revoke: %w: id %q", ErrInvalidGrant, g.ID)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var errs []error
+	for _, v6 := range []bool{false, true} {
+		if g.Src.IsValid() && g.Src.Unmap().Is6() != v6 {
+			continue
+		}
+		err := b.retry(ctx, func(c *nftables.Conn) error {
+			es, err := b.listEntries(c, v6)
+			if err != nil {
+				return err
+			}
+			now := b.now()
+			plan, err := planRevoke(es, g.ID, now)
+			if err != nil {
+				return err
+			}
+			return b.apply(c, v6, plan, now)
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("firewall.Revoke %s: %w", g.ID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (b *nftBackend) List(ctx context.Context) ([]Grant, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	c, err := b.conn()
+	if err != nil {
+		return nil, fmt.Errorf("firewall.List: %w", err)
+	}
+	var es []entry
+	for _, v6 := range []bool{false, true} {
+		e, err := b.listEntries(c, v6)
+		if err != nil {
+			return nil, fmt.Errorf("firewall.List: %w", err)
+		}
+		es = append(es, e...)
+	}
+	return grantsFromEntries(es), nil
+}
+
+// Teardown deletes table inet sesame and everything in it; a table that
+// is already gone is not an error.
+func (b *nftBackend) Teardown(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c, err := b.conn()
+	if err != nil {
+		return fmt.Errorf("firewall.Teardown: %w", err)
+	}
+	c.DelTable(sesameTable)
+	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("firewall.Teardown: delete table inet %s: %w", nftTable, err)
+	}
+	return nil
+}
