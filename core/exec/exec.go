@@ -98,6 +98,20 @@ func (r *Runner) Allow(door string, now time.Time) bool {
 // waits for a free slot first (ctx ends the wait). extraEnv is added to
 // the command's environment.
 func (r *Runner) Run(ctx context.Context, door, cmd string, extraEnv ...string) Result {
+	return r.run(ctx, door, cmd, []string{r.opts.Shell, "-c", cmd}, extraEnv)
+}
+
+// RunMarked is Run for a command that must not run twice: once cmd has
+// finished, a wrapper shell writes its exit status to the file marker.
+// The wrapper is in the command's process group, not the daemon, so the
+// mark is written even if the daemon is killed while cmd runs; a daemon
+// restarted after a crash reads the mark instead of running cmd again.
+func (r *Runner) RunMarked(ctx context.Context, door, cmd, marker string, extraEnv ...string) Result {
+	const wrapper = `"$0" -c "$1"; rc=$?; echo "$rc" > "$2"; exit "$rc"`
+	return r.run(ctx, door, cmd, []string{r.opts.Shell, "-c", wrapper, r.opts.Shell, cmd, marker}, extraEnv)
+}
+
+func (r *Runner) run(ctx context.Context, door, cmd string, argv, extraEnv []string) Result {
 	res := Result{Cmd: cmd, ExitCode: -1}
 	select {
 	case r.sem <- struct{}{}:
@@ -109,7 +123,7 @@ func (r *Runner) Run(ctx context.Context, door, cmd string, extraEnv ...string) 
 
 	r.log.Info(door+": running command: "+cmd, "door", door, "command", cmd)
 	start := time.Now()
-	c := osexec.Command(r.opts.Shell, "-c", cmd)
+	c := osexec.Command(argv[0], argv[1:]...)
 	c.Env = append(os.Environ(), extraEnv...)
 	c.Stdin = nil
 	// Its own process group, so a timeout kills what it forked too, and a

@@ -135,3 +135,23 @@ func TestWaitForSlotHonoursContext(t *testing.T) {
 		t.Error("ran despite no free slot and a cancelled context")
 	}
 }
+
+func TestRunMarkedWritesStatusAfterTheCommand(t *testing.T) {
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "done")
+	r := New(Options{})
+	// The command sees no marker yet; afterwards it holds the exit status.
+	res := r.RunMarked(context.Background(), "d", `test ! -e `+marker+` && exit 7`, marker)
+	if res.ExitCode != 7 || res.Err != nil {
+		t.Fatalf("result %+v", res)
+	}
+	if b, err := os.ReadFile(marker); err != nil || strings.TrimSpace(string(b)) != "7" {
+		t.Errorf("marker %q %v", b, err)
+	}
+	// Quoting: the command text reaches sh -c unchanged.
+	out := filepath.Join(dir, "out")
+	r.RunMarked(context.Background(), "d", `printf '%s' "a b" > `+out+`; echo "$0" >> `+out, marker)
+	if b, _ := os.ReadFile(out); string(b) != "a b/bin/sh\n" {
+		t.Errorf("command saw %q", b)
+	}
+}
