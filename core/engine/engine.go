@@ -1,0 +1,366 @@
+// Package engine is the matcher/executor component: one goroutine that
+// owns the matcher, feeds it captured packets, logs each knock event in
+// knockd's words, consumes one-time sequences and hands opened doors to
+// the grant manager. Capture, reload and address changes talk to it only
+// through its methods, which are safe from any goroutine.
+package engine
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/sesame-knock/sesame/core/config"
+	"github.com/sesame-knock/sesame/core/grant"
+	"github.com/sesame-knock/sesame/core/knock"
+	"github.com/sesame-knock/sesame/core/match"
+	"github.com/sesame-knock/sesame/core/onetime"
+)
+
+// Grants is what the engine needs of the grant manager.
+type Grants interface {
+	Open(d *config.Door, src netip.Addr, now time.Time) grant.Outcome
+}
+
+// Filter is what the engine tells capture when the knock ports or
+// targets change (a one-time sequence was used, a reload).
+type Filter func(ports []knock.Port, targets []netip.Addr)
+
+// Options configure an Engine.
+type Options struct {
+	Grants Grants
+	Logger hclog.Logger
+	// OnFilter is called, from the engine goroutine, whenever the ports
+	// or targets doors listen on change, and once at start.
+	OnFilter Filter
+	// Queue is how many packets may wait for the matcher (default 8192);
+	// beyond that, packets are dropped and counted.
+	Queue int
+	// SkipIPv6 ignores IPv6 knocks (sesamed -4).
+	SkipIPv6 bool
+}
+
+// Stats are the engine's counters.
+type Stats struct {
+	Match   match.Stats
+	Dropped uint64 // packets dropped because the queue was full
+	Opens   uint64
+}
+
+// Engine runs the matcher. Create with New, then Run.
+type Engine struct {
+	opts Options
+	log  hclog.Logger
+	in   chan knock.Packet
+	ctl  chan func()
+
+	dropped atomic.Uint64
+	opens   atomic.Uint64
+
+	// Owned by the Run goroutine.
+	cfg      *config.Config
+	m        *match.Matcher
+	oneTime  map[int]*onetime.File // by door index
+	timer    *time.Timer
+	timerAt  time.Time
+	evicted  uint64
+	lastWarn time.Time
+}
+
+// New returns an Engine for cfg. It opens the doors' one-time files.
+func New(cfg *config.Config, opts Options) (*Engine, error) {
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	if opts.Queue <= 0 {
+		opts.Queue = 8192
+	}
+	e := &Engine{opts: opts, log: opts.Logger, in: make(chan knock.Packet, opts.Queue), ctl: make(chan func())}
+	ot, err := openOneTime(cfg, nil, e.log)
+	if err != nil {
+		return nil, err
+	}
+	e.cfg, e.oneTime = cfg, ot
+	e.m = match.New(matchDoors(cfg, ot), cfg.Options.MaxAttempts)
+	return e, nil
+}
+
+// matchDoors converts config doors, taking one-time doors' sequences
+// from their files.
+func matchDoors(cfg *config.Config, ot map[int]*onetime.File) []match.Door {
+	out := make([]match.Door, len(cfg.Doors))
+	for i, d := range cfg.Doors {
+		seq := d.Sequence
+		if f := ot[i]; f != nil {
+			seq = f.Current()
+		}
+		out[i] = match.Door{Name: d.Name, Sequence: seq, Timeout: d.SeqTimeout, Flags: d.Flags, Target: d.Target,
+			Disabled: d.Disabled || len(seq) == 0}
+	}
+	return out
+}
+
+// openOneTime opens the one-time files of cfg's doors. Files already
+// open in old (same path) are reused so their position is kept.
+func openOneTime(cfg *config.Config, old map[int]*onetime.File, log hclog.Logger) (map[int]*onetime.File, error) {
+	byPath := make(map[string]*onetime.File)
+	for _, f := range old {
+		byPath[f.Path()] = f
+	}
+	out := make(map[int]*onetime.File)
+	for i, d := range cfg.Doors {
+		if d.OneTimeFile == "" {
+			continue
+		}
+		if f := byPath[d.OneTimeFile]; f != nil {
+			out[i] = f
+			delete(byPath, d.OneTimeFile)
+			continue
+		}
+		f, err := onetime.Open(d.OneTimeFile)
+		if err != nil && f == nil {
+			for _, g := range out {
+				g.Close()
+			}
+			return nil, fmt.Errorf("door %q: %w", d.Name, err)
+		}
+		for _, s := range f.Skipped {
+			log.Warn("skipped unparsable one-time sequence " + s)
+		}
+		out[i] = f
+	}
+	return out, nil
+}
+
+// Submit queues a captured packet for the matcher. It never blocks: when
+// the queue is full the packet is dropped and counted. Safe from any
+// goroutine.
+func (e *Engine) Submit(p knock.Packet) {
+	select {
+	case e.in <- p:
+	default:
+		e.dropped.Add(1)
+	}
+}
+
+// do runs f on the engine goroutine and waits for it.
+func (e *Engine) do(ctx context.Context, f func()) error {
+	done := make(chan struct{})
+	select {
+	case e.ctl <- func() { f(); close(done) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// SetLocal sets the addresses doors without a Target listen on.
+func (e *Engine) SetLocal(ctx context.Context, addrs []netip.Addr) error {
+	return e.do(ctx, func() { e.m.SetLocal(addrs) })
+}
+
+// Reload swaps in cfg. Attempts on doors whose name, sequence and target
+// did not change are kept; grants are not affected.
+func (e *Engine) Reload(ctx context.Context, cfg *config.Config) error {
+	var err error
+	derr := e.do(ctx, func() {
+		var ot map[int]*onetime.File
+		ot, err = openOneTime(cfg, e.oneTime, e.log)
+		if err != nil {
+			return
+		}
+		for _, f := range e.oneTime {
+			if !contains(ot, f) {
+				f.Close()
+			}
+		}
+		e.cfg, e.oneTime = cfg, ot
+		e.m.SetDoors(matchDoors(cfg, ot))
+		e.notifyFilter()
+	})
+	if derr != nil {
+		return derr
+	}
+	return err
+}
+
+func contains(m map[int]*onetime.File, f *onetime.File) bool {
+	for _, g := range m {
+		if g == f {
+			return true
+		}
+	}
+	return false
+}
+
+// Stats returns counters, read on the engine goroutine.
+func (e *Engine) Stats(ctx context.Context) (Stats, error) {
+	var s Stats
+	err := e.do(ctx, func() { s.Match = e.m.Stats() })
+	s.Dropped = e.dropped.Load()
+	s.Opens = e.opens.Load()
+	return s, err
+}
+
+// Filter returns the knock ports and door targets now in force.
+func (e *Engine) filterSpec() ([]knock.Port, []netip.Addr) {
+	seen := make(map[knock.Port]bool)
+	var ports []knock.Port
+	var targets []netip.Addr
+	for _, d := range e.m.Doors() {
+		if d.Disabled {
+			continue
+		}
+		for _, p := range d.Sequence {
+			if !seen[p] {
+				seen[p] = true
+				ports = append(ports, p)
+			}
+		}
+		if d.Target.IsValid() {
+			targets = append(targets, d.Target)
+		}
+	}
+	return ports, targets
+}
+
+func (e *Engine) notifyFilter() {
+	if e.opts.OnFilter != nil {
+		e.opts.OnFilter(e.filterSpec())
+	}
+}
+
+// Run owns the matcher until ctx ends. heartbeat, if not nil, is called
+// at least every interval while the loop is healthy.
+func (e *Engine) Run(ctx context.Context, heartbeat func(), interval time.Duration) error {
+	if interval <= 0 {
+		interval = time.Second
+	}
+	beat := time.NewTicker(interval)
+	defer beat.Stop()
+	e.timer = time.NewTimer(time.Hour)
+	e.timer.Stop()
+	defer e.timer.Stop()
+	e.notifyFilter()
+	for {
+		if heartbeat != nil {
+			// Beat on every turn of the loop as well as on the ticker: a
+			// loop that keeps turning is alive.
+			heartbeat()
+		}
+		select {
+		case <-ctx.Done():
+			for _, f := range e.oneTime {
+				f.Close()
+			}
+			return nil
+		case p := <-e.in:
+			now := time.Now()
+			if e.opts.SkipIPv6 && p.Src.Is6() && !p.Src.Is4In6() {
+				continue
+			}
+			e.handle(e.m.Observe(p, now), now)
+			// Drain what is queued without re-entering select for each.
+			for n := 0; n < 256; n++ {
+				select {
+				case p := <-e.in:
+					if e.opts.SkipIPv6 && p.Src.Is6() && !p.Src.Is4In6() {
+						continue
+					}
+					e.handle(e.m.Observe(p, now), now)
+					continue
+				default:
+				}
+				break
+			}
+			e.arm(now)
+		case <-e.timer.C:
+			e.timerAt = time.Time{}
+			now := time.Now()
+			e.handle(e.m.Expire(now), now)
+			e.arm(now)
+		case f := <-e.ctl:
+			f()
+			e.arm(time.Now())
+		case <-beat.C:
+		}
+	}
+}
+
+// arm keeps the expiry timer at the matcher's next deadline, so
+// timeouts are reported when they happen, not at the next packet.
+func (e *Engine) arm(now time.Time) {
+	dl, ok := e.m.NextDeadline()
+	if !ok {
+		return
+	}
+	if !e.timerAt.IsZero() && !dl.Before(e.timerAt) {
+		return
+	}
+	e.timer.Stop()
+	e.timer.Reset(max(dl.Sub(now), 0))
+	e.timerAt = dl
+}
+
+func (e *Engine) handle(evs []match.Event, now time.Time) {
+	for _, ev := range evs {
+		d := e.cfg.Doors[ev.Door]
+		src := ev.Src.String()
+		switch ev.Kind {
+		case match.Stage:
+			e.log.Info(fmt.Sprintf("%s: %s: Stage %d", src, d.Name, ev.Stage), "event", "stage", "door", d.Name, "source", src, "stage", ev.Stage)
+		case match.Open:
+			e.opens.Add(1)
+			e.log.Info(fmt.Sprintf("%s: %s: OPEN SESAME", src, d.Name), "event", "open", "door", d.Name, "source", src)
+			e.opts.Grants.Open(d, ev.Src, now)
+			e.useOneTime(ev.Door)
+		case match.Timeout:
+			e.log.Info(fmt.Sprintf("%s: %s: sequence timeout (stage %d)", src, d.Name, ev.Stage), "event", "timeout", "door", d.Name, "source", src, "stage", ev.Stage)
+		case match.Reset:
+			e.log.Debug(fmt.Sprintf("%s: %s: sequence reset (stage %d)", src, d.Name, ev.Stage), "door", d.Name, "source", src, "stage", ev.Stage)
+		case match.Evicted:
+			e.evicted++
+			// A flood evicts thousands per second: summarise.
+			if now.Sub(e.lastWarn) >= 10*time.Second {
+				e.log.Warn(fmt.Sprintf("attempt table full (MaxAttempts %d): evicted %d attempts", e.cfg.Options.MaxAttempts, e.evicted), "evicted", e.evicted)
+				e.evicted, e.lastWarn = 0, now
+			}
+		}
+	}
+}
+
+// useOneTime moves a one-time door to its next sequence.
+func (e *Engine) useOneTime(door int) {
+	f := e.oneTime[door]
+	if f == nil {
+		return
+	}
+	d := e.cfg.Doors[door]
+	err := f.Consume()
+	for _, s := range f.Skipped {
+		e.log.Warn("skipped unparsable one-time sequence " + s)
+	}
+	switch {
+	case err == nil:
+		e.log.Info(fmt.Sprintf("new sequence for door %s: %s", d.Name, knock.FormatSequence(f.Current())), "door", d.Name)
+		e.m.SetSequence(door, f.Current())
+	case err == onetime.ErrExhausted:
+		e.log.Warn(fmt.Sprintf("no more sequences left in the one time sequences file for door %s --> disabling the door", d.Name), "door", d.Name)
+		e.m.SetSequence(door, nil)
+	default:
+		// The used line could not be marked: disabling the door is the
+		// only way to keep the sequence one-time.
+		e.log.Error(fmt.Sprintf("error while disabling used one time sequence for door %s --> disabling the door: %v", d.Name, err), "door", d.Name)
+		e.m.SetSequence(door, nil)
+	}
+	e.notifyFilter()
+}

@@ -1,0 +1,192 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/sesame-knock/sesame/core/config"
+	"github.com/sesame-knock/sesame/core/grant"
+	"github.com/sesame-knock/sesame/core/knock"
+)
+
+type opened struct {
+	door string
+	src  netip.Addr
+}
+
+type fakeGrants struct {
+	mu  sync.Mutex
+	got []opened
+}
+
+func (f *fakeGrants) Open(d *config.Door, src netip.Addr, now time.Time) grant.Outcome {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.got = append(f.got, opened{d.Name, src})
+	return grant.Granted
+}
+
+func (f *fakeGrants) opens() []opened {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]opened(nil), f.got...)
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+var (
+	local = netip.MustParseAddr("10.0.0.1")
+	src   = netip.MustParseAddr("192.0.2.5")
+)
+
+type filterCall struct {
+	ports   string
+	targets []netip.Addr
+}
+
+func start(t *testing.T, conf string) (*Engine, *fakeGrants, *syncBuf, chan filterCall) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "sesame.conf")
+	os.WriteFile(path, []byte(conf), 0o600)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &fakeGrants{}
+	var buf syncBuf
+	filters := make(chan filterCall, 16)
+	e, err := New(cfg, Options{Grants: g, Logger: hclog.New(&hclog.LoggerOptions{Output: &buf, Level: hclog.Debug}),
+		OnFilter: func(p []knock.Port, tg []netip.Addr) { filters <- filterCall{knock.FormatSequence(p), tg} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.Run(ctx, nil, 0); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	if err := e.SetLocal(ctx, []netip.Addr{local}); err != nil {
+		t.Fatal(err)
+	}
+	return e, g, &buf, filters
+}
+
+func knockAt(e *Engine, ports ...uint16) {
+	for _, p := range ports {
+		e.Submit(knock.Packet{Src: src, Dst: local, Port: p, Proto: knock.TCP, Flags: knock.SYN})
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestOpensAndLogsInKnockdWords(t *testing.T) {
+	e, g, buf, filters := start(t, "[ssh]\nsequence=7000,8000,9000\ntcpflags=syn\nstart_command=true\n")
+	if f := <-filters; f.ports != "7000:tcp,8000:tcp,9000:tcp" {
+		t.Errorf("initial filter %+v", f)
+	}
+	knockAt(e, 7000, 8000, 9000)
+	waitFor(t, "open", func() bool { return len(g.opens()) == 1 })
+	for _, want := range []string{"192.0.2.5: ssh: Stage 1", "192.0.2.5: ssh: Stage 3", "192.0.2.5: ssh: OPEN SESAME", "event=open"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, buf.String())
+		}
+	}
+}
+
+func TestTimeoutIsLoggedWithoutAnotherPacket(t *testing.T) {
+	e, _, buf, _ := start(t, "[ssh]\nsequence=7000,8000\nseq_timeout=0.2\n")
+	knockAt(e, 7000)
+	// knockd notices a timeout only when the next packet arrives; here
+	// the engine's timer reports it on its own.
+	waitFor(t, "timeout log", func() bool { return strings.Contains(buf.String(), "192.0.2.5: ssh: sequence timeout (stage 1)") })
+}
+
+func TestOneTimeSequencesAdvanceAndDisable(t *testing.T) {
+	dir := t.TempDir()
+	seqs := filepath.Join(dir, "seqs")
+	os.WriteFile(seqs, []byte(" 1111\n 2222\n"), 0o600)
+	e, g, buf, filters := start(t, "[ot]\none_time_sequences="+seqs+"\nstart_command=true\n")
+	<-filters
+	knockAt(e, 1111)
+	waitFor(t, "first open", func() bool { return len(g.opens()) == 1 })
+	if f := <-filters; f.ports != "2222:tcp" {
+		t.Errorf("filter after first use: %+v", f)
+	}
+	knockAt(e, 1111) // used: no longer opens
+	knockAt(e, 2222)
+	waitFor(t, "second open", func() bool { return len(g.opens()) == 2 })
+	if f := <-filters; f.ports != "" {
+		t.Errorf("filter after exhaustion: %+v", f)
+	}
+	data, _ := os.ReadFile(seqs)
+	if string(data) != "#1111\n#2222\n" {
+		t.Errorf("file %q", data)
+	}
+	waitFor(t, "disable log", func() bool {
+		return strings.Contains(buf.String(), "no more sequences left in the one time sequences file for door ot --> disabling the door")
+	})
+	knockAt(e, 2222)
+	time.Sleep(50 * time.Millisecond)
+	if len(g.opens()) != 2 {
+		t.Errorf("exhausted door opened: %v", g.opens())
+	}
+}
+
+func TestReloadKeepsAttemptsOnUnchangedDoors(t *testing.T) {
+	e, g, _, _ := start(t, "[ssh]\nsequence=7000,8000,9000\n[web]\nsequence=1000,2000\n")
+	knockAt(e, 7000, 8000)
+	path := filepath.Join(t.TempDir(), "new.conf")
+	os.WriteFile(path, []byte("[web]\nsequence=1000,3000\n[ssh]\nsequence=7000,8000,9000\nseq_timeout=60\n"), 0o600)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Reload(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	knockAt(e, 9000)
+	waitFor(t, "open after reload", func() bool { return len(g.opens()) == 1 })
+	if got := g.opens()[0].door; got != "ssh" {
+		t.Errorf("opened %q", got)
+	}
+}
+
+func TestSubmitNeverBlocks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sesame.conf")
+	os.WriteFile(path, []byte("[ssh]\nsequence=1\n"), 0o600)
+	cfg, _ := config.Load(path)
+	e, err := New(cfg, Options{Grants: &fakeGrants{}, Queue: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not running: the queue fills and the rest are dropped, not blocked on.
+	for i := 0; i < 10; i++ {
+		knockAt(e, 1)
+	}
+	if d := e.dropped.Load(); d != 6 {
+		t.Errorf("dropped %d, want 6", d)
+	}
+}
