@@ -1,0 +1,211 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sesame-knock/sesame/core/config"
+	"github.com/sesame-knock/sesame/core/grant"
+	"github.com/sesame-knock/sesame/core/journal"
+	"github.com/sesame-knock/sesame/core/knock"
+	"github.com/sesame-knock/sesame/internal/control"
+	"github.com/sesame-knock/sesame/internal/knockclient"
+	"github.com/sesame-knock/sesame/internal/version"
+)
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "sesame",
+		Short:         "Sesame's client and admin tool",
+		Long:          "sesame knocks on a Sesame (or knockd) server the way knockd's knock client does, checks config files, and lists and revokes the grants of a running sesamed.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version.Version,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.AddCommand(knockCmd(stdout, stderr), checkCmd(stdout), grantsCmd(stdout), revokeCmd(stdout))
+	return root
+}
+
+func knockCmd(stdout, stderr io.Writer) *cobra.Command {
+	var opts knockclient.Options
+	var delayMS int
+	var v4, v6, verbose bool
+	c := &cobra.Command{
+		Use:   "knock [-u] [-d MS] [-4|-6] [-v] HOST PORT[:PROTO]...",
+		Short: "Knock on HOST's ports, like knockd's knock client",
+		Long: "Send one knock per PORT to HOST, in order. A TCP knock is a non-blocking connect that is closed at once (one SYN); " +
+			"a UDP knock is one datagram with a one-byte payload. Only the lowercase suffix :udp selects UDP, as in knock.",
+		Example: "  sesame knock myserver.example.com 123:tcp 456:udp 789:tcp",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) < 2 {
+				cmd.Usage()
+				return exitError{code: 1}
+			}
+			if delayMS < 0 {
+				return exitError{1, "error: delay cannot be negative"}
+			}
+			switch {
+			case v4 && v6:
+				return exitError{1, "error: -4 and -6 exclude each other"}
+			case v4:
+				opts.Family = "ip4"
+			case v6:
+				opts.Family = "ip6"
+			}
+			opts.Delay = time.Duration(delayMS) * time.Millisecond
+			if verbose {
+				opts.Verbose = stdout
+			}
+			var targets []knockclient.Target
+			for _, a := range args[1:] {
+				targets = append(targets, knockclient.ParseTarget(a))
+			}
+			if err := knockclient.Knock(cmd.Context(), args[0], targets, opts); err != nil {
+				return exitError{1, err.Error()}
+			}
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.BoolVarP(&opts.UDP, "udp", "u", false, "make all port hits use UDP (default is TCP)")
+	f.IntVarP(&delayMS, "delay", "d", 0, "wait `MS` milliseconds between port hits")
+	f.BoolVarP(&v4, "ipv4", "4", false, "force IPv4")
+	f.BoolVarP(&v6, "ipv6", "6", false, "force IPv6")
+	f.BoolVarP(&verbose, "verbose", "v", false, "be verbose")
+	return c
+}
+
+func checkCmd(stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "check FILE",
+		Short: "Validate a config file (knockd.conf syntax with Sesame's extensions)",
+		Long:  "Parse FILE as sesamed would, including its one-time sequence files, and report every problem with its file and line. Exit status 0 when the file is usable, 1 otherwise.",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := config.Load(args[0])
+			if err != nil {
+				return exitError{1, err.Error()}
+			}
+			for _, w := range cfg.Warnings {
+				fmt.Fprintln(stdout, "warning:", w)
+			}
+			fmt.Fprintf(stdout, "%s: OK, %d door(s)\n", args[0], len(cfg.Doors))
+			for _, d := range cfg.Doors {
+				what := []string{}
+				if d.Start.Set && d.Start.Text != "" {
+					what = append(what, "command")
+				}
+				if len(d.Open) > 0 {
+					what = append(what, "opens "+knock.FormatSequence(d.Open))
+				}
+				state := ""
+				if d.Disabled {
+					state = " (disabled)"
+				}
+				fmt.Fprintf(stdout, "  [%s] %s%s %s\n", d.Name, knock.FormatSequence(d.Sequence), state, strings.Join(what, ", "))
+			}
+			return nil
+		},
+	}
+}
+
+func grantsCmd(stdout io.Writer) *cobra.Command {
+	var asJSON bool
+	var socket, stateDir string
+	c := &cobra.Command{
+		Use:   "grants [--json] [--socket PATH | --state-dir DIR]",
+		Short: "List active grants",
+		Long:  "List the grants a running sesamed holds (door, source, ports or stop command, time left). With --state-dir, read the journal in DIR directly, which works while the daemon is down.",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var gs []grant.Grant
+			if stateDir != "" {
+				recs, err := journal.ReadPending(stateDir)
+				if err != nil {
+					return err
+				}
+				for _, r := range recs {
+					state := "pending"
+					if r.RevokeStarted {
+						state = "revoking"
+					}
+					gs = append(gs, grant.Grant{ID: r.ID, Door: r.Door, Source: r.Source, Open: r.Open,
+						Ports: knock.FormatSequence(r.Open), StopCmd: r.StopCmd, Start: r.Start, Deadline: r.Deadline, State: state})
+				}
+				sort.Slice(gs, func(i, j int) bool { return gs[i].Deadline.Before(gs[j].Deadline) })
+			} else {
+				var err error
+				gs, err = control.NewClient(socket).Grants(cmd.Context())
+				if err != nil {
+					return fmt.Errorf("%w (is sesamed running? --state-dir reads the journal without it)", err)
+				}
+			}
+			if asJSON {
+				enc := json.NewEncoder(stdout)
+				enc.SetIndent("", "  ")
+				if gs == nil {
+					gs = []grant.Grant{}
+				}
+				return enc.Encode(gs)
+			}
+			printGrants(stdout, gs, time.Now())
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.Flags().StringVar(&socket, "socket", control.DefaultSocket, "the daemon's control socket")
+	c.Flags().StringVar(&stateDir, "state-dir", "", "read the grants journal in `DIR` instead of asking the daemon")
+	return c
+}
+
+func printGrants(w io.Writer, gs []grant.Grant, now time.Time) {
+	if len(gs) == 0 {
+		fmt.Fprintln(w, "no active grants")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tDOOR\tSOURCE\tOPENS\tTIME LEFT\tSTATE")
+	for _, g := range gs {
+		opens := g.Ports
+		if opens == "" {
+			opens = "stop: " + g.StopCmd
+		}
+		left := g.Deadline.Sub(now).Round(time.Second)
+		if left < 0 {
+			left = 0
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, g.Door, g.Source, opens, left, g.State)
+	}
+	tw.Flush()
+}
+
+func revokeCmd(stdout io.Writer) *cobra.Command {
+	var socket string
+	c := &cobra.Command{
+		Use:   "revoke ID|ADDRESS",
+		Short: "Revoke a grant now",
+		Long:  "Revoke now the grant with this ID, or every grant held by this source address: the stop command runs and native access is removed.",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ids, err := control.NewClient(socket).Revoke(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			for _, id := range ids {
+				fmt.Fprintln(stdout, "revoked", id)
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&socket, "socket", control.DefaultSocket, "the daemon's control socket")
+	return c
+}

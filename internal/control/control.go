@@ -1,0 +1,170 @@
+// Package control is the admin channel between `sesame` and a running
+// sesamed: HTTP with JSON bodies over a root-only unix socket. The server
+// side only translates requests into calls on the daemon's Handler; the
+// client side is what `sesame grants` and `sesame revoke` use.
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/sesame-knock/sesame/core/grant"
+)
+
+// DefaultSocket is where sesamed listens unless told otherwise.
+const DefaultSocket = "/run/sesame/control.sock"
+
+// Handler is what the daemon answers with.
+type Handler interface {
+	Grants() []grant.Grant
+	Revoke(target string) ([]string, error)
+	Status() Status
+}
+
+// Status is the daemon's state in brief.
+type Status struct {
+	Version    string   `json:"version"`
+	Config     string   `json:"config"`
+	Doors      []string `json:"doors"`
+	Interfaces []string `json:"interfaces"`
+	Grants     int      `json:"grants"`
+	Attempts   int      `json:"attempts"`
+	ConfigErr  string   `json:"config_error,omitempty"`
+}
+
+// Listen opens the socket at path, mode 0600, replacing a stale socket
+// left by a killed daemon; a socket that still answers belongs to a live
+// daemon and is an error.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("control socket %s: exists and is not a socket", path)
+		}
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return nil, fmt.Errorf("control socket %s: another sesamed is listening", path)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.ENOENT) {
+			return nil, fmt.Errorf("control socket %s: probing stale socket: %w", path, err)
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("control socket %s: removing stale socket: %w", path, err)
+		}
+	}
+	// The umask makes the socket 0600 from birth: no window where another
+	// user could connect.
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// Serve answers requests on ln until ctx ends.
+func Serve(ctx context.Context, ln net.Listener, h Handler) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/grants", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, h.Grants())
+	})
+	mux.HandleFunc("POST /v1/revoke", func(w http.ResponseWriter, r *http.Request) {
+		ids, err := h.Revoke(r.URL.Query().Get("target"))
+		if err != nil {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string][]string{"revoked": ids})
+	})
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, h.Status())
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	err := srv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+// Client talks to a daemon's control socket.
+type Client struct {
+	hc *http.Client
+}
+
+// NewClient returns a client for the socket at path.
+func NewClient(path string) *Client {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}
+	return &Client{hc: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
+}
+
+func (c *Client) call(ctx context.Context, method, url string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://sesamed"+url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach sesamed: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("sesamed: %s", resp.Status)
+	}
+	return json.Unmarshal(body, out)
+}
+
+// Grants lists the daemon's live grants.
+func (c *Client) Grants(ctx context.Context) ([]grant.Grant, error) {
+	var gs []grant.Grant
+	return gs, c.call(ctx, http.MethodGet, "/v1/grants", &gs)
+}
+
+// Revoke revokes the grants matching target (an ID or an address).
+func (c *Client) Revoke(ctx context.Context, target string) ([]string, error) {
+	var r struct{ Revoked []string }
+	return r.Revoked, c.call(ctx, http.MethodPost, "/v1/revoke?target="+url.QueryEscape(target), &r)
+}
+
+// Status fetches the daemon's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	return s, c.call(ctx, http.MethodGet, "/v1/status", &s)
+}

@@ -1,0 +1,99 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sesame-knock/sesame/core/grant"
+)
+
+type fakeHandler struct{ revoked []string }
+
+func (f *fakeHandler) Grants() []grant.Grant {
+	return []grant.Grant{{ID: "g1", Door: "ssh", Source: netip.MustParseAddr("192.0.2.1"), State: "active"}}
+}
+func (f *fakeHandler) Revoke(t string) ([]string, error) {
+	if t != "g1" && t != "192.0.2.1" {
+		return nil, errors.New("no active grant matches " + t)
+	}
+	f.revoked = append(f.revoked, t)
+	return []string{"g1"}, nil
+}
+func (f *fakeHandler) Status() Status { return Status{Doors: []string{"ssh"}, Grants: 1} }
+
+func serve(t *testing.T, path string, h Handler) {
+	ln, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { Serve(ctx, ln, h); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func TestRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "run", "control.sock")
+	h := &fakeHandler{}
+	serve(t, path, h)
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode %v %v", fi.Mode(), err)
+	}
+	c := NewClient(path)
+	ctx := context.Background()
+	gs, err := c.Grants(ctx)
+	if err != nil || len(gs) != 1 || gs[0].Source != netip.MustParseAddr("192.0.2.1") {
+		t.Fatalf("Grants = %+v %v", gs, err)
+	}
+	ids, err := c.Revoke(ctx, "192.0.2.1")
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("Revoke = %v %v", ids, err)
+	}
+	if _, err := c.Revoke(ctx, "nobody & co"); err == nil || !strings.Contains(err.Error(), "nobody & co") {
+		t.Errorf("Revoke of unknown: %v", err)
+	}
+	if st, err := c.Status(ctx); err != nil || st.Grants != 1 {
+		t.Errorf("Status = %+v %v", st, err)
+	}
+}
+
+func TestListenReplacesStaleSocketButNotALiveOne(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "control.sock")
+	// A socket file nobody listens on: what a SIGKILLed daemon leaves.
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	if _, err := os.Stat(path); err != nil {
+		t.Fatal("stale socket not left behind:", err)
+	}
+	serve(t, path, &fakeHandler{})
+	if _, err := NewClient(path).Grants(context.Background()); err != nil {
+		t.Fatalf("daemon on replaced socket unreachable: %v", err)
+	}
+	if _, err := Listen(path); err == nil || !strings.Contains(err.Error(), "another sesamed") {
+		t.Errorf("second Listen on a live socket: %v", err)
+	}
+	plain := filepath.Join(dir, "file")
+	os.WriteFile(plain, nil, 0o600)
+	if _, err := Listen(plain); err == nil {
+		t.Error("Listen replaced a regular file")
+	}
+}
+
+func TestClientWithoutDaemon(t *testing.T) {
+	_, err := NewClient(filepath.Join(t.TempDir(), "none.sock")).Grants(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "cannot reach sesamed") {
+		t.Errorf("err = %v", err)
+	}
+}
