@@ -163,9 +163,11 @@ func (h *Handle) Run(ctx context.Context, deliver func(knock.Packet), heartbeat 
 		done := make(chan struct{})
 		var wg sync.WaitGroup
 		wg.Add(1)
+		t := time.NewTicker(HeartbeatInterval)
+		defer t.Stop()
 		go func() {
 			defer wg.Done()
-			h.beat(done, heartbeat)
+			h.beat(done, t.C, heartbeat)
 		}()
 		defer wg.Wait()
 		defer close(done)
@@ -194,17 +196,17 @@ func (h *Handle) Run(ctx context.Context, deliver func(knock.Packet), heartbeat 
 	}
 }
 
-// beat runs on its own goroutine until done is closed.
-func (h *Handle) beat(done <-chan struct{}, heartbeat func()) {
-	t := time.NewTicker(HeartbeatInterval)
-	defer t.Stop()
+// beat runs on its own goroutine until done is closed: a beat at once,
+// then one per tick while the reader is waiting in the kernel or has
+// finished a frame since the previous tick.
+func (h *Handle) beat(done <-chan struct{}, tick <-chan time.Time, heartbeat func()) {
 	heartbeat()
 	last := h.progress.Load()
 	for {
 		select {
 		case <-done:
 			return
-		case <-t.C:
+		case <-tick:
 		}
 		p := h.progress.Load()
 		if h.inRead.Load() || p != last {

@@ -143,15 +143,15 @@ func ipLayers(spec Spec) ([]gopacket.SerializableLayer, error) {
 		return nil, fmt.Errorf("rawsend: protocol %s is not tcp or udp", spec.Proto)
 	}
 	l4proto := layers.IPProtocol(spec.Proto)
+	if spec.FragOffset > 0x1fff {
+		return nil, fmt.Errorf("rawsend: fragment offset %d out of range 0-8191", spec.FragOffset)
+	}
 	frag := spec.FragOffset != 0 || spec.MoreFragments
 	var out []gopacket.SerializableLayer
 	var netLayer gopacket.NetworkLayer
 	if spec.DstIP.Is4() {
 		if spec.HopByHop {
 			return nil, errors.New("rawsend: HopByHop needs IPv6 addresses")
-		}
-		if spec.FragOffset > 0x1fff {
-			return nil, fmt.Errorf("rawsend: fragment offset %d out of range", spec.FragOffset)
 		}
 		src, dst := spec.SrcIP.As4(), spec.DstIP.As4()
 		ip := &layers.IPv4{
