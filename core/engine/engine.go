@@ -61,6 +61,8 @@ type Engine struct {
 	dropped atomic.Uint64
 	opens   atomic.Uint64
 
+	trace bool // log every packet (sesamed -D)
+
 	// Owned by the Run goroutine.
 	cfg      *config.Config
 	m        *match.Matcher
@@ -79,7 +81,7 @@ func New(cfg *config.Config, opts Options) (*Engine, error) {
 	if opts.Queue <= 0 {
 		opts.Queue = 8192
 	}
-	e := &Engine{opts: opts, log: opts.Logger, in: make(chan knock.Packet, opts.Queue), ctl: make(chan func())}
+	e := &Engine{opts: opts, log: opts.Logger, in: make(chan knock.Packet, opts.Queue), ctl: make(chan func()), trace: opts.Logger.IsTrace()}
 	ot, err := openOneTime(cfg, nil, e.log)
 	if err != nil {
 		return nil, err
@@ -265,6 +267,9 @@ func (e *Engine) Run(ctx context.Context, heartbeat func(), interval time.Durati
 			return nil
 		case p := <-e.in:
 			now := time.Now()
+			if e.trace {
+				e.log.Trace("packet", "packet", p.String())
+			}
 			if e.opts.SkipIPv6 && p.Src.Is6() && !p.Src.Is4In6() {
 				continue
 			}

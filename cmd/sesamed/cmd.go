@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+
+	"github.com/sesame-knock/sesame/core/config"
+	"github.com/sesame-knock/sesame/core/firewall"
+	"github.com/sesame-knock/sesame/internal/control"
+	"github.com/sesame-knock/sesame/internal/version"
+	"github.com/sesame-knock/sesame/supervisor"
+)
+
+// DefaultConfig is where sesamed reads its config unless -c says.
+const DefaultConfig = "/etc/sesame/sesame.conf"
+
+type flags struct {
+	config, stateDir, socket, pidFile, logFile string
+	ifaces                                     []string
+	verbose, debug, only4, version, check      bool
+	daemonize, lookup, teardown                bool
+}
+
+// run parses args and runs the daemon; it returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var f flags
+	code := 0
+	cmd := &cobra.Command{
+		Use:   "sesamed [-c FILE] [-i IFACE[,IFACE...]] [-v] [-D] [-4] [-V] [--check] [--state-dir DIR]",
+		Short: "Sesame port-knocking daemon, a drop-in for knockd",
+		Long: "sesamed reads a knockd.conf-compatible configuration, captures knocks on the listed interfaces without libpcap, " +
+			"and opens doors: knockd-style start/stop commands and native firewall grants (Open = 22/tcp). Every grant is journaled " +
+			"under the state directory before it is applied, and revoked at its deadline even across crashes and restarts. " +
+			"It runs in the foreground as a systemd service (Type=notify) and logs to stderr or journald.",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			code = f.exec(cmd.Context(), stdout, stderr)
+			return nil
+		},
+	}
+	cmd.SetOut(stdout)
+	cmd.SetErr(stderr)
+	fl := cmd.Flags()
+	fl.StringVarP(&f.config, "config", "c", DefaultConfig, "read the configuration from `FILE`")
+	fl.StringSliceVarP(&f.ifaces, "interface", "i", nil, "capture on `IFACE` (a comma list); wins over the config's Interface")
+	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log resets and other detail (debug level)")
+	fl.BoolVarP(&f.debug, "debug", "D", false, "log every captured packet (trace level)")
+	fl.BoolVarP(&f.only4, "only-ip-v4", "4", false, "ignore IPv6 knocks")
+	fl.BoolVarP(&f.version, "version", "V", false, "print the version and exit")
+	fl.BoolVar(&f.check, "check", false, "validate the configuration and exit 0 (valid) or 1")
+	fl.StringVar(&f.stateDir, "state-dir", "/var/lib/sesame", "keep the grants journal in `DIR`")
+	fl.StringVar(&f.socket, "socket", control.DefaultSocket, "serve sesame grants/revoke on the unix socket `PATH`")
+	fl.BoolVar(&f.teardown, "teardown", false, "remove Sesame's firewall objects (for uninstalling) and exit")
+	// knockd's other flags, accepted so existing command lines keep working.
+	fl.BoolVarP(&f.daemonize, "daemon", "d", false, "accepted for knockd compatibility; sesamed always runs in the foreground")
+	fl.StringVarP(&f.pidFile, "pidfile", "p", "", "write the pid to `FILE` (overrides PidFile)")
+	fl.StringVarP(&f.logFile, "logfile", "g", "", "knockd-format log `FILE` (overrides LogFile)")
+	fl.BoolVarP(&f.lookup, "lookup", "l", false, "accepted for knockd compatibility; hostnames are not looked up")
+	cmd.SetArgs(args)
+	if err := cmd.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(stderr, "sesamed:", err)
+		return 1
+	}
+	return code
+}
+
+func (f *flags) exec(ctx context.Context, stdout, stderr io.Writer) int {
+	if f.version {
+		fmt.Fprintln(stdout, "sesamed", version.Version)
+		return 0
+	}
+	if f.check {
+		cfg, err := config.Load(f.config)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		for _, w := range cfg.Warnings {
+			fmt.Fprintln(stderr, "warning:", w)
+		}
+		fmt.Fprintf(stdout, "%s: OK, %d door(s)\n", f.config, len(cfg.Doors))
+		return 0
+	}
+	if f.teardown {
+		return teardown(ctx, f.config, stderr)
+	}
+	if f.daemonize {
+		fmt.Fprintln(stderr, "sesamed: -d ignored: sesamed runs in the foreground (use its systemd unit)")
+	}
+	if f.lookup {
+		fmt.Fprintln(stderr, "sesamed: -l ignored: knockers are logged by address")
+	}
+	level := hclog.Info
+	switch {
+	case f.debug:
+		level = hclog.Trace
+	case f.verbose:
+		level = hclog.Debug
+	}
+	var ifaces []string
+	for _, i := range f.ifaces {
+		if i = strings.TrimSpace(i); i != "" {
+			ifaces = append(ifaces, i)
+		}
+	}
+	err := supervisor.Run(ctx, supervisor.Options{
+		ConfigPath: f.config, Interfaces: ifaces, Level: level, SkipIPv6: f.only4,
+		StateDir: f.stateDir, Socket: f.socket, Stderr: stderr, Version: version.Version,
+		PidFile: f.pidFile, LogFile: f.logFile,
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "sesamed:", err)
+		return 1
+	}
+	return 0
+}
+
+// teardown removes the firewall objects of every backend Sesame may have
+// used; what is absent is skipped.
+func teardown(ctx context.Context, cfgPath string, stderr io.Writer) int {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	status := 0
+	for _, k := range []firewall.Kind{firewall.NFTables, firewall.IPTablesNFT, firewall.IPTablesLegacy} {
+		b, err := firewall.New(k, nil)
+		if err != nil {
+			continue // that tool is not installed
+		}
+		if err := b.Teardown(ctx); err != nil {
+			fmt.Fprintf(stderr, "sesamed: teardown %s: %v\n", b.Name(), err)
+			status = 1
+		}
+	}
+	return status
+}

@@ -1,0 +1,405 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/sesame-knock/sesame/core/config"
+	"github.com/sesame-knock/sesame/core/engine"
+	"github.com/sesame-knock/sesame/core/eventlog"
+	"github.com/sesame-knock/sesame/core/exec"
+	"github.com/sesame-knock/sesame/core/firewall"
+	"github.com/sesame-knock/sesame/core/grant"
+	"github.com/sesame-knock/sesame/core/journal"
+	"github.com/sesame-knock/sesame/core/knock"
+	"github.com/sesame-knock/sesame/internal/control"
+)
+
+// Options configure the daemon (sesamed's command line).
+type Options struct {
+	ConfigPath string
+	Interfaces []string // -i: wins over the config's Interface
+	Level      hclog.Level
+	SkipIPv6   bool // -4
+	StateDir   string
+	Socket     string
+	Stderr     io.Writer
+	Version    string
+	PidFile    string // overrides the config's PidFile
+	LogFile    string // overrides the config's LogFile
+	// ShutdownGrace bounds how long running commands may take to finish
+	// on SIGTERM.
+	ShutdownGrace time.Duration
+}
+
+// sesamed is one running daemon. Fields set in Run before any goroutine
+// starts are read-only afterwards unless marked.
+type sesamed struct {
+	opts    Options
+	log     *eventlog.Logger
+	journal *journal.Journal
+	fw      firewall.Backend // nil when no door opens ports natively
+	grants  *grant.Manager
+	eng     *engine.Engine
+	caps    *captures
+	notify  *Notifier
+
+	mu        sync.Mutex // guards cfg, cfgErr, cfgHash
+	cfg       *config.Config
+	cfgErr    string
+	cfgHash   string
+}
+
+// Run runs the daemon until ctx ends, then shuts down cleanly and
+// returns nil. It returns an error when it cannot start.
+func Run(ctx context.Context, opts Options) error {
+	if opts.Stderr == nil {
+		opts.Stderr = os.Stderr
+	}
+	if opts.ShutdownGrace <= 0 {
+		opts.ShutdownGrace = 10 * time.Second
+	}
+	cfg, err := config.Load(opts.ConfigPath)
+	if err != nil {
+		return err
+	}
+	if opts.PidFile != "" {
+		cfg.Options.PidFile = opts.PidFile
+	}
+	if opts.LogFile != "" {
+		cfg.Options.LogFile = opts.LogFile
+	}
+	log, err := eventlog.New(eventlog.Options{Name: "sesamed", Level: opts.Level, Stderr: opts.Stderr,
+		LogFile: cfg.Options.LogFile, UseSyslog: cfg.Options.UseSyslog})
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	d := &sesamed{opts: opts, log: log, cfg: cfg, notify: NewNotifier(log.Named("notify"))}
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
+	if err := d.start(ctx); err != nil {
+		log.Error("cannot start", "error", err)
+		d.stop()
+		return err
+	}
+	d.serve(ctx)
+	d.notify.Stopping()
+	log.Info("shutting down")
+	d.stop()
+	return nil
+}
+
+func (d *sesamed) start(ctx context.Context) error {
+	cfg := d.cfg
+	j, err := journal.Open(d.opts.StateDir, d.log.Named("journal"))
+	if err != nil {
+		return err
+	}
+	d.journal = j
+	if guarded := guardedPorts(cfg); len(guarded) > 0 {
+		kind, err := firewall.ParseKind(cfg.Options.Firewall)
+		if err != nil {
+			return err
+		}
+		fw, err := firewall.New(kind, d.log.Named("firewall"))
+		if err != nil {
+			return err
+		}
+		if err := fw.Setup(ctx, guarded); err != nil {
+			return err
+		}
+		d.fw = fw
+		d.log.Info("native grants through "+fw.Name(), "backend", fw.Name(), "guarded", knock.FormatSequence(guarded))
+	}
+	markers := filepath.Join(d.opts.StateDir, "stops")
+	if err := os.MkdirAll(markers, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	runner := exec.New(exec.Options{Logger: d.log.Named("exec")})
+	var fw grant.Firewall
+	if d.fw != nil {
+		fw = d.fw
+	}
+	d.grants = grant.New(grant.Options{Journal: d.journal, Firewall: fw, Commands: runner,
+		MarkerDir: markers, Logger: d.log.Named("grant")})
+	// Grants a previous run left open are resumed before any knock is seen.
+	d.grants.Resume(d.journal.Pending(), cfg.Doors)
+	if d.fw != nil {
+		d.reconcile(ctx)
+	}
+
+	ifaces := d.opts.Interfaces
+	if len(ifaces) == 0 {
+		ifaces = cfg.Options.Interfaces
+	}
+	if len(ifaces) == 0 {
+		ifaces = defaultInterfaces(d.log)
+	}
+	d.caps = newCaptures(ifaces, d.log.Named("capture"))
+	eng, err := engine.New(cfg, engine.Options{Grants: d.grants, Logger: d.log.Named("engine"),
+		OnFilter: d.caps.setDoorFilter, SkipIPv6: d.opts.SkipIPv6})
+	if err != nil {
+		return err
+	}
+	d.eng = eng
+	d.caps.eng = eng
+	return nil
+}
+
+// serve runs the components until ctx ends.
+func (d *sesamed) serve(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	goRun := func(f func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f() }()
+	}
+	goRun(func() { d.eng.Run(ctx, nil, 0) })
+	// Local addresses first, so the first filter already names them.
+	d.refreshAddrs(ctx)
+	attached := d.caps.start(ctx, &wg)
+	d.log.Info("starting up, listening on "+strings.Join(d.caps.ifaces, ","), "interfaces", strings.Join(d.caps.ifaces, ","), "attached", attached, "version", d.opts.Version)
+
+	if ln, err := control.Listen(d.opts.Socket); err != nil {
+		d.log.Error("control socket unavailable: sesame grants/revoke will not reach this daemon", "error", err)
+	} else {
+		goRun(func() { control.Serve(ctx, ln, d) })
+	}
+	if pf := d.config().Options.PidFile; pf != "" {
+		if err := os.WriteFile(pf, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			d.log.Error("cannot write pid file", "path", pf, "error", err)
+		} else {
+			defer os.Remove(pf)
+		}
+	}
+	d.notify.Ready()
+	d.updateStatus(ctx)
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	var reconcile <-chan time.Time
+	if d.fw != nil {
+		t := time.NewTicker(d.config().Options.ReconcileInterval)
+		defer t.Stop()
+		reconcile = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			cancel()
+			d.caps.closeAll()
+			wg.Wait()
+			return
+		case <-hup:
+			d.reload(ctx, "SIGHUP")
+		case <-reconcile:
+			d.reconcile(ctx)
+		case <-tick.C:
+			d.refreshAddrs(ctx)
+			d.updateStatus(ctx)
+		}
+	}
+}
+
+func (d *sesamed) config() *config.Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg
+}
+
+// reload re-reads the config file. An invalid file keeps the running
+// config; the error is logged with file and line and shown in STATUS.
+func (d *sesamed) reload(ctx context.Context, why string) {
+	d.notify.Reloading()
+	defer func() {
+		d.notify.Ready()
+		d.updateStatus(ctx)
+	}()
+	d.log.Info("re-reading config file: "+d.opts.ConfigPath, "trigger", why)
+	if err := d.log.Reopen(); err != nil {
+		d.log.Error("reopening log file", "error", err)
+	}
+	cfg, err := config.Load(d.opts.ConfigPath)
+	if err != nil {
+		d.mu.Lock()
+		d.cfgErr = err.Error()
+		d.mu.Unlock()
+		d.log.Error("config not reloaded, keeping the running one: "+err.Error(), "error", err)
+		return
+	}
+	for _, w := range cfg.Warnings {
+		d.log.Warn(w)
+	}
+	if len(guardedPorts(cfg)) > 0 && d.fw == nil {
+		d.mu.Lock()
+		d.cfgErr = "doors with Open need a restart to set up the firewall backend"
+		d.mu.Unlock()
+		d.log.Error("config not reloaded: " + d.cfgErr)
+		return
+	}
+	if d.fw != nil {
+		if err := d.fw.Setup(ctx, guardedPorts(cfg)); err != nil {
+			d.log.Error("config not reloaded: firewall setup: "+err.Error(), "error", err)
+			return
+		}
+	}
+	if err := d.eng.Reload(ctx, cfg); err != nil {
+		d.mu.Lock()
+		d.cfgErr = err.Error()
+		d.mu.Unlock()
+		d.log.Error("config not reloaded: "+err.Error(), "error", err)
+		return
+	}
+	d.mu.Lock()
+	d.cfg, d.cfgErr = cfg, ""
+	d.mu.Unlock()
+}
+
+func (d *sesamed) reconcile(ctx context.Context) {
+	rep, err := firewall.Reconcile(ctx, d.fw, d.grants.Native(), time.Now())
+	if err != nil {
+		d.log.Error("reconcile: "+err.Error(), "error", err)
+	}
+	if rep.Recreated {
+		d.log.Warn("reconcile: Sesame's firewall objects were missing (firewall flushed or reloaded) and were recreated", "backend", d.fw.Name())
+	}
+	for _, g := range rep.Restored {
+		d.log.Warn("reconcile: restored grant "+g.String(), "event", "grant", "grant_id", g.ID, "source", g.Src.String())
+	}
+	for _, g := range rep.Removed {
+		d.log.Info("reconcile: removed stale grant "+g.String(), "event", "expire", "grant_id", g.ID, "source", g.Src.String())
+	}
+}
+
+func (d *sesamed) refreshAddrs(ctx context.Context) {
+	addrs := interfaceAddrs(d.caps.ifaces)
+	if d.caps.setLocal(addrs) {
+		d.eng.SetLocal(ctx, addrs)
+	}
+}
+
+func (d *sesamed) updateStatus(ctx context.Context) {
+	st := d.Status()
+	s := fmt.Sprintf("%d doors on %s; %d grants, %d attempts", len(st.Doors), d.caps.describe(), st.Grants, st.Attempts)
+	if st.ConfigErr != "" {
+		s += "; config error (running config kept): " + st.ConfigErr
+	}
+	d.notify.Status(s)
+}
+
+// stop releases what start acquired. Grants stay in the journal.
+func (d *sesamed) stop() {
+	if d.grants != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), d.opts.ShutdownGrace)
+		if err := d.grants.Close(ctx); err != nil {
+			d.log.Warn(err.Error())
+		}
+		cancel()
+	}
+	if d.fw != nil && !keepsGrantsWhenStopped(d.fw) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := d.fw.Teardown(ctx); err != nil {
+			d.log.Error("firewall teardown: "+err.Error(), "error", err)
+		}
+		cancel()
+	}
+	if d.journal != nil {
+		d.journal.Close()
+	}
+}
+
+// keepsGrantsWhenStopped: the nftables backend's grants expire in the
+// kernel, and its table is what drops the guarded ports; removing it on
+// stop would open them to everyone. iptables rules cannot expire without
+// the daemon, so the chain goes, closing every grant (fail closed); the
+// journal puts them back at the next start.
+func keepsGrantsWhenStopped(b firewall.Backend) bool { return b.Name() == "nftables" }
+
+func guardedPorts(cfg *config.Config) []knock.Port {
+	seen := map[knock.Port]bool{}
+	var out []knock.Port
+	for _, d := range cfg.Doors {
+		for _, p := range d.Open {
+			if !seen[p] {
+				seen[p] = true
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// Grants, Revoke and Status answer the control socket.
+func (d *sesamed) Grants() []grant.Grant            { return d.grants.List() }
+func (d *sesamed) Revoke(t string) ([]string, error) { return d.grants.Revoke(t) }
+func (d *sesamed) Status() control.Status {
+	d.mu.Lock()
+	cfg, cfgErr := d.cfg, d.cfgErr
+	d.mu.Unlock()
+	st := control.Status{Version: d.opts.Version, Config: d.opts.ConfigPath, Interfaces: d.caps.ifaces,
+		Grants: len(d.grants.List()), ConfigErr: cfgErr}
+	for _, dr := range cfg.Doors {
+		st.Doors = append(st.Doors, dr.Name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if es, err := d.eng.Stats(ctx); err == nil {
+		st.Attempts = es.Match.Attempts
+	}
+	return st
+}
+
+// defaultInterfaces picks the interfaces of the default routes when the
+// config names none (knockd would use eth0, which modern systems rarely
+// have); eth0 when there is no default route.
+func defaultInterfaces(log hclog.Logger) []string {
+	names := defaultRouteInterfaces()
+	if len(names) == 0 {
+		names = []string{config.DefaultInterface}
+	}
+	log.Info("no Interface configured, using " + strings.Join(names, ","))
+	return names
+}
+
+// interfaceAddrs lists the addresses on the named interfaces; missing
+// interfaces contribute none.
+func interfaceAddrs(names []string) []netip.Addr {
+	var out []netip.Addr
+	for _, n := range names {
+		ifi, err := net.InterfaceByName(n)
+		if err != nil {
+			continue
+		}
+		as, err := ifi.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range as {
+			if pn, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(pn.IP); ok {
+					out = append(out, ip.Unmap())
+				}
+			}
+		}
+	}
+	return out
+}
