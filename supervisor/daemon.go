@@ -57,10 +57,10 @@ type sesamed struct {
 	caps    *captures
 	notify  *Notifier
 
-	mu        sync.Mutex // guards cfg, cfgErr, cfgHash
-	cfg       *config.Config
-	cfgErr    string
-	cfgHash   string
+	mu      sync.Mutex // guards cfg, cfgErr, cfgHash
+	cfg     *config.Config
+	cfgErr  string
+	cfgHash string
 }
 
 // Run runs the daemon until ctx ends, then shuts down cleanly and
@@ -349,7 +349,7 @@ func guardedPorts(cfg *config.Config) []knock.Port {
 }
 
 // Grants, Revoke and Status answer the control socket.
-func (d *sesamed) Grants() []grant.Grant            { return d.grants.List() }
+func (d *sesamed) Grants() []grant.Grant             { return d.grants.List() }
 func (d *sesamed) Revoke(t string) ([]string, error) { return d.grants.Revoke(t) }
 func (d *sesamed) Status() control.Status {
 	d.mu.Lock()
