@@ -39,14 +39,14 @@ func TestCompactionKeepsLogSmall(t *testing.T) {
 	if err := j.Revoking(rec(10002).ID); err != nil {
 		t.Fatal(err)
 	}
-	churn(t, j, 0, 3000, 5) // 9000 frames
+	churn(t, j, 0, 1200, 5) // 3590 frames: three compactions
 	want := j.Pending()
 	if len(want) != 7 {
 		t.Fatalf("%d pending, want 7", len(want))
 	}
 	frames := len(frameOffsets(t, readLog(t, dir)))
 	if frames > compactMin+1 {
-		t.Fatalf("log holds %d frames after 9000 appends with 7 live: never compacted", frames)
+		t.Fatalf("log holds %d frames after 3590 appends with 7 live: never compacted", frames)
 	}
 	if frames != j.frames {
 		t.Fatalf("journal counts %d frames, file holds %d", j.frames, frames)

@@ -62,7 +62,7 @@ func Open(dir string, log hclog.Logger) (*Journal, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := mkdirDurable(dir); err != nil {
 		return nil, fmt.Errorf("journal: open %s: %w", dir, err)
 	}
 	lock, err := lockDir(filepath.Join(dir, lockName))
@@ -295,6 +295,38 @@ func bareErr(err error) error {
 		return errno
 	}
 	return err
+}
+
+// mkdirDurable creates dir and any missing parents with mode 0700 and
+// fsyncs the parent of each directory it created, so a grant journaled
+// right after the first start does not vanish with an unsynced directory
+// entry.
+func mkdirDurable(dir string) error {
+	dir = filepath.Clean(dir)
+	var created []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		created = append(created, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if len(created) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for _, d := range created {
+		if err := syncDir(filepath.Dir(d)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // syncDir fsyncs a directory so names created or renamed in it survive a

@@ -63,8 +63,8 @@ func TestTornTailEveryOffset(t *testing.T) {
 	}
 }
 
-// TestBitFlips flips each bit of the last frame (tail damage) and of a
-// middle frame (resync keeps the later frames).
+// TestBitFlips flips bits in the last frame (tail damage) and in a middle
+// frame (resync keeps the later frames).
 func TestBitFlips(t *testing.T) {
 	dir, full, want := buildLog(t, 6)
 	offs := frameOffsets(t, full)
@@ -91,7 +91,13 @@ func TestBitFlips(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			for i := c.from; i < c.to; i++ {
-				for bit := 0; bit < 8; bit++ {
+				// Every bit of the header; one bit per payload byte,
+				// rotating, which keeps the test quick.
+				bits := []int{(i - c.from) % 8}
+				if i-c.from < headerLen {
+					bits = []int{0, 1, 2, 3, 4, 5, 6, 7}
+				}
+				for _, bit := range bits {
 					b := bytes.Clone(full)
 					b[i] ^= 1 << bit
 					writeLog(t, dir, b)
