@@ -64,6 +64,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fl.StringVarP(&f.pidFile, "pidfile", "p", "", "write the pid to `FILE` (overrides PidFile)")
 	fl.StringVarP(&f.logFile, "logfile", "g", "", "knockd-format log `FILE` (overrides LogFile)")
 	fl.BoolVarP(&f.lookup, "lookup", "l", false, "accepted for knockd compatibility; hostnames are not looked up")
+	addGenMan(cmd)
 	cmd.SetArgs(args)
 	if err := cmd.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(stderr, "sesamed:", err)
