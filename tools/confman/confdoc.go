@@ -50,10 +50,10 @@ var keyLine = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9_]*)\s*(=\s*(.*))?$`)
 func Parse(data []byte) (*Doc, error) {
 	d := &Doc{}
 	var (
-		para  []string   // words of the paragraph being read
-		paras []string   // finished paragraphs of the current block
-		keys  []KeyLine  // key lines after the current block
-		sec   *Section   // nil before the first section
+		para  []string  // words of the paragraph being read
+		paras []string  // finished paragraphs of the current block
+		keys  []KeyLine // key lines after the current block
+		sec   *Section  // nil before the first section
 		line  int
 	)
 	endPara := func() {

@@ -15,7 +15,7 @@ func TestParse(t *testing.T) {
 	}{
 		{
 			name: "intro, entries, notes and live keys",
-			in: "# Title line.\n#\n# Second\n# paragraph.\n\n[options]\n\t# Watch these.\n\t#Interface = eth0\n\n\t# A note.\n\n\t# Two keys,\n\t# one text.\n\t#UseSyslog\n\tLogFile = /x\n[door]\n\tsequence = 1,2\n",
+			in:   "# Title line.\n#\n# Second\n# paragraph.\n\n[options]\n\t# Watch these.\n\t#Interface = eth0\n\n\t# A note.\n\n\t# Two keys,\n\t# one text.\n\t#UseSyslog\n\tLogFile = /x\n[door]\n\tsequence = 1,2\n",
 			want: &Doc{
 				Intro: []string{"Title line.", "Second paragraph."},
 				Sections: []Section{
