@@ -231,4 +231,3 @@ func TestLogFileFormatMatchesKnockd(t *testing.T) {
 		t.Errorf("log lines differ:\nsesamed: %q\nknockd:  %q", lines[0], lines[1])
 	}
 }
-
