@@ -38,6 +38,9 @@ type ipFamily struct {
 	label string // "iptables" or "ip6tables", for errors
 	ipt   *iptables.IPTables
 	err   error
+	// warnedPos is the jump position last warned about, so a jump that
+	// stays below position 1 is reported once, not on every reconcile.
+	warnedPos int
 }
 
 const lockWait = 10 // seconds
@@ -173,10 +176,11 @@ func (b *ipTablesBackend) ensureFamily(f *ipFamily) (recreated bool, err error) 
 	default:
 		pos = positions[0]
 	}
-	if pos != 1 {
+	if pos != 1 && pos != f.warnedPos {
 		b.log.Warn("jump to Sesame's chain is not first in INPUT; rules above it can drop granted traffic",
 			"binary", f.label, "position", pos)
 	}
+	f.warnedPos = pos
 	return recreated, nil
 }
 
