@@ -483,3 +483,52 @@ func detectIn(t *testing.T, ns *netnstest.NS) (k Kind, detail string, err error)
 	}
 	return k, detail, err
 }
+
+// As many grants as a comment can name share one entry for the same
+// source and ports; the kernel stores and returns the long comment intact
+// (254 bytes is nftables' userdata limit, 255 iptables'); one more is
+// refused rather than dropped silently.
+func TestSharedEntryLongComment(t *testing.T) {
+	forEachVariant(t, func(t *testing.T, v variant) {
+		e := newTestEnv(t, v)
+		src := netnstest.ClientAddr6
+		var gs []Grant
+		for _, c := range "abcd" {
+			g := Grant{ID: strings.Repeat(string(c), maxIDLen), Src: src, Ports: guardedPorts, Deadline: time.Now().Add(time.Minute)}
+			e.grant(g)
+			gs = append(gs, g)
+		}
+		if n := e.entries(); n != 1 {
+			t.Fatalf("%d entries for 4 grants on one source and port", n)
+		}
+		listed := e.list()
+		if len(listed) != 4 {
+			t.Fatalf("List: %v", listed)
+		}
+		for i, g := range gs {
+			if !sameGrant(listed[i], mustNormalize(t, g)) {
+				t.Fatalf("listed %v, want %v", listed[i], g)
+			}
+		}
+		if v.isNFT() {
+			els := nftElements(t, e.pair.Server, nftAllow6)
+			if len(els) != 1 || len(els[0].Comment) != len(formatComment(claimsOf(gs))) {
+				t.Fatalf("nft shows %+v", els)
+			}
+		}
+		fifth := Grant{ID: strings.Repeat("e", maxIDLen), Src: src, Ports: guardedPorts, Deadline: time.Now().Add(time.Minute)}
+		err := e.in(func(ctx context.Context, b Backend) error { return b.Grant(ctx, fifth, time.Now()) })
+		if !errors.Is(err, ErrTooManyClaims) {
+			t.Fatalf("fifth grant: %v, want ErrTooManyClaims", err)
+		}
+		e.wantOpen(src, "after the refused fifth grant")
+	})
+}
+
+func claimsOf(gs []Grant) []claim {
+	var cs []claim
+	for _, g := range gs {
+		cs = mergeClaims(cs, claim{g.ID, untilSecs(g.Deadline)})
+	}
+	return cs
+}

@@ -164,6 +164,7 @@ func (b *ipTablesBackend) ensureFamily(f *ipFamily) (recreated bool, err error) 
 		if err := f.ipt.Insert(ipTable, ipInput, 1, ipJump...); err != nil {
 			return recreated, fmt.Errorf("insert jump to %s: %w", ipChain, err)
 		}
+		f.warnedPos = 1
 		return true, nil
 	case len(positions) > 1:
 		for range positions[1:] {

@@ -61,7 +61,7 @@ func requireTools(t *testing.T, tools ...string) {
 // namespace: go-iptables execs iptables from the calling thread, and if
 // that thread were not the namespaced one the test would change the
 // host's firewall. Checked on every environment, before any firewall call.
-func requireExecInNS(t *testing.T, ns *netnstest.NS) {
+func requireExecInNS(t testing.TB, ns *netnstest.NS) {
 	t.Helper()
 	want := strings.TrimSpace(ns.MustRun("readlink", "/proc/self/ns/net"))
 	host, err := os.Readlink("/proc/self/ns/net")
