@@ -532,3 +532,25 @@ func claimsOf(gs []Grant) []claim {
 	}
 	return cs
 }
+
+// A knock that arrives after a firewall reload but before the next
+// Reconcile still opens the door: Grant repairs Sesame's base objects
+// itself.
+func TestGrantRepairsFlushedBase(t *testing.T) {
+	forEachVariant(t, func(t *testing.T, v variant) {
+		e := newTestEnv(t, v)
+		// A firewall reload: everything flushed, the admin's rules put back.
+		if v.isNFT() {
+			e.pair.Server.MustRun("nft", "flush", "ruleset")
+		} else {
+			eachBin("-F")(t, e)
+			eachBin("-X")(t, e)
+		}
+		lockDown(t, e.pair.Server, v)
+		for _, f := range families {
+			e.grant(Grant{ID: "after-flush-" + f.name, Src: f.client, Ports: guardedPorts, Deadline: time.Now().Add(time.Minute)})
+			e.wantOpen(f.client, "grant right after a flush")
+			e.wantBlocked(f.other, "other address right after a flush and a grant")
+		}
+	})
+}

@@ -118,10 +118,26 @@ func newTestEnvNoSetup(t *testing.T, v variant) *testEnv {
 	e := &testEnv{t: t, v: v, pair: pair}
 	pair.Client.MustRun("ip", "addr", "add", otherClient4.String()+"/24", "dev", netnstest.ClientIf)
 	pair.Client.MustRun("ip", "-6", "addr", "add", otherClient6.String()+"/64", "dev", netnstest.ClientIf, "nodad")
+	pinNeighbours(t, pair)
 	lockDown(t, pair.Server, v)
 	e.listen()
 	e.b = e.newBackend()
 	return e
+}
+
+// pinNeighbours makes the IPv6 neighbour entries permanent on both sides,
+// so that IPv6 keeps working when a test flushes the admin's ICMPv6
+// accept together with everything else (iptables -F).
+func pinNeighbours(t *testing.T, pair *netnstest.Pair) {
+	t.Helper()
+	mac := func(ns *netnstest.NS, ifname string) string {
+		return strings.TrimSpace(ns.MustRun("cat", "/sys/class/net/"+ifname+"/address"))
+	}
+	srvMAC, cliMAC := mac(pair.Server, netnstest.ServerIf), mac(pair.Client, netnstest.ClientIf)
+	for _, a := range []netip.Addr{netnstest.ClientAddr6, otherClient6} {
+		pair.Server.MustRun("ip", "-6", "neigh", "replace", a.String(), "lladdr", cliMAC, "dev", netnstest.ServerIf, "nud", "permanent")
+	}
+	pair.Client.MustRun("ip", "-6", "neigh", "replace", netnstest.ServerAddr6.String(), "lladdr", srvMAC, "dev", netnstest.ClientIf, "nud", "permanent")
 }
 
 // lockDown installs the admin's firewall: input dropped except loopback,
