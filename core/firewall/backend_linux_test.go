@@ -554,3 +554,22 @@ func TestGrantRepairsFlushedBase(t *testing.T) {
 		}
 	})
 }
+
+// A table inet sesame of another shape (an older Sesame, a hand-made
+// one) is replaced by Setup, not half-reused.
+func TestNFTSetupReplacesForeignTable(t *testing.T) {
+	e := newTestEnvNoSetup(t, variants[2])
+	nftScript(t, e.pair.Server, `table inet sesame {
+	set allow4 { type ipv4_addr; flags timeout; }
+	chain input { type filter hook input priority filter; policy accept; ip saddr @allow4 accept; }
+}`)
+	e.must(e.in(func(ctx context.Context, b Backend) error { return b.Setup(ctx, guardedPorts) }))
+	out := e.pair.Server.MustRun("nft", "list", "set", "inet", nftTable, nftAllow4)
+	if !strings.Contains(out, "ipv4_addr . inet_proto . inet_service") {
+		t.Fatalf("allow4 not replaced:\n%s", out)
+	}
+	g := Grant{ID: "fresh", Src: netnstest.ClientAddr4, Ports: guardedPorts, Deadline: time.Now().Add(time.Minute)}
+	e.wantBlocked(g.Src, "after Setup replaced the foreign table")
+	e.grant(g)
+	e.wantOpen(g.Src, "after Grant in the replaced table")
+}

@@ -22,6 +22,10 @@ type tableState struct {
 	guarded     []knock.Port // sorted; nil if the set is missing
 }
 
+func (st tableState) missing(set string) bool {
+	return slices.ContainsFunc(st.missingSets, func(s *nftables.Set) bool { return s.Name == set })
+}
+
 func (b *nftBackend) inspect(c *nftables.Conn) (tableState, error) {
 	var st tableState
 	if _, err := c.ListTableOfFamily(nftTable, nftables.TableFamilyINet); err != nil {
@@ -89,7 +93,7 @@ func (b *nftBackend) inspect(c *nftables.Conn) (tableState, error) {
 			}
 		}
 	}
-	if !slices.ContainsFunc(st.missingSets, func(s *nftables.Set) bool { return s.Name == nftGuarded }) {
+	if !st.missing(nftGuarded) {
 		els, err := c.GetSetElements(&nftables.Set{Table: sesameTable, Name: nftGuarded})
 		if err != nil {
 			return st, fmt.Errorf("list guarded: %w", err)
@@ -139,7 +143,7 @@ func (b *nftBackend) ensureBaseLocked(ctx context.Context) (recreated bool, err 
 	c.AddTable(sesameTable)
 	sets := nftSets()
 	for _, s := range sets {
-		if !st.exists || slices.ContainsFunc(st.missingSets, func(m *nftables.Set) bool { return m.Name == s.Name }) {
+		if !st.exists || st.missing(s.Name) {
 			if err := c.AddSet(s, nil); err != nil {
 				return false, fmt.Errorf("add set %s: %w", s.Name, err)
 			}
@@ -147,8 +151,8 @@ func (b *nftBackend) ensureBaseLocked(ctx context.Context) (recreated bool, err 
 	}
 	if !guardedOK {
 		guarded := sets[2]
-		if st.exists && st.guarded != nil {
-			c.FlushSet(guarded)
+		if st.exists && !st.missing(nftGuarded) {
+			c.FlushSet(guarded) // also drops elements it could not read
 		}
 		if len(b.guarded) > 0 {
 			els := make([]nftables.SetElement, len(b.guarded))
