@@ -275,7 +275,11 @@ func (d *sesamed) reload(ctx context.Context, why string) {
 }
 
 func (d *sesamed) reconcile(ctx context.Context) {
-	rep, err := firewall.Reconcile(ctx, d.fw, d.grants.Native(), time.Now())
+	var rep firewall.Report
+	var err error
+	d.grants.WithNative(func(want []firewall.Grant) {
+		rep, err = firewall.Reconcile(ctx, d.fw, want, time.Now())
+	})
 	if err != nil {
 		d.log.Error("reconcile: "+err.Error(), "error", err)
 	}

@@ -147,6 +147,11 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// fwMu serialises native firewall changes with Reconcile, which must
+	// not see a grant applied after it took its snapshot of what is wanted
+	// (it would remove it as stale). Never taken while holding mu.
+	fwMu sync.Mutex
+
 	mu     sync.Mutex // guards byKey, byID, closed, and the fields of entries marked so
 	byKey  map[key]*entry
 	byID   map[string]*entry
@@ -341,9 +346,15 @@ func (m *Manager) applyNative(e *entry) {
 	if len(e.rec.Open) == 0 || m.opts.Firewall == nil {
 		return
 	}
+	m.fwMu.Lock()
+	defer m.fwMu.Unlock()
 	m.mu.Lock()
 	g := nativeGrant(e)
+	state := e.state
 	m.mu.Unlock()
+	if state == Revoking {
+		return // a revoke overtook this (re)apply
+	}
 	if err := m.opts.Firewall.Grant(m.ctx, g, m.clock.Now()); err != nil {
 		// The reconcile loop puts back what is missing.
 		m.log.Error(fmt.Sprintf("%s: %s: native grant: %v", e.rec.Source, e.rec.Door, err), m.fields(e, "grant")...)
@@ -478,6 +489,8 @@ func (m *Manager) revoke(e *entry, why string) {
 	}
 	if len(e.rec.Open) > 0 && m.opts.Firewall != nil {
 		ok = m.retry(e, "native revoke", func() error {
+			m.fwMu.Lock()
+			defer m.fwMu.Unlock()
 			return m.opts.Firewall.Revoke(m.ctx, nativeGrant(e))
 		}) && ok
 	}
@@ -630,8 +643,16 @@ func (m *Manager) List() []Grant {
 	return out
 }
 
-// Native returns the native grants that should be in the firewall now,
-// for the reconcile loop.
+// WithNative calls f with the native grants that should be in the
+// firewall now, while no grant is being applied or revoked, so that f can
+// compare them with the kernel (firewall.Reconcile) without racing.
+func (m *Manager) WithNative(f func(want []firewall.Grant)) {
+	m.fwMu.Lock()
+	defer m.fwMu.Unlock()
+	f(m.Native())
+}
+
+// Native returns the native grants that should be in the firewall now.
 func (m *Manager) Native() []firewall.Grant {
 	m.mu.Lock()
 	defer m.mu.Unlock()
