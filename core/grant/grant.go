@@ -78,7 +78,7 @@ type Options struct {
 	// killed daemon left running (default 2 min, exec's kill timeout).
 	MarkerWait time.Duration
 	Logger     hclog.Logger
-	Clock     Clock
+	Clock      Clock
 	// RetryBase is the first delay before a failed stop is retried; it
 	// doubles up to RetryMax per attempt, for at most Retries attempts.
 	RetryBase time.Duration
