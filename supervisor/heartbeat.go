@@ -116,8 +116,13 @@ func (h *Heartbeats) Healthy(now time.Time) (bool, []string) {
 	return len(stale) == 0, stale
 }
 
-// Beat records that the component is alive now.
-func (b *Beater) Beat() { b.beatAt(time.Now()) }
+// Beat records that the component is alive now. A nil Beater (a component
+// supervised without a heartbeat) ignores it, so components can always beat.
+func (b *Beater) Beat() {
+	if b != nil {
+		b.beatAt(time.Now())
+	}
+}
 
 func (b *Beater) beatAt(now time.Time) { b.last.Store(int64(now.Sub(b.epoch))) }
 
