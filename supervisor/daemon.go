@@ -29,7 +29,7 @@ import (
 )
 
 // Options configure the daemon (sesamed's command line).
-type Options struct {
+type DaemonOptions struct {
 	ConfigPath string
 	Interfaces []string // -i: wins over the config's Interface
 	Level      hclog.Level
@@ -48,7 +48,7 @@ type Options struct {
 // sesamed is one running daemon. Fields set in Run before any goroutine
 // starts are read-only afterwards unless marked.
 type sesamed struct {
-	opts    Options
+	opts    DaemonOptions
 	log     *eventlog.Logger
 	journal *journal.Journal
 	fw      firewall.Backend // nil when no door opens ports natively
@@ -65,7 +65,7 @@ type sesamed struct {
 
 // Run runs the daemon until ctx ends, then shuts down cleanly and
 // returns nil. It returns an error when it cannot start.
-func Run(ctx context.Context, opts Options) error {
+func Run(ctx context.Context, opts DaemonOptions) error {
 	if opts.Stderr == nil {
 		opts.Stderr = os.Stderr
 	}
@@ -275,7 +275,11 @@ func (d *sesamed) reload(ctx context.Context, why string) {
 }
 
 func (d *sesamed) reconcile(ctx context.Context) {
-	rep, err := firewall.Reconcile(ctx, d.fw, d.grants.Native(), time.Now())
+	var rep firewall.Report
+	var err error
+	d.grants.WithNative(func(want []firewall.Grant) {
+		rep, err = firewall.Reconcile(ctx, d.fw, want, time.Now())
+	})
 	if err != nil {
 		d.log.Error("reconcile: "+err.Error(), "error", err)
 	}

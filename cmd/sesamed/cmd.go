@@ -112,7 +112,7 @@ func (f *flags) exec(ctx context.Context, stdout, stderr io.Writer) int {
 			ifaces = append(ifaces, i)
 		}
 	}
-	err := supervisor.Run(ctx, supervisor.Options{
+	err := supervisor.Run(ctx, supervisor.DaemonOptions{
 		ConfigPath: f.config, Interfaces: ifaces, Level: level, SkipIPv6: f.only4,
 		StateDir: f.stateDir, Socket: f.socket, Stderr: stderr, Version: version.Version,
 		PidFile: f.pidFile, LogFile: f.logFile,

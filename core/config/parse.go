@@ -162,10 +162,10 @@ func (p *parser) optionKey(key, val string) {
 		o.MaxAttempts = n
 	case "FIREWALL":
 		switch v := strings.ToLower(val); v {
-		case "auto", "iptables", "nftables":
+		case "auto", "iptables", "iptables-nft", "iptables-legacy", "nftables":
 			o.Firewall = v
 		default:
-			p.errorf("Firewall: unknown backend %q (want auto, iptables or nftables)", val)
+			p.errorf("Firewall: unknown backend %q (want auto, iptables, iptables-nft, iptables-legacy or nftables)", val)
 		}
 	case "RECONCILE_INTERVAL":
 		d, err := parseSeconds(val, false)

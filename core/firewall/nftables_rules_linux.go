@@ -82,6 +82,8 @@ const (
 	reg32x = unix.NFT_REG32_00 // + n: the n-th 32-bit register
 )
 
+// loadProtoPort loads l4proto into the 32-bit register first and the
+// destination port into the one after it.
 func loadProtoPort(first uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: first},
@@ -90,7 +92,7 @@ func loadProtoPort(first uint32) []expr.Any {
 }
 
 func nftRules() (input, guard []nftRule) {
-	jump := append(loadProtoPort(reg1),
+	jump := append(loadProtoPort(reg32x),
 		&expr.Lookup{SourceRegister: reg1, SetName: nftGuarded},
 		&expr.Verdict{Kind: expr.VerdictJump, Chain: nftGuard},
 	)

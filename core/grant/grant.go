@@ -16,8 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -76,8 +74,11 @@ type Options struct {
 	// status, so a stop that finished while the daemon was dead is not run
 	// again. Empty disables markers (a resumed, interrupted stop reruns).
 	MarkerDir string
-	Logger    hclog.Logger
-	Clock     Clock
+	// MarkerWait bounds how long Resume waits for a stop command that a
+	// killed daemon left running (default 2 min, exec's kill timeout).
+	MarkerWait time.Duration
+	Logger     hclog.Logger
+	Clock      Clock
 	// RetryBase is the first delay before a failed stop is retried; it
 	// doubles up to RetryMax per attempt, for at most Retries attempts.
 	RetryBase time.Duration
@@ -125,6 +126,8 @@ type entry struct {
 	state    State     // guarded by Manager.mu
 	timer    Timer     // guarded by Manager.mu
 	extendTo time.Time // guarded by Manager.mu: a knock while Starting
+	// interrupted: resumed from a journal whose Revoking had no Revoked.
+	interrupted bool
 	// revokeNow asks begin to revoke as soon as the grant is applied
 	// (an admin revoked it while it was starting). Guarded by Manager.mu.
 	revokeNow bool
@@ -143,6 +146,11 @@ type Manager struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// fwMu serialises native firewall changes with Reconcile, which must
+	// not see a grant applied after it took its snapshot of what is wanted
+	// (it would remove it as stale). Never taken while holding mu.
+	fwMu sync.Mutex
 
 	mu     sync.Mutex // guards byKey, byID, closed, and the fields of entries marked so
 	byKey  map[key]*entry
@@ -166,6 +174,9 @@ func New(opts Options) *Manager {
 	}
 	if opts.Retries <= 0 {
 		opts.Retries = 6
+	}
+	if opts.MarkerWait <= 0 {
+		opts.MarkerWait = 2 * time.Minute
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{
@@ -335,9 +346,15 @@ func (m *Manager) applyNative(e *entry) {
 	if len(e.rec.Open) == 0 || m.opts.Firewall == nil {
 		return
 	}
+	m.fwMu.Lock()
+	defer m.fwMu.Unlock()
 	m.mu.Lock()
 	g := nativeGrant(e)
+	state := e.state
 	m.mu.Unlock()
+	if state == Revoking {
+		return // a revoke overtook this (re)apply
+	}
 	if err := m.opts.Firewall.Grant(m.ctx, g, m.clock.Now()); err != nil {
 		// The reconcile loop puts back what is missing.
 		m.log.Error(fmt.Sprintf("%s: %s: native grant: %v", e.rec.Source, e.rec.Door, err), m.fields(e, "grant")...)
@@ -438,7 +455,17 @@ func (m *Manager) marker(id string) string {
 // records the revocation.
 func (m *Manager) revoke(e *entry, why string) {
 	ok := true
-	if e.rec.StopCmd != "" {
+	stop := e.rec.StopCmd
+	if stop != "" && e.interrupted {
+		if mk := m.marker(e.rec.ID); mk != "" {
+			if done, rc := exec.Marked(mk, m.opts.MarkerWait); done {
+				// It ran to completion while no daemon watched.
+				m.log.Info(fmt.Sprintf("%s: %s: stop command had finished before the restart (status %d)", e.rec.Source, e.rec.Door, rc), m.fields(e, "replay")...)
+				stop = ""
+			}
+		}
+	}
+	if stop != "" {
 		if j := m.opts.Journal; j != nil {
 			if err := j.Revoking(e.rec.ID); err != nil {
 				m.log.Error(fmt.Sprintf("%s: %s: journal: %v", e.rec.Source, e.rec.Door, err), m.fields(e, "revoke")...)
@@ -447,9 +474,9 @@ func (m *Manager) revoke(e *entry, why string) {
 		ok = m.retry(e, "stop command", func() error {
 			var res exec.Result
 			if mk := m.marker(e.rec.ID); mk != "" {
-				res = m.opts.Commands.RunMarked(m.ctx, e.rec.Door, e.rec.StopCmd, mk)
+				res = m.opts.Commands.RunMarked(m.ctx, e.rec.Door, stop, mk)
 			} else {
-				res = m.opts.Commands.Run(m.ctx, e.rec.Door, e.rec.StopCmd)
+				res = m.opts.Commands.Run(m.ctx, e.rec.Door, stop)
 			}
 			if res.Err != nil {
 				return res.Err
@@ -462,6 +489,8 @@ func (m *Manager) revoke(e *entry, why string) {
 	}
 	if len(e.rec.Open) > 0 && m.opts.Firewall != nil {
 		ok = m.retry(e, "native revoke", func() error {
+			m.fwMu.Lock()
+			defer m.fwMu.Unlock()
 			return m.opts.Firewall.Revoke(m.ctx, nativeGrant(e))
 		}) && ok
 	}
@@ -504,6 +533,7 @@ func (m *Manager) finish(e *entry, why string, ok bool) {
 			m.log.Error(fmt.Sprintf("%s: %s: journal: %v", e.rec.Source, e.rec.Door, err), m.fields(e, "revoke")...)
 		} else if mk := m.marker(e.rec.ID); mk != "" {
 			os.Remove(mk)
+			os.Remove(mk + ".pid")
 		}
 	}
 	m.mu.Lock()
@@ -542,22 +572,9 @@ func (m *Manager) Resume(recs []journal.Record, doors []*config.Door) {
 			e.timeout = r.Deadline.Sub(r.Start)
 		}
 		m.log.Info(fmt.Sprintf("%s: %s: resuming grant %s", r.Source, r.Door, r.ID), m.fields(e, "replay")...)
-		if r.RevokeStarted {
-			if mk := m.marker(r.ID); mk != "" {
-				if b, err := os.ReadFile(mk); err == nil {
-					// The stop ran to completion while no daemon watched.
-					rc, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-					m.log.Info(fmt.Sprintf("%s: %s: stop command had finished (status %d)", r.Source, r.Door, rc), m.fields(e, "replay")...)
-					e.rec.StopCmd = "" // do not run it again
-					e.state = Revoking
-					m.mu.Lock()
-					m.byID[r.ID] = e
-					m.mu.Unlock()
-					m.goTracked(func() { m.revoke(e, "replay") })
-					continue
-				}
-			}
-		}
+		// A stop interrupted by the crash: revoke now; revoke first checks
+		// whether the stop in fact finished (or is still finishing).
+		e.interrupted = r.RevokeStarted
 		m.mu.Lock()
 		m.byID[r.ID] = e
 		if old := m.byKey[key{r.Door, r.Source}]; old == nil || old.rec.Deadline.Before(r.Deadline) {
@@ -626,8 +643,16 @@ func (m *Manager) List() []Grant {
 	return out
 }
 
-// Native returns the native grants that should be in the firewall now,
-// for the reconcile loop.
+// WithNative calls f with the native grants that should be in the
+// firewall now, while no grant is being applied or revoked, so that f can
+// compare them with the kernel (firewall.Reconcile) without racing.
+func (m *Manager) WithNative(f func(want []firewall.Grant)) {
+	m.fwMu.Lock()
+	defer m.fwMu.Unlock()
+	f(m.Native())
+}
+
+// Native returns the native grants that should be in the firewall now.
 func (m *Manager) Native() []firewall.Grant {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -1,0 +1,160 @@
+package supervisor
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sesame-knock/sesame/internal/netnstest"
+	"github.com/vishvananda/netns"
+)
+
+// nextEvent returns the next event that is not about an IPv6 link-local
+// address (the kernel adds and removes those on its own as links go up
+// and down) nor about a veth peer (named with a "p" suffix; the test
+// kernel has no dummy links, so the test uses veth pairs).
+func nextEvent(t *testing.T, m *LinkMonitor) LinkEvent {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case e, ok := <-m.Events():
+			if !ok {
+				t.Fatal("Events closed")
+			}
+			if e.Prefix.IsValid() && e.Addr().IsLinkLocalUnicast() || strings.HasSuffix(e.Ifname, "p") {
+				continue
+			}
+			return e
+		case <-deadline:
+			t.Fatal("no link event within 5s")
+		}
+	}
+}
+
+func wantEvents(t *testing.T, m *LinkMonitor, want ...LinkEvent) {
+	t.Helper()
+	for _, w := range want {
+		got := nextEvent(t, m)
+		got.Index = 0 // indexes are the kernel's to choose
+		if got != w {
+			t.Fatalf("event = %v, want %v", got, w)
+		}
+	}
+}
+
+func TestLinkMonitorInNamespace(t *testing.T) {
+	for _, how := range []string{"opened inside ns.Do", "Namespace option"} {
+		t.Run(how, func(t *testing.T) {
+			ns := netnstest.NewNS(t, "lnk")
+			var m *LinkMonitor
+			var err error
+			var sink logSink
+			if how == "opened inside ns.Do" {
+				err = ns.Do(func() (err error) {
+					m, err = NewLinkMonitor(LinkMonitorOptions{Logger: sink.logger()})
+					return err
+				})
+			} else {
+				h, herr := netns.GetFromName(ns.Name)
+				if herr != nil {
+					t.Fatal(herr)
+				}
+				t.Cleanup(func() { h.Close() })
+				m, err = NewLinkMonitor(LinkMonitorOptions{Namespace: h, Logger: sink.logger()})
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { m.Close() })
+
+			v4 := netip.MustParsePrefix("10.99.0.1/24")
+			v6 := netip.MustParsePrefix("fd99::1/64")
+			ev := func(k LinkEventKind, p ...netip.Prefix) LinkEvent {
+				e := LinkEvent{Kind: k, Ifname: "dummy0"}
+				if len(p) > 0 {
+					e.Prefix = p[0]
+				}
+				return e
+			}
+			ns.MustRun("ip", "link", "add", "dummy0", "type", "veth", "peer", "name", "dummy0p")
+			wantEvents(t, m, ev(LinkCreated))
+			ns.MustRun("ip", "addr", "add", v4.String(), "dev", "dummy0")
+			wantEvents(t, m, ev(AddrAdded, v4))
+			ns.MustRun("ip", "link", "set", "dummy0", "up")
+			wantEvents(t, m, ev(LinkUp))
+			ns.MustRun("ip", "-6", "addr", "add", v6.String(), "dev", "dummy0", "nodad")
+			wantEvents(t, m, ev(AddrAdded, v6))
+
+			var got []netip.Addr
+			if err := ns.Do(func() (err error) { got, err = Addrs("dummy0"); return err }); err != nil {
+				t.Fatal(err)
+			}
+			viaMonitor, err := m.Addrs("dummy0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, addrs := range [][]netip.Addr{got, viaMonitor} {
+				if !slices.Contains(addrs, v4.Addr()) || !slices.Contains(addrs, v6.Addr()) {
+					t.Fatalf("Addrs(dummy0) = %v, want %v and %v among them", addrs, v4.Addr(), v6.Addr())
+				}
+			}
+
+			ns.MustRun("ip", "addr", "del", v4.String(), "dev", "dummy0")
+			wantEvents(t, m, ev(AddrRemoved, v4))
+			ns.MustRun("ip", "link", "set", "dummy0", "down")
+			// Going down drops the IPv6 address (keep_addr_on_down=0); the
+			// kernel may report that before or after the link change.
+			a, b := nextEvent(t, m), nextEvent(t, m)
+			a.Index, b.Index = 0, 0
+			if !(a == ev(LinkDown) && b == ev(AddrRemoved, v6) || a == ev(AddrRemoved, v6) && b == ev(LinkDown)) {
+				t.Fatalf("after link down: %v, %v; want link-down and removal of %v", a, b, v6)
+			}
+
+			// A lost subscription is replaced, and what changed meanwhile
+			// is reported from a fresh read of the namespace.
+			ns.MustRun("ip", "addr", "add", v4.String(), "dev", "dummy0")
+			wantEvents(t, m, ev(AddrAdded, v4))
+			m.cur.Load().once.Do(func() { close(m.cur.Load().done) })
+			ns.MustRun("ip", "link", "set", "dummy0", "up")
+			wantEvents(t, m, ev(LinkUp))
+			if !strings.Contains(sink.String(), "subscription lost") {
+				t.Fatalf("the dropped subscription was not noticed; log:\n%s", sink.String())
+			}
+
+			// Deleting takes the link down first; its address is reported
+			// gone before the link is.
+			ns.MustRun("ip", "link", "del", "dummy0")
+			var seq []LinkEvent
+			for len(seq) == 0 || seq[len(seq)-1] != ev(LinkDeleted) {
+				e := nextEvent(t, m)
+				e.Index = 0
+				seq = append(seq, e)
+			}
+			if want := []LinkEvent{ev(LinkDown), ev(AddrRemoved, v4), ev(LinkDeleted)}; !slices.Equal(seq, want) && !slices.Equal(seq, want[1:]) {
+				t.Fatalf("deleting dummy0 reported %v, want %v (link-down optional)", seq, want)
+			}
+
+			// A link created after start, with an address at once.
+			ns.MustRun("ip", "link", "add", "dummy1", "type", "veth", "peer", "name", "dummy1p")
+			ns.MustRun("ip", "addr", "add", "10.98.0.1/24", "dev", "dummy1")
+			wantEvents(t, m,
+				LinkEvent{Kind: LinkCreated, Ifname: "dummy1"},
+				LinkEvent{Kind: AddrAdded, Ifname: "dummy1", Prefix: netip.MustParsePrefix("10.98.0.1/24")})
+
+			if err := m.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := <-m.Events(); ok {
+				// Drain anything queued; the channel must end closed.
+				for range m.Events() {
+				}
+			}
+			if err := m.Close(); err != nil {
+				t.Fatalf("second Close: %v", err)
+			}
+		})
+	}
+}
