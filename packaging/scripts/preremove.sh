@@ -14,12 +14,27 @@ remove|0) ;;
 *) exit 0 ;;
 esac
 
+# grant_ids prints the IDs of the grants the running sesamed holds.
+grant_ids() {
+	/usr/bin/sesame grants --json 2>/dev/null | sed -n 's/^ *"id": *"\([^"]*\)".*/\1/p' || true
+}
+
 if [ -d /run/systemd/system ]; then
 	if systemctl is-active --quiet sesamed.service; then
-		ids=$(/usr/bin/sesame grants --json 2>/dev/null | sed -n 's/^ *"id": *"\([^"]*\)".*/\1/p') || true
-		for id in $ids; do
+		for id in $(grant_ids); do
 			/usr/bin/sesame revoke "$id" || echo "sesame: could not revoke grant $id" >&2
 		done
+		# Revoking runs the stop commands in the background; stopping
+		# sesamed now would kill them. Wait for them, 30 seconds at most.
+		n=0
+		while [ -n "$(grant_ids)" ] && [ $n -lt 60 ]; do
+			sleep 0.5
+			n=$((n + 1))
+		done
+		left=$(grant_ids)
+		if [ -n "$left" ]; then
+			echo "sesame: grants still being revoked after 30 s:" $left "(their stop commands stay journaled in /var/lib/sesame)" >&2
+		fi
 	fi
 	systemctl stop sesamed.service || true
 fi
