@@ -31,6 +31,11 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	return LoadBytes(path, data)
+}
+
+// LoadBytes is Load for content already read from path.
+func LoadBytes(path string, data []byte) (*Config, error) {
 	cfg, err := Parse(path, data)
 	if err != nil {
 		return nil, err

@@ -241,7 +241,17 @@ func (e *Engine) notifyFilter() {
 	}
 }
 
-// Run owns the matcher until ctx ends. heartbeat, if not nil, is called
+// Close releases the one-time sequence files. Call it after the last Run
+// has returned.
+func (e *Engine) Close() {
+	for _, f := range e.oneTime {
+		f.Close()
+	}
+}
+
+// Run owns the matcher until ctx ends; it may be called again after it
+// returns (a supervisor restarting it), and the matcher's state carries
+// over. heartbeat, if not nil, is called
 // at least every interval while the loop is healthy.
 func (e *Engine) Run(ctx context.Context, heartbeat func(), interval time.Duration) error {
 	if interval <= 0 {
@@ -261,9 +271,6 @@ func (e *Engine) Run(ctx context.Context, heartbeat func(), interval time.Durati
 		}
 		select {
 		case <-ctx.Done():
-			for _, f := range e.oneTime {
-				f.Close()
-			}
 			return nil
 		case p := <-e.in:
 			now := time.Now()
