@@ -38,6 +38,9 @@ type env struct {
 	k    knocker
 	d    *proc
 	raw  *raw
+	// barrierDst is where barrier knocks go (default: the server's
+	// first IPv4 address).
+	barrierDst netip.Addr
 }
 
 func (e *env) knock(args ...string) {
@@ -54,7 +57,7 @@ func (e *env) syn(port uint16, flags uint8) {
 func (e *env) barrier() []string {
 	e.t.Helper()
 	before := len(e.d.opens())
-	e.raw.send(rawsend.Spec{SrcIP: netip.MustParseAddr("10.77.0.254"), DstPort: 65000, Proto: knock.UDP})
+	e.raw.send(rawsend.Spec{SrcIP: netip.MustParseAddr("10.77.0.254"), DstIP: e.barrierDst, DstPort: 65000, Proto: knock.UDP})
 	if !poll(5*time.Second, func() bool { return len(e.d.opens()) > before && slices.Contains(e.d.opens(), "10.77.0.254 barrier") }) {
 		e.t.Fatalf("barrier not seen; output:\n%s", e.d.out.String())
 	}

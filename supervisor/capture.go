@@ -2,7 +2,9 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -79,7 +81,8 @@ func (c *captures) apply() {
 	}
 	c.mu.Unlock()
 	for _, h := range hs {
-		if err := h.SetFilter(spec); err != nil {
+		if err := h.SetFilter(spec); err != nil && !errors.Is(err, net.ErrClosed) {
+			// A closed handle is being reopened, with the new spec.
 			c.log.Error("updating capture filter", "error", err)
 		}
 	}
@@ -135,6 +138,7 @@ func (c *captures) open(iface string) (*capture.Handle, error) {
 func (c *captures) serve(ctx context.Context, iface string, beat *Beater) error {
 	backoff := 100 * time.Millisecond
 	logged := ""
+	reopening := false // the previous handle ended with an error
 	for ctx.Err() == nil {
 		c.mu.Lock()
 		h := c.handles[iface]
@@ -152,11 +156,11 @@ func (c *captures) serve(ctx context.Context, iface string, beat *Beater) error 
 				backoff = min(2*backoff, 5*time.Second)
 				continue
 			}
-			if logged != "" {
+			if logged != "" || reopening {
 				c.log.Info("capturing on "+iface+" again", "interface", iface)
 			}
 		}
-		backoff, logged = 100*time.Millisecond, ""
+		backoff, logged, reopening = 100*time.Millisecond, "", false
 		err := h.Run(ctx, c.eng.Submit, beat.Beat)
 		c.mu.Lock()
 		if c.handles[iface] == h {
@@ -168,6 +172,7 @@ func (c *captures) serve(ctx context.Context, iface string, beat *Beater) error 
 		c.mu.Unlock()
 		h.Close()
 		if err != nil && ctx.Err() == nil {
+			reopening = true
 			c.log.Warn(fmt.Sprintf("capture on %s ended: %v; reopening", iface, err), "interface", iface)
 			// A link that is down opens but fails its first read: wait
 			// for it to come back rather than spin.
