@@ -19,7 +19,7 @@ type FileSpec struct {
 	// Source is a host path copied in, e.g. a binary the test built (the
 	// host's /tmp is hidden inside the namespace).
 	Source string
-	// Mode is the file's permission bits (default 0644).
+	// Mode is the file's permission bits (default: the Source's, or 0644).
 	Mode fs.FileMode
 }
 

@@ -185,8 +185,12 @@ func writeStage(stage string, opts Options) ([]placedFile, error) {
 			if err != nil {
 				return nil, fmt.Errorf("systemdtest: file %s: %w", p, err)
 			}
-			if _, err := os.Stat(src); err != nil {
+			fi, err := os.Stat(src)
+			if err != nil {
 				return nil, fmt.Errorf("systemdtest: file %s: source: %w", p, err)
+			}
+			if spec.Mode == 0 {
+				f.mode = fi.Mode().Perm()
 			}
 			f.source = src
 		} else if err := os.WriteFile(filepath.Join(stage, "files", f.staged), spec.Content, 0o600); err != nil {

@@ -19,7 +19,7 @@ func helperFile(t *testing.T) map[string]FileSpec {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return map[string]FileSpec{"/usr/local/bin/sdhelper": {Source: exe, Mode: 0o755}}
+	return map[string]FileSpec{"/usr/local/bin/sdhelper": {Source: exe}} // mode taken from the binary
 }
 
 func merge(ms ...map[string]FileSpec) map[string]FileSpec {
