@@ -124,6 +124,9 @@ func runHelper(mode string) int {
 				fmt.Println("sdhelper:", err)
 			}
 			fmt.Println("sdhelper: reloading", reloads)
+			if d, err := time.ParseDuration(os.Getenv("SDHELPER_RELOAD_TAKES")); err == nil {
+				time.Sleep(d) // a slow reload, to see whether systemctl reload waits for READY=1
+			}
 			n.Status(fmt.Sprintf("serving, reloaded %d times", reloads))
 			n.Ready()
 			fmt.Println("sdhelper: reloaded", reloads)

@@ -47,7 +47,12 @@ func TestBootNotifyReloadPoweroff(t *testing.T) {
 	guardHost(t)
 	const conf = "[options]\n\tlogfile = /var/log/knockd.log\n"
 	s := Boot(t, Options{
-		Units: map[string]string{"sdhelper.service": notifyUnit},
+		Units: map[string]string{
+			"sdhelper.service": notifyUnit,
+			// A drop-in makes each reload take a while, so the reloading
+			// state RELOADING=1 starts is observable.
+			"sdhelper.service.d/slow-reload.conf": "[Service]\nEnvironment=SDHELPER_RELOAD_TAKES=1500ms\n",
+		},
 		Files: merge(helperFile(t), map[string]FileSpec{
 			"/etc/sesame/knockd.conf": {Content: []byte(conf), Mode: 0o600},
 		}),
@@ -93,15 +98,37 @@ func TestBootNotifyReloadPoweroff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The daemon's RELOADING=1 (with MONOTONIC_USEC) must keep systemd in
+	// "reloading" until READY=1. With ExecReload=kill -HUP, systemd 252
+	// races: if RELOADING=1 arrives before it reaps kill, `systemctl
+	// reload` itself waits for READY=1; otherwise the reload job ends at
+	// once and the unit shows "reloading" afterwards. Either proves it.
+	start := time.Now()
 	if _, err := s.Systemctl("reload", "sdhelper.service"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.WaitLog("sdhelper.service", "sdhelper: reloaded 1", 30*time.Second); err != nil {
-		t.Fatal(err)
+	blocked := time.Since(start) >= time.Second
+	sawReloading := false
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		state, _ := s.Show("sdhelper.service", "ActiveState")
+		if state == "reloading" {
+			sawReloading = true
+		}
+		if state == "active" {
+			if j, err := s.Journalctl("-o", "cat", "-u", "sdhelper.service"); err == nil && strings.Contains(j, "sdhelper: reloaded 1") {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reload did not finish (state %q)\n%s", state, s.diagnostics("sdhelper.service"))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	if err := s.WaitActive("sdhelper.service", 30*time.Second); err != nil {
-		t.Fatal(err)
+	if !blocked && !sawReloading {
+		t.Fatal("systemd never treated the unit as reloading: RELOADING=1 was not honoured")
 	}
+	t.Logf("systemctl reload waited for READY=1: %v; unit seen reloading afterwards: %v", blocked, sawReloading)
 	if got, _ := s.Show("sdhelper.service", "MainPID"); got != pid {
 		t.Fatalf("MainPID changed across reload: %s -> %s", pid, got)
 	}
@@ -225,7 +252,11 @@ func TestBootFailsWithJournalWhenStartUnitFails(t *testing.T) {
 func TestDefaultDependenciesBootMinimal(t *testing.T) {
 	guardHost(t)
 	s := Boot(t, Options{
-		Units: map[string]string{"plain.service": "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/echo plain unit ran\n"},
+		Units: map[string]string{
+			"plain.service": "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/echo plain unit ran\n",
+			// oneshot, so that it is never seen active before failing
+			"crash.service": "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo crash-unit-said-this; exit 7'\n",
+		},
 		Start: []string{"plain.service"},
 	})
 	if err := s.WaitLog("plain.service", "plain unit ran", 30*time.Second); err != nil {
@@ -242,6 +273,19 @@ func TestDefaultDependenciesBootMinimal(t *testing.T) {
 		if unit != "plain.service" && unit != "systemd-journald.service" {
 			t.Errorf("unexpected active service %s", unit)
 		}
+	}
+	// A unit that fails after start: WaitActive says so at once, with its
+	// journal.
+	if _, err := s.Systemctl("start", "crash.service"); err == nil {
+		t.Fatal("starting a failing oneshot unit succeeded")
+	}
+	start := time.Now()
+	err = s.WaitActive("crash.service", time.Minute)
+	if err == nil || !strings.Contains(err.Error(), "failed") || !strings.Contains(err.Error(), "crash-unit-said-this") {
+		t.Fatalf("WaitActive on a crashing unit = %v; want a failure with its journal", err)
+	}
+	if el := time.Since(start); el > 30*time.Second {
+		t.Fatalf("WaitActive took %v to report a failed unit", el)
 	}
 	if got, _ := s.Show("-.mount", "What"); got != containerName+"-root" {
 		t.Errorf("root mount comes from %q, want the private overlay", got)
