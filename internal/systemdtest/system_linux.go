@@ -451,7 +451,9 @@ func (s *System) diagnostics(unit string) string {
 			out, _ = s.runTimeout(10*time.Second, "journalctl", "--no-pager", "-n", "50", "-u", unit)
 			fmt.Fprintf(&b, "--- journal of %s\n%s", unit, out)
 		} else {
-			out, _ := s.runTimeout(10*time.Second, "journalctl", "--no-pager", "-n", "80")
+			out, _ := s.runTimeout(10*time.Second, "systemctl", "--no-pager", "list-jobs")
+			fmt.Fprintf(&b, "--- pending jobs\n%s", out)
+			out, _ = s.runTimeout(10*time.Second, "journalctl", "--no-pager", "-n", "80")
 			fmt.Fprintf(&b, "--- journal tail\n%s", out)
 		}
 	}
