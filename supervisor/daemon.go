@@ -74,9 +74,19 @@ func Run(ctx context.Context, opts DaemonOptions) error {
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = 10 * time.Second
 	}
-	cfg, err := config.Load(opts.ConfigPath)
-	if err != nil {
-		return err
+	content, _, cfgErr := ReadConfig(opts.ConfigPath)
+	var cfg *config.Config
+	if cfgErr == nil {
+		cfg, cfgErr = config.LoadBytes(opts.ConfigPath, content)
+	}
+	if cfgErr != nil {
+		// A bad edit followed by a crash or reboot must not keep the door
+		// keeper down: run the last config that was in force, loudly.
+		good, err := config.LoadBytes(opts.ConfigPath, readLastGood(opts.StateDir))
+		if err != nil {
+			return cfgErr
+		}
+		cfg = good
 	}
 	if opts.PidFile != "" {
 		cfg.Options.PidFile = opts.PidFile
@@ -91,6 +101,10 @@ func Run(ctx context.Context, opts DaemonOptions) error {
 	}
 	defer log.Close()
 	d := &sesamed{opts: opts, log: log, cfg: cfg, notify: NewNotifier(log.Named("notify"))}
+	if cfgErr != nil {
+		d.cfgErr = cfgErr.Error()
+		log.Error("config invalid, running the last good config from "+lastGoodPath(opts.StateDir)+": "+cfgErr.Error(), "error", cfgErr)
+	}
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
@@ -98,6 +112,9 @@ func Run(ctx context.Context, opts DaemonOptions) error {
 		log.Error("cannot start", "error", err)
 		d.stop()
 		return err
+	}
+	if cfgErr == nil {
+		d.saveLastGood(content)
 	}
 	serr := d.serve(ctx)
 	d.notify.Stopping()
@@ -326,8 +343,34 @@ func (d *sesamed) applyConfig(content []byte, sum [32]byte) error {
 	d.mu.Lock()
 	d.cfg, d.cfgErr = cfg, ""
 	d.mu.Unlock()
+	d.saveLastGood(content)
 	d.log.Info(fmt.Sprintf("config reloaded: %d doors", len(cfg.Doors)), "doors", len(cfg.Doors))
 	return nil
+}
+
+func lastGoodPath(stateDir string) string { return filepath.Join(stateDir, "last-good.conf") }
+
+// readLastGood returns the last config that was in force, or nil.
+func readLastGood(stateDir string) []byte {
+	b, err := os.ReadFile(lastGoodPath(stateDir))
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// saveLastGood keeps content as the config to fall back to when the file
+// is invalid at the next start.
+func (d *sesamed) saveLastGood(content []byte) {
+	path := lastGoodPath(d.opts.StateDir)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, content, 0o600); err != nil {
+		d.log.Warn("cannot save the last good config", "error", err)
+		return
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		d.log.Warn("cannot save the last good config", "error", err)
+	}
 }
 
 func (d *sesamed) config() *config.Config {
