@@ -44,7 +44,7 @@ func bootSesame(t testing.TB) (*systemdtest.System, *netnstest.NS) {
 	s := systemdtest.Boot(t, systemdtest.Options{
 		Units: map[string]string{"sesamed.service": unitUnderTest},
 		Files: map[string]systemdtest.FileSpec{
-			"/usr/local/sbin/sesamed":  {Source: bin("sesamed"), Mode: 0o755},
+			"/usr/local/sbin/sesamed": {Source: bin("sesamed"), Mode: 0o755},
 			"/etc/sesame/sesame.conf": {Content: []byte(sdConf("")), Mode: 0o600},
 		},
 	})
