@@ -192,23 +192,27 @@ func serverMAC(t *testing.T, p *netnstest.Pair) string {
 
 func TestCmdTimeoutRunsStopAfterStartFinished(t *testing.T) {
 	netnstest.RequireRoot(t)
-	t.Parallel()
-	p := netnstest.NewPair(t)
-	d := startSesamed(t, p.Server, baseConf+`[timed]
+	for _, k := range knockers {
+		t.Run(k.name, func(t *testing.T) {
+			t.Parallel()
+			p := netnstest.NewPair(t)
+			d := startSesamed(t, p.Server, baseConf+`[timed]
 	sequence = 7300
 	start_command = sleep 0.5; date +%s.%N >> {{DIR}}/start
 	stop_command = date +%s.%N >> {{DIR}}/stop
 	cmd_timeout = 2
 `)
-	knockers[0].knock(t, p.Client, netnstest.ServerAddr4.String(), "7300")
-	if !poll(10*time.Second, func() bool { return len(d.file("stop")) == 1 }) {
-		t.Fatalf("stop command did not run; output:\n%s", d.out.String())
-	}
-	start, _ := strconv.ParseFloat(d.file("start")[0], 64)
-	stop, _ := strconv.ParseFloat(d.file("stop")[0], 64)
-	// cmd_timeout counts from the end of the start command.
-	if gap := stop - start; gap < 1.95 || gap > 2.5 {
-		t.Errorf("stop ran %.3f s after the start command finished, want about 2 s", gap)
+			k.knock(t, p.Client, netnstest.ServerAddr4.String(), "7300")
+			if !poll(10*time.Second, func() bool { return len(d.file("stop")) == 1 }) {
+				t.Fatalf("stop command did not run; output:\n%s", d.out.String())
+			}
+			start, _ := strconv.ParseFloat(d.file("start")[0], 64)
+			stop, _ := strconv.ParseFloat(d.file("stop")[0], 64)
+			// cmd_timeout counts from the end of the start command.
+			if gap := stop - start; gap < 1.95 || gap > 2.5 {
+				t.Errorf("stop ran %.3f s after the start command finished, want about 2 s", gap)
+			}
+		})
 	}
 }
 
