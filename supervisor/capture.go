@@ -171,6 +171,8 @@ func (c *captures) serve(ctx context.Context, iface string, beat *Beater) error 
 		}
 		c.mu.Unlock()
 		h.Close()
+		st := h.Stats()
+		c.log.Debug("capture stopped", "interface", iface, "read", st.Read, "delivered", st.Delivered, "kernel_drops", st.KernelDrops)
 		if err != nil && ctx.Err() == nil {
 			reopening = true
 			c.log.Warn(fmt.Sprintf("capture on %s ended: %v; reopening", iface, err), "interface", iface)
