@@ -330,7 +330,7 @@ func TestStatusString(t *testing.T) {
 		want string
 	}{
 		{"off", func(s *Status) { *s = Status{} }, "rescue off"},
-		{"closed", func(s *Status) { s.Installed, s.Left = true, 21*time.Second + 333*time.Millisecond },
+		{"closed", func(s *Status) { s.Installed, s.Left = true, 21*time.Second+333*time.Millisecond },
 			"rescue closed: 22:tcp opens 30s after the last heartbeat (21.3s left)"},
 		{"open", func(s *Status) { s.Installed, s.Open = true, true }, "rescue OPEN: 22:tcp reachable (no heartbeat)"},
 		{"held", func(s *Status) { s.Installed, s.Open, s.Held = true, true, true },

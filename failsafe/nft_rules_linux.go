@@ -31,8 +31,8 @@ import (
 //		goto rescue_closed
 //	}
 //	chain rescue_admit {
-//		add @allow4 { ip saddr . meta l4proto . th dport timeout 1s }
-//		add @allow6 { ip6 saddr . meta l4proto . th dport timeout 1s }
+//		add @allow4 { ip saddr . meta l4proto . th dport timeout 500ms }
+//		add @allow6 { ip6 saddr . meta l4proto . th dport timeout 500ms }
 //		counter accept
 //	}
 //	chain rescue_closed {
@@ -62,9 +62,11 @@ const (
 
 // admitTimeout is how long a source let past the guard stays in allow4 or
 // allow6. Only the packet that adds it needs it (later packets of the
-// connection are established), so it is short: once the heartbeat is
-// back, a rescued source loses its way past the guard within a second.
-const admitTimeout = time.Second
+// connection are established, a retransmitted SYN adds it again), so it
+// is short: once the heartbeat is back, a rescued source loses its way
+// past the guard within half a second, and core/firewall seldom sees one
+// of these elements (it ignores them, with a warning, as not its own).
+const admitTimeout = 500 * time.Millisecond
 
 var (
 	sesameTable = &nftables.Table{Family: nftables.TableFamilyINet, Name: nftTable}
