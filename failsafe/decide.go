@@ -25,7 +25,7 @@ type plan struct {
 
 // Why the rescue opens, as logged and shown in STATUS.
 const (
-	reasonHeld      = "held open by an admin (sesame rescue open)"
+	reasonHeld      = "held open by an admin: sesame rescue open"
 	reasonNoBeat    = "no heartbeat"
 	reasonUnhealthy = "sesamed is unhealthy"
 	reasonHealthy   = "sesamed is healthy again"

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -153,10 +154,10 @@ func (s *Switch) Install(ctx context.Context) error {
 func (s *Switch) installLocked(ctx context.Context, arm bool) (kernelState, error) {
 	removed, err := s.sweep(ctx)
 	for _, r := range removed {
-		s.log.Info("removed a rescue left by an earlier config", "what", r)
+		s.log.Info("removed a rescue this config does not use", "what", r)
 	}
 	if err != nil {
-		s.log.Warn("could not remove a rescue left by an earlier config", "error", err)
+		s.log.Warn("could not remove a rescue this config does not use", "error", err)
 	}
 	if !s.enabled {
 		return kernelState{}, nil
@@ -331,7 +332,7 @@ func (s *Switch) Close(ctx context.Context) error {
 		return err
 	}
 	if before.isOpen() || before.Held || !before.Installed || s.open {
-		s.logCloseLocked("closed by an admin (sesame rescue close)")
+		s.logCloseLocked("closed by an admin: sesame rescue close")
 	} else {
 		s.log.Info("rescue already closed; heartbeat refreshed", "ports", s.spec.describe())
 	}
@@ -356,7 +357,11 @@ func (s *Switch) fromString() string {
 	if s.spec.AnyFrom {
 		return "any"
 	}
-	return fmt.Sprint(append(slices.Clone(s.spec.From4), s.spec.From6...))
+	var from []string
+	for _, p := range append(slices.Clone(s.spec.From4), s.spec.From6...) {
+		from = append(from, p.String())
+	}
+	return strings.Join(from, ",")
 }
 
 // readLocked refreshes last from the kernel.
@@ -417,7 +422,7 @@ func (s *Switch) Remove(ctx context.Context) error {
 	}
 	removed, serr := s.sweep(ctx)
 	for _, r := range removed {
-		s.log.Info("removed a rescue left by an earlier config", "what", r)
+		s.log.Info("removed rescue objects", "what", r)
 	}
 	if err == nil {
 		err = serr
@@ -426,4 +431,23 @@ func (s *Switch) Remove(ctx context.Context) error {
 		s.log.Info("rescue removed", "backend", s.gate.Name())
 	}
 	return err
+}
+
+// OpenInstalled holds open every rescue installed in the kernel, in any
+// family, with the ports the kernel holds: what `sesame rescue open` does
+// when it cannot read the config (a daemon that failed on a broken config
+// still gets its rescue opened). It returns what it opened, and logs each
+// as rescue-open; nothing installed is not an error.
+func OpenInstalled(ctx context.Context, reason string, log hclog.Logger) ([]string, error) {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	opened, err := openInstalled(ctx)
+	for _, o := range opened {
+		log.Warn("rescue port open: "+o+" ("+reason+")", "event", EventOpen, "ports", o, "reason", reason)
+	}
+	if err != nil {
+		return opened, fmt.Errorf("failsafe: open installed rescues: %w", err)
+	}
+	return opened, nil
 }

@@ -45,8 +45,6 @@ var (
 	rescuePorts  = []uint16{guardedRescue, plainRescue}
 )
 
-func parsePrefix(s string) (netip.Prefix, error) { return netip.ParsePrefix(s) }
-
 type variant struct {
 	name string
 	kind firewall.Kind

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -57,7 +58,7 @@ func runHelper(raw string) error {
 	opts := Options{Kind: kind, Ports: ports, After: hc.After,
 		Logger: hclog.New(&hclog.LoggerOptions{Name: "helper", Output: os.Stderr, Level: hclog.Debug})}
 	for _, f := range hc.From {
-		p, err := parsePrefix(f)
+		p, err := netip.ParsePrefix(f)
 		if err != nil {
 			return err
 		}
