@@ -101,6 +101,14 @@ type env struct {
 // drops, Sesame's chains accept).
 func newEnv(t *testing.T, v variant, adminAccepts ...uint16) *env {
 	t.Helper()
+	e := newBareEnv(t, v, adminAccepts...)
+	e.setupGrants(hclog.NewNullLogger())
+	return e
+}
+
+// newBareEnv is newEnv without the grants backend.
+func newBareEnv(t *testing.T, v variant, adminAccepts ...uint16) *env {
+	t.Helper()
 	netnstest.RequireRoot(t)
 	requireTools(t, "ipset", "nft", "iptables-nft", "iptables-legacy")
 	p := netnstest.NewPair(t)
@@ -112,8 +120,15 @@ func newEnv(t *testing.T, v variant, adminAccepts ...uint16) *env {
 	for _, port := range rescuePorts {
 		e.listen(port)
 	}
-	err := p.Server.Do(func() error {
-		fw, err := firewall.New(v.kind, hclog.NewNullLogger())
+	return e
+}
+
+// setupGrants sets up core/firewall's backend of the variant's kind,
+// guarding guardedRescue, as sesamed does at start.
+func (e *env) setupGrants(log hclog.Logger) {
+	e.t.Helper()
+	err := e.pair.Server.Do(func() error {
+		fw, err := firewall.New(e.v.kind, log)
 		if err != nil {
 			return err
 		}
@@ -121,9 +136,8 @@ func newEnv(t *testing.T, v variant, adminAccepts ...uint16) *env {
 		return fw.Setup(context.Background(), []knock.Port{{Num: guardedRescue, Proto: knock.TCP}})
 	})
 	if err != nil {
-		t.Fatalf("grants backend: %v", err)
+		e.t.Fatalf("grants backend: %v", err)
 	}
-	return e
 }
 
 // lockDown installs the admin's firewall: policy drop, loopback,
@@ -613,5 +627,72 @@ func TestSweepOtherFamily(t *testing.T) {
 		if got := e.kernelObjects(); got != step.want {
 			t.Errorf("after starting on %v: %q, want %q", step.kind, got, step.want)
 		}
+	}
+}
+
+// TestGrantsBackendAfterRescue: the rescue is installed first (sesamed
+// reached READY before a reload added a door with Open), then the grants
+// backend sets up. core/firewall must adopt the allow4/allow6 sets the
+// rescue created, put its jump first without complaint, and both keep
+// working.
+func TestGrantsBackendAfterRescue(t *testing.T) {
+	for _, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			t.Parallel()
+			e := newBareEnv(t, v, guardedRescue, plainRescue)
+			ctx := context.Background()
+			s := e.newSwitch(Options{Kind: v.kind, After: 30 * time.Second, Ports: []knock.Port{
+				{Num: guardedRescue, Proto: knock.TCP}, {Num: plainRescue, Proto: knock.TCP}}})
+			e.do(func() error { return s.Start(ctx) })
+
+			var fwLog syncBuffer
+			e.setupGrants(hclog.New(&hclog.LoggerOptions{Output: &fwLog, Level: hclog.Debug}))
+			e.do(func() error {
+				recreated, err := e.fw.(firewall.BaseKeeper).EnsureBase(ctx)
+				if recreated {
+					t.Error("grants backend rebuilt its objects on a second look")
+				}
+				return err
+			})
+			if log := fwLog.String(); strings.Contains(log, "[WARN]") {
+				t.Errorf("grants backend warned:\n%s", log)
+			}
+			var st Status
+			e.do(func() (err error) { st, err = s.Status(ctx); return err })
+			if !st.Installed || st.Open {
+				t.Errorf("rescue after the grants backend set up: %s", st)
+			}
+			if v.kind != firewall.NFTables {
+				for _, bin := range v.bins {
+					rules := e.pair.Server.MustRun(bin, "-S", "INPUT")
+					if !strings.Contains(rules, "-P INPUT DROP\n-A INPUT -j SESAME\n-A INPUT -j SESAME-RESCUE\n") {
+						t.Errorf("%s INPUT does not start with both jumps:\n%s", bin, rules)
+					}
+				}
+			}
+			if got := e.state(); got != "" {
+				t.Errorf("closed rescue: reachable %q", got)
+			}
+			e.do(func() error {
+				return e.fw.Grant(ctx, firewall.Grant{ID: "g1", Src: netnstest.ClientAddr6,
+					Ports: []knock.Port{{Num: guardedRescue, Proto: knock.TCP}}, Deadline: time.Now().Add(time.Minute)}, time.Now())
+			})
+			if got, want := e.state(), fmt.Sprintf("%s:%d", netnstest.ClientAddr6, guardedRescue); got != want {
+				t.Errorf("with a grant: reachable %q, want %q", got, want)
+			}
+			e.do(func() error { return s.Open(ctx, "") })
+			everyone := fmt.Sprintf("10.77.0.2:%[1]d 10.77.0.2:%[2]d fd77::2:%[1]d fd77::2:%[2]d 10.77.0.3:%[1]d 10.77.0.3:%[2]d fd77::3:%[1]d fd77::3:%[2]d",
+				guardedRescue, plainRescue)
+			if got := e.state(); got != everyone {
+				t.Errorf("open rescue: reachable %q, want %q", got, everyone)
+			}
+			// The open rescue's elements in allow6 must not have cut the
+			// real grant short: a minute, not half a second.
+			var gs []firewall.Grant
+			e.do(func() (err error) { gs, err = e.fw.List(ctx); return err })
+			if len(gs) != 1 || gs[0].ID != "g1" || time.Until(gs[0].Deadline) < 50*time.Second {
+				t.Errorf("grants after the rescue let the grantee in: %v", gs)
+			}
+		})
 	}
 }
