@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -71,7 +72,11 @@ type Switch struct {
 	open   bool
 	seen   bool   // open has been set
 	reason string // why it is open, when open
-	last   Status // the last reading of the kernel, for Summary
+
+	// last is the Status of the last kernel reading, for Summary. It is
+	// written under mu but read without it, so STATUS= updates never wait
+	// for a kernel call (iptables can wait seconds for its lock).
+	last atomic.Pointer[Status]
 }
 
 // detect resolves firewall.Auto; tests replace it.
@@ -116,7 +121,8 @@ func New(opts Options) (*Switch, error) {
 
 func newSwitch(s spec, g gate, sw sweeper, log hclog.Logger) *Switch {
 	sc := &Switch{spec: s, enabled: true, gate: g, sweep: sw, log: log}
-	sc.last = sc.status(kernelState{})
+	st := sc.status(kernelState{})
+	sc.last.Store(&st)
 	return sc
 }
 
@@ -195,7 +201,8 @@ func (s *Switch) installLocked(ctx context.Context, arm bool) (kernelState, erro
 // nothing was logged yet, and the Status for Summary.
 func (s *Switch) noteLocked(k kernelState) {
 	s.seedLocked(k)
-	s.last = s.status(k)
+	st := s.status(k)
+	s.last.Store(&st)
 }
 
 func (s *Switch) seedLocked(k kernelState) {
@@ -255,21 +262,27 @@ func (s *Switch) Tick(ctx context.Context, healthy bool, why string) error {
 			return err
 		}
 	}
+	// What the kernel holds after this tick, without reading it again.
+	if p.install {
+		k.Installed, k.Problems = true, nil
+	}
 	if p.refresh {
 		if err := s.gate.Refresh(ctx); err != nil {
 			return err
 		}
+		k.Left = s.spec.After
 		// `sesame rescue open` may have set the hold between the read
 		// above and the refresh: look again, and undo the refresh if so.
 		// Either order of the two writers ends with the rescue open.
-		after, err := s.gate.State(ctx)
+		held, err := s.gate.Held(ctx)
 		if err != nil {
 			return err
 		}
-		if after.Held {
+		if held {
 			if err := s.gate.Drop(ctx); err != nil {
 				return err
 			}
+			k.Held, k.Left = true, 0
 			p.logClose = ""
 			if !s.open {
 				p.logOpen = reasonHeld
@@ -282,7 +295,31 @@ func (s *Switch) Tick(ctx context.Context, healthy bool, why string) error {
 	if p.logClose != "" {
 		s.logCloseLocked(p.logClose)
 	}
-	return s.readLocked(ctx)
+	s.noteLocked(k)
+	return nil
+}
+
+// Keep calls Tick every Interval until ctx ends, asking healthy each
+// time (ok false, with why, when a component is not healthy). A failed
+// tick is logged; the heartbeat it did not refresh lapses and the rescue
+// opens, which is the point. A Switch that is off returns at once.
+func (s *Switch) Keep(ctx context.Context, healthy func() (ok bool, why string)) {
+	if !s.enabled {
+		return
+	}
+	t := time.NewTicker(s.Interval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			ok, why := healthy()
+			if err := s.Tick(ctx, ok, why); err != nil && ctx.Err() == nil {
+				s.log.Error("rescue heartbeat failed; the rescue opens if this persists", "error", err)
+			}
+		}
+	}
 }
 
 // Heartbeat is Tick(ctx, true, "").
@@ -384,7 +421,7 @@ func (s *Switch) Status(ctx context.Context) (Status, error) {
 	if err := s.readLocked(ctx); err != nil {
 		return Status{}, err
 	}
-	return s.last, nil
+	return *s.last.Load(), nil
 }
 
 // Summary is the Status of the last kernel reading (Start, Tick, Open,
@@ -394,9 +431,7 @@ func (s *Switch) Summary() string {
 	if !s.enabled {
 		return Status{}.String()
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.last.String()
+	return s.last.Load().String()
 }
 
 func (s *Switch) status(k kernelState) Status {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -370,5 +371,65 @@ func TestFrozen(t *testing.T) {
 	}
 	if got := ev.take(t); got != "warn:rescue-close" {
 		t.Errorf("events %q, want warn:rescue-close", got)
+	}
+}
+
+// TestKeep runs the supervisor loop against the fake kernel: it refreshes
+// while healthy, stops while not, and returns when ctx ends.
+func TestKeep(t *testing.T) {
+	s, g, _, _ := newFakeSwitch(t)
+	s.spec.After = 30 * time.Millisecond // Interval 10ms; the fake's clock does not move
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	healthy, asked := true, 0
+	done := make(chan struct{})
+	go func() {
+		s.Keep(ctx, func() (bool, string) {
+			mu.Lock()
+			defer mu.Unlock()
+			asked++
+			return healthy, "test"
+		})
+		close(done)
+	}()
+	waitAsked := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			mu.Lock()
+			a := asked
+			mu.Unlock()
+			if a >= n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("Keep asked %d times in 5s, want %d", a, n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitAsked(3)
+	mu.Lock()
+	healthy = false
+	n := asked
+	mu.Unlock()
+	waitAsked(n + 1) // this tick may have read healthy before the switch
+	mu.Lock()
+	n = asked
+	mu.Unlock()
+	waitAsked(n + 1) // unhealthy from here on
+	calls := g.takeCalls()
+	waitAsked(n + 4)
+	if got := g.takeCalls(); got != "" {
+		t.Errorf("unhealthy ticks wrote %q, want nothing", got)
+	}
+	if !strings.HasPrefix(calls, "install,refresh,refresh") {
+		t.Errorf("healthy ticks wrote %q, want install then refreshes", calls)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Keep did not return after cancel")
 	}
 }

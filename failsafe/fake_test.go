@@ -71,6 +71,8 @@ func (f *fakeGate) State(context.Context) (kernelState, error) {
 	return k, nil
 }
 
+func (f *fakeGate) Held(context.Context) (bool, error) { return f.held, nil }
+
 func (f *fakeGate) Remove(context.Context) error {
 	f.calls = append(f.calls, "remove")
 	f.installed, f.held, f.expires = false, false, time.Time{}

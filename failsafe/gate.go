@@ -22,6 +22,9 @@ type gate interface {
 	SetHold(ctx context.Context, on bool) error
 	// State reads what is in the kernel.
 	State(ctx context.Context) (kernelState, error)
+	// Held reads only whether the hold marker is there (cheaper than
+	// State, for the check after each refresh).
+	Held(ctx context.Context) (bool, error)
 	// Remove deletes the rescue's objects (and nothing of the grants
 	// backend's); ones already gone are not an error.
 	Remove(ctx context.Context) error

@@ -421,3 +421,12 @@ func isNotExist(err error) bool {
 	// on some versions.
 	return errors.As(err, &e) && e.ExitStatus() == 1 && strings.Contains(err.Error(), "does a matching rule exist")
 }
+
+func (g *iptGate) Held(ctx context.Context) (bool, error) {
+	d, ok, err := g.dump(ctx)
+	if err != nil || !ok {
+		return false, err
+	}
+	held, _ := aliveFromDump(d, nil)
+	return held, nil
+}

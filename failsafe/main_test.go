@@ -74,16 +74,6 @@ func runHelper(raw string) error {
 		return err
 	}
 	fmt.Println("ready")
-	t := time.NewTicker(s.Interval())
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if err := s.Tick(ctx, true, ""); err != nil {
-				fmt.Fprintln(os.Stderr, "tick:", err)
-			}
-		}
-	}
+	s.Keep(ctx, func() (bool, string) { return true, "" })
+	return nil
 }

@@ -403,3 +403,19 @@ func (g *nftGate) Remove(ctx context.Context) error {
 	}
 	return nil
 }
+
+func (g *nftGate) Held(ctx context.Context) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	c, err := conn()
+	if err != nil {
+		return false, fmt.Errorf("failsafe: nftables hold: %w", err)
+	}
+	els, err := c.GetSetElements(aliveSet())
+	if err != nil {
+		return false, fmt.Errorf("failsafe: nftables hold: list %s: %w", nftAlive, err)
+	}
+	held, _ := aliveState(els, nil)
+	return held, nil
+}
