@@ -38,6 +38,9 @@ type env struct {
 	k    knocker
 	d    *proc
 	raw  *raw
+	// barrierDst is where barrier knocks go (default: the server's
+	// first IPv4 address).
+	barrierDst netip.Addr
 }
 
 func (e *env) knock(args ...string) {
@@ -54,7 +57,7 @@ func (e *env) syn(port uint16, flags uint8) {
 func (e *env) barrier() []string {
 	e.t.Helper()
 	before := len(e.d.opens())
-	e.raw.send(rawsend.Spec{SrcIP: netip.MustParseAddr("10.77.0.254"), DstPort: 65000, Proto: knock.UDP})
+	e.raw.send(rawsend.Spec{SrcIP: netip.MustParseAddr("10.77.0.254"), DstIP: e.barrierDst, DstPort: 65000, Proto: knock.UDP})
 	if !poll(5*time.Second, func() bool { return len(e.d.opens()) > before && slices.Contains(e.d.opens(), "10.77.0.254 barrier") }) {
 		e.t.Fatalf("barrier not seen; output:\n%s", e.d.out.String())
 	}
@@ -189,23 +192,27 @@ func serverMAC(t *testing.T, p *netnstest.Pair) string {
 
 func TestCmdTimeoutRunsStopAfterStartFinished(t *testing.T) {
 	netnstest.RequireRoot(t)
-	t.Parallel()
-	p := netnstest.NewPair(t)
-	d := startSesamed(t, p.Server, baseConf+`[timed]
+	for _, k := range knockers {
+		t.Run(k.name, func(t *testing.T) {
+			t.Parallel()
+			p := netnstest.NewPair(t)
+			d := startSesamed(t, p.Server, baseConf+`[timed]
 	sequence = 7300
 	start_command = sleep 0.5; date +%s.%N >> {{DIR}}/start
 	stop_command = date +%s.%N >> {{DIR}}/stop
 	cmd_timeout = 2
 `)
-	knockers[0].knock(t, p.Client, netnstest.ServerAddr4.String(), "7300")
-	if !poll(10*time.Second, func() bool { return len(d.file("stop")) == 1 }) {
-		t.Fatalf("stop command did not run; output:\n%s", d.out.String())
-	}
-	start, _ := strconv.ParseFloat(d.file("start")[0], 64)
-	stop, _ := strconv.ParseFloat(d.file("stop")[0], 64)
-	// cmd_timeout counts from the end of the start command.
-	if gap := stop - start; gap < 1.95 || gap > 2.5 {
-		t.Errorf("stop ran %.3f s after the start command finished, want about 2 s", gap)
+			k.knock(t, p.Client, netnstest.ServerAddr4.String(), "7300")
+			if !poll(10*time.Second, func() bool { return len(d.file("stop")) == 1 }) {
+				t.Fatalf("stop command did not run; output:\n%s", d.out.String())
+			}
+			start, _ := strconv.ParseFloat(d.file("start")[0], 64)
+			stop, _ := strconv.ParseFloat(d.file("stop")[0], 64)
+			// cmd_timeout counts from the end of the start command.
+			if gap := stop - start; gap < 1.95 || gap > 2.5 {
+				t.Errorf("stop ran %.3f s after the start command finished, want about 2 s", gap)
+			}
+		})
 	}
 }
 

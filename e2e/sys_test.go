@@ -7,5 +7,6 @@ import (
 
 var (
 	sigHUP      = syscall.SIGHUP
+	sigTERM     = syscall.SIGTERM
 	timestampRE = regexp.MustCompile(`^\[\d{4}-\d\d-\d\d \d\d:\d\d\] `)
 )

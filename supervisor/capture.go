@@ -2,7 +2,9 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -16,9 +18,10 @@ import (
 	"github.com/sesame-knock/sesame/core/knock"
 )
 
-// captures runs one capture handle per interface, reopening a handle
-// whose interface went down, vanished or never existed yet, and keeps
-// every handle's filter in step with the doors and local addresses.
+// captures owns one capture handle per interface: the supervised
+// "capture IFACE" components run them, reopening a handle whose interface
+// went down, vanished or does not exist yet, and every handle's filter is
+// kept in step with the doors and the interfaces' addresses.
 type captures struct {
 	ifaces []string
 	log    hclog.Logger
@@ -29,11 +32,17 @@ type captures struct {
 	targets []netip.Addr
 	local   []netip.Addr
 	handles map[string]*capture.Handle
-	state   map[string]string // iface -> "up" or why not
+	state   map[string]string        // iface -> "up" or why not
+	wakeups map[string]chan struct{} // a link came up: retry now
 }
 
 func newCaptures(ifaces []string, log hclog.Logger) *captures {
-	return &captures{ifaces: ifaces, log: log, handles: map[string]*capture.Handle{}, state: map[string]string{}}
+	c := &captures{ifaces: ifaces, log: log, handles: map[string]*capture.Handle{},
+		state: map[string]string{}, wakeups: map[string]chan struct{}{}}
+	for _, i := range ifaces {
+		c.wakeups[i] = make(chan struct{}, 1)
+	}
+	return c
 }
 
 func (c *captures) specLocked() capture.FilterSpec {
@@ -72,29 +81,35 @@ func (c *captures) apply() {
 	}
 	c.mu.Unlock()
 	for _, h := range hs {
-		if err := h.SetFilter(spec); err != nil {
+		if err := h.SetFilter(spec); err != nil && !errors.Is(err, net.ErrClosed) {
+			// A closed handle is being reopened, with the new spec.
 			c.log.Error("updating capture filter", "error", err)
 		}
 	}
 }
 
-// start opens every interface once (so READY can follow) and keeps a
-// goroutine per interface that reopens it when needed. It returns how
-// many interfaces are attached.
-func (c *captures) start(ctx context.Context, wg *sync.WaitGroup) int {
-	attached := 0
-	for _, iface := range c.ifaces {
-		h, err := c.open(iface)
-		if err == nil {
-			attached++
+// wake makes a capture waiting for iface retry at once.
+func (c *captures) wake(iface string) {
+	if ch := c.wakeups[iface]; ch != nil {
+		select {
+		case ch <- struct{}{}:
+		default:
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.loop(ctx, iface, h)
-		}()
 	}
-	return attached
+}
+
+// openAll opens every interface once, before READY, and returns how many
+// are attached; serve reopens the others.
+func (c *captures) openAll() int {
+	n := 0
+	for _, i := range c.ifaces {
+		if _, err := c.open(i); err == nil {
+			n++
+		} else {
+			c.log.Error("cannot capture on "+i+" yet; will retry when it appears or comes up", "interface", i, "error", err)
+		}
+	}
+	return n
 }
 
 func (c *captures) open(iface string) (*capture.Handle, error) {
@@ -108,38 +123,45 @@ func (c *captures) open(iface string) (*capture.Handle, error) {
 		c.state[iface] = "down: " + err.Error()
 		return nil, err
 	}
+	if old := c.handles[iface]; old != nil {
+		old.Close()
+	}
 	c.handles[iface] = h
 	c.state[iface] = "up"
 	return h, nil
 }
 
-// loop runs the handle on iface and reopens it with backoff when it
-// ends with an error (the link went down or the interface was deleted).
-func (c *captures) loop(ctx context.Context, iface string, h *capture.Handle) {
+// serve is the "capture IFACE" component: it runs the handle and reopens
+// it when it ends with an error (link down, interface deleted), beating
+// while it waits so the supervisor sees a healthy component. A panic or
+// an unexpected return is the supervisor's to restart.
+func (c *captures) serve(ctx context.Context, iface string, beat *Beater) error {
 	backoff := 100 * time.Millisecond
 	logged := ""
+	reopening := false // the previous handle ended with an error
 	for ctx.Err() == nil {
+		c.mu.Lock()
+		h := c.handles[iface]
+		c.mu.Unlock()
 		if h == nil {
 			var err error
 			if h, err = c.open(iface); err != nil {
 				if err.Error() != logged {
-					c.log.Error("cannot capture on "+iface+", retrying", "interface", iface, "error", err)
+					c.log.Warn("waiting to capture on "+iface, "interface", iface, "error", err)
 					logged = err.Error()
 				}
-				select {
-				case <-time.After(backoff):
-				case <-ctx.Done():
-					return
+				if !c.wait(ctx, iface, backoff, beat) {
+					return nil
 				}
 				backoff = min(2*backoff, 5*time.Second)
 				continue
 			}
-			if logged != "" {
+			if logged != "" || reopening {
 				c.log.Info("capturing on "+iface+" again", "interface", iface)
 			}
 		}
-		backoff, logged = 100*time.Millisecond, ""
-		err := h.Run(ctx, c.eng.Submit, nil)
+		backoff, logged, reopening = 100*time.Millisecond, "", false
+		err := h.Run(ctx, c.eng.Submit, beat.Beat)
 		c.mu.Lock()
 		if c.handles[iface] == h {
 			delete(c.handles, iface)
@@ -149,9 +171,38 @@ func (c *captures) loop(ctx context.Context, iface string, h *capture.Handle) {
 		}
 		c.mu.Unlock()
 		h.Close()
-		h = nil
+		st := h.Stats()
+		c.log.Debug("capture stopped", "interface", iface, "read", st.Read, "delivered", st.Delivered, "kernel_drops", st.KernelDrops)
 		if err != nil && ctx.Err() == nil {
+			reopening = true
 			c.log.Warn(fmt.Sprintf("capture on %s ended: %v; reopening", iface, err), "interface", iface)
+			// A link that is down opens but fails its first read: wait
+			// for it to come back rather than spin.
+			if !c.wait(ctx, iface, backoff, beat) {
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+// wait sleeps for d or until iface is woken, beating meanwhile; false
+// when ctx ended.
+func (c *captures) wait(ctx context.Context, iface string, d time.Duration, beat *Beater) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	tick := time.NewTicker(capture.HeartbeatInterval)
+	defer tick.Stop()
+	for {
+		beat.Beat()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		case <-c.wakeups[iface]:
+			return true
+		case <-tick.C:
 		}
 	}
 }

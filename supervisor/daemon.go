@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/sesame-knock/sesame/core/capture"
 	"github.com/sesame-knock/sesame/core/config"
 	"github.com/sesame-knock/sesame/core/engine"
 	"github.com/sesame-knock/sesame/core/eventlog"
@@ -28,7 +30,7 @@ import (
 	"github.com/sesame-knock/sesame/internal/control"
 )
 
-// Options configure the daemon (sesamed's command line).
+// DaemonOptions configure the daemon (sesamed's command line).
 type DaemonOptions struct {
 	ConfigPath string
 	Interfaces []string // -i: wins over the config's Interface
@@ -72,9 +74,19 @@ func Run(ctx context.Context, opts DaemonOptions) error {
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = 10 * time.Second
 	}
-	cfg, err := config.Load(opts.ConfigPath)
-	if err != nil {
-		return err
+	content, _, cfgErr := ReadConfig(opts.ConfigPath)
+	var cfg *config.Config
+	if cfgErr == nil {
+		cfg, cfgErr = config.LoadBytes(opts.ConfigPath, content)
+	}
+	if cfgErr != nil {
+		// A bad edit followed by a crash or reboot must not keep the door
+		// keeper down: run the last config that was in force, loudly.
+		good, err := config.LoadBytes(opts.ConfigPath, readLastGood(opts.StateDir))
+		if err != nil {
+			return cfgErr
+		}
+		cfg = good
 	}
 	if opts.PidFile != "" {
 		cfg.Options.PidFile = opts.PidFile
@@ -89,6 +101,10 @@ func Run(ctx context.Context, opts DaemonOptions) error {
 	}
 	defer log.Close()
 	d := &sesamed{opts: opts, log: log, cfg: cfg, notify: NewNotifier(log.Named("notify"))}
+	if cfgErr != nil {
+		d.cfgErr = cfgErr.Error()
+		log.Error("config invalid, running the last good config from "+lastGoodPath(opts.StateDir)+": "+cfgErr.Error(), "error", cfgErr)
+	}
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
@@ -97,11 +113,17 @@ func Run(ctx context.Context, opts DaemonOptions) error {
 		d.stop()
 		return err
 	}
-	d.serve(ctx)
+	if cfgErr == nil {
+		d.saveLastGood(content)
+	}
+	serr := d.serve(ctx)
 	d.notify.Stopping()
+	if serr != nil {
+		log.Error("a component keeps failing, exiting so the service manager restarts sesamed", "error", serr)
+	}
 	log.Info("shutting down")
 	d.stop()
-	return nil
+	return serr
 }
 
 func (d *sesamed) start(ctx context.Context) error {
@@ -161,25 +183,59 @@ func (d *sesamed) start(ctx context.Context) error {
 	return nil
 }
 
-// serve runs the components until ctx ends.
-func (d *sesamed) serve(ctx context.Context) {
+// serve runs the components under a Supervisor until ctx ends (nil) or
+// the supervisor escalates (its error: the process should exit non-zero
+// so systemd restarts it).
+func (d *sesamed) serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel() // runs before wg.Wait
 	goRun := func(f func()) {
 		wg.Add(1)
 		go func() { defer wg.Done(); f() }()
 	}
-	goRun(func() { d.eng.Run(ctx, nil, 0) })
-	// Local addresses first, so the first filter already names them.
+
+	sup := New("sesamed", Options{Logger: d.log.Named("supervisor")})
+	sup.Add("engine", 5*time.Second, ServiceFunc(func(ctx context.Context, beat *Beater) error {
+		return d.eng.Run(ctx, beat.Beat, time.Second)
+	}))
+
+	// Address and link changes: the filter and the matcher follow the
+	// interfaces' addresses, and a capture waiting for its link retries
+	// at once when it appears or comes up.
+	if lm, err := NewLinkMonitor(LinkMonitorOptions{Logger: d.log.Named("links")}); err != nil {
+		d.log.Warn("no netlink notifications, polling interface addresses instead", "error", err)
+		goRun(func() { d.pollAddrs(ctx) })
+	} else {
+		defer lm.Close()
+		goRun(func() { d.followLinks(ctx, lm) })
+	}
+	// The engine runs first: the addresses and filters below go through it.
+	supErr := make(chan error, 1)
+	goRun(func() { supErr <- sup.Serve(ctx) })
 	d.refreshAddrs(ctx)
-	attached := d.caps.start(ctx, &wg)
+	attached := d.caps.openAll()
+	for _, iface := range d.caps.ifaces {
+		sup.Add("capture "+iface, 3*capture.HeartbeatInterval+time.Second, ServiceFunc(func(ctx context.Context, beat *Beater) error {
+			return d.caps.serve(ctx, iface, beat)
+		}))
+	}
 	d.log.Info("starting up, listening on "+strings.Join(d.caps.ifaces, ","), "interfaces", strings.Join(d.caps.ifaces, ","), "attached", attached, "version", d.opts.Version)
 
 	if ln, err := control.Listen(d.opts.Socket); err != nil {
 		d.log.Error("control socket unavailable: sesame grants/revoke will not reach this daemon", "error", err)
 	} else {
 		goRun(func() { control.Serve(ctx, ln, d) })
+	}
+	var watcher *ConfigWatcher
+	if _, sum, err := ReadConfig(d.opts.ConfigPath); err == nil {
+		watcher, err = NewConfigWatcher(d.opts.ConfigPath, sum, d.applyConfig, ConfigWatchOptions{Logger: d.log.Named("config")})
+		if err != nil {
+			d.log.Warn("config file not watched; reload with SIGHUP", "error", err)
+		} else {
+			goRun(func() { watcher.Run(ctx) })
+		}
 	}
 	if pf := d.config().Options.PidFile; pf != "" {
 		if err := os.WriteFile(pf, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
@@ -188,6 +244,7 @@ func (d *sesamed) serve(ctx context.Context) {
 			defer os.Remove(pf)
 		}
 	}
+	goRun(func() { NewWatchdog(d.notify, sup.Heartbeats(), d.log.Named("watchdog")).Run(ctx) })
 	d.notify.Ready()
 	d.updateStatus(ctx)
 
@@ -205,18 +262,114 @@ func (d *sesamed) serve(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			cancel()
 			d.caps.closeAll()
-			wg.Wait()
-			return
+			return nil
+		case err := <-supErr:
+			if err != nil && ctx.Err() == nil {
+				d.caps.closeAll()
+				return err
+			}
 		case <-hup:
-			d.reload(ctx, "SIGHUP")
+			d.sighup(ctx, watcher)
 		case <-reconcile:
 			d.reconcile(ctx)
 		case <-tick.C:
-			d.refreshAddrs(ctx)
 			d.updateStatus(ctx)
 		}
+	}
+}
+
+// sighup re-reads the config (the unit's ExecReload) and reopens the
+// log file, as knockd does on HUP.
+func (d *sesamed) sighup(ctx context.Context, w *ConfigWatcher) {
+	if err := d.log.Reopen(); err != nil {
+		d.log.Error("reopening log file", "error", err)
+	}
+	if w == nil {
+		content, sum, err := ReadConfig(d.opts.ConfigPath)
+		if err != nil {
+			d.log.Error("config not reloaded, keeping the running one: "+err.Error(), "error", err)
+			return
+		}
+		d.applyConfig(content, sum)
+		return
+	}
+	changed, err := w.Reload(ctx)
+	if err == nil && !changed {
+		// knockd logs every HUP; the content is the running config's.
+		d.log.Info("re-reading config file: "+d.opts.ConfigPath, "trigger", "SIGHUP", "changed", false)
+		d.notify.Reloading()
+		d.notify.Ready()
+	}
+}
+
+// applyConfig swaps in new config content (the ConfigWatcher's OnChange).
+// An invalid file keeps the running config; the error, with file and
+// line, is logged and shown in STATUS until a good file replaces it.
+func (d *sesamed) applyConfig(content []byte, sum [32]byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d.notify.Reloading()
+	defer func() {
+		d.notify.Ready()
+		d.updateStatus(ctx)
+	}()
+	d.log.Info("re-reading config file: "+d.opts.ConfigPath, "trigger", "change")
+	fail := func(err error) error {
+		d.mu.Lock()
+		d.cfgErr = err.Error()
+		d.mu.Unlock()
+		d.log.Error("config not reloaded, keeping the running one: "+err.Error(), "error", err)
+		return err
+	}
+	cfg, err := config.LoadBytes(d.opts.ConfigPath, content)
+	if err != nil {
+		return fail(err)
+	}
+	for _, w := range cfg.Warnings {
+		d.log.Warn(w)
+	}
+	if len(guardedPorts(cfg)) > 0 && d.fw == nil {
+		return fail(errors.New("doors with Open need a restart to set up the firewall backend"))
+	}
+	if d.fw != nil {
+		if err := d.fw.Setup(ctx, guardedPorts(cfg)); err != nil {
+			return fail(fmt.Errorf("firewall setup: %w", err))
+		}
+	}
+	if err := d.eng.Reload(ctx, cfg); err != nil {
+		return fail(err)
+	}
+	d.mu.Lock()
+	d.cfg, d.cfgErr = cfg, ""
+	d.mu.Unlock()
+	d.saveLastGood(content)
+	d.log.Info(fmt.Sprintf("config reloaded: %d doors", len(cfg.Doors)), "doors", len(cfg.Doors))
+	return nil
+}
+
+func lastGoodPath(stateDir string) string { return filepath.Join(stateDir, "last-good.conf") }
+
+// readLastGood returns the last config that was in force, or nil.
+func readLastGood(stateDir string) []byte {
+	b, err := os.ReadFile(lastGoodPath(stateDir))
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// saveLastGood keeps content as the config to fall back to when the file
+// is invalid at the next start.
+func (d *sesamed) saveLastGood(content []byte) {
+	path := lastGoodPath(d.opts.StateDir)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, content, 0o600); err != nil {
+		d.log.Warn("cannot save the last good config", "error", err)
+		return
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		d.log.Warn("cannot save the last good config", "error", err)
 	}
 }
 
@@ -224,54 +377,6 @@ func (d *sesamed) config() *config.Config {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.cfg
-}
-
-// reload re-reads the config file. An invalid file keeps the running
-// config; the error is logged with file and line and shown in STATUS.
-func (d *sesamed) reload(ctx context.Context, why string) {
-	d.notify.Reloading()
-	defer func() {
-		d.notify.Ready()
-		d.updateStatus(ctx)
-	}()
-	d.log.Info("re-reading config file: "+d.opts.ConfigPath, "trigger", why)
-	if err := d.log.Reopen(); err != nil {
-		d.log.Error("reopening log file", "error", err)
-	}
-	cfg, err := config.Load(d.opts.ConfigPath)
-	if err != nil {
-		d.mu.Lock()
-		d.cfgErr = err.Error()
-		d.mu.Unlock()
-		d.log.Error("config not reloaded, keeping the running one: "+err.Error(), "error", err)
-		return
-	}
-	for _, w := range cfg.Warnings {
-		d.log.Warn(w)
-	}
-	if len(guardedPorts(cfg)) > 0 && d.fw == nil {
-		d.mu.Lock()
-		d.cfgErr = "doors with Open need a restart to set up the firewall backend"
-		d.mu.Unlock()
-		d.log.Error("config not reloaded: " + d.cfgErr)
-		return
-	}
-	if d.fw != nil {
-		if err := d.fw.Setup(ctx, guardedPorts(cfg)); err != nil {
-			d.log.Error("config not reloaded: firewall setup: "+err.Error(), "error", err)
-			return
-		}
-	}
-	if err := d.eng.Reload(ctx, cfg); err != nil {
-		d.mu.Lock()
-		d.cfgErr = err.Error()
-		d.mu.Unlock()
-		d.log.Error("config not reloaded: "+err.Error(), "error", err)
-		return
-	}
-	d.mu.Lock()
-	d.cfg, d.cfgErr = cfg, ""
-	d.mu.Unlock()
 }
 
 func (d *sesamed) reconcile(ctx context.Context) {
@@ -291,6 +396,45 @@ func (d *sesamed) reconcile(ctx context.Context) {
 	}
 	for _, g := range rep.Removed {
 		d.log.Info("reconcile: removed stale grant "+g.String(), "event", "expire", "grant_id", g.ID, "source", g.Src.String())
+	}
+}
+
+// followLinks keeps addresses and captures in step with netlink events.
+func (d *sesamed) followLinks(ctx context.Context, lm *LinkMonitor) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-lm.Events():
+			if !ok {
+				return
+			}
+			d.log.Debug("link event", "event", ev.String())
+			switch ev.Kind {
+			case AddrAdded, AddrRemoved:
+				d.refreshAddrs(ctx)
+			case LinkCreated, LinkUp:
+				d.caps.wake(ev.Ifname)
+				d.refreshAddrs(ctx)
+			}
+		}
+	}
+}
+
+// pollAddrs is the fallback when netlink notifications are unavailable.
+func (d *sesamed) pollAddrs(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.refreshAddrs(ctx)
+			for _, i := range d.caps.ifaces {
+				d.caps.wake(i)
+			}
+		}
 	}
 }
 
@@ -325,6 +469,9 @@ func (d *sesamed) stop() {
 			d.log.Error("firewall teardown: "+err.Error(), "error", err)
 		}
 		cancel()
+	}
+	if d.eng != nil {
+		d.eng.Close()
 	}
 	if d.journal != nil {
 		d.journal.Close()

@@ -28,6 +28,7 @@ var linkEventKindNames = [...]string{
 	LinkDown: "link-down", AddrAdded: "addr-added", AddrRemoved: "addr-removed",
 }
 
+// String returns the kind's log name, e.g. "addr-added".
 func (k LinkEventKind) String() string {
 	if int(k) < len(linkEventKindNames) && linkEventKindNames[k] != "" {
 		return linkEventKindNames[k]
@@ -49,6 +50,7 @@ type LinkEvent struct {
 // Addr returns the address of an AddrAdded or AddrRemoved event.
 func (e LinkEvent) Addr() netip.Addr { return e.Prefix.Addr() }
 
+// String formats the event for logs, e.g. "addr-added eth0 10.0.0.1/24".
 func (e LinkEvent) String() string {
 	if e.Kind == AddrAdded || e.Kind == AddrRemoved {
 		return fmt.Sprintf("%s %s %s", e.Kind, e.Ifname, e.Prefix)

@@ -181,6 +181,13 @@ func (m *LinkMonitor) subscribe() (*subscription, error) {
 		done:  make(chan struct{}),
 	}
 	logErr := func(err error) {
+		select {
+		case <-s.done:
+			return // closing the subscription makes its pending receive fail
+		case <-m.stop:
+			return
+		default:
+		}
 		if !errors.Is(err, netlink.ErrDumpInterrupted) {
 			m.log.Warn("netlink subscription error", "error", err)
 		}

@@ -49,6 +49,9 @@ type Handle struct {
 
 	kernelMu    sync.Mutex // guards kernelDrops
 	kernelDrops uint64
+
+	rcvbuf    int   // socket receive buffer the kernel granted (bytes, doubled as the kernel reports it)
+	rcvbufErr error // why it could not be set, if so
 }
 
 // Stats counts what a Handle has seen since Open.
@@ -63,6 +66,10 @@ type Stats struct {
 	// KernelDrops counts frames the kernel dropped because the socket's
 	// receive buffer was full (PACKET_STATISTICS).
 	KernelDrops uint64
+	// ReceiveBuffer is the socket's receive buffer as the kernel reports
+	// it; ReceiveBufferErr says why ReceiveBuffer could not be applied.
+	ReceiveBuffer    int
+	ReceiveBufferErr error
 }
 
 // Open starts capturing on iface with spec's filter attached. The link
@@ -97,6 +104,7 @@ func Open(iface string, spec FilterSpec) (*Handle, error) {
 		return nil, fmt.Errorf("capture: attach filter on %s: %w", iface, err)
 	}
 	h := &Handle{iface: iface, link: link, eth: eth}
+	h.rcvbuf, h.rcvbufErr = setReceiveBuffer(eth, ReceiveBuffer)
 	h.set.Store(newSpecSet(n))
 	// The first PACKET_STATISTICS read covers everything since the socket
 	// was opened; it also resets the kernel's counters.
@@ -234,6 +242,9 @@ func (h *Handle) Stats() Stats {
 		Delivered:   h.delivered.Load(),
 		Unfiltered:  h.unfiltered.Load(),
 		KernelDrops: drops,
+
+		ReceiveBuffer:    h.rcvbuf,
+		ReceiveBufferErr: h.rcvbufErr,
 	}
 }
 

@@ -31,6 +31,11 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	return LoadBytes(path, data)
+}
+
+// LoadBytes is Load for content already read from path.
+func LoadBytes(path string, data []byte) (*Config, error) {
 	cfg, err := Parse(path, data)
 	if err != nil {
 		return nil, err
@@ -46,7 +51,8 @@ func Load(path string) (*Config, error) {
 // All problems are reported, joined, each as an *Error.
 func Parse(file string, data []byte) (*Config, error) {
 	p := &parser{
-		file: file,
+		file:   file,
+		badSeq: map[*Door]bool{},
 		cfg: &Config{File: file, Options: Options{
 			MaxAttempts:       DefaultMaxAttempts,
 			Firewall:          "auto",
@@ -74,9 +80,9 @@ type parser struct {
 	file    string
 	line    int
 	cfg     *Config
-	section string // "" before the first section
-	door    *Door  // nil in [options]
-	seqLine map[*Door]int
+	section string         // "" before the first section
+	door    *Door          // nil in [options]
+	badSeq  map[*Door]bool // a Sequence line was rejected: no second "empty" error
 	errs    []error
 }
 
@@ -224,6 +230,7 @@ func (p *parser) doorKey(d *Door, key, val string) {
 		seq, err := knock.ParseSequence(val)
 		if err != nil {
 			p.errorf("Sequence: %v", err)
+			p.badSeq[d] = true
 			return
 		}
 		if len(seq) > MaxSequence {
@@ -296,7 +303,7 @@ func (p *parser) finish() {
 			}
 			continue
 		}
-		if len(d.Sequence) == 0 {
+		if len(d.Sequence) == 0 && !p.badSeq[d] {
 			p.errs = append(p.errs, &Error{File: d.File, Line: d.Line, Msg: fmt.Sprintf("door %q has an empty knock sequence", d.Name)})
 		}
 	}

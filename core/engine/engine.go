@@ -69,7 +69,7 @@ type Engine struct {
 	oneTime  map[int]*onetime.File // by door index
 	timer    *time.Timer
 	timerAt  time.Time
-	evicted  uint64
+	evicted  uint64 // matcher evictions already reported
 	lastWarn time.Time
 }
 
@@ -241,7 +241,17 @@ func (e *Engine) notifyFilter() {
 	}
 }
 
-// Run owns the matcher until ctx ends. heartbeat, if not nil, is called
+// Close releases the one-time sequence files. Call it after the last Run
+// has returned.
+func (e *Engine) Close() {
+	for _, f := range e.oneTime {
+		f.Close()
+	}
+}
+
+// Run owns the matcher until ctx ends; it may be called again after it
+// returns (a supervisor restarting it), and the matcher's state carries
+// over. heartbeat, if not nil, is called
 // at least every interval while the loop is healthy.
 func (e *Engine) Run(ctx context.Context, heartbeat func(), interval time.Duration) error {
 	if interval <= 0 {
@@ -261,9 +271,6 @@ func (e *Engine) Run(ctx context.Context, heartbeat func(), interval time.Durati
 		}
 		select {
 		case <-ctx.Done():
-			for _, f := range e.oneTime {
-				f.Close()
-			}
 			return nil
 		case p := <-e.in:
 			now := time.Now()
@@ -288,6 +295,7 @@ func (e *Engine) Run(ctx context.Context, heartbeat func(), interval time.Durati
 				break
 			}
 			e.arm(now)
+			e.noteEvictions(now)
 		case <-e.timer.C:
 			e.timerAt = time.Time{}
 			now := time.Now()
@@ -299,6 +307,17 @@ func (e *Engine) Run(ctx context.Context, heartbeat func(), interval time.Durati
 		case <-beat.C:
 		}
 	}
+}
+
+// noteEvictions warns, at most every 10 s, that the attempt table is full:
+// a flood evicts thousands of attempts per second.
+func (e *Engine) noteEvictions(now time.Time) {
+	n := e.m.Stats().Evictions
+	if n == e.evicted || now.Sub(e.lastWarn) < 10*time.Second {
+		return
+	}
+	e.log.Warn(fmt.Sprintf("attempt table full (MaxAttempts %d): evicted %d attempts", e.cfg.Options.MaxAttempts, n-e.evicted), "evicted", n-e.evicted)
+	e.evicted, e.lastWarn = n, now
 }
 
 // arm keeps the expiry timer at the matcher's next deadline, so
@@ -332,13 +351,6 @@ func (e *Engine) handle(evs []match.Event, now time.Time) {
 			e.log.Info(fmt.Sprintf("%s: %s: sequence timeout (stage %d)", src, d.Name, ev.Stage), "event", "timeout", "door", d.Name, "source", src, "stage", ev.Stage)
 		case match.Reset:
 			e.log.Debug(fmt.Sprintf("%s: %s: sequence reset (stage %d)", src, d.Name, ev.Stage), "door", d.Name, "source", src, "stage", ev.Stage)
-		case match.Evicted:
-			e.evicted++
-			// A flood evicts thousands per second: summarise.
-			if now.Sub(e.lastWarn) >= 10*time.Second {
-				e.log.Warn(fmt.Sprintf("attempt table full (MaxAttempts %d): evicted %d attempts", e.cfg.Options.MaxAttempts, e.evicted), "evicted", e.evicted)
-				e.evicted, e.lastWarn = 0, now
-			}
 		}
 	}
 }

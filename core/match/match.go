@@ -42,11 +42,11 @@ const (
 	// Reset: a wrong knock ended Src's attempt on Door at stage Stage
 	// (knockd drops these silently; callers log them at debug level).
 	Reset
-	// Evicted: the attempt was dropped to stay within MaxAttempts.
-	Evicted
+	// Evictions are not events: under a flood they are the common case,
+	// so they are only counted (Stats.Evictions).
 )
 
-var kindNames = [...]string{Stage: "stage", Open: "open", Timeout: "timeout", Reset: "reset", Evicted: "evicted"}
+var kindNames = [...]string{Stage: "stage", Open: "open", Timeout: "timeout", Reset: "reset"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) && kindNames[k] != "" {
@@ -108,7 +108,7 @@ type Matcher struct {
 	classes []time.Duration
 	doorTC  []int16
 
-	local map[netip.Addr]struct{}
+	local map[[16]byte]struct{} // by As16 of the unmapped address
 
 	epoch    time.Time
 	epochSet bool
@@ -137,7 +137,7 @@ func New(doors []Door, maxAttempts int) *Matcher {
 		max:    maxAttempts,
 		free:   none,
 		bySrc:  make(map[[16]byte]int32, hint),
-		local:  make(map[netip.Addr]struct{}),
+		local:  make(map[[16]byte]struct{}),
 		age:    [2]list{{none, none}, {none, none}},
 		events: make([]Event, 0, 16),
 	}
@@ -150,7 +150,7 @@ func New(doors []Door, maxAttempts int) *Matcher {
 func (m *Matcher) SetLocal(addrs []netip.Addr) {
 	clear(m.local)
 	for _, a := range addrs {
-		m.local[a.Unmap()] = struct{}{}
+		m.local[a.Unmap().As16()] = struct{}{}
 	}
 }
 
@@ -294,12 +294,13 @@ func (m *Matcher) mono(now time.Time) time.Duration {
 	return now.Sub(m.epoch)
 }
 
-func (m *Matcher) accepts(d *Door, dst netip.Addr) bool {
+// accepts reports whether a knock to dst counts for d; isLocal says
+// whether dst is one of the local addresses (looked up once per packet).
+func accepts(d *Door, dst netip.Addr, isLocal bool) bool {
 	if d.Target.IsValid() {
 		return dst == d.Target
 	}
-	_, ok := m.local[dst]
-	return ok
+	return isLocal
 }
 
 func flagsOK(d *Door, p *knock.Packet) bool {
@@ -316,13 +317,19 @@ func (m *Matcher) Observe(p knock.Packet, now time.Time) []Event {
 	m.stats.Packets++
 	p.Src, p.Dst = p.Src.Unmap(), p.Dst.Unmap()
 	key := knock.Port{Num: p.Port, Proto: p.Proto}
+	candidates := m.byPort[key]
+	if len(candidates) == 0 {
+		m.stats.Invisible++
+		return m.events
+	}
+	_, isLocal := m.local[p.Dst.As16()]
 
 	// A packet no door would see is invisible: knockd's capture filter
 	// never delivers it, so it must not reset anything here either.
 	visible := false
-	for _, di := range m.byPort[key] {
+	for _, di := range candidates {
 		d := &m.doors[di]
-		if m.accepts(d, p.Dst) && flagsOK(d, &p) {
+		if accepts(d, p.Dst, isLocal) && flagsOK(d, &p) {
 			visible = true
 			break
 		}
@@ -333,12 +340,13 @@ func (m *Matcher) Observe(p knock.Packet, now time.Time) []Event {
 	}
 
 	src := p.Src.As16()
+	head := m.headOf(src)
 	found := false
-	for i := m.headOf(src); i != none; {
+	for i := head; i != none; {
 		a := &m.slab[i]
 		next := a.nextSrc
 		d := &m.doors[a.door]
-		if !m.accepts(d, p.Dst) {
+		if !accepts(d, p.Dst, isLocal) {
 			i = next
 			continue
 		}
@@ -369,13 +377,15 @@ func (m *Matcher) Observe(p knock.Packet, now time.Time) []Event {
 
 	// No attempt in progress for this source and destination: every door
 	// whose sequence starts here begins one, in parallel.
+	// Nothing in the loop above removed an attempt (none was found), so
+	// head is still the source's chain.
 	for _, di := range m.byFirst[key] {
 		d := &m.doors[di]
-		if !m.accepts(d, p.Dst) || !flagsOK(d, &p) {
+		if !accepts(d, p.Dst, isLocal) || !flagsOK(d, &p) {
 			continue
 		}
 		if len(d.Sequence) > 1 {
-			m.start(src, p.Src.Is4(), di, t) // may evict: its event comes first
+			head = m.start(src, p.Src.Is4(), di, t, head)
 		}
 		m.emit(Stage, di, p.Src, 1)
 		if len(d.Sequence) == 1 {

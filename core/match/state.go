@@ -34,27 +34,37 @@ func (m *Matcher) alloc() int32 {
 	return int32(len(m.slab) - 1)
 }
 
-// start records a new attempt that has matched its first knock.
-func (m *Matcher) start(src [16]byte, v4 bool, door int32, t time.Duration) {
+// start records a new attempt that has matched its first knock. head is
+// the source's chain as the caller knows it; start returns it updated,
+// which saves a map lookup per attempt under a flood.
+func (m *Matcher) start(src [16]byte, v4 bool, door int32, t time.Duration, head int32) int32 {
 	if m.n >= m.max {
-		m.evictOldest()
+		if m.evictOldest() == src {
+			head = m.headOf(src) // the evicted one was this source's
+		}
 	}
 	i := m.alloc()
 	tc := m.doorTC[door]
 	m.slab[i] = attempt{src: src, v4: v4, door: door, stage: 1, tclass: tc, deadline: t + m.classes[tc]}
-	m.link(i)
+	return m.linkWithHead(i, head)
 }
 
 // link puts slab[i] (fields src, v4, door, stage, tclass, deadline set)
 // at the tail of its source, age and timeout lists.
-func (m *Matcher) link(i int32) {
+func (m *Matcher) link(i int32) { m.linkWithHead(i, m.headOf(m.slab[i].src)) }
+
+// linkWithHead is link when the source's chain head is known; it returns
+// the (possibly new) head.
+func (m *Matcher) linkWithHead(i, h int32) int32 {
 	a := &m.slab[i]
 	// Append to the source's chain so events come out in the order the
 	// attempts started (doors' order, like knockd's list). Chains hold one
 	// attempt per door the source is knocking on: short.
 	a.prevSrc, a.nextSrc = none, none
-	if h := m.headOf(a.src); h == none {
+	head := h
+	if h == none {
 		m.bySrc[a.src] = i
+		head = i
 	} else {
 		for m.slab[h].nextSrc != none {
 			h = m.slab[h].nextSrc
@@ -76,6 +86,7 @@ func (m *Matcher) link(i int32) {
 	}
 	l.tail = i
 	m.n++
+	return head
 }
 
 func (m *Matcher) pushAge(i int32) {
@@ -143,14 +154,16 @@ func (m *Matcher) remove(i int32) {
 	m.n--
 }
 
-func (m *Matcher) evictOldest() {
+// evictOldest drops the oldest first-stage attempt (else the oldest
+// advanced one) and returns its source.
+func (m *Matcher) evictOldest() [16]byte {
 	for _, l := range m.age {
 		if l.head != none {
-			a := &m.slab[l.head]
-			m.emit(Evicted, a.door, a.addr(), int(a.stage))
+			src := m.slab[l.head].src
 			m.stats.Evictions++
 			m.remove(l.head)
-			return
+			return src
 		}
 	}
+	return [16]byte{}
 }

@@ -1,0 +1,435 @@
+package failsafe
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sesame-knock/sesame/core/knock"
+)
+
+func TestDecide(t *testing.T) {
+	ok := kernelState{Installed: true, Left: 10 * time.Second}
+	lapsed := kernelState{Installed: true}
+	held := kernelState{Installed: true, Held: true}
+	gone := kernelState{Problems: []string{"flushed"}}
+	for _, tc := range []struct {
+		name    string
+		k       kernelState
+		healthy bool
+		wasOpen bool
+		want    plan
+	}{
+		{"healthy, closed: refresh", ok, true, false, plan{refresh: true}},
+		{"healthy after a lapse: refresh and log close", lapsed, true, true, plan{refresh: true, logClose: reasonHealthy}},
+		{"healthy, lapse never seen (frozen): refresh, log close", lapsed, true, false, plan{refresh: true, logClose: reasonLapsed}},
+		{"unhealthy, heartbeat still running: wait", ok, false, false, plan{}},
+		{"unhealthy, lapsed: log open once", lapsed, false, false, plan{logOpen: reasonUnhealthy + ": capture down"}},
+		{"unhealthy, lapsed, logged: nothing", lapsed, false, true, plan{}},
+		{"held, healthy: no refresh, log open", held, true, false, plan{logOpen: reasonHeld}},
+		{"held, logged: nothing", held, true, true, plan{}},
+		{"held, unhealthy: nothing new", held, false, true, plan{}},
+		{"flushed, healthy: reinstall and refresh", gone, true, false, plan{install: true, refresh: true}},
+		{"flushed, unhealthy: reinstall, open at once", gone, false, false, plan{install: true, logOpen: reasonUnhealthy + ": capture down"}},
+		{"flushed while held: reinstall, no refresh", kernelState{Held: true}, true, true, plan{install: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := decide(tc.k, tc.healthy, tc.wasOpen, "capture down"); got != tc.want {
+				t.Errorf("decide = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestLifecycle walks one daemon life on the fake kernel: start, healthy
+// ticks, an unhealthy spell that lets the heartbeat lapse, recovery, an
+// admin's hold, and release.
+func TestLifecycle(t *testing.T) {
+	ctx := context.Background()
+	s, g, ev, sweeps := newFakeSwitch(t)
+
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.takeCalls(); got != "install,refresh" {
+		t.Errorf("Start on a clean kernel: calls %q, want install,refresh", got)
+	}
+	if got := ev.take(t); got != "" {
+		t.Errorf("Start on a clean kernel logged %q, want no open/close", got)
+	}
+	if *sweeps != 1 {
+		t.Errorf("Start swept other families %d times, want 1", *sweeps)
+	}
+	if st := s.Summary(); !strings.HasPrefix(st, "rescue closed: 22:tcp opens 30s after") {
+		t.Errorf("Summary = %q", st)
+	}
+
+	step := func(d time.Duration, healthy bool, wantCalls, wantEvents string) {
+		t.Helper()
+		g.now = g.now.Add(d)
+		if err := s.Tick(ctx, healthy, "engine stalled"); err != nil {
+			t.Fatal(err)
+		}
+		if got := g.takeCalls(); got != wantCalls {
+			t.Errorf("tick (healthy=%t) calls %q, want %q", healthy, got, wantCalls)
+		}
+		if got := ev.take(t); got != wantEvents {
+			t.Errorf("tick (healthy=%t) events %q, want %q", healthy, got, wantEvents)
+		}
+	}
+	step(10*time.Second, true, "refresh", "")
+	step(10*time.Second, false, "", "")
+	step(10*time.Second, false, "", "")
+	step(10*time.Second, false, "", "warn:rescue-open") // After since the last refresh: lapsed
+	if st := s.Summary(); !strings.Contains(st, "rescue OPEN") || !strings.Contains(st, "engine stalled") {
+		t.Errorf("Summary while open = %q", st)
+	}
+	step(10*time.Second, false, "", "")
+	step(10*time.Second, true, "refresh", "warn:rescue-close")
+	step(10*time.Second, true, "refresh", "")
+
+	if err := s.Open(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.takeCalls(); got != "hold,drop" {
+		t.Errorf("Open calls %q, want hold,drop", got)
+	}
+	if got := ev.take(t); got != "warn:rescue-open" {
+		t.Errorf("Open events %q", got)
+	}
+	step(10*time.Second, true, "", "") // held: the healthy daemon does not refresh
+	if st := s.Summary(); !strings.Contains(st, reasonHeld) {
+		t.Errorf("Summary while held = %q", st)
+	}
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.takeCalls(); got != "unhold,refresh" {
+		t.Errorf("Close calls %q, want unhold,refresh", got)
+	}
+	if got := ev.take(t); got != "warn:rescue-close" {
+		t.Errorf("Close events %q", got)
+	}
+	step(10*time.Second, true, "refresh", "")
+}
+
+// TestLapseBoundary pins the moment: the rescue is open only once the
+// heartbeat's time is fully up.
+func TestLapseBoundary(t *testing.T) {
+	ctx := context.Background()
+	s, g, ev, _ := newFakeSwitch(t)
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	g.now = g.now.Add(30*time.Second - time.Millisecond)
+	if err := s.Tick(ctx, false, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := ev.take(t); got != "" {
+		t.Errorf("1ms before the lapse: events %q", got)
+	}
+	g.now = g.now.Add(time.Millisecond)
+	if err := s.Tick(ctx, false, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := ev.take(t); got != "warn:rescue-open" {
+		t.Errorf("at the lapse: events %q, want warn:rescue-open", got)
+	}
+}
+
+// TestHoldRace: `sesame rescue open` sets the hold between the daemon's
+// read and its refresh. The daemon must notice and take its refresh back,
+// or the admin's open would silently not happen.
+func TestHoldRace(t *testing.T) {
+	ctx := context.Background()
+	s, g, ev, _ := newFakeSwitch(t)
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	g.takeCalls()
+	g.onRefresh = func(f *fakeGate) { f.held, f.expires, f.onRefresh = true, time.Time{}, nil }
+	if err := s.Heartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.takeCalls(); got != "refresh,drop" {
+		t.Errorf("calls %q, want refresh,drop", got)
+	}
+	if k, _ := g.State(ctx); !k.isOpen() {
+		t.Errorf("rescue not open after the race: %+v", k)
+	}
+	if got := ev.take(t); got != "warn:rescue-open" {
+		t.Errorf("events %q, want warn:rescue-open", got)
+	}
+}
+
+// TestStartAfterCrash: ExecStopPost ran `sesame rescue open` (held, no
+// heartbeat); the next healthy start releases the hold and closes.
+func TestStartAfterCrash(t *testing.T) {
+	ctx := context.Background()
+	s, g, ev, _ := newFakeSwitch(t)
+	g.installed, g.held = true, true
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.takeCalls(); got != "unhold,refresh" {
+		t.Errorf("calls %q, want unhold,refresh", got)
+	}
+	if got := ev.take(t); got != "warn:rescue-close" {
+		t.Errorf("events %q, want warn:rescue-close", got)
+	}
+	st, err := s.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Open || st.Held || st.Left != 30*time.Second {
+		t.Errorf("status after start: %+v", st)
+	}
+}
+
+// TestReloadKeepsQuiet: a Switch made for a reloaded config, finding the
+// rescue held open, does not log the open again, and does not refresh.
+func TestReloadKeepsQuiet(t *testing.T) {
+	ctx := context.Background()
+	s, g, ev, _ := newFakeSwitch(t)
+	g.installed, g.held = true, true
+	if err := s.Install(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Tick(ctx, true, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.takeCalls(); got != "" {
+		t.Errorf("calls %q, want none", got)
+	}
+	if got := ev.take(t); got != "" {
+		t.Errorf("events %q, want none", got)
+	}
+}
+
+// TestInstallArms: objects created by Install get a heartbeat at once, so
+// a reload that adds the rescue does not open it.
+func TestInstallArms(t *testing.T) {
+	ctx := context.Background()
+	s, g, ev, _ := newFakeSwitch(t)
+	if err := s.Install(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.takeCalls(); got != "install,refresh" {
+		t.Errorf("calls %q, want install,refresh", got)
+	}
+	if k, _ := g.State(ctx); k.isOpen() {
+		t.Error("rescue open after Install")
+	}
+	if got := ev.take(t); got != "" {
+		t.Errorf("events %q", got)
+	}
+}
+
+// TestFlushedWhileUnhealthy: the objects vanish while the daemon is not
+// healthy; putting them back without a heartbeat opens the rescue at once.
+func TestFlushedWhileUnhealthy(t *testing.T) {
+	ctx := context.Background()
+	s, g, ev, _ := newFakeSwitch(t)
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	g.takeCalls()
+	g.installed, g.expires = false, time.Time{}
+	if err := s.Tick(ctx, false, "capture down"); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.takeCalls(); got != "install" {
+		t.Errorf("calls %q, want install", got)
+	}
+	if got := ev.take(t); got != "warn:rescue-open" {
+		t.Errorf("events %q", got)
+	}
+}
+
+func TestDisabled(t *testing.T) {
+	ctx := context.Background()
+	s, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	swept := 0
+	s.sweep = func(context.Context) ([]string, error) { swept++; return []string{"x"}, nil }
+	if s.Enabled() || s.Interval() != 0 || s.Backend() != "" {
+		t.Errorf("disabled switch: enabled %t interval %s backend %q", s.Enabled(), s.Interval(), s.Backend())
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Tick(ctx, false, ""); err != nil {
+		t.Fatal(err)
+	}
+	if swept != 1 {
+		t.Errorf("Start swept %d times, want 1 (leftovers of an earlier config must go)", swept)
+	}
+	if err := s.Open(ctx, ""); !errors.Is(err, ErrNotConfigured) {
+		t.Errorf("Open: %v, want ErrNotConfigured", err)
+	}
+	if err := s.Close(ctx); !errors.Is(err, ErrNotConfigured) {
+		t.Errorf("Close: %v, want ErrNotConfigured", err)
+	}
+	if got := s.Summary(); got != "rescue off" {
+		t.Errorf("Summary %q", got)
+	}
+}
+
+func TestNewSpec(t *testing.T) {
+	tcp := func(n uint16) knock.Port { return knock.Port{Num: n, Proto: knock.TCP} }
+	udp := func(n uint16) knock.Port { return knock.Port{Num: n, Proto: knock.UDP} }
+	pfx := netip.MustParsePrefix
+	for _, tc := range []struct {
+		name    string
+		opts    Options
+		wantErr bool
+		check   func(spec) bool
+	}{
+		{"sorted and deduplicated", Options{Ports: []knock.Port{udp(53), tcp(2222), tcp(22), tcp(22)}, After: time.Minute},
+			false, func(s spec) bool { return knock.FormatSequence(s.Ports) == "22:tcp,2222:tcp,53:udp" && s.AnyFrom }},
+		{"prefixes split, masked, unmapped", Options{Ports: []knock.Port{tcp(22)}, After: time.Minute,
+			From: []netip.Prefix{pfx("2001:db8::1/32"), pfx("10.1.2.3/8"), pfx("::ffff:192.0.2.0/120")}},
+			false, func(s spec) bool {
+				return !s.AnyFrom && len(s.From4) == 2 && s.From4[0] == pfx("10.0.0.0/8") && s.From4[1] == pfx("192.0.2.0/24") &&
+					len(s.From6) == 1 && s.From6[0] == pfx("2001:db8::/32")
+			}},
+		{"port 0", Options{Ports: []knock.Port{tcp(0)}, After: time.Minute}, true, nil},
+		{"icmp", Options{Ports: []knock.Port{{Num: 1, Proto: knock.Proto(1)}}, After: time.Minute}, true, nil},
+		{"after too short", Options{Ports: []knock.Port{tcp(22)}, After: 999 * time.Millisecond}, true, nil},
+		{"after rounds up for ipset", Options{Ports: []knock.Port{tcp(22)}, After: 2500 * time.Millisecond},
+			false, func(s spec) bool { return s.seconds() == 3 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := newSpec(tc.opts)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, want error %t", err, tc.wantErr)
+			}
+			if err != nil {
+				if !errors.Is(err, ErrBadOptions) {
+					t.Errorf("error %v does not wrap ErrBadOptions", err)
+				}
+				return
+			}
+			if !tc.check(s) {
+				t.Errorf("spec %+v", s)
+			}
+		})
+	}
+}
+
+func TestStatusString(t *testing.T) {
+	base := Status{Configured: true, Backend: "nftables", Ports: []knock.Port{{Num: 22, Proto: knock.TCP}}, After: 30 * time.Second}
+	for _, tc := range []struct {
+		name string
+		mod  func(*Status)
+		want string
+	}{
+		{"off", func(s *Status) { *s = Status{} }, "rescue off"},
+		{"closed", func(s *Status) { s.Installed, s.Left = true, 21*time.Second+333*time.Millisecond },
+			"rescue closed: 22:tcp opens 30s after the last heartbeat (21.3s left)"},
+		{"open", func(s *Status) { s.Installed, s.Open = true, true }, "rescue OPEN: 22:tcp reachable (no heartbeat)"},
+		{"held", func(s *Status) { s.Installed, s.Open, s.Held = true, true, true },
+			"rescue OPEN: 22:tcp reachable (" + reasonHeld + ")"},
+		{"from", func(s *Status) {
+			s.Installed, s.Open, s.From = true, true, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+		}, "rescue OPEN: 22:tcp from 10.0.0.0/8 reachable (no heartbeat)"},
+		{"broken", func(s *Status) { s.Problems = []string{"chain rescue missing"} },
+			"rescue NOT INSTALLED (22:tcp, nftables): chain rescue missing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := base
+			tc.mod(&st)
+			if got := st.String(); got != tc.want {
+				t.Errorf("got  %q\nwant %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestFrozen: SIGSTOP freezes the daemon past the lapse; the kernel opened
+// the rescue without anyone seeing it. The first tick after SIGCONT closes
+// it and says so.
+func TestFrozen(t *testing.T) {
+	ctx := context.Background()
+	s, g, ev, _ := newFakeSwitch(t)
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	g.takeCalls()
+	g.now = g.now.Add(45 * time.Second)
+	if err := s.Heartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.takeCalls(); got != "refresh" {
+		t.Errorf("calls %q, want refresh", got)
+	}
+	if got := ev.take(t); got != "warn:rescue-close" {
+		t.Errorf("events %q, want warn:rescue-close", got)
+	}
+}
+
+// TestKeep runs the supervisor loop against the fake kernel: it refreshes
+// while healthy, stops while not, and returns when ctx ends.
+func TestKeep(t *testing.T) {
+	s, g, _, _ := newFakeSwitch(t)
+	s.spec.After = 30 * time.Millisecond // Interval 10ms; the fake's clock does not move
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	healthy, asked := true, 0
+	done := make(chan struct{})
+	go func() {
+		s.Keep(ctx, func() (bool, string) {
+			mu.Lock()
+			defer mu.Unlock()
+			asked++
+			return healthy, "test"
+		})
+		close(done)
+	}()
+	waitAsked := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			mu.Lock()
+			a := asked
+			mu.Unlock()
+			if a >= n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("Keep asked %d times in 5s, want %d", a, n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitAsked(3)
+	mu.Lock()
+	healthy = false
+	n := asked
+	mu.Unlock()
+	waitAsked(n + 1) // this tick may have read healthy before the switch
+	mu.Lock()
+	n = asked
+	mu.Unlock()
+	waitAsked(n + 1) // unhealthy from here on
+	calls := g.takeCalls()
+	waitAsked(n + 4)
+	if got := g.takeCalls(); got != "" {
+		t.Errorf("unhealthy ticks wrote %q, want nothing", got)
+	}
+	if !strings.HasPrefix(calls, "install,refresh,refresh") {
+		t.Errorf("healthy ticks wrote %q, want install then refreshes", calls)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Keep did not return after cancel")
+	}
+}

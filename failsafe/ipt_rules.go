@@ -1,0 +1,274 @@
+package failsafe
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sesame-knock/sesame/core/knock"
+)
+
+// The iptables family's objects, built and parsed without running
+// anything. With Rescue_Ports = 22/tcp and Rescue_From = 203.0.113.0/24:
+//
+//	ipset create sesame-rescue bitmap:port range 0-22 timeout 30
+//	ipset add sesame-rescue 22 timeout 30         # the heartbeat
+//	iptables -N SESAME-RESCUE
+//	iptables -I INPUT 1 -j SESAME-RESCUE          # after -j SESAME when that is first
+//	iptables -A SESAME-RESCUE -s 203.0.113.0/24 -p tcp -m multiport --dports 22 \
+//	    -m set ! --match-set sesame-rescue dst \
+//	    -m comment --comment sesame-rescue:tcp:22:from:203.0.113.0/24 -j ACCEPT
+//
+// The set keys on the port alone; `dst` makes xt_set look up the
+// packet's destination port, so one set serves IPv4 and IPv6. Port 0,
+// which no rule matches, is the hold marker, added without a timeout.
+
+const (
+	ipsetName = "sesame-rescue"
+	iptChain  = "SESAME-RESCUE"
+	iptTable  = "filter"
+	iptInput  = "INPUT"
+	// grantsChain is core/firewall's chain; its jump and ours share the
+	// top of INPUT.
+	grantsChain  = "SESAME"
+	maxMultiport = 15
+	tagPrefix    = "sesame-rescue:"
+)
+
+var iptJump = []string{"-j", iptChain}
+
+// iptRule is one ACCEPT of the rescue chain: its argv and its comment.
+type iptRule struct {
+	tag  string
+	spec []string
+}
+
+// iptRules returns the rules for one family: one per protocol, chunk of
+// 15 ports and source prefix. With Rescue_From set and no prefix of this
+// family, there are none: the rescue is closed to that family.
+func iptRules(s spec, v6 bool) []iptRule {
+	from := s.From4
+	if v6 {
+		from = s.From6
+	}
+	var srcs []string
+	if s.AnyFrom {
+		srcs = []string{""}
+	}
+	for _, p := range from {
+		srcs = append(srcs, p.String())
+	}
+	var out []iptRule
+	for _, pp := range s.portsByProto() {
+		for i := 0; i < len(pp.Nums); i += maxMultiport {
+			chunk := pp.Nums[i:min(i+maxMultiport, len(pp.Nums))]
+			nums := make([]string, len(chunk))
+			for j, n := range chunk {
+				nums[j] = strconv.Itoa(int(n))
+			}
+			ports := strings.Join(nums, ",")
+			for _, src := range srcs {
+				var spec []string
+				who := "any"
+				if src != "" {
+					spec = append(spec, "-s", src)
+					who = src
+				}
+				tag := tagPrefix + pp.Proto.String() + ":" + ports + ":from:" + who
+				spec = append(spec, "-p", pp.Proto.String(), "-m", "multiport", "--dports", ports,
+					"-m", "set", "!", "--match-set", ipsetName, "dst",
+					"-m", "comment", "--comment", tag, "-j", "ACCEPT")
+				out = append(out, iptRule{tag: tag, spec: spec})
+			}
+		}
+	}
+	return out
+}
+
+// ruleTags returns the comments of the rescue's rules in an `iptables -S
+// SESAME-RESCUE` listing, in order; rules without one are "" (someone
+// else's, which makes the chain differ from the spec).
+func ruleTags(lines []string) ([]string, error) {
+	var tags []string
+	for _, l := range lines {
+		args, err := splitArgs(l)
+		if err != nil {
+			return nil, err
+		}
+		if len(args) < 2 || args[0] != "-A" {
+			continue
+		}
+		tag := ""
+		for i := 2; i < len(args)-1; i++ {
+			if args[i] == "--comment" && strings.HasPrefix(args[i+1], tagPrefix) {
+				tag = args[i+1]
+			}
+		}
+		tags = append(tags, tag)
+	}
+	return tags, nil
+}
+
+// jumpPlace reads `iptables -S INPUT`: the 1-based positions of the
+// rescue's jumps, and how many rules at the top are Sesame's jumps (to
+// SESAME or SESAME-RESCUE), the block ours belongs in.
+func jumpPlace(lines []string) (mine []int, block int) {
+	pos := 0
+	inBlock := true
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "-A ") {
+			continue
+		}
+		pos++
+		f := strings.TrimSpace(l)
+		isMine := f == "-A "+iptInput+" -j "+iptChain
+		isGrants := f == "-A "+iptInput+" -j "+grantsChain
+		if isMine {
+			mine = append(mine, pos)
+		}
+		if inBlock && (isMine || isGrants) {
+			block = pos
+		} else {
+			inBlock = false
+		}
+	}
+	return mine, block
+}
+
+// splitArgs splits an iptables -S line as iptables quotes it.
+func splitArgs(line string) ([]string, error) {
+	var args []string
+	var cur strings.Builder
+	inWord, inQuote := false, false
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case inQuote && c == '\\' && i+1 < len(line):
+			i++
+			cur.WriteByte(line[i])
+		case inQuote && c == '"':
+			inQuote = false
+		case inQuote:
+			cur.WriteByte(c)
+		case c == '"':
+			inQuote, inWord = true, true
+		case c == ' ' || c == '\t':
+			if inWord {
+				args = append(args, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		default:
+			cur.WriteByte(c)
+			inWord = true
+		}
+	}
+	if inQuote {
+		return nil, fmt.Errorf("unterminated quote in %q", line)
+	}
+	if inWord {
+		args = append(args, cur.String())
+	}
+	return args, nil
+}
+
+// ipsetHeader is the create line of `ipset save sesame-rescue`.
+type ipsetHeader struct {
+	Type       string
+	From, To   int
+	HasTimeout bool
+}
+
+// ipsetDump is what `ipset save sesame-rescue` says.
+type ipsetDump struct {
+	Header ipsetHeader
+	// Elements maps each port to its remaining timeout in whole seconds
+	// (rounded down by the kernel); -1 means no timeout.
+	Elements map[uint16]int
+}
+
+// parseIpsetSave reads `ipset save NAME` output.
+func parseIpsetSave(out, name string) (ipsetDump, error) {
+	d := ipsetDump{Elements: map[uint16]int{}}
+	sawCreate := false
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) < 3 || f[1] != name {
+			continue
+		}
+		switch f[0] {
+		case "create":
+			sawCreate = true
+			d.Header.Type = f[2]
+			for i := 3; i < len(f); i++ {
+				switch f[i] {
+				case "range":
+					if i+1 < len(f) {
+						lo, hi, ok := strings.Cut(f[i+1], "-")
+						a, err1 := strconv.Atoi(lo)
+						b, err2 := strconv.Atoi(hi)
+						if !ok || err1 != nil || err2 != nil {
+							return d, fmt.Errorf("ipset %s: bad range %q", name, f[i+1])
+						}
+						d.Header.From, d.Header.To = a, b
+					}
+				case "timeout":
+					d.Header.HasTimeout = true
+				}
+			}
+		case "add":
+			port, err := strconv.ParseUint(f[2], 10, 16)
+			if err != nil {
+				return d, fmt.Errorf("ipset %s: bad element %q", name, f[2])
+			}
+			left := -1
+			for i := 3; i+1 < len(f); i++ {
+				if f[i] == "timeout" {
+					if n, err := strconv.Atoi(f[i+1]); err == nil && n > 0 {
+						left = n
+					} else if err == nil {
+						// "timeout 0" is a permanent element only when it was
+						// added so; a port's heartbeat is never permanent.
+						left = 0
+					}
+				}
+			}
+			d.Elements[uint16(port)] = left
+		}
+	}
+	if !sawCreate {
+		return d, fmt.Errorf("ipset %s: no create line in %q", name, out)
+	}
+	return d, nil
+}
+
+// fits reports whether the set can carry spec s: a bitmap:port with
+// timeouts whose range covers port 0 (the hold marker) to s's highest port.
+func (h ipsetHeader) fits(s spec) bool {
+	return h.Type == "bitmap:port" && h.HasTimeout && h.From == 0 && h.To >= int(s.maxPort())
+}
+
+// aliveFromDump reads the heartbeat from a dump: whether the hold marker
+// is there and the least time left on the rescue ports' elements (0 if
+// one is missing). A port listed with "timeout 0" has under a second left.
+func aliveFromDump(d ipsetDump, ports []knock.Port) (held bool, left time.Duration) {
+	if t, ok := d.Elements[0]; ok && t <= 0 {
+		held = true
+	}
+	first := true
+	for _, p := range ports {
+		t, ok := d.Elements[p.Num]
+		if !ok {
+			return held, 0
+		}
+		l := time.Duration(t) * time.Second
+		if t <= 0 {
+			l = time.Second / 2
+		}
+		if first || l < left {
+			left, first = l, false
+		}
+	}
+	return held, left
+}

@@ -1,0 +1,83 @@
+package supervisor_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/sesame-knock/sesame/supervisor"
+)
+
+// Example wires the building blocks the way sesamed's run function can:
+// supervised components that beat, a watchdog gated on their heartbeats,
+// readiness, config reload on file change and on SIGHUP (bracketed by
+// RELOADING=1 and READY=1), and link changes.
+func Example() {
+	log := hclog.New(&hclog.LoggerOptions{Name: "sesamed"})
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	const path = "/etc/knockd.conf"
+	content, sum, err := supervisor.ReadConfig(path)
+	if err != nil {
+		log.Error("cannot start", "error", err)
+		return
+	}
+	_ = content // parse and validate before serving
+
+	n := supervisor.NewNotifier(log)
+	sup := supervisor.New("sesamed", supervisor.Options{Logger: log})
+	sup.Add("capture", 2*time.Second, supervisor.ServiceFunc(func(ctx context.Context, beat *supervisor.Beater) error {
+		for ctx.Err() == nil {
+			// Read packets with a timeout shorter than a second, so the
+			// loop beats even when no packet arrives.
+			beat.Beat()
+			time.Sleep(100 * time.Millisecond)
+		}
+		return ctx.Err()
+	}))
+	go supervisor.NewWatchdog(n, sup.Heartbeats(), log).Run(ctx)
+
+	cw, err := supervisor.NewConfigWatcher(path, sum, func(content []byte, sum [sha256.Size]byte) error {
+		// Parse, validate, swap; an error keeps the running config.
+		return nil
+	}, supervisor.ConfigWatchOptions{Logger: log})
+	if err != nil {
+		log.Error("cannot watch config", "error", err)
+		return
+	}
+	go cw.Run(ctx)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			n.Reloading()
+			if _, err := cw.Reload(ctx); err != nil {
+				log.Error("reload failed, keeping the running config", "error", err)
+			}
+			n.Ready()
+		}
+	}()
+
+	if lm, err := supervisor.NewLinkMonitor(supervisor.LinkMonitorOptions{Logger: log}); err == nil {
+		defer lm.Close()
+		go func() {
+			for ev := range lm.Events() {
+				log.Info("network change", "event", ev.String())
+			}
+		}()
+	}
+
+	n.Ready()
+	err = sup.Serve(ctx)
+	n.Stopping()
+	if err != nil {
+		// ErrEscalated: run returns it, main exits non-zero, and systemd
+		// (Restart=on-failure) starts a fresh process.
+		log.Error("exiting", "error", err)
+	}
+}
