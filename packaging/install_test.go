@@ -20,6 +20,7 @@ import (
 const testConf = `[options]
 	Interface = sesame0
 	Firewall = nftables
+	Rescue_Ports = 2223/tcp
 
 [pkgtest]
 	sequence = 7100,7200,7300
@@ -166,9 +167,14 @@ func (m *machine) sesameFirewallObjects() []string {
 		objs = append(objs, "nft table inet sesame")
 	}
 	for _, ipt := range []string{"iptables", "ip6tables", "iptables-legacy", "ip6tables-legacy"} {
-		if _, err := m.Run(ipt, "-w", "-S", "SESAME"); err == nil {
-			objs = append(objs, ipt+" chain SESAME")
+		for _, chain := range []string{"SESAME", "SESAME-RESCUE"} {
+			if _, err := m.Run(ipt, "-w", "-S", chain); err == nil {
+				objs = append(objs, ipt+" chain "+chain)
+			}
 		}
+	}
+	if out, err := m.Run("ipset", "list", "-n"); err == nil && strings.Contains(out, "sesame") {
+		objs = append(objs, "ipsets "+strings.Join(strings.Fields(out), ","))
 	}
 	return objs
 }
@@ -288,6 +294,24 @@ func TestDebUnderSystemd(t *testing.T) {
 	if got := m.show("MainPID"); got != pid || m.show("NRestarts") != "0" {
 		t.Errorf("sesamed was restarted (MainPID %s -> %s, NRestarts %s)", pid, got, m.show("NRestarts"))
 	}
+
+	t.Log("a crash: ExecStopPost opens the rescue port, Restart= brings sesamed back, its healthy start closes it")
+	events := func(ev string) int { return len(strings.Fields(m.journal("SESAME_EVENT="+ev, "-o", "cat"))) }
+	opens, closes := events("rescue-open"), events("rescue-close")
+	m.must("systemctl", "kill", "--signal=KILL", unit)
+	m.waitFor("SESAME_EVENT=rescue-open from ExecStopPost", 20*time.Second, func() (bool, string) {
+		n := events("rescue-open")
+		return n > opens, m.journal("-n", "20")
+	})
+	m.waitFor("sesamed restarted", 30*time.Second, func() (bool, string) {
+		p, st := m.show("MainPID"), m.show("ActiveState")
+		return p != pid && p != "0" && st == "active", p + " " + st
+	})
+	m.waitFor("SESAME_EVENT=rescue-close after the restart", 20*time.Second, func() (bool, string) {
+		n := events("rescue-close")
+		return n > closes, m.journal("-n", "20")
+	})
+	pid = m.show("MainPID")
 	edited := m.must("cat", confPath)
 
 	t.Log("upgrade to 1.0.1: config kept, service restarted, grants kept")
@@ -354,10 +378,12 @@ func TestDebUnderSystemd(t *testing.T) {
 	}
 }
 
-// rpmConf: a door with commands and one with a native grant.
+// rpmConf: a door with commands and one with a native grant, and a
+// rescue port; through iptables-nft and ipset this time.
 const rpmConf = `[options]
 	Interface = sesame0
-	Firewall = nftables
+	Firewall = iptables-nft
+	Rescue_Ports = 2223/tcp
 
 [cmd]
 	sequence = 7100,7200,7300
@@ -380,7 +406,7 @@ const rpmConf = `[options]
 // Debian's rpm, under a real systemd in a throw-away root.
 func TestRPMUnderSystemd(t *testing.T) {
 	netnstest.RequireRoot(t)
-	needTools(t, "knock", "rpm", "nft", "nsenter")
+	needTools(t, "knock", "rpm", "ipset", "iptables", "nsenter")
 	_, rpm1 := packages(t, "1.0.0")
 	_, rpm2 := packages(t, "1.0.1")
 	guardHost(t)
@@ -425,6 +451,9 @@ func TestRPMUnderSystemd(t *testing.T) {
 		_, err := m.Run("test", "-f", "/var/lib/sesame/opened")
 		return err == nil, fmt.Sprint(err)
 	})
+	if objs := m.sesameFirewallObjects(); len(objs) == 0 {
+		t.Errorf("the native grant left no Sesame firewall objects")
+	}
 	pid := m.show("MainPID")
 
 	t.Log("rpm -U: restarted, config kept")

@@ -4,7 +4,7 @@
 #   rpm: $1 = versions installed once this finishes: 0 erase, 1+ upgrade
 # On removal: revoke every grant while sesamed still runs (so stop
 # commands run and no knocker keeps access), stop and disable it, and
-# remove Sesame's firewall objects. This is the last moment the binaries
+# remove the rescue port and Sesame's other firewall objects. This is the last moment the binaries
 # exist, so deb purge and rpm erase get their teardown here too.
 # Upgrades do nothing here: the new package's postinstall restarts.
 set -e
@@ -40,6 +40,10 @@ if [ -d /run/systemd/system ]; then
 fi
 systemctl --no-reload disable sesamed.service >/dev/null 2>&1 || true
 
+# With sesamed gone, a configured rescue port would lapse open for good.
+if ! /usr/bin/sesame rescue remove --quiet; then
+	echo "sesame: the rescue port could not be removed (errors above)" >&2
+fi
 if ! /usr/sbin/sesamed --teardown; then
 	echo "sesame: some of Sesame's firewall objects could not be removed (errors above)" >&2
 fi
