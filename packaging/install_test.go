@@ -307,7 +307,7 @@ func TestDebUnderSystemd(t *testing.T) {
 		p, st := m.show("MainPID"), m.show("ActiveState")
 		return p != pid && p != "0" && st == "active", p + " " + st
 	})
-	m.waitFor("SESAME_EVENT=rescue-close after the restart", 20*time.Second, func() (bool, string) {
+	m.waitFor("SESAME_EVENT=rescue-close from the restarted sesamed (its healthy start must close the rescue)", 20*time.Second, func() (bool, string) {
 		n := events("rescue-close")
 		return n > closes, m.journal("-n", "20")
 	})
