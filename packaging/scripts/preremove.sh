@@ -4,8 +4,9 @@
 #   rpm: $1 = versions installed once this finishes: 0 erase, 1+ upgrade
 # On removal: revoke every grant while sesamed still runs (so stop
 # commands run and no knocker keeps access), stop and disable it, and
-# remove the rescue port and Sesame's other firewall objects. This is the last moment the binaries
-# exist, so deb purge and rpm erase get their teardown here too.
+# remove the rescue port and Sesame's other firewall objects. This is
+# the last moment the binaries exist, so deb purge and rpm erase get
+# their teardown here too.
 # Upgrades do nothing here: the new package's postinstall restarts.
 set -e
 
