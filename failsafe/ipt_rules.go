@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sesame-knock/sesame/core/firewall"
 	"github.com/sesame-knock/sesame/core/knock"
 )
 
@@ -26,7 +27,7 @@ import (
 
 const (
 	ipsetName = "sesame-rescue"
-	iptChain  = "SESAME-RESCUE"
+	iptChain  = firewall.RescueChain
 	iptTable  = "filter"
 	iptInput  = "INPUT"
 	// grantsChain is core/firewall's chain; its jump and ours share the

@@ -147,3 +147,12 @@ func splitArgs(line string) ([]string, error) {
 func isJump(line string) bool {
 	return strings.TrimSpace(line) == "-A "+ipInput+" "+strings.Join(ipJump, " ")
 }
+
+// RescueChain is the failsafe's iptables chain. Detection counts a jump
+// to it as Sesame's own, like the jump to SESAME, not as the admin's.
+const RescueChain = "SESAME-RESCUE"
+
+// isOwnJump reports whether an INPUT rule is one of Sesame's jumps.
+func isOwnJump(line string) bool {
+	return isJump(line) || strings.TrimSpace(line) == "-A "+ipInput+" -j "+RescueChain
+}
