@@ -216,3 +216,52 @@ func TestNFTablesGrantExpiresWithTheDaemonDead(t *testing.T) {
 		t.Error("an address that never knocked connects")
 	}
 }
+
+// A clean stop and start: grants stay journaled and are applied again; on
+// iptables the chain goes with the daemon (fail closed), on nftables the
+// table stays and its elements expire by themselves.
+func TestNativeGrantAcrossACleanRestart(t *testing.T) {
+	netnstest.RequireRoot(t)
+	for _, backend := range []string{"iptables-nft", "nftables"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			p := netnstest.NewPair(t)
+			lockDown(t, p.Server, backend)
+			listen(t, p.Server)
+			dir := t.TempDir()
+			d := startSesamedIn(t, p.Server, dir, nativeConf(backend, "8"))
+			knockers[0].knock(t, p.Client, netnstest.ServerAddr4.String(), "7000", "8000", "9000")
+			knocked := time.Now()
+			reach := func() bool { return connects(p.Client, netip.Addr{}, netnstest.ServerAddr4) }
+			if !poll(2*time.Second, reach) {
+				t.Fatal("grant did not open")
+			}
+			d.stop()
+			switch backend {
+			case "nftables":
+				if !reach() {
+					t.Error("nftables grant closed by a clean stop")
+				}
+			default:
+				if reach() {
+					t.Error("iptables grant still open with the daemon stopped")
+				}
+				if out, _ := p.Server.Run("iptables-nft", "-S"); strings.Contains(out, "SESAME") {
+					t.Errorf("SESAME chain left after a clean stop:\n%s", out)
+				}
+			}
+			d = startSesamedIn(t, p.Server, dir, nativeConf(backend, "8"))
+			d.waitLog("resuming grant", 5*time.Second)
+			if !poll(2*time.Second, reach) {
+				t.Fatal("resumed grant not applied after the restart")
+			}
+			// Still closes at the original deadline.
+			if !poll(10*time.Second, func() bool { return !reach() }) {
+				t.Fatal("resumed grant never closed")
+			}
+			if el := time.Since(knocked); el < 7900*time.Millisecond || el > 9500*time.Millisecond {
+				t.Errorf("closed %v after the knock, deadline was 8 s", el)
+			}
+		})
+	}
+}
