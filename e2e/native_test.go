@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -49,43 +48,12 @@ const adminRules = `table inet filter {
 }
 `
 
-func listen(t *testing.T, ns *netnstest.NS) {
-	var ln net.Listener
-	if err := ns.Do(func() (err error) {
-		ln, err = net.Listen("tcp", fmt.Sprintf("[::]:%d", protected))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-}
+func listen(t *testing.T, ns *netnstest.NS) { ns.Serve(t, protected) }
 
 // connects reports whether a TCP connection from the client namespace
 // (from src when valid) to dst:2222 completes.
 func connects(ns *netnstest.NS, src, dst netip.Addr) bool {
-	ok := false
-	ns.Do(func() error {
-		d := net.Dialer{Timeout: 300 * time.Millisecond}
-		if src.IsValid() {
-			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
-		}
-		c, err := d.Dial("tcp", netip.AddrPortFrom(dst, protected).String())
-		if err == nil {
-			ok = true
-			c.Close()
-		}
-		return nil
-	})
-	return ok
+	return ns.Connects(src, dst, protected, 300*time.Millisecond)
 }
 
 func nativeConf(backend string, timeout string) string {

@@ -178,26 +178,7 @@ func (e *env) lockDown(accepts []uint16) {
 
 // listen accepts and closes connections on port, both families, in the
 // server namespace, until the test ends.
-func (e *env) listen(port uint16) {
-	var ln net.Listener
-	err := e.pair.Server.Do(func() (err error) {
-		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
-		return err
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-}
+func (e *env) listen(port uint16) { e.pair.Server.Serve(e.t, port) }
 
 // reach reports whether a TCP connection from src (a client address) to
 // the server's port completes. A dropped SYN shows as a timeout.

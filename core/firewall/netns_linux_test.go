@@ -228,23 +228,7 @@ func (e *testEnv) reconcile(want ...Grant) Report {
 	return rep
 }
 
-func (e *testEnv) listen() {
-	var ln net.Listener
-	e.must(e.pair.Server.Do(func() (err error) {
-		ln, err = net.Listen("tcp", fmt.Sprintf("[::]:%d", guardedPort))
-		return err
-	}))
-	e.t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-}
+func (e *testEnv) listen() { e.pair.Server.Serve(e.t, guardedPort) }
 
 // dial connects from src (a client address) to the server's address of
 // the same family on the guarded port. A drop shows up as a timeout.
