@@ -227,3 +227,26 @@ func (n *NS) Connects(src, dst netip.Addr, port uint16, timeout time.Duration) b
 	})
 	return ok
 }
+
+// RequireExecInNS proves that a program started from n.Do runs inside
+// the namespace, before a test lets a library exec iptables, ipset or nft
+// from there: if it did not, the test would change the host's firewall.
+func RequireExecInNS(tb testing.TB, n *NS) {
+	tb.Helper()
+	want := strings.TrimSpace(n.MustRun("readlink", "/proc/self/ns/net"))
+	host, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var got string
+	if err := n.Do(func() error {
+		out, err := exec.Command("readlink", "/proc/self/ns/net").Output()
+		got = strings.TrimSpace(string(out))
+		return err
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	if got != want || got == host {
+		tb.Fatalf("exec from ns.Do ran in %s, want %s (host %s): refusing to touch a firewall", got, want, host)
+	}
+}
