@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -49,43 +48,12 @@ const adminRules = `table inet filter {
 }
 `
 
-func listen(t *testing.T, ns *netnstest.NS) {
-	var ln net.Listener
-	if err := ns.Do(func() (err error) {
-		ln, err = net.Listen("tcp", fmt.Sprintf("[::]:%d", protected))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-}
+func listen(t *testing.T, ns *netnstest.NS) { ns.Serve(t, protected) }
 
 // connects reports whether a TCP connection from the client namespace
 // (from src when valid) to dst:2222 completes.
 func connects(ns *netnstest.NS, src, dst netip.Addr) bool {
-	ok := false
-	ns.Do(func() error {
-		d := net.Dialer{Timeout: 300 * time.Millisecond}
-		if src.IsValid() {
-			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
-		}
-		c, err := d.Dial("tcp", netip.AddrPortFrom(dst, protected).String())
-		if err == nil {
-			ok = true
-			c.Close()
-		}
-		return nil
-	})
-	return ok
+	return ns.Connects(src, dst, protected, 300*time.Millisecond)
 }
 
 func nativeConf(backend string, timeout string) string {
@@ -214,5 +182,54 @@ func TestNFTablesGrantExpiresWithTheDaemonDead(t *testing.T) {
 	p.Client.MustRun("ip", "addr", "add", "10.77.0.3/24", "dev", netnstest.ClientIf)
 	if connects(p.Client, netip.MustParseAddr("10.77.0.3"), netnstest.ServerAddr4) {
 		t.Error("an address that never knocked connects")
+	}
+}
+
+// A clean stop and start: grants stay journaled and are applied again; on
+// iptables the chain goes with the daemon (fail closed), on nftables the
+// table stays and its elements expire by themselves.
+func TestNativeGrantAcrossACleanRestart(t *testing.T) {
+	netnstest.RequireRoot(t)
+	for _, backend := range []string{"iptables-nft", "nftables"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			p := netnstest.NewPair(t)
+			lockDown(t, p.Server, backend)
+			listen(t, p.Server)
+			dir := t.TempDir()
+			d := startSesamedIn(t, p.Server, dir, nativeConf(backend, "8"))
+			knockers[0].knock(t, p.Client, netnstest.ServerAddr4.String(), "7000", "8000", "9000")
+			knocked := time.Now()
+			reach := func() bool { return connects(p.Client, netip.Addr{}, netnstest.ServerAddr4) }
+			if !poll(2*time.Second, reach) {
+				t.Fatal("grant did not open")
+			}
+			d.stop()
+			switch backend {
+			case "nftables":
+				if !reach() {
+					t.Error("nftables grant closed by a clean stop")
+				}
+			default:
+				if reach() {
+					t.Error("iptables grant still open with the daemon stopped")
+				}
+				if out, _ := p.Server.Run("iptables-nft", "-S"); strings.Contains(out, "SESAME") {
+					t.Errorf("SESAME chain left after a clean stop:\n%s", out)
+				}
+			}
+			d = startSesamedIn(t, p.Server, dir, nativeConf(backend, "8"))
+			d.waitLog("resuming grant", 5*time.Second)
+			if !poll(2*time.Second, reach) {
+				t.Fatal("resumed grant not applied after the restart")
+			}
+			// Still closes at the original deadline.
+			if !poll(10*time.Second, func() bool { return !reach() }) {
+				t.Fatal("resumed grant never closed")
+			}
+			if el := time.Since(knocked); el < 7900*time.Millisecond || el > 9500*time.Millisecond {
+				t.Errorf("closed %v after the knock, deadline was 8 s", el)
+			}
+		})
 	}
 }

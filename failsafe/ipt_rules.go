@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sesame-knock/sesame/core/firewall"
 	"github.com/sesame-knock/sesame/core/knock"
 )
 
@@ -26,7 +27,7 @@ import (
 
 const (
 	ipsetName = "sesame-rescue"
-	iptChain  = "SESAME-RESCUE"
+	iptChain  = firewall.RescueChain
 	iptTable  = "filter"
 	iptInput  = "INPUT"
 	// grantsChain is core/firewall's chain; its jump and ours share the
@@ -92,7 +93,7 @@ func iptRules(s spec, v6 bool) []iptRule {
 func ruleTags(lines []string) ([]string, error) {
 	var tags []string
 	for _, l := range lines {
-		args, err := splitArgs(l)
+		args, err := firewall.SplitRuleArgs(l)
 		if err != nil {
 			return nil, err
 		}
@@ -134,43 +135,6 @@ func jumpPlace(lines []string) (mine []int, block int) {
 		}
 	}
 	return mine, block
-}
-
-// splitArgs splits an iptables -S line as iptables quotes it.
-func splitArgs(line string) ([]string, error) {
-	var args []string
-	var cur strings.Builder
-	inWord, inQuote := false, false
-	for i := 0; i < len(line); i++ {
-		c := line[i]
-		switch {
-		case inQuote && c == '\\' && i+1 < len(line):
-			i++
-			cur.WriteByte(line[i])
-		case inQuote && c == '"':
-			inQuote = false
-		case inQuote:
-			cur.WriteByte(c)
-		case c == '"':
-			inQuote, inWord = true, true
-		case c == ' ' || c == '\t':
-			if inWord {
-				args = append(args, cur.String())
-				cur.Reset()
-				inWord = false
-			}
-		default:
-			cur.WriteByte(c)
-			inWord = true
-		}
-	}
-	if inQuote {
-		return nil, fmt.Errorf("unterminated quote in %q", line)
-	}
-	if inWord {
-		args = append(args, cur.String())
-	}
-	return args, nil
 }
 
 // ipsetHeader is the create line of `ipset save sesame-rescue`.

@@ -66,29 +66,6 @@ func requireTools(t *testing.T, tools ...string) {
 	}
 }
 
-// requireExecInNS proves that programs started from ns.Do (iptables,
-// ipset) run inside the namespace, before any firewall is touched: if
-// they did not, the test would change the host's firewall.
-func requireExecInNS(t *testing.T, ns *netnstest.NS) {
-	t.Helper()
-	want := strings.TrimSpace(ns.MustRun("readlink", "/proc/self/ns/net"))
-	host, err := os.Readlink("/proc/self/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got string
-	if err := ns.Do(func() error {
-		out, err := exec.Command("readlink", "/proc/self/ns/net").Output()
-		got = strings.TrimSpace(string(out))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if got != want || got == host {
-		t.Fatalf("exec from ns.Do ran in %s, want %s (host %s): refusing to touch a firewall", got, want, host)
-	}
-}
-
 type env struct {
 	t    *testing.T
 	v    variant
@@ -112,7 +89,7 @@ func newBareEnv(t *testing.T, v variant, adminAccepts ...uint16) *env {
 	netnstest.RequireRoot(t)
 	requireTools(t, "ipset", "nft", "iptables-nft", "iptables-legacy")
 	p := netnstest.NewPair(t)
-	requireExecInNS(t, p.Server)
+	netnstest.RequireExecInNS(t, p.Server)
 	p.Client.MustRun("ip", "addr", "add", otherClient4.String()+"/24", "dev", netnstest.ClientIf)
 	p.Client.MustRun("ip", "-6", "addr", "add", otherClient6.String()+"/64", "dev", netnstest.ClientIf, "nodad")
 	e := &env{t: t, v: v, pair: p}
@@ -178,26 +155,7 @@ func (e *env) lockDown(accepts []uint16) {
 
 // listen accepts and closes connections on port, both families, in the
 // server namespace, until the test ends.
-func (e *env) listen(port uint16) {
-	var ln net.Listener
-	err := e.pair.Server.Do(func() (err error) {
-		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
-		return err
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-}
+func (e *env) listen(port uint16) { e.pair.Server.Serve(e.t, port) }
 
 // reach reports whether a TCP connection from src (a client address) to
 // the server's port completes. A dropped SYN shows as a timeout.
@@ -609,7 +567,7 @@ func TestSweepOtherFamily(t *testing.T) {
 	netnstest.RequireRoot(t)
 	requireTools(t, "ipset", "nft", "iptables-nft", "iptables-legacy")
 	p := netnstest.NewPair(t)
-	requireExecInNS(t, p.Server)
+	netnstest.RequireExecInNS(t, p.Server)
 	e := &env{t: t, pair: p}
 	ctx := context.Background()
 	ports := []knock.Port{{Num: 22, Proto: knock.TCP}}

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/sesame-knock/sesame/core/grant"
 	"github.com/sesame-knock/sesame/core/journal"
 	"github.com/sesame-knock/sesame/core/knock"
+	"github.com/sesame-knock/sesame/failsafe"
 	"github.com/sesame-knock/sesame/internal/control"
 )
 
@@ -58,6 +60,7 @@ type sesamed struct {
 	eng     *engine.Engine
 	caps    *captures
 	notify  *Notifier
+	rescue  atomic.Pointer[failsafe.Switch]
 
 	mu      sync.Mutex // guards cfg, cfgErr, cfgHash
 	cfg     *config.Config
@@ -246,6 +249,9 @@ func (d *sesamed) serve(ctx context.Context) error {
 	}
 	goRun(func() { NewWatchdog(d.notify, sup.Heartbeats(), d.log.Named("watchdog")).Run(ctx) })
 	d.notify.Ready()
+	// A healthy start closes a rescue port that a failure opened.
+	d.startRescue(ctx, d.config())
+	goRun(func() { d.keepRescue(ctx, sup.Heartbeats()) })
 	d.updateStatus(ctx)
 
 	hup := make(chan os.Signal, 1)
@@ -340,12 +346,92 @@ func (d *sesamed) applyConfig(content []byte, sum [32]byte) error {
 	if err := d.eng.Reload(ctx, cfg); err != nil {
 		return fail(err)
 	}
+	d.reloadRescue(ctx, cfg)
 	d.mu.Lock()
 	d.cfg, d.cfgErr = cfg, ""
 	d.mu.Unlock()
 	d.saveLastGood(content)
 	d.log.Info(fmt.Sprintf("config reloaded: %d doors", len(cfg.Doors)), "doors", len(cfg.Doors))
 	return nil
+}
+
+// rescueOptions derives the failsafe's options from cfg, in the firewall
+// family the grants use (when there is one).
+func (d *sesamed) rescueOptions(cfg *config.Config) (failsafe.Options, error) {
+	opts, err := failsafe.FromConfig(cfg.Options, d.log.Named("rescue"))
+	if err != nil {
+		return opts, err
+	}
+	if d.fw != nil {
+		if k, err := firewall.ParseKind(d.fw.Name()); err == nil {
+			opts.Kind = k
+		}
+	}
+	return opts, nil
+}
+
+// startRescue installs the rescue port's dead man's switch (or removes a
+// leftover one when none is configured) and sets its heartbeat.
+func (d *sesamed) startRescue(ctx context.Context, cfg *config.Config) {
+	opts, err := d.rescueOptions(cfg)
+	if err == nil {
+		var sw *failsafe.Switch
+		if sw, err = failsafe.New(opts); err == nil {
+			if err = sw.Start(ctx); err == nil {
+				d.rescue.Store(sw)
+				return
+			}
+		}
+	}
+	if len(cfg.Options.RescuePorts) > 0 {
+		d.log.Error("rescue port not armed: "+err.Error(), "error", err)
+	} else {
+		d.log.Debug("no rescue configured", "cleanup_error", err)
+	}
+}
+
+// reloadRescue follows a config change; the heartbeat and an admin's
+// hold survive (Install keeps them).
+func (d *sesamed) reloadRescue(ctx context.Context, cfg *config.Config) {
+	opts, err := d.rescueOptions(cfg)
+	if err != nil {
+		d.log.Error("rescue not updated: "+err.Error(), "error", err)
+		return
+	}
+	sw, err := failsafe.New(opts)
+	if err == nil {
+		err = sw.Install(ctx)
+	}
+	if err != nil {
+		d.log.Error("rescue not updated: "+err.Error(), "error", err)
+		return
+	}
+	d.rescue.Store(sw)
+}
+
+// keepRescue refreshes the rescue's heartbeat only while every component
+// is healthy: a hung or dying daemon lets it lapse, and the kernel opens
+// the rescue port with no process needed.
+func (d *sesamed) keepRescue(ctx context.Context, hb *Heartbeats) {
+	for {
+		sw := d.rescue.Load()
+		wait := time.Second
+		if sw != nil && sw.Enabled() {
+			wait = sw.Interval()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if sw == nil || !sw.Enabled() {
+			continue
+		}
+		ok, stale := hb.Healthy(time.Now())
+		if err := sw.Tick(ctx, ok, strings.Join(stale, ",")); err != nil && ctx.Err() == nil {
+			d.log.Error("rescue heartbeat failed; the rescue opens if this persists", "error", err)
+		}
+	}
 }
 
 func lastGoodPath(stateDir string) string { return filepath.Join(stateDir, "last-good.conf") }
@@ -448,6 +534,9 @@ func (d *sesamed) refreshAddrs(ctx context.Context) {
 func (d *sesamed) updateStatus(ctx context.Context) {
 	st := d.Status()
 	s := fmt.Sprintf("%d doors on %s; %d grants, %d attempts", len(st.Doors), d.caps.describe(), st.Grants, st.Attempts)
+	if sw := d.rescue.Load(); sw != nil && sw.Enabled() {
+		s += "; " + sw.Summary()
+	}
 	if st.ConfigErr != "" {
 		s += "; config error (running config kept): " + st.ConfigErr
 	}

@@ -101,23 +101,7 @@ func TestRescueCommand(t *testing.T) {
 				p.Server.MustRun("iptables", "-P", "INPUT", "DROP")
 				p.Server.MustRun("iptables", "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
 			}
-			var ln net.Listener
-			if err := p.Server.Do(func() (err error) {
-				ln, err = net.Listen("tcp", fmt.Sprintf(":%d", rescuePort))
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { ln.Close() })
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					c.Close()
-				}
-			}()
+			p.Server.Serve(t, rescuePort)
 
 			door := "[ssh]\n sequence = 7000,8000,9000\n"
 			conf := filepath.Join(dir, "sesame.conf")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sesame-knock/sesame/core/config"
 	"github.com/sesame-knock/sesame/core/firewall"
+	"github.com/sesame-knock/sesame/failsafe"
 	"github.com/sesame-knock/sesame/internal/control"
 	"github.com/sesame-knock/sesame/internal/version"
 	"github.com/sesame-knock/sesame/supervisor"
@@ -130,6 +131,13 @@ func teardown(ctx context.Context, cfgPath string, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	status := 0
+	// The rescue first: left behind, it would lapse open.
+	if sw, err := failsafe.New(failsafe.Options{}); err == nil {
+		if err := sw.Remove(ctx); err != nil {
+			fmt.Fprintf(stderr, "sesamed: teardown rescue: %v\n", err)
+			status = 1
+		}
+	}
 	for _, k := range []firewall.Kind{firewall.NFTables, firewall.IPTablesNFT, firewall.IPTablesLegacy} {
 		b, err := firewall.New(k, nil)
 		if err != nil {

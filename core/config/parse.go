@@ -193,6 +193,11 @@ func (p *parser) optionKey(key, val string) {
 			p.errorf("Rescue_After: %v", err)
 			return
 		}
+		// The heartbeat lives in ipset or nft timeouts, whole seconds.
+		if d < time.Second {
+			p.errorf("Rescue_After: %s is less than 1 second", val)
+			return
+		}
 		o.RescueAfter = d
 	case "RESCUE_FROM":
 		pfx, err := parsePrefixes(val)

@@ -454,7 +454,7 @@ func TestDetectInNamespace(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := netnstest.NewNS(t, "det")
-			requireExecInNS(t, ns)
+			netnstest.RequireExecInNS(t, ns)
 			for _, f := range tc.setup {
 				f(t, ns)
 			}

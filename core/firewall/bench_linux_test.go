@@ -66,7 +66,7 @@ type benchEnv struct {
 func newBenchEnv(b *testing.B, v variant) *benchEnv {
 	netnstest.RequireRoot(b)
 	pair := netnstest.NewPair(b)
-	requireExecInNS(b, pair.Server)
+	netnstest.RequireExecInNS(b, pair.Server)
 	e := &benchEnv{pair: pair}
 	if err := pair.Server.Do(func() (err error) {
 		if e.b, err = New(v.kind, nil); err != nil {

@@ -41,7 +41,7 @@ func (v *xtView) parseSave(out, label string) {
 			if f := strings.Fields(l); len(f) >= 2 && f[1] != "ACCEPT" {
 				v.Policies = append(v.Policies, label+" "+ipInput+" "+f[1])
 			}
-		case strings.HasPrefix(l, "-A "+ipInput+" ") && !isJump(l):
+		case strings.HasPrefix(l, "-A "+ipInput+" ") && !isOwnJump(l):
 			v.InputRules++
 		}
 	}

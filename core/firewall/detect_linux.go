@@ -99,7 +99,8 @@ func probeNFT(ctx context.Context) ([]nftTableView, error) {
 	return views, nil
 }
 
-// isSesameJump recognises iptables-nft's `-A INPUT -j SESAME`: a counter
+// isSesameJump recognises iptables-nft's `-A INPUT -j SESAME` (or the
+// failsafe's SESAME-RESCUE): a counter
 // and a jump, nothing else.
 func isSesameJump(r *nftables.Rule) bool {
 	jump := false
@@ -107,7 +108,7 @@ func isSesameJump(r *nftables.Rule) bool {
 		switch e := e.(type) {
 		case *expr.Counter:
 		case *expr.Verdict:
-			jump = e.Kind == expr.VerdictJump && e.Chain == ipChain
+			jump = e.Kind == expr.VerdictJump && (e.Chain == ipChain || e.Chain == RescueChain)
 		default:
 			return false
 		}

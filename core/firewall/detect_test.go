@@ -48,6 +48,7 @@ func TestParseSave(t *testing.T) {
 		{"locked down", legacySaveLocked, 2, []string{"iptables INPUT DROP"}},
 		{"only Sesame and forward rules", legacySaveSesameOnly, 0, nil},
 		{"empty", "", 0, nil},
+		{"Sesame and its rescue only", strings.Replace(legacySaveSesameOnly, "-A INPUT -j SESAME\n", "-A INPUT -j SESAME\n-A INPUT -j SESAME-RESCUE\n", 1), 0, nil},
 	} {
 		var v xtView
 		v.parseSave(tc.out, "iptables")

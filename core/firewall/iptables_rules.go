@@ -63,7 +63,7 @@ func dateStop(cs []claim) string {
 // that are not Sesame grant rules (the -N line, or a rule someone else
 // put in the chain); those are left alone.
 func parseRule(line string) (e entry, ok bool, err error) {
-	args, err := splitArgs(line)
+	args, err := SplitRuleArgs(line)
 	if err != nil {
 		return e, false, err
 	}
@@ -104,10 +104,11 @@ func parseRule(line string) (e entry, ok bool, err error) {
 	return e, true, nil
 }
 
-// splitArgs splits an iptables -S line as iptables quotes it: words
+// SplitRuleArgs splits an iptables -S line as iptables quotes it: words
 // separated by spaces, double quotes around words with spaces, backslash
-// escaping a quote or backslash inside them.
-func splitArgs(line string) ([]string, error) {
+// escaping a quote or backslash inside them. The failsafe parses its own
+// chain with it too.
+func SplitRuleArgs(line string) ([]string, error) {
 	var args []string
 	var cur strings.Builder
 	inWord, inQuote := false, false
@@ -146,4 +147,13 @@ func splitArgs(line string) ([]string, error) {
 // isJump reports whether an `iptables -S INPUT` line is Sesame's jump.
 func isJump(line string) bool {
 	return strings.TrimSpace(line) == "-A "+ipInput+" "+strings.Join(ipJump, " ")
+}
+
+// RescueChain is the failsafe's iptables chain. Detection counts a jump
+// to it as Sesame's own, like the jump to SESAME, not as the admin's.
+const RescueChain = "SESAME-RESCUE"
+
+// isOwnJump reports whether an INPUT rule is one of Sesame's jumps.
+func isOwnJump(line string) bool {
+	return isJump(line) || strings.TrimSpace(line) == "-A "+ipInput+" -j "+RescueChain
 }

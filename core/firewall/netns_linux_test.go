@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -57,30 +56,6 @@ func requireTools(t *testing.T, tools ...string) {
 	}
 }
 
-// requireExecInNS proves that a program started from ns.Do runs inside the
-// namespace: go-iptables execs iptables from the calling thread, and if
-// that thread were not the namespaced one the test would change the
-// host's firewall. Checked on every environment, before any firewall call.
-func requireExecInNS(t testing.TB, ns *netnstest.NS) {
-	t.Helper()
-	want := strings.TrimSpace(ns.MustRun("readlink", "/proc/self/ns/net"))
-	host, err := os.Readlink("/proc/self/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got string
-	if err := ns.Do(func() error {
-		out, err := exec.Command("readlink", "/proc/self/ns/net").Output()
-		got = strings.TrimSpace(string(out))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if got != want || got == host {
-		t.Fatalf("exec from ns.Do ran in %s, want %s (host %s): refusing to touch a firewall", got, want, host)
-	}
-}
-
 type testEnv struct {
 	t    *testing.T
 	v    variant
@@ -114,7 +89,7 @@ func newTestEnvNoSetup(t *testing.T, v variant) *testEnv {
 	netnstest.RequireRoot(t)
 	requireTools(t, "nft", "iptables-nft", "iptables-legacy", "ip6tables-nft", "ip6tables-legacy")
 	pair := netnstest.NewPair(t)
-	requireExecInNS(t, pair.Server)
+	netnstest.RequireExecInNS(t, pair.Server)
 	e := &testEnv{t: t, v: v, pair: pair}
 	pair.Client.MustRun("ip", "addr", "add", otherClient4.String()+"/24", "dev", netnstest.ClientIf)
 	pair.Client.MustRun("ip", "-6", "addr", "add", otherClient6.String()+"/64", "dev", netnstest.ClientIf, "nodad")
@@ -228,23 +203,7 @@ func (e *testEnv) reconcile(want ...Grant) Report {
 	return rep
 }
 
-func (e *testEnv) listen() {
-	var ln net.Listener
-	e.must(e.pair.Server.Do(func() (err error) {
-		ln, err = net.Listen("tcp", fmt.Sprintf("[::]:%d", guardedPort))
-		return err
-	}))
-	e.t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-}
+func (e *testEnv) listen() { e.pair.Server.Serve(e.t, guardedPort) }
 
 // dial connects from src (a client address) to the server's address of
 // the same family on the guarded port. A drop shows up as a timeout.

@@ -11,6 +11,7 @@ package netnstest
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -182,4 +183,70 @@ func (n *NS) Do(fn func() error) error {
 		errc <- ferr
 	}()
 	return <-errc
+}
+
+// Serve listens on TCP port (IPv4 and IPv6) inside the namespace and
+// accepts and closes every connection, until the test ends: a stand-in
+// for the service a door or the rescue protects.
+func (n *NS) Serve(tb testing.TB, port uint16) {
+	tb.Helper()
+	var ln net.Listener
+	if err := n.Do(func() (err error) {
+		ln, err = net.Listen("tcp", fmt.Sprintf("[::]:%d", port))
+		return err
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+}
+
+// Connects reports whether a TCP connection from inside the namespace
+// (from src when it is valid) to dst:port completes within timeout.
+func (n *NS) Connects(src, dst netip.Addr, port uint16, timeout time.Duration) bool {
+	ok := false
+	n.Do(func() error {
+		d := net.Dialer{Timeout: timeout}
+		if src.IsValid() {
+			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+		}
+		c, err := d.Dial("tcp", netip.AddrPortFrom(dst, port).String())
+		if err == nil {
+			ok = true
+			c.Close()
+		}
+		return nil
+	})
+	return ok
+}
+
+// RequireExecInNS proves that a program started from n.Do runs inside
+// the namespace, before a test lets a library exec iptables, ipset or nft
+// from there: if it did not, the test would change the host's firewall.
+func RequireExecInNS(tb testing.TB, n *NS) {
+	tb.Helper()
+	want := strings.TrimSpace(n.MustRun("readlink", "/proc/self/ns/net"))
+	host, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var got string
+	if err := n.Do(func() error {
+		out, err := exec.Command("readlink", "/proc/self/ns/net").Output()
+		got = strings.TrimSpace(string(out))
+		return err
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	if got != want || got == host {
+		tb.Fatalf("exec from ns.Do ran in %s, want %s (host %s): refusing to touch a firewall", got, want, host)
+	}
 }
