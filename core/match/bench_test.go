@@ -38,6 +38,11 @@ func BenchmarkObserve(b *testing.B) {
 			src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
 			return knock.Packet{Src: src, Dst: local, Port: 9000, Proto: knock.TCP, Flags: knock.SYN}
 		}},
+		{"ipv6-flood-first-knocks", 65536, func(i int) knock.Packet {
+			var a [16]byte
+			a[0], a[1], a[13], a[14], a[15] = 0x20, 0x01, byte(i>>16), byte(i>>8), byte(i)
+			return knock.Packet{Src: netip.AddrFrom16(a), Dst: local6, Port: 7000, Proto: knock.TCP, Flags: knock.SYN}
+		}},
 		{"invisible", 65536, func(i int) knock.Packet {
 			return knock.Packet{Src: srcA, Dst: local, Port: 22, Proto: knock.TCP, Flags: knock.SYN}
 		}},

@@ -76,8 +76,9 @@ const none = -1
 // attempt holds no pointers, so the slab is never scanned by the GC and
 // stores into it need no write barriers.
 type attempt struct {
-	src      [16]byte // As16 of the unmapped source
-	v4       bool
+	// 64 bytes, so a freshly allocated slab keeps one attempt per cache
+	// line: under a flood every attempt touched is a cold one.
+	src      [16]byte      // As16 of the unmapped source
 	deadline time.Duration // since the matcher's epoch
 	door     int32
 	stage    int32 // knocks matched so far
@@ -87,8 +88,9 @@ type attempt struct {
 	nextAge  int32
 	prevTO   int32
 	nextTO   int32
-	ageList  int8 // 0: first-stage list, 1: advanced list
 	tclass   int16
+	ageList  int8 // 0: first-stage list, 1: advanced list
+	v4       bool
 }
 
 type list struct{ head, tail int32 }
@@ -108,17 +110,23 @@ type Matcher struct {
 	classes []time.Duration
 	doorTC  []int16
 
-	local map[[16]byte]struct{} // by As16 of the unmapped address
+	// Local addresses, split by family like bySrc4/bySrc6.
+	local4 map[uint32]struct{}
+	local6 map[[16]byte]struct{}
 
 	epoch    time.Time
 	epochSet bool
 
-	slab  []attempt
-	free  int32              // free list through nextSrc
-	bySrc map[[16]byte]int32 // keyed by As16 of an unmapped address: cheaper to hash than netip.Addr
-	age   [2]list            // eviction order: first-stage attempts go first
-	tl    []list             // per timeout class, oldest first
-	n     int
+	slab []attempt
+	free int32 // free list through nextSrc
+	// Each source's first attempt, by address: IPv4 sources (what floods
+	// are made of) in a map with a 4-byte key, which Go's maps hash on a
+	// fast path; IPv6 by the 16 bytes.
+	bySrc4 map[uint32]int32
+	bySrc6 map[[16]byte]int32
+	age    [2]list // eviction order: first-stage attempts go first
+	tl     []list  // per timeout class, oldest first
+	n      int
 
 	events []Event
 	stats  Stats
@@ -136,8 +144,10 @@ func New(doors []Door, maxAttempts int) *Matcher {
 	m := &Matcher{
 		max:    maxAttempts,
 		free:   none,
-		bySrc:  make(map[[16]byte]int32, hint),
-		local:  make(map[[16]byte]struct{}),
+		bySrc4: make(map[uint32]int32, hint),
+		bySrc6: make(map[[16]byte]int32),
+		local4: make(map[uint32]struct{}),
+		local6: make(map[[16]byte]struct{}),
 		age:    [2]list{{none, none}, {none, none}},
 		events: make([]Event, 0, 16),
 	}
@@ -148,9 +158,14 @@ func New(doors []Door, maxAttempts int) *Matcher {
 // SetLocal replaces the set of local addresses doors without a Target
 // listen on.
 func (m *Matcher) SetLocal(addrs []netip.Addr) {
-	clear(m.local)
+	clear(m.local4)
+	clear(m.local6)
 	for _, a := range addrs {
-		m.local[a.Unmap().As16()] = struct{}{}
+		if a = a.Unmap(); a.Is4() {
+			m.local4[v4key(a.As16())] = struct{}{}
+		} else {
+			m.local6[a.As16()] = struct{}{}
+		}
 	}
 }
 
@@ -279,7 +294,8 @@ func containsPort(ps []knock.Port, p knock.Port) bool {
 func (m *Matcher) reset() {
 	m.slab = m.slab[:0]
 	m.free = none
-	clear(m.bySrc)
+	clear(m.bySrc4)
+	clear(m.bySrc6)
 	m.age = [2]list{{none, none}, {none, none}}
 	m.n = 0
 }
@@ -292,6 +308,15 @@ func (m *Matcher) mono(now time.Time) time.Duration {
 		m.epoch, m.epochSet = now, true
 	}
 	return now.Sub(m.epoch)
+}
+
+func (m *Matcher) isLocal(dst netip.Addr) bool {
+	if dst.Is4() {
+		_, ok := m.local4[v4key(dst.As16())]
+		return ok
+	}
+	_, ok := m.local6[dst.As16()]
+	return ok
 }
 
 // accepts reports whether a knock to dst counts for d; isLocal says
@@ -322,7 +347,7 @@ func (m *Matcher) Observe(p knock.Packet, now time.Time) []Event {
 		m.stats.Invisible++
 		return m.events
 	}
-	_, isLocal := m.local[p.Dst.As16()]
+	isLocal := m.isLocal(p.Dst)
 
 	// A packet no door would see is invisible: knockd's capture filter
 	// never delivers it, so it must not reset anything here either.
@@ -340,7 +365,8 @@ func (m *Matcher) Observe(p knock.Packet, now time.Time) []Event {
 	}
 
 	src := p.Src.As16()
-	head := m.headOf(src)
+	v4 := p.Src.Is4()
+	head := m.headOf(src, v4)
 	found := false
 	for i := head; i != none; {
 		a := &m.slab[i]
@@ -385,7 +411,7 @@ func (m *Matcher) Observe(p knock.Packet, now time.Time) []Event {
 			continue
 		}
 		if len(d.Sequence) > 1 {
-			head = m.start(src, p.Src.Is4(), di, t, head)
+			head = m.start(src, v4, di, t, head)
 		}
 		m.emit(Stage, di, p.Src, 1)
 		if len(d.Sequence) == 1 {

@@ -17,11 +17,38 @@ func (a *attempt) addr() netip.Addr {
 	return netip.AddrFrom16(a.src)
 }
 
-func (m *Matcher) headOf(src [16]byte) int32 {
-	if i, ok := m.bySrc[src]; ok {
-		return i
+func v4key(src [16]byte) uint32 {
+	return uint32(src[12])<<24 | uint32(src[13])<<16 | uint32(src[14])<<8 | uint32(src[15])
+}
+
+func (m *Matcher) headOf(src [16]byte, v4 bool) int32 {
+	var i int32
+	var ok bool
+	if v4 {
+		i, ok = m.bySrc4[v4key(src)]
+	} else {
+		i, ok = m.bySrc6[src]
 	}
-	return none
+	if !ok {
+		return none
+	}
+	return i
+}
+
+func (m *Matcher) setHead(src [16]byte, v4 bool, i int32) {
+	if v4 {
+		m.bySrc4[v4key(src)] = i
+	} else {
+		m.bySrc6[src] = i
+	}
+}
+
+func (m *Matcher) deleteHead(src [16]byte, v4 bool) {
+	if v4 {
+		delete(m.bySrc4, v4key(src))
+	} else {
+		delete(m.bySrc6, src)
+	}
 }
 
 func (m *Matcher) alloc() int32 {
@@ -40,7 +67,7 @@ func (m *Matcher) alloc() int32 {
 func (m *Matcher) start(src [16]byte, v4 bool, door int32, t time.Duration, head int32) int32 {
 	if m.n >= m.max {
 		if m.evictOldest() == src {
-			head = m.headOf(src) // the evicted one was this source's
+			head = m.headOf(src, v4) // the evicted one was this source's
 		}
 	}
 	i := m.alloc()
@@ -51,7 +78,7 @@ func (m *Matcher) start(src [16]byte, v4 bool, door int32, t time.Duration, head
 
 // link puts slab[i] (fields src, v4, door, stage, tclass, deadline set)
 // at the tail of its source, age and timeout lists.
-func (m *Matcher) link(i int32) { m.linkWithHead(i, m.headOf(m.slab[i].src)) }
+func (m *Matcher) link(i int32) { m.linkWithHead(i, m.headOf(m.slab[i].src, m.slab[i].v4)) }
 
 // linkWithHead is link when the source's chain head is known; it returns
 // the (possibly new) head.
@@ -63,7 +90,7 @@ func (m *Matcher) linkWithHead(i, h int32) int32 {
 	a.prevSrc, a.nextSrc = none, none
 	head := h
 	if h == none {
-		m.bySrc[a.src] = i
+		m.setHead(a.src, a.v4, i)
 		head = i
 	} else {
 		for m.slab[h].nextSrc != none {
@@ -130,9 +157,9 @@ func (m *Matcher) remove(i int32) {
 	case a.prevSrc != none:
 		m.slab[a.prevSrc].nextSrc = a.nextSrc
 	case a.nextSrc == none:
-		delete(m.bySrc, a.src)
+		m.deleteHead(a.src, a.v4)
 	default:
-		m.bySrc[a.src] = a.nextSrc
+		m.setHead(a.src, a.v4, a.nextSrc)
 	}
 	if a.nextSrc != none {
 		m.slab[a.nextSrc].prevSrc = a.prevSrc
