@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/time/rate"
 
 	"github.com/sesame-knock/sesame/core/config"
 	"github.com/sesame-knock/sesame/core/grant"
@@ -29,6 +30,15 @@ type Grants interface {
 // Filter is what the engine tells capture when the knock ports or
 // targets change (a one-time sequence was used, a reload).
 type Filter func(ports []knock.Port, targets []netip.Addr)
+
+// Stage and timeout log lines are limited to StageLogRate per second
+// with bursts of StageLogBurst: well under journald's default limit, so
+// the lines that matter (opens, grants, revocations) are never the ones
+// journald drops.
+const (
+	StageLogRate  = 100
+	StageLogBurst = 1000
+)
 
 // Options configure an Engine.
 type Options struct {
@@ -71,6 +81,13 @@ type Engine struct {
 	timerAt  time.Time
 	evicted  uint64 // matcher evictions already reported
 	lastWarn time.Time
+	// stageLog limits stage and timeout lines: under a spoofed flood
+	// every packet is a "Stage 1", and journald's own rate limit (10000
+	// per 30 s per service by default) would then drop entries without
+	// regard to what they are, grants and revocations included. Opens
+	// are never limited. suppressed counts what was left out.
+	stageLog   *rate.Limiter
+	suppressed uint64
 }
 
 // New returns an Engine for cfg. It opens the doors' one-time files.
@@ -81,7 +98,8 @@ func New(cfg *config.Config, opts Options) (*Engine, error) {
 	if opts.Queue <= 0 {
 		opts.Queue = 8192
 	}
-	e := &Engine{opts: opts, log: opts.Logger, in: make(chan knock.Packet, opts.Queue), ctl: make(chan func()), trace: opts.Logger.IsTrace()}
+	e := &Engine{opts: opts, log: opts.Logger, in: make(chan knock.Packet, opts.Queue), ctl: make(chan func()), trace: opts.Logger.IsTrace(),
+		stageLog: rate.NewLimiter(StageLogRate, StageLogBurst)}
 	ot, err := openOneTime(cfg, nil, e.log)
 	if err != nil {
 		return nil, err
@@ -313,11 +331,16 @@ func (e *Engine) Run(ctx context.Context, heartbeat func(), interval time.Durati
 // a flood evicts thousands of attempts per second.
 func (e *Engine) noteEvictions(now time.Time) {
 	n := e.m.Stats().Evictions
-	if n == e.evicted || now.Sub(e.lastWarn) < 10*time.Second {
+	if (n == e.evicted && e.suppressed == 0) || now.Sub(e.lastWarn) < 10*time.Second {
 		return
 	}
-	e.log.Warn(fmt.Sprintf("attempt table full (MaxAttempts %d): evicted %d attempts", e.cfg.Options.MaxAttempts, n-e.evicted), "evicted", n-e.evicted)
-	e.evicted, e.lastWarn = n, now
+	if n != e.evicted {
+		e.log.Warn(fmt.Sprintf("attempt table full (MaxAttempts %d): evicted %d attempts", e.cfg.Options.MaxAttempts, n-e.evicted), "evicted", n-e.evicted)
+	}
+	if e.suppressed > 0 {
+		e.log.Warn(fmt.Sprintf("%d stage and timeout log lines suppressed (more than %d per second: a flood?)", e.suppressed, StageLogRate), "suppressed", e.suppressed)
+	}
+	e.evicted, e.suppressed, e.lastWarn = n, 0, now
 }
 
 // arm keeps the expiry timer at the matcher's next deadline, so
@@ -341,6 +364,10 @@ func (e *Engine) handle(evs []match.Event, now time.Time) {
 		src := ev.Src.String()
 		switch ev.Kind {
 		case match.Stage:
+			if !e.stageLog.AllowN(now, 1) {
+				e.suppressed++
+				continue
+			}
 			e.log.Info(fmt.Sprintf("%s: %s: Stage %d", src, d.Name, ev.Stage), "event", "stage", "door", d.Name, "source", src, "stage", ev.Stage)
 		case match.Open:
 			e.opens.Add(1)
@@ -348,6 +375,10 @@ func (e *Engine) handle(evs []match.Event, now time.Time) {
 			e.opts.Grants.Open(d, ev.Src, now)
 			e.useOneTime(ev.Door)
 		case match.Timeout:
+			if !e.stageLog.AllowN(now, 1) {
+				e.suppressed++
+				continue
+			}
 			e.log.Info(fmt.Sprintf("%s: %s: sequence timeout (stage %d)", src, d.Name, ev.Stage), "event", "timeout", "door", d.Name, "source", src, "stage", ev.Stage)
 		case match.Reset:
 			e.log.Debug(fmt.Sprintf("%s: %s: sequence reset (stage %d)", src, d.Name, ev.Stage), "door", d.Name, "source", src, "stage", ev.Stage)

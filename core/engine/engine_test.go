@@ -190,3 +190,23 @@ func TestSubmitNeverBlocks(t *testing.T) {
 		t.Errorf("dropped %d, want 6", d)
 	}
 }
+
+func TestStageLinesAreLimitedButOpensAreNot(t *testing.T) {
+	e, g, buf, _ := start(t, "[ssh]\nsequence=7000,8000\n[one]\nsequence=5000:udp\nstart_command=true\n")
+	// A flood of first knocks from 3000 sources, then a real knocker.
+	for i := 0; i < 3000; i++ {
+		src := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
+		e.Submit(knock.Packet{Src: src, Dst: local, Port: 7000, Proto: knock.TCP, Flags: knock.SYN})
+		if i%500 == 0 {
+			time.Sleep(time.Millisecond) // let the queue drain
+		}
+	}
+	e.Submit(knock.Packet{Src: src, Dst: local, Port: 5000, Proto: knock.UDP})
+	waitFor(t, "the real open", func() bool { return len(g.opens()) == 1 })
+	if !strings.Contains(buf.String(), "192.0.2.5: one: OPEN SESAME") {
+		t.Error("open line missing")
+	}
+	if n := strings.Count(buf.String(), ": ssh: Stage 1"); n > StageLogBurst+50 || n < StageLogBurst {
+		t.Errorf("%d stage lines logged for 3000 first knocks; want about the burst of %d", n, StageLogBurst)
+	}
+}
