@@ -156,6 +156,14 @@ type Manager struct {
 	byKey  map[key]*entry
 	byID   map[string]*entry
 	closed bool
+	// limited counts, per door, opens refused by the rate limit since
+	// the last warning about them.
+	limited map[string]limitNote
+}
+
+type limitNote struct {
+	n    int
+	last time.Time
 }
 
 // New returns a Manager.
@@ -181,7 +189,7 @@ func New(opts Options) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{
 		opts: opts, log: opts.Logger, clock: opts.Clock, ctx: ctx, cancel: cancel,
-		byKey: make(map[key]*entry), byID: make(map[string]*entry),
+		byKey: make(map[key]*entry), byID: make(map[string]*entry), limited: make(map[string]limitNote),
 	}
 }
 
@@ -225,7 +233,15 @@ func (m *Manager) Open(d *config.Door, src netip.Addr, now time.Time) Outcome {
 		return Ignored
 	}
 	if !m.opts.Commands.Allow(d.Name, now) {
-		m.log.Warn(d.Name+": command rate limit reached, knock from "+src.String()+" ignored", "door", d.Name, "source", src.String())
+		// One line per door per second: a door that fires on every
+		// packet of a flood must not flood the log instead.
+		l := m.limited[d.Name]
+		l.n++
+		if now.Sub(l.last) >= time.Second {
+			m.log.Warn(fmt.Sprintf("%s: command rate limit reached, %d knocks ignored (last from %s)", d.Name, l.n, src), "door", d.Name, "source", src.String(), "ignored", l.n)
+			l.n, l.last = 0, now
+		}
+		m.limited[d.Name] = l
 		return RateLimited
 	}
 	if stop == "" && !native {
