@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +26,7 @@ type allOptions struct {
 	FloodRates    []float64
 	FloodKnockers int
 	FloodWarm     time.Duration
+	FloodStagger  time.Duration
 	Extras        bool // wrong-stage, IPv6 and native-backend flood rows
 	Interval      time.Duration
 	Out, JSON     string
@@ -34,11 +36,16 @@ type allOptions struct {
 	Work          string
 	Keep          bool
 	Command       string
+	Only          map[string]bool // sections to run; empty: all
 }
+
+var sections = []string{"latency", "noise", "flood", "match"}
+
+func (o allOptions) runs(section string) bool { return len(o.Only) == 0 || o.Only[section] }
 
 func allCmd(stdout, stderr io.Writer) *cobra.Command {
 	var o allOptions
-	var rates string
+	var rates, only string
 	c := &cobra.Command{
 		Use:   "all",
 		Short: "Run every benchmark, knockd and sesamed one after the other, and print the markdown report",
@@ -61,6 +68,18 @@ func allCmd(stdout, stderr io.Writer) *cobra.Command {
 				}
 				o.FloodRates = append(o.FloodRates, v)
 			}
+			for _, s := range strings.Split(only, ",") {
+				if s = strings.TrimSpace(s); s == "" {
+					continue
+				}
+				if !slices.Contains(sections, s) {
+					return fmt.Errorf("--only: unknown section %q (one of %s)", s, strings.Join(sections, ", "))
+				}
+				if o.Only == nil {
+					o.Only = map[string]bool{}
+				}
+				o.Only[s] = true
+			}
 			return runAll(cmd.Context(), o, stdout, stderr)
 		},
 	}
@@ -70,6 +89,8 @@ func allCmd(stdout, stderr io.Writer) *cobra.Command {
 	f.IntVar(&o.NoiseSamples, "noise-samples", 30, "knock-to-connect samples per configuration under noise")
 	f.StringVar(&rates, "flood-rates", "10000,50000,100000", "spoofed first-knock flood `RATES` (packets/s)")
 	f.IntVar(&o.FloodKnockers, "flood-knockers", 100, "real knockers per flood")
+	f.DurationVar(&o.FloodStagger, "flood-stagger", 110*time.Millisecond,
+		"spacing of the real knockers' starts (sesamed runs at most 10 start commands per second per door, burst 20)")
 	f.DurationVar(&o.FloodWarm, "flood-warm", time.Second, "flood time before the real knockers start")
 	f.BoolVar(&o.Extras, "extras", true, "also flood with wrong-stage knocks and IPv6, and sesamed nftables, at the top rate")
 	f.DurationVar(&o.Interval, "interval", 100*time.Microsecond, "spacing of connection attempts while timing a knock")
@@ -80,6 +101,7 @@ func allCmd(stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.BenchTime, "benchtime", "1s", "go test -benchtime for the matcher")
 	f.StringVar(&o.Sesamed, "sesamed", "", "the sesamed binary (default: next to sesame-bench, else $PATH)")
 	f.StringVar(&o.Work, "work", "", "keep configs and logs under `DIR` (default: a temporary directory, removed)")
+	f.StringVar(&only, "only", "", "run only these `SECTIONS` (comma list of "+strings.Join(sections, ", ")+")")
 	f.StringVar(&o.Command, "command", "sesame-bench all", "the command line to quote in the report")
 	return c
 }
@@ -154,7 +176,8 @@ func runAll(ctx context.Context, o allOptions, stdout, stderr io.Writer) error {
 		}
 	}()
 	r := &runner{ctx: ctx, lab: l, self: self, sesamed: o.Sesamed, work: work, log: stderr, o: o}
-	res := &results{Machine: machine(o.Go), Command: o.Command, Quick: o.Quick, Started: time.Now(), Interval: o.Interval.String()}
+	res := &results{Machine: machine(o.Go), Command: o.Command, Quick: o.Quick, Started: time.Now(), Interval: o.Interval.String(),
+		FloodWarm: o.FloodWarm, Stagger: o.FloodStagger}
 	if err := r.runAll(res); err != nil {
 		return err
 	}
@@ -180,6 +203,33 @@ func runAll(ctx context.Context, o allOptions, stdout, stderr io.Writer) error {
 // runAll runs the scenarios in order; a scenario's own failure is
 // recorded in its row, only Ctrl-C stops the run.
 func (r *runner) runAll(res *results) error {
+	if r.o.runs("latency") {
+		if err := r.runLatency(res); err != nil {
+			return err
+		}
+	}
+	if r.o.runs("noise") {
+		if err := r.runNoise(res); err != nil {
+			return err
+		}
+	}
+	if r.o.runs("flood") {
+		if err := r.runFlood(res); err != nil {
+			return err
+		}
+	}
+	if r.o.runs("match") {
+		r.progress("matcher: go test -bench Observe")
+		rows, line, err := runMatchBench(r.ctx, r.o.Go, r.o.Repo, r.o.BenchTime)
+		res.Match, res.MatchCmd = rows, strings.Replace(line, r.o.Go+" ", "go ", 1)
+		if err != nil {
+			res.MatchErr = err.Error()
+		}
+	}
+	return r.ctx.Err()
+}
+
+func (r *runner) runLatency(res *results) error {
 	for _, fam := range r.families() {
 		for _, v := range []variant{knockdShell, sesameShell, sesameIPTNFT, sesameIPTLeg, sesameNFTables} {
 			if fam == 6 && (v == sesameIPTNFT || v == sesameIPTLeg) {
@@ -191,12 +241,20 @@ func (r *runner) runAll(res *results) error {
 			}
 		}
 	}
+	return nil
+}
+
+func (r *runner) runNoise(res *results) error {
 	for _, v := range []variant{knockdShell, sesameShell, sesameNFTables} {
 		res.Noise = append(res.Noise, r.latency(v, 4, r.o.NoiseSamples, true))
 		if err := r.ctx.Err(); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+func (r *runner) runFlood(res *results) error {
 	type flood struct {
 		mode string
 		fam  int
@@ -222,13 +280,7 @@ func (r *runner) runAll(res *results) error {
 			}
 		}
 	}
-	r.progress("matcher: go test -bench Observe")
-	rows, line, err := runMatchBench(r.ctx, r.o.Go, r.o.Repo, r.o.BenchTime)
-	res.Match, res.MatchCmd = rows, strings.Replace(line, r.o.Go+" ", "go ", 1)
-	if err != nil {
-		res.MatchErr = err.Error()
-	}
-	return r.ctx.Err()
+	return nil
 }
 
 func (r *runner) families() []int {

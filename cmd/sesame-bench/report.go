@@ -64,9 +64,12 @@ func report(w io.Writer, r *results) {
 			"from a new address each time, *wrong-stage* sends its later knocks from addresses with no attempt. "+
 			"The flood starts %s before the knockers and runs until they are done. CPU is the daemon's own user+sys "+
 			"time over the flood (/proc/PID/stat, %% of one core; commands it starts are not included); RSS is its "+
-			"peak resident set (VmHWM). *Drops* are frames the veth itself dropped.\n\n", "1 s")
-		p("| Flood | Target pps | Achieved pps | Daemon, grant | Knockers in | Median / p99 ms | Daemon CPU | Peak RSS | Drops |\n")
-		p("|---|---:|---:|---|---:|---:|---:|---:|---:|\n")
+			"peak resident set (VmHWM). *Socket drops* are frames the kernel dropped because the daemon's capture socket "+
+			"was full (sk_drops from `ss`; knockd's mmap ring counts its overruns elsewhere, so it shows —). *Log lines* "+
+			"is what the daemon wrote to its output and LogFile. The veth itself dropped %d frames over all rows.\n\n",
+			r.FloodWarm, vethDrops(r))
+		p("| Flood | Target pps | Achieved pps | Daemon, grant | Knockers in | Median / p99 ms | Daemon CPU | Peak RSS | Socket drops | Log lines |\n")
+		p("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|\n")
 		for _, f := range r.Flood {
 			what := "none"
 			if f.Rate > 0 {
@@ -84,12 +87,16 @@ func report(w io.Writer, r *results) {
 				achieved = fmt.Sprintf("%.0f", f.Gen.PPS)
 			}
 			if f.Err != "" {
-				p("| %s | %s | %s | %s | error: %s | | | | |\n", what, target, achieved, f.Variant, oneLine(f.Err))
+				p("| %s | %s | %s | %s | error: %s | | | | | |\n", what, target, achieved, f.Variant, oneLine(f.Err))
 				continue
 			}
 			xs, ok := latencies(f.Knockers)
-			p("| %s | %s | %s | %s | %d / %d | %s / %s | %.1f%% | %.1f MiB | %d |\n", what, target, achieved, f.Variant,
-				ok, len(f.Knockers), ms(median(xs)), ms(quantile(xs, 0.99)), f.CPUPct, float64(f.HWMKiB)/1024, f.RxDropped)
+			drops := "—"
+			if f.SocketDrops >= 0 {
+				drops = fmt.Sprint(f.SocketDrops)
+			}
+			p("| %s | %s | %s | %s | %d / %d | %s / %s | %.1f%% | %.1f MiB | %s | %d |\n", what, target, achieved, f.Variant,
+				ok, len(f.Knockers), ms(median(xs)), ms(quantile(xs, 0.99)), f.CPUPct, float64(f.HWMKiB)/1024, drops, f.LogLines)
 		}
 	}
 
@@ -108,6 +115,14 @@ func report(w io.Writer, r *results) {
 	for _, n := range notes(r) {
 		p("- %s\n", n)
 	}
+}
+
+func vethDrops(r *results) uint64 {
+	var n uint64
+	for _, f := range r.Flood {
+		n += f.RxDropped
+	}
+	return n
 }
 
 func latencyTable(w io.Writer, r *results, rows []latencyRow, noise bool) {

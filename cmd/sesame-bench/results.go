@@ -23,7 +23,9 @@ type latencyRow struct {
 	Samples []sample `json:"samples"`
 	// Noise is the generator's report when the row ran under noise.
 	Noise *genReport `json:"noise,omitempty"`
-	Err   string     `json:"error,omitempty"`
+	// Capture is how the daemon's packet socket captures (from ss).
+	Capture string `json:"capture,omitempty"`
+	Err     string `json:"error,omitempty"`
 }
 
 // floodRow is 100 real knockers under one spoofed flood.
@@ -41,20 +43,29 @@ type floodRow struct {
 	// RxDropped counts packets the server's veth dropped (its backlog
 	// full): traffic sent but never seen by anyone.
 	RxDropped uint64 `json:"rx_dropped"`
-	Err       string `json:"error,omitempty"`
+	// SocketDrops are frames the kernel dropped because the daemon's
+	// capture socket's receive buffer was full; -1 when ss cannot tell
+	// (a mmap ring's overruns are not counted there).
+	SocketDrops int64  `json:"socket_drops"`
+	Capture     string `json:"capture,omitempty"`
+	// LogLines is what the daemon wrote to its output and LogFile.
+	LogLines int64  `json:"log_lines"`
+	Err      string `json:"error,omitempty"`
 }
 
 type results struct {
-	Machine  machineInfo  `json:"machine"`
-	Command  string       `json:"command"`
-	Quick    bool         `json:"quick"`
-	Started  time.Time    `json:"started"`
-	Finished time.Time    `json:"finished"`
-	Interval string       `json:"probe_interval"`
-	Latency  []latencyRow `json:"latency"`
-	Noise    []latencyRow `json:"noise"`
-	Flood    []floodRow   `json:"flood"`
-	Match    []matchRow   `json:"match"`
-	MatchCmd string       `json:"match_cmd"`
-	MatchErr string       `json:"match_error,omitempty"`
+	Machine   machineInfo   `json:"machine"`
+	Command   string        `json:"command"`
+	Quick     bool          `json:"quick"`
+	Started   time.Time     `json:"started"`
+	Finished  time.Time     `json:"finished"`
+	Interval  string        `json:"probe_interval"`
+	FloodWarm time.Duration `json:"flood_warm"`
+	Stagger   time.Duration `json:"flood_stagger"`
+	Latency   []latencyRow  `json:"latency"`
+	Noise     []latencyRow  `json:"noise"`
+	Flood     []floodRow    `json:"flood"`
+	Match     []matchRow    `json:"match"`
+	MatchCmd  string        `json:"match_cmd"`
+	MatchErr  string        `json:"match_error,omitempty"`
 }

@@ -92,12 +92,30 @@ func (r *runner) setup(v variant, knockers []netip.Addr, watch bool) (*stage, er
 	return s, s.daemon.waitFor(10*time.Second, "listening on", ready)
 }
 
+// socket returns the daemon's capture socket as ss shows it.
+func (s *stage) socket() (pktSock, bool) {
+	out, err := s.p.srv.output("ss", "-0", "-e", "-m", "-p", "-n")
+	if err != nil {
+		return pktSock{}, false
+	}
+	for _, k := range parseSS(out) {
+		if k.PID == s.daemon.pid() {
+			return k, true
+		}
+	}
+	return pktSock{}, false
+}
+
 func (r *runner) teardown(s *stage) {
 	if s == nil || s.p == nil {
 		return
 	}
 	if err := r.lab.release(s.p, s.daemon, s.listener); err != nil {
 		r.progress("cleanup: %v", err)
+	}
+	if r.o.Work == "" {
+		// A flood's logs run to hundreds of megabytes; nobody asked to keep them.
+		_ = os.RemoveAll(s.dir)
 	}
 }
 
@@ -225,6 +243,9 @@ func (r *runner) latency(v variant, fam, n int, noise bool) latencyRow {
 		row.Err = err.Error()
 		return row
 	}
+	if k, ok := s.socket(); ok {
+		row.Capture = k.describe()
+	}
 	var gen *proc
 	if noise {
 		if gen, err = r.startGen(s, fam, modeNoise, 0, 10*time.Minute); err != nil {
@@ -257,7 +278,7 @@ func (r *runner) latency(v variant, fam, n int, noise bool) latencyRow {
 // rate (no flood when rate is 0), and measures the daemon's CPU and peak
 // memory over the flood.
 func (r *runner) flood(v variant, mode string, fam int, rate float64) floodRow {
-	row := floodRow{Variant: v, Mode: mode, Family: fam, Rate: rate}
+	row := floodRow{Variant: v, Mode: mode, Family: fam, Rate: rate, SocketDrops: -1}
 	r.progress("flood: %s, %s IPv%d at %.0f packets/s, %d knockers", v, mode, fam, rate, r.o.FloodKnockers)
 	srcs := knockerAddrs(fam, 2, r.o.FloodKnockers)
 	s, err := r.setup(v, srcs, false)
@@ -283,9 +304,15 @@ func (r *runner) flood(v variant, mode string, fam int, rate float64) floodRow {
 		}
 	}
 	row.Knockers, err = r.runKnockersIn(s, fam, srcs, "--concurrency", fmt.Sprint(len(srcs)),
-		"--stagger", "10ms", "--interval", "5ms", "--life", "200ms", "--timeout", "5s", "--gap", "0s")
+		"--stagger", r.o.FloodStagger.String(), "--interval", "5ms", "--life", "200ms", "--timeout", "5s", "--gap", "0s")
 	t1, cpu1 := monoNow(), procTicks(pid)
 	row.HWMKiB = procHWM(pid)
+	if k, ok := s.socket(); ok {
+		row.Capture = k.describe()
+		if !k.Ring {
+			row.SocketDrops = k.Drops
+		}
+	}
 	if gen != nil {
 		rep, gerr := stopGen(gen)
 		row.Gen = rep
@@ -294,6 +321,7 @@ func (r *runner) flood(v variant, mode string, fam int, rate float64) floodRow {
 		}
 	}
 	row.RxDropped = s.p.drops() - drop0
+	row.LogLines = countLines(filepath.Join(s.dir, "daemon.out")) + countLines(filepath.Join(s.dir, "knock.log"))
 	if cpu0 >= 0 && cpu1 >= cpu0 {
 		row.CPUPct = float64(cpu1-cpu0) / userHZ / (float64(t1-t0) / 1e9) * 100
 	}
@@ -301,6 +329,24 @@ func (r *runner) flood(v variant, mode string, fam int, rate float64) floodRow {
 		return fail(err)
 	}
 	return row
+}
+
+// countLines counts the lines of a file (0 when unreadable).
+func countLines(path string) int64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	var n int64
+	buf := make([]byte, 1<<20)
+	for {
+		k, err := f.Read(buf)
+		n += int64(bytes.Count(buf[:k], []byte{'\n'}))
+		if err != nil {
+			return n
+		}
+	}
 }
 
 // procTicks is the process's user+sys time in clock ticks, -1 if unknown.
