@@ -179,6 +179,9 @@ func runAll(ctx context.Context, o allOptions, stdout, stderr io.Writer) error {
 	res := &results{Machine: machine(o.Go), Command: o.Command, Quick: o.Quick, Started: time.Now(), Interval: o.Interval.String(),
 		FloodWarm: o.FloodWarm, Stagger: o.FloodStagger}
 	if err := r.runAll(res); err != nil {
+		if errors.Is(err, context.Canceled) {
+			return errors.New("interrupted (its namespaces and daemons are removed)")
+		}
 		return err
 	}
 	res.Machine.LoadEnd = loadavg()
