@@ -51,8 +51,8 @@ func generate(ctx context.Context, o genOptions) (genReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	if n := st.count(); n > 0 && (o.Count == 0 || o.Count > n) {
-		o.Count = n // one pass of the real knockers' sequences
+	if n := st.count(); n > 0 && o.Count == 0 {
+		o.Count = n // one pass of the real knockers' sequences unless told more
 	}
 	if o.Batch < 1 {
 		o.Batch = 64

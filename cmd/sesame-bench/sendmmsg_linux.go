@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net"
 	"unsafe"
@@ -85,6 +84,3 @@ func (s *frameSender) send(frames [][]byte) (int, error) {
 }
 
 func (s *frameSender) close() error { return unix.Close(s.fd) }
-
-// ethertype reads a frame's EtherType (for tests and checks).
-func ethertype(frame []byte) uint16 { return binary.BigEndian.Uint16(frame[12:14]) }
