@@ -84,10 +84,11 @@ func notes(r *results) []string {
 			"%.0f packets/s; every flood rate in the table is within it unless its achieved column says otherwise.", top)
 	}
 	if len(r.Flood) > 0 {
-		add("**Knocker pacing.** The real knockers start %s apart: sesamed runs at most 10 start commands per second "+
-			"per door (burst 20) and ignores knocks beyond that (logged as `command rate limit reached`), a deliberate "+
-			"bound against fork storms that knockd does not have. With all 100 knockers inside one second, sesamed "+
-			"lets about 30 in on the shell door whatever the flood; native `Open` grants run no command and are not limited.", r.Stagger)
+		add("**Knocker pacing.** The real knockers of the flood rows start %s apart, and latency samples at least 100 ms "+
+			"apart: sesamed grants at most 10 times per second per door (burst 20) and ignores completed knocks beyond "+
+			"that (logged as `command rate limit reached`), a bound against fork storms that knockd does not have. "+
+			"The limit applies to native `Open` grants too, which run no command. With all 100 knockers inside one "+
+			"second, sesamed lets about 30 in whatever the flood.", r.Stagger)
 	}
 	add("**Reading the numbers.** A latency sample is accurate to the connection-attempt interval (%s in the "+
 		"latency tables, 5 ms in the flood table). p99 over fewer than 100 samples is the largest sample. CPU "+

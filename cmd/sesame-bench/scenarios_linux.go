@@ -110,6 +110,11 @@ func (r *runner) teardown(s *stage) {
 	if s == nil || s.p == nil {
 		return
 	}
+	if s.daemon != nil && r.o.Work != "" {
+		if out := s.daemon.output(); out != "" {
+			_ = os.WriteFile(filepath.Join(s.dir, "daemon.out"), []byte(out), 0o644)
+		}
+	}
 	if err := r.lab.release(s.p, s.daemon, s.listener); err != nil {
 		r.progress("cleanup: %v", err)
 	}
@@ -257,8 +262,12 @@ func (r *runner) latency(v variant, fam, n int, noise bool) latencyRow {
 			return row
 		}
 	}
+	// At least 100 ms between samples: sesamed grants at most 10 per second
+	// per door (burst 20), native grants included, and ignores the rest.
+	// The random part spans two periods of knockd's 50 ms capture timeout,
+	// so samples land at every phase of it.
 	row.Samples, err = r.runKnockersIn(s, fam, srcs, "--interval", r.o.Interval.String(),
-		"--life", "50ms", "--timeout", "3s", "--gap", "20ms", "--gap-jitter", "60ms")
+		"--life", "50ms", "--timeout", "3s", "--gap", "100ms", "--gap-jitter", "100ms")
 	if gen != nil {
 		rep, gerr := stopGen(gen)
 		row.Noise = rep
