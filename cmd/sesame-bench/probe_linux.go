@@ -28,11 +28,18 @@ func monoNow() int64 {
 	return ts.Nano()
 }
 
+// A knocker waits for its turn, knocks and probes, then is done.
+const (
+	waiting = iota
+	probing
+	done
+)
+
 // knocker is one source's progress. Owned by the loop.
 type knocker struct {
 	src      netip.Addr
 	frames   [][]byte
-	state    int // 0 waiting, 1 probing, 2 done
+	state    int
 	s        sample
 	nextAt   int64 // next connection attempt
 	deadline int64
@@ -57,6 +64,10 @@ type loop struct {
 func runKnockers(ctx context.Context, o knockerOptions) ([]sample, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	// The slack is the thread's; give it back before the runtime reuses it.
+	if old, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0); err == nil {
+		defer unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(old), 0, 0, 0)
+	}
 	_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
 	if o.Concurrency < 1 {
 		o.Concurrency = 1
@@ -130,7 +141,7 @@ func (l *loop) run(ctx context.Context, ks []*knocker) ([]sample, error) {
 				return nil, err
 			}
 			now = monoNow()
-			k.state, k.nextAt, k.deadline = 1, now, k.s.KnockNS+timeout
+			k.state, k.nextAt, k.deadline = probing, now, k.s.KnockNS+timeout
 			next, active = next+1, active+1
 			nextStart = now + stagger
 		}
@@ -140,11 +151,11 @@ func (l *loop) run(ctx context.Context, ks []*knocker) ([]sample, error) {
 			wake = nextStart
 		}
 		for _, k := range ks[:next] {
-			if k.state != 1 {
+			if k.state != probing {
 				continue
 			}
 			if now >= k.deadline {
-				k.state = 2
+				k.state = done
 				active--
 				finished++
 				l.closeAll(k)
@@ -178,11 +189,11 @@ func (l *loop) run(ctx context.Context, ks []*knocker) ([]sample, error) {
 				continue
 			}
 			soErr, _ := unix.GetsockoptInt(int(ev.Fd), unix.SOL_SOCKET, unix.SO_ERROR)
-			if ev.Events&unix.EPOLLOUT != 0 && soErr == 0 && a.k.state == 1 {
+			if ev.Events&unix.EPOLLOUT != 0 && soErr == 0 && a.k.state == probing {
 				k := a.k
 				k.s.OK, k.s.ConnNS = true, at
 				k.s.LatencyMS = float64(at-k.s.KnockNS) / 1e6
-				k.state = 2
+				k.state = done
 				active--
 				finished++
 				l.closeAll(k)
