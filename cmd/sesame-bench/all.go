@@ -206,6 +206,16 @@ func runAll(ctx context.Context, o allOptions, stdout, stderr io.Writer) error {
 // runAll runs the scenarios in order; a scenario's own failure is
 // recorded in its row, only Ctrl-C stops the run.
 func (r *runner) runAll(res *results) error {
+	// The matcher goes first, on a machine not yet busy writing the
+	// floods' logs back to disk.
+	if r.o.runs("match") {
+		r.progress("matcher: go test -bench Observe")
+		rows, line, err := runMatchBench(r.ctx, r.o.Go, r.o.Repo, r.o.BenchTime)
+		res.Match, res.MatchCmd = rows, strings.Replace(line, r.o.Go+" ", "go ", 1)
+		if err != nil {
+			res.MatchErr = err.Error()
+		}
+	}
 	if r.o.runs("latency") {
 		if err := r.runLatency(res); err != nil {
 			return err
@@ -219,14 +229,6 @@ func (r *runner) runAll(res *results) error {
 	if r.o.runs("flood") {
 		if err := r.runFlood(res); err != nil {
 			return err
-		}
-	}
-	if r.o.runs("match") {
-		r.progress("matcher: go test -bench Observe")
-		rows, line, err := runMatchBench(r.ctx, r.o.Go, r.o.Repo, r.o.BenchTime)
-		res.Match, res.MatchCmd = rows, strings.Replace(line, r.o.Go+" ", "go ", 1)
-		if err != nil {
-			res.MatchErr = err.Error()
 		}
 	}
 	return r.ctx.Err()
