@@ -56,8 +56,12 @@ func TestGenerateDelivers(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
+		// The socket's buffer holds every datagram even if the reader is slow.
+		if err := conn.(*net.UDPConn).SetReadBuffer(2 << 20); err != nil {
+			t.Fatal(err)
+		}
 		seq := []knock.Port{{Num: 5555, Proto: knock.UDP}}
-		const n = 500
+		const n = 200
 		got := make(chan int)
 		go func() {
 			buf := make([]byte, 64)

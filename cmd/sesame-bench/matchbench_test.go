@@ -8,8 +8,10 @@ import (
 func TestParseMatchBench(t *testing.T) {
 	out := `goos: linux
 pkg: github.com/sesame-knock/sesame/core/match
-BenchmarkObserve/sequences         	  933790	       263.1 ns/op	         3.801 Mpkt/s	       0 B/op	       0 allocs/op
+BenchmarkObserve/sequences         	  933790	       250 ns/op	         4 Mpkt/s	       0 B/op	       0 allocs/op
 BenchmarkObserve/flood-first-knocks-2   	  340311	       500 ns/op	       16 B/op	       1 allocs/op
+BenchmarkObserve/sequences         	  933790	       200 ns/op	         5 Mpkt/s	       0 B/op	       0 allocs/op
+BenchmarkObserve/sequences         	  933790	       400 ns/op	         2.5 Mpkt/s	       0 B/op	       2 allocs/op
 PASS
 `
 	got, err := parseMatchBench(out)
@@ -17,8 +19,8 @@ PASS
 		t.Fatal(err)
 	}
 	want := []matchRow{
-		{Name: "sequences", NsPerOp: 263.1, Mpps: 3.801, BytesPerOp: 0, AllocsPerOp: 0},
-		{Name: "flood-first-knocks", NsPerOp: 500, Mpps: 2, BytesPerOp: 16, AllocsPerOp: 1},
+		{Name: "sequences", NsPerOp: 250, MinNs: 200, MaxNs: 400, Runs: 3, Mpps: 4, BytesPerOp: 0, AllocsPerOp: 2},
+		{Name: "flood-first-knocks", NsPerOp: 500, MinNs: 500, MaxNs: 500, Runs: 1, Mpps: 2, BytesPerOp: 16, AllocsPerOp: 1},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %+v\nwant %+v", got, want)

@@ -104,10 +104,12 @@ func report(w io.Writer, r *results) {
 	if r.MatchErr != "" {
 		p("Not measured: %s\n", oneLine(r.MatchErr))
 	} else if len(r.Match) > 0 {
-		p("From `%s` (one core, the matcher alone: no capture, no logging).\n\n", r.MatchCmd)
-		p("| Case | ns/packet | M packets/s | allocs/packet | B/packet |\n|---|---:|---:|---:|---:|\n")
+		p("From `%s` (one core, the matcher alone: no capture, no logging), run before the namespace "+
+			"scenarios. Each case ran %d times: the median, and the fastest and slowest run; allocations are the "+
+			"most of any run.\n\n", r.MatchCmd, r.Match[0].Runs)
+		p("| Case | ns/packet (median) | fastest – slowest | M packets/s (median) | allocs/packet | B/packet |\n|---|---:|---:|---:|---:|---:|\n")
 		for _, mr := range r.Match {
-			p("| %s | %.1f | %.2f | %g | %g |\n", mr.Name, mr.NsPerOp, mr.Mpps, mr.AllocsPerOp, mr.BytesPerOp)
+			p("| %s | %.1f | %.1f – %.1f | %.2f | %g | %g |\n", mr.Name, mr.NsPerOp, mr.MinNs, mr.MaxNs, mr.Mpps, mr.AllocsPerOp, mr.BytesPerOp)
 		}
 	}
 

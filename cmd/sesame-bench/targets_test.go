@@ -106,7 +106,7 @@ func TestReport(t *testing.T) {
 		Noise: []latencyRow{{Variant: knockdShell, Family: 4, Samples: samplesMS(30), Noise: &genReport{PPS: 500000}}},
 		Flood: []floodRow{{Variant: sesameShell, Mode: modeFloodFirst, Family: 4, Rate: 100000, Knockers: knockers(97, 100),
 			HWMKiB: 30 << 10, SocketDrops: 1234, Gen: &genReport{PPS: 98000, Sent: 1000000}, LogLines: 900000, CPUPct: 80}},
-		Match: []matchRow{{Name: "flood-first-knocks", NsPerOp: 600, Mpps: 1.67}},
+		Match: []matchRow{{Name: "flood-first-knocks", NsPerOp: 600, MinNs: 500, MaxNs: 700, Runs: 5, Mpps: 1.67}},
 	}
 	var b bytes.Buffer
 	report(&b, r)
@@ -120,7 +120,7 @@ func TestReport(t *testing.T) {
 		"| knockd, shell `iptables -I` | IPv4 | 500000 | 1 / 1 |",
 		"| first, IPv4 | 100000 | 98000 | sesamed, shell `iptables -I` | 97 / 100 |",
 		"| 1234 | 900000 |",
-		"| flood-first-knocks | 600.0 | 1.67 |",
+		"| flood-first-knocks | 600.0 | 500.0 – 700.0 | 1.67 |",
 		"97 of 100 | **missed**: 2 knockers short",
 		"**Missed: flood.**",
 		"block timeout 50 ms",
