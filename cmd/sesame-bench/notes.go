@@ -71,6 +71,15 @@ func notes(r *results) []string {
 				add("%s", n)
 			}
 		}
+		if v.Known && v.Met && strings.Contains(v.Target, "knockers in") {
+			if f := r.floodAtTarget(sesameShell); f != nil && f.SocketDrops > 0 && f.Gen != nil && f.Gen.Sent > 0 {
+				add("**Flood margin.** The flood target was met, but sesamed's capture socket still dropped %d frames "+
+					"(%.1f%% of the flood; %s) and sesamed wrote %d log lines, one `Stage 1` line per spoofed knock to "+
+					"its output and to LogFile. A knock is lost whenever the reader falls a few milliseconds behind, so "+
+					"the count of knockers who get in depends on how much CPU the daemon finds free.",
+					f.SocketDrops, 100*float64(f.SocketDrops)/float64(f.Gen.Sent), orUnknown(f.Capture), f.LogLines)
+			}
+		}
 	}
 
 	top := 0.0
