@@ -144,9 +144,11 @@ func missNote(r *results, v verdict) string {
 		}
 		s := fmt.Sprintf("**Missed: matcher.** The slowest case, %s, runs at %.2f M packets/s (%s).", slow.Name, slow.Mpps, v.Miss)
 		if slow.Name == "flood-first-knocks" {
-			s += " Each of its packets is a new source: a miss in the attempt map, the eviction of the oldest " +
-				"first-stage attempt (a map delete) and the insertion of the new one (a map insert), on a table " +
-				"kept at its 65536-attempt limit, so every packet touches cold memory several times."
+			s += " Each of its packets comes from a new source, and the benchmark's doors `7000,8000,9000` and " +
+				"`7000,8000,9001` share that first knock, so every packet misses in the attempt map, evicts the two " +
+				"oldest first-stage attempts (map deletes) and inserts two new ones (a map insert) in a table kept at " +
+				"its 65536-attempt limit: several cold cache lines per packet, which is also why the runs vary so much " +
+				"on a shared VM."
 		}
 		return s
 	case strings.Contains(v.Target, "÷"):

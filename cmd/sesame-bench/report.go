@@ -20,9 +20,10 @@ func report(w io.Writer, r *results) {
 		"(`bench/run --quick` for the short version CI runs).\n\n",
 		r.Command, mode, r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Finished.Sub(r.Started).Round(time.Second))
 	m := r.Machine
-	p("**Machine:** %d cores, %s, Linux %s; load average %s at the start and %s at the end; %s, %s, %s. "+
-		"These numbers come from a shared 2-core VM that other test runs also use: compare the rows of one run with "+
-		"each other, not with another machine.\n\n", m.Cores, m.CPU, m.Kernel, m.LoadStart, m.LoadEnd, m.Knockd, m.Iptables, m.Go)
+	p("| Machine | |\n|---|---|\n| Cores | %d |\n| CPU | %s |\n| Kernel | Linux %s |\n| Load average (1, 5, 15 min) | %s at the start, %s at the end |\n| Software | %s; %s; %s |\n\n",
+		m.Cores, m.CPU, m.Kernel, m.LoadStart, m.LoadEnd, m.Knockd, m.Iptables, m.Go)
+	p("These numbers come from a shared 2-core VM that other test runs also use: compare the rows of one run " +
+		"with each other, not with another machine.\n\n")
 
 	p("## Targets\n\n| Target | Required | Measured | Verdict |\n|---|---|---|---|\n")
 	for _, v := range r.verdicts() {

@@ -112,7 +112,7 @@ func TestReport(t *testing.T) {
 	report(&b, r)
 	md := b.String()
 	for _, want := range []string{
-		"2 cores, Test CPU, Linux 6.1",
+		"| Cores | 2 |\n| CPU | Test CPU |\n| Kernel | Linux 6.1 |",
 		"knock-to-connect median, knockd ÷ sesamed nftables | ≥ 10×",
 		"15.0× (30.00 ms vs 2.00 ms) | **met**",
 		"| knockd, shell `iptables -I` | IPv4 | 3 / 3 | 30.0 | 40.0 |",
