@@ -88,7 +88,7 @@ func notes(r *results) []string {
 			top = n.Noise.PPS
 		}
 	}
-	if top > 0 {
+	if top > 0 && r.NoiseRate == 0 {
 		add("**Generator.** Its top rate here, as fast as it could on one core (sendmmsg of 64 frames, noise rows), was "+
 			"%.0f packets/s; every flood rate in the table is within it unless its achieved column says otherwise.", top)
 	}

@@ -52,9 +52,13 @@ func report(w io.Writer, r *results) {
 
 	if len(r.Noise) > 0 {
 		p("\n## Knock-to-connect under noise\n\n")
-		p("The same measurement while the generator sends TCP SYNs and UDP datagrams to ports no door uses, from " +
-			"spoofed sources, as fast as it can (its achieved rate is shown). Both daemons' kernel filters drop this " +
-			"traffic; what remains is the cost of the packets to the host.\n\n")
+		rate := "as fast as it can"
+		if r.NoiseRate > 0 {
+			rate = fmt.Sprintf("at %.0f packets/s", r.NoiseRate)
+		}
+		p("The same measurement while the generator sends TCP SYNs and UDP datagrams to ports no door uses, from "+
+			"spoofed sources, %s (its achieved rate is shown). Both daemons' kernel filters drop this "+
+			"traffic; what remains is the cost of the packets to the host.\n\n", rate)
 		latencyTable(w, r, r.Noise, true)
 	}
 

@@ -61,6 +61,7 @@ type results struct {
 	Finished  time.Time     `json:"finished"`
 	Interval  string        `json:"probe_interval"`
 	FloodWarm time.Duration `json:"flood_warm"`
+	NoiseRate float64       `json:"noise_rate"` // 0: the generator's top rate
 	Stagger   time.Duration `json:"flood_stagger"`
 	Latency   []latencyRow  `json:"latency"`
 	Noise     []latencyRow  `json:"noise"`

@@ -253,7 +253,7 @@ func (r *runner) latency(v variant, fam, n int, noise bool) latencyRow {
 	}
 	var gen *proc
 	if noise {
-		if gen, err = r.startGen(s, fam, modeNoise, 0, 10*time.Minute); err != nil {
+		if gen, err = r.startGen(s, fam, modeNoise, r.o.NoiseRate, 10*time.Minute); err != nil {
 			row.Err = err.Error()
 			return row
 		}
