@@ -87,7 +87,7 @@ func TestQuickRun(t *testing.T) {
 	for _, want := range []string{
 		"## Targets", "## Knock-to-connect latency", "## Knock-to-connect under noise", "## Under a spoofed flood",
 		"## Matcher cost per packet", "| knockd, shell `iptables -I` | IPv4 |", "| sesamed, native nftables | IPv4 |",
-		"| sesamed, native iptables-nft | IPv4 |", "| sesamed, native iptables-legacy | IPv4 |", "**Machine:**",
+		"| sesamed, native iptables-nft | IPv4 |", "| sesamed, native iptables-legacy | IPv4 |", "| Cores |",
 	} {
 		if !strings.Contains(string(report), want) {
 			t.Errorf("report lacks %q", want)
