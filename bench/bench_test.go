@@ -1,0 +1,149 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sesame-knock/sesame/internal/netnstest"
+)
+
+// The parts of sesame-bench's JSON results this test reads.
+type results struct {
+	Latency []row `json:"latency"`
+	Noise   []row `json:"noise"`
+	Flood   []struct {
+		Variant  variant  `json:"variant"`
+		Rate     float64  `json:"rate"`
+		Knockers []sample `json:"knockers"`
+		Gen      *struct {
+			Sent uint64  `json:"sent"`
+			PPS  float64 `json:"pps"`
+		} `json:"gen"`
+		Err string `json:"error"`
+	} `json:"flood"`
+	Match []struct {
+		Name string  `json:"name"`
+		Mpps float64 `json:"mpkt_per_s"`
+	} `json:"match"`
+	MatchErr string `json:"match_error"`
+}
+
+type variant struct{ Daemon, Action string }
+
+type row struct {
+	Variant variant  `json:"variant"`
+	Samples []sample `json:"samples"`
+	Err     string   `json:"error"`
+}
+
+type sample struct {
+	OK        bool    `json:"ok"`
+	LatencyMS float64 `json:"latency_ms"`
+}
+
+func oks(ss []sample) int {
+	n := 0
+	for _, s := range ss {
+		if s.OK {
+			n++
+		}
+	}
+	return n
+}
+
+// TestQuickRun runs `bench/run --quick` and checks that it produced the
+// report and that its counts make sense. It asserts nothing about
+// timings: this is the bench's smoke test, not a benchmark.
+func TestQuickRun(t *testing.T) {
+	netnstest.RequireRoot(t)
+	for _, tool := range []string{"knockd", "iptables", "iptables-legacy", "nft", "go"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not installed (make deps): %v", tool, err)
+		}
+	}
+	dir := t.TempDir()
+	md, js := filepath.Join(dir, "BENCHMARKS.md"), filepath.Join(dir, "results.json")
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "./run", "--quick", "--out", md, "--json", js)
+	cmd.Env = append(os.Environ(), "TMPDIR="+dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("bench/run --quick: %v\n%s", err, out)
+	}
+	report, err := os.ReadFile(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), string(report)) {
+		t.Error("the report written to --out is not what bench/run printed")
+	}
+	for _, want := range []string{
+		"## Targets", "## Knock-to-connect latency", "## Knock-to-connect under noise", "## Under a spoofed flood",
+		"## Matcher cost per packet", "| knockd, shell `iptables -I` | IPv4 |", "| sesamed, native nftables | IPv4 |",
+		"| sesamed, native iptables-nft | IPv4 |", "| sesamed, native iptables-legacy | IPv4 |", "| Cores |",
+	} {
+		if !strings.Contains(string(report), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+
+	var res results
+	b, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+	// Without a flood every knocker gets in, through every daemon and backend.
+	if len(res.Latency) != 5 {
+		t.Errorf("%d latency rows, want 5 (knockd and sesamed's shell, iptables-nft, iptables-legacy, nftables)", len(res.Latency))
+	}
+	for _, r := range append(res.Latency, res.Noise...) {
+		if r.Err != "" {
+			t.Errorf("%v: %s", r.Variant, r.Err)
+			continue
+		}
+		if len(r.Samples) == 0 || oks(r.Samples) != len(r.Samples) {
+			t.Errorf("%v: %d of %d knockers got in", r.Variant, oks(r.Samples), len(r.Samples))
+		}
+		for _, s := range r.Samples {
+			if s.OK && s.LatencyMS <= 0 {
+				t.Errorf("%v: a successful sample with latency %v ms", r.Variant, s.LatencyMS)
+			}
+		}
+	}
+	floods := 0
+	for _, f := range res.Flood {
+		if f.Err != "" {
+			t.Errorf("flood %v at %v: %s", f.Variant, f.Rate, f.Err)
+			continue
+		}
+		n := oks(f.Knockers)
+		if len(f.Knockers) == 0 || n > len(f.Knockers) {
+			t.Errorf("flood %v at %v: %d of %d knockers", f.Variant, f.Rate, n, len(f.Knockers))
+		}
+		if f.Rate == 0 && n != len(f.Knockers) {
+			t.Errorf("%v without a flood: only %d of %d knockers got in", f.Variant, n, len(f.Knockers))
+		}
+		if f.Rate > 0 {
+			floods++
+			if f.Gen == nil || f.Gen.Sent == 0 {
+				t.Errorf("flood %v at %v: the generator sent nothing", f.Variant, f.Rate)
+			}
+		}
+	}
+	if floods == 0 {
+		t.Error("no flood row ran")
+	}
+	if res.MatchErr != "" || len(res.Match) == 0 {
+		t.Errorf("matcher benchmark: %d rows, error %q", len(res.Match), res.MatchErr)
+	}
+}

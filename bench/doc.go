@@ -1,0 +1,4 @@
+// Package bench holds the benchmark script, bench/run, and the test that
+// runs its quick mode end to end. The measuring code is cmd/sesame-bench;
+// the results of a full run are BENCHMARKS.md at the repository root.
+package bench

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+)
+
+// The configurations under test. knockd and sesamed read the very same
+// file for the shell rows; the native rows are Sesame-only (knockd has no
+// native grants).
+
+const (
+	protectedPort = 2222
+	doorSequence  = "7000,8000,9000"
+)
+
+// Firewall actions: a shell start command, or one of Sesame's backends.
+const (
+	actShell          = "shell"
+	actIPTablesNFT    = "iptables-nft"
+	actIPTablesLegacy = "iptables-legacy"
+	actNFTables       = "nftables"
+)
+
+// variant is one daemon with one way of opening the door.
+type variant struct {
+	Daemon string // "knockd" or "sesamed"
+	Action string
+}
+
+func (v variant) String() string {
+	if v.Action == actShell {
+		return v.Daemon + ", shell `iptables -I`"
+	}
+	return v.Daemon + ", native " + v.Action
+}
+
+var (
+	knockdShell    = variant{"knockd", actShell}
+	sesameShell    = variant{"sesamed", actShell}
+	sesameIPTNFT   = variant{"sesamed", actIPTablesNFT}
+	sesameIPTLeg   = variant{"sesamed", actIPTablesLegacy}
+	sesameNFTables = variant{"sesamed", actNFTables}
+)
+
+// config is the knockd.conf both daemons read. dir holds the log file.
+func (v variant) config(dir string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "[options]\n\tInterface = %s\n\tLogFile = %s/knock.log\n", serverIf, dir)
+	if v.Action != actShell {
+		fmt.Fprintf(&b, "\tFirewall = %s\n", v.Action)
+	}
+	fmt.Fprintf(&b, "[bench]\n\tsequence = %s\n\tseq_timeout = 5\n\ttcpflags = syn\n", doorSequence)
+	if v.Action == actShell {
+		// iptables is Debian's alternative (iptables-nft); the lockdown below
+		// uses the same binary, so the accept lands where the drop is.
+		fmt.Fprintf(&b, "\tstart_command = /usr/sbin/iptables -I INPUT -s %%IP%% -p tcp --dport %d -j ACCEPT\n", protectedPort)
+		fmt.Fprintf(&b, "\tstart_command_6 = /usr/sbin/ip6tables -I INPUT -s %%IP%% -p tcp --dport %d -j ACCEPT\n", protectedPort)
+	} else {
+		fmt.Fprintf(&b, "\tOpen = %d/tcp\n\tOpen_Timeout = 600\n", protectedPort)
+	}
+	return b.String()
+}
+
+// adminNFT is a native nftables host's own ruleset: policy drop, with the
+// one accept for the port Sesame guards (see core/firewall's doc).
+var adminNFT = fmt.Sprintf(`table inet filter {
+	chain input {
+		type filter hook input priority 0; policy drop;
+		iif lo accept
+		ct state established,related accept
+		meta l4proto ipv6-icmp accept
+		tcp dport %d accept
+	}
+}
+`, protectedPort)
+
+// lockdown returns the commands that give the server namespace a DROP
+// input policy in the firewall v's grants go to, and the nft script to
+// load (nftables only).
+func (v variant) lockdown() (cmds [][]string, nft string) {
+	tools := []string{"iptables", "ip6tables"}
+	switch v.Action {
+	case actNFTables:
+		return nil, adminNFT
+	case actIPTablesNFT:
+		tools = []string{"iptables-nft", "ip6tables-nft"}
+	case actIPTablesLegacy:
+		tools = []string{"iptables-legacy", "ip6tables-legacy"}
+	}
+	for _, t := range tools {
+		cmds = append(cmds,
+			[]string{t, "-A", "INPUT", "-i", "lo", "-j", "ACCEPT"},
+			[]string{t, "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"})
+		if strings.HasPrefix(t, "ip6") {
+			cmds = append(cmds, []string{t, "-A", "INPUT", "-p", "ipv6-icmp", "-j", "ACCEPT"})
+		}
+		cmds = append(cmds, []string{t, "-P", "INPUT", "DROP"})
+	}
+	return cmds, ""
+}
+
+// argv is the daemon's command line. verbose makes knockd print its
+// events on stdout (sesamed prints them at its default level).
+func (v variant) argv(bin, dir string, verbose bool) []string {
+	if v.Daemon == "knockd" {
+		a := []string{"knockd", "-c", dir + "/knockd.conf", "-i", serverIf}
+		if verbose {
+			a = append(a, "-v")
+		}
+		return a
+	}
+	return []string{bin, "-c", dir + "/knockd.conf", "-i", serverIf,
+		"--state-dir", dir + "/state", "--socket", dir + "/control.sock"}
+}

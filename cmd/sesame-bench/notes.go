@@ -1,0 +1,165 @@
+package main
+
+import (
+	"fmt"
+
+	"strings"
+)
+
+// notes explains the run: how it was measured and, from the numbers of
+// this run, why a target was met or missed.
+func notes(r *results) []string {
+	var out []string
+	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
+
+	add("**Setup.** Every row runs in fresh network namespaces: a server (%s and %s on veth `%s`) and a client "+
+		"(%s, %s, plus one address per knocker), with permanent neighbour entries so no knocker waits for ARP. The "+
+		"server drops new connections: `iptables -P INPUT DROP` (iptables-nft) for knockd and for sesamed's shell "+
+		"and iptables-nft rows, the same with iptables-legacy for that row, and an nft `policy drop` table that "+
+		"accepts only port %d, whose drop Sesame's own table then enforces, for the nftables row. Both daemons read "+
+		"the same knockd.conf: one door `%s`, `tcpflags = syn`, `seq_timeout = 5`, a `LogFile`, and "+
+		"`start_command = /usr/sbin/iptables -I INPUT -s %%IP%% -p tcp --dport %d -j ACCEPT`; the native rows "+
+		"replace the command with `Open = %d/tcp`. Knocks are SYN frames written with AF_PACKET, back to back, as "+
+		"the knock client sends them; sesamed keeps its journal on disk under the run's work directory.",
+		serverAddr4, serverAddr6, serverIf, clientAddr4, clientAddr6, protectedPort, doorSequence, protectedPort, protectedPort)
+
+	if k := r.latencyRow(knockdShell, 4); k != nil {
+		det, _ := detects(*k)
+		line := fmt.Sprintf("**Why knockd is slower.** knockd opens its capture with `pcap_open_live(iface, 65535, 0, 50, ...)` "+
+			"(knockd.c): a 50 ms buffer timeout. libpcap on Linux turns that into the timeout of a TPACKET_V3 ring "+
+			"(`ss -0 -e` on knockd's socket in this run: %s), so the kernel hands a knock to knockd only when the "+
+			"ring block is retired, up to 50 ms after it arrived.", orUnknown(k.Capture))
+		if len(det) > 0 {
+			line += fmt.Sprintf(" knockd's detection (last knock to its OPEN SESAME line) took %s ms median, %s ms at most, "+
+				"over %d samples", ms(median(det)), ms(quantile(det, 1)), len(det))
+			if s := r.latencyRow(sesameShell, 4); s != nil {
+				sd, _ := detects(*s)
+				line += fmt.Sprintf("; sesamed's (%s) took %s ms median", orUnknown(s.Capture), ms(median(sd)))
+			}
+			line += ". The time after detection (the Grant column) is the same `iptables -I` for both."
+			if max := quantile(det, 1); max > 60 {
+				line += fmt.Sprintf(" Some detections took longer than 50 ms (%s ms): the machine was busy.", ms(max))
+			}
+		}
+		add("%s", line)
+	}
+
+	shell, nft := r.latencyRow(sesameShell, 4), r.latencyRow(sesameNFTables, 4)
+	if shell != nil && nft != nil {
+		_, gs := detects(*shell)
+		_, gn := detects(*nft)
+		add("**Sesame's grant paths.** After detection, the shell row spends %s ms median running `/bin/sh -c iptables -I ...`; "+
+			"the nftables row %s ms journaling the grant (fdatasync) and updating `table inet sesame` over netlink.",
+			ms(median(gs)), ms(median(gn)))
+		for _, v := range []variant{sesameIPTNFT, sesameIPTLeg} {
+			row := r.latencyRow(v, 4)
+			if row == nil {
+				continue
+			}
+			_, g := detects(*row)
+			if median(g) > median(gs) {
+				add("**Native %s is slower than the shell command** (grant %s ms against %s ms): core/firewall's "+
+					"iptables Grant runs the iptables binary several times in a row (check the SESAME chain, list INPUT "+
+					"for the jump, list SESAME, then append), where the shell row runs it once.", v.Action, ms(median(g)), ms(median(gs)))
+			}
+		}
+	}
+
+	for _, v := range r.verdicts() {
+		if v.Known && !v.Met {
+			if n := missNote(r, v); n != "" {
+				add("%s", n)
+			}
+		}
+		if v.Known && v.Met && strings.Contains(v.Target, "knockers in") {
+			if f := r.floodAtTarget(sesameShell); f != nil && f.SocketDrops > 0 && f.Gen != nil && f.Gen.Sent > 0 {
+				add("**Flood margin.** The flood target was met, but sesamed's capture socket still dropped %d frames "+
+					"(%.1f%% of the flood; %s) and sesamed wrote %d log lines, one `Stage 1` line per spoofed knock to "+
+					"its output and to LogFile. A knock is lost whenever the reader falls a few milliseconds behind, so "+
+					"the count of knockers who get in depends on how much CPU the daemon finds free.",
+					f.SocketDrops, 100*float64(f.SocketDrops)/float64(f.Gen.Sent), orUnknown(f.Capture), f.LogLines)
+			}
+		}
+	}
+
+	top := 0.0
+	for _, n := range r.Noise {
+		if n.Noise != nil && n.Noise.PPS > top {
+			top = n.Noise.PPS
+		}
+	}
+	if top > 0 && r.NoiseRate == 0 {
+		add("**Generator.** Its top rate here, as fast as it could on one core (sendmmsg of 64 frames, noise rows), was "+
+			"%.0f packets/s; every flood rate in the table is within it unless its achieved column says otherwise.", top)
+	}
+	if len(r.Flood) > 0 {
+		add("**Knocker pacing.** The real knockers of the flood rows start %s apart, and latency samples at least 100 ms "+
+			"apart: sesamed grants at most 10 times per second per door (burst 20) and ignores completed knocks beyond "+
+			"that (logged as `command rate limit reached`), a bound against fork storms that knockd does not have. "+
+			"The limit applies to native `Open` grants too, which run no command. With all 100 knockers inside one "+
+			"second, sesamed lets about 30 in whatever the flood.", r.Stagger)
+	}
+	add("**Reading the numbers.** A latency sample is accurate to the connection-attempt interval (%s in the "+
+		"latency tables, 5 ms in the flood table). p99 over fewer than 100 samples is the largest sample. CPU "+
+		"times come from /proc in clock ticks (10 ms). The VM is shared with other work; the load average above "+
+		"says how busy it was.", r.Interval)
+	if r.Quick {
+		add("**Quick run.** Few samples and one flood rate: this proves the bench works, it does not measure the targets.")
+	}
+	return out
+}
+
+// missNote says by how much and, from this run's numbers, why a target
+// was missed.
+func missNote(r *results, v verdict) string {
+	switch {
+	case strings.Contains(v.Target, "RSS"):
+		return fmt.Sprintf("**Missed: memory under the flood.** sesamed's peak RSS was %s (%s).", v.Measured, v.Miss)
+	case strings.Contains(v.Target, "knockers in"):
+		f := r.floodAtTarget(sesameShell)
+		if f == nil {
+			return ""
+		}
+		ok, total := f.in()
+		s := fmt.Sprintf("**Missed: flood.** Under the %.0f packets/s flood %d of %d real knockers got in (%s).", f.Rate, ok, total, v.Miss)
+		if f.SocketDrops > 0 && f.Gen != nil && f.Gen.Sent > 0 {
+			s += fmt.Sprintf(" The kernel dropped %d frames (%.1f%% of the flood) because sesamed's capture socket "+
+				"was full (%s): at this rate that buffer holds a few milliseconds of traffic, so any pause of the "+
+				"reader loses knocks, real ones included.", f.SocketDrops, 100*float64(f.SocketDrops)/float64(f.Gen.Sent), orUnknown(f.Capture))
+		}
+		if f.Gen != nil && f.Gen.Sent > 0 && f.LogLines > int64(f.Gen.Sent)/2 {
+			s += fmt.Sprintf(" sesamed also wrote %d log lines during the flood (one `Stage 1` line per spoofed knock, "+
+				"to its output and to LogFile), which costs its engine more than matching does.", f.LogLines)
+		}
+		if f.CPUPct > 0 {
+			s += fmt.Sprintf(" Its CPU was %.0f%% of a core while the generator and the kernel's packet path took the other.", f.CPUPct)
+		}
+		return s
+	case strings.Contains(v.Target, "packets per second"):
+		slow := r.Match[0]
+		for _, m := range r.Match {
+			if m.Mpps < slow.Mpps {
+				slow = m
+			}
+		}
+		s := fmt.Sprintf("**Missed: matcher.** The slowest case, %s, runs at %.2f M packets/s (%s).", slow.Name, slow.Mpps, v.Miss)
+		if slow.Name == "flood-first-knocks" {
+			s += " Each of its packets comes from a new source, and the benchmark's doors `7000,8000,9000` and " +
+				"`7000,8000,9001` share that first knock, so every packet misses in the attempt map, evicts the two " +
+				"oldest first-stage attempts (map deletes) and inserts two new ones (a map insert) in a table kept at " +
+				"its 65536-attempt limit: several cold cache lines per packet, which is also why the runs vary so much " +
+				"on a shared VM."
+		}
+		return s
+	case strings.Contains(v.Target, "÷"):
+		return fmt.Sprintf("**Missed: %s** — %s.", v.Target, v.Miss)
+	}
+	return ""
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "not seen"
+	}
+	return s
+}

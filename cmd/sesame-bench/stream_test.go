@@ -1,0 +1,113 @@
+package main
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/sesame-knock/sesame/core/knock"
+)
+
+func TestStream(t *testing.T) {
+	seq, err := knock.ParseSequence("7000,8000,9000:udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := []netip.Addr{netip.MustParseAddr("10.77.1.1"), netip.MustParseAddr("10.77.1.2")}
+	p4, p6 := netip.MustParsePrefix("10.128.0.0/10"), netip.MustParsePrefix("fd78::/64")
+	const n = 1 << 16
+	tests := []struct {
+		name  string
+		mode  string
+		spoof netip.Prefix
+		check func(t *testing.T, i uint64, p pkt)
+		// distinct is how many distinct sources the first n packets must have.
+		distinct int
+	}{
+		{"knock", modeKnock, netip.Prefix{}, func(t *testing.T, i uint64, p pkt) {
+			k := seq[i%3]
+			if p.src != real[(i/3)%2] || p.dport != k.Num || p.proto != k.Proto {
+				t.Fatalf("packet %d: %+v", i, p)
+			}
+		}, 2},
+		{"flood-first v4", modeFloodFirst, p4, func(t *testing.T, i uint64, p pkt) {
+			if !p4.Contains(p.src) || p.dport != 7000 || p.proto != knock.TCP {
+				t.Fatalf("packet %d: %+v", i, p)
+			}
+		}, n},
+		{"flood-first v6", modeFloodFirst, p6, func(t *testing.T, i uint64, p pkt) {
+			if !p6.Contains(p.src) || p.dport != 7000 {
+				t.Fatalf("packet %d: %+v", i, p)
+			}
+		}, n},
+		{"flood-wrong", modeFloodWrong, p4, func(t *testing.T, i uint64, p pkt) {
+			k := seq[1+i%2]
+			if !p4.Contains(p.src) || p.dport != k.Num || p.proto != k.Proto {
+				t.Fatalf("packet %d: %+v", i, p)
+			}
+		}, n},
+		{"noise", modeNoise, p4, func(t *testing.T, i uint64, p pkt) {
+			if !p4.Contains(p.src) || slices.Contains([]uint16{7000, 8000, 9000, 2222}, p.dport) || p.dport == 0 {
+				t.Fatalf("packet %d hits a knock or protected port: %+v", i, p)
+			}
+		}, n},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := newStream(tc.mode, seq, real, tc.spoof, []uint16{2222})
+			if err != nil {
+				t.Fatal(err)
+			}
+			srcs := map[netip.Addr]bool{}
+			for i := uint64(0); i < n; i++ {
+				p := s.packet(i)
+				tc.check(t, i, p)
+				srcs[p.src] = true
+				if s.packet(i) != p {
+					t.Fatalf("packet %d differs between calls", i)
+				}
+			}
+			if len(srcs) != tc.distinct {
+				t.Fatalf("%d distinct sources in %d packets, want %d", len(srcs), n, tc.distinct)
+			}
+		})
+	}
+}
+
+func TestStreamNoiseCoversPorts(t *testing.T) {
+	seq, _ := knock.ParseSequence("7000,8000,9000")
+	s, err := newStream(modeNoise, seq, nil, netip.MustParsePrefix("10.128.0.0/10"), []uint16{2222})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint16]bool{}
+	for i := uint64(0); i < 65535; i++ {
+		seen[s.packet(i).dport] = true
+	}
+	if len(seen) < 65535-4 {
+		t.Fatalf("noise hit %d distinct ports in 65535 packets", len(seen))
+	}
+}
+
+func TestStreamErrors(t *testing.T) {
+	seq, _ := knock.ParseSequence("7000,8000")
+	one, _ := knock.ParseSequence("7000")
+	p := netip.MustParsePrefix("10.128.0.0/10")
+	for _, tc := range []struct {
+		name string
+		mode string
+		seq  []knock.Port
+		real []netip.Addr
+		sp   netip.Prefix
+	}{
+		{"unknown mode", "storm", seq, nil, p},
+		{"knock without sources", modeKnock, seq, nil, p},
+		{"flood without prefix", modeFloodFirst, seq, nil, netip.Prefix{}},
+		{"wrong-stage needs two stages", modeFloodWrong, one, nil, p},
+		{"empty sequence", modeNoise, nil, nil, p},
+	} {
+		if _, err := newStream(tc.mode, tc.seq, tc.real, tc.sp, nil); err == nil {
+			t.Errorf("%s: accepted", tc.name)
+		}
+	}
+}

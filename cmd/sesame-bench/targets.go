@@ -1,0 +1,142 @@
+package main
+
+import (
+	"fmt"
+	"math"
+)
+
+// The targets Sesame must reach (issue 8), checked against one run.
+const (
+	targetNFTRatio   = 10.0
+	targetShellRatio = 5.0
+	targetFloodRate  = 100000.0
+	targetFloodIn    = 99 // of 100 knockers
+	targetRSSMiB     = 64.0
+	targetMatchMpps  = 2.0
+)
+
+// verdict is one target's outcome.
+type verdict struct {
+	Target   string
+	Required string
+	Measured string
+	Met      bool
+	Known    bool   // false when the run did not measure it
+	Miss     string // by how much, when missed
+}
+
+func (r *results) latencyRow(v variant, fam int) *latencyRow {
+	for i := range r.Latency {
+		if r.Latency[i].Variant == v && r.Latency[i].Family == fam && r.Latency[i].Err == "" {
+			return &r.Latency[i]
+		}
+	}
+	return nil
+}
+
+func (row *latencyRow) median() float64 {
+	xs, _ := latencies(row.Samples)
+	return median(xs)
+}
+
+// ratio is knockd's median over v's, on IPv4.
+func (r *results) ratio(v variant) (ratio, kd, ses float64, ok bool) {
+	k, s := r.latencyRow(knockdShell, 4), r.latencyRow(v, 4)
+	if k == nil || s == nil {
+		return 0, 0, 0, false
+	}
+	kd, ses = k.median(), s.median()
+	if math.IsNaN(kd) || math.IsNaN(ses) || ses <= 0 {
+		return 0, kd, ses, false
+	}
+	return kd / ses, kd, ses, true
+}
+
+// floodAtTarget is sesamed's first-knock IPv4 flood row at the highest
+// rate run (the target's 100k when the generator reached it).
+func (r *results) floodAtTarget(v variant) *floodRow {
+	var best *floodRow
+	for i := range r.Flood {
+		f := &r.Flood[i]
+		if f.Variant == v && f.Mode == modeFloodFirst && f.Family == 4 && f.Err == "" && f.Rate > 0 {
+			if best == nil || f.Rate > best.Rate {
+				best = f
+			}
+		}
+	}
+	return best
+}
+
+func (f *floodRow) in() (ok, total int) {
+	_, ok = latencies(f.Knockers)
+	return ok, len(f.Knockers)
+}
+
+func (r *results) verdicts() []verdict {
+	var out []verdict
+	for _, t := range []struct {
+		v    variant
+		want float64
+		name string
+	}{
+		{sesameNFTables, targetNFTRatio, "knock-to-connect median, knockd ÷ sesamed nftables"},
+		{sesameShell, targetShellRatio, "knock-to-connect median, knockd ÷ sesamed with the same `iptables -I`"},
+	} {
+		vd := verdict{Target: t.name, Required: fmt.Sprintf("≥ %.0f×", t.want)}
+		if ratio, kd, ses, ok := r.ratio(t.v); ok {
+			vd.Known, vd.Met = true, ratio >= t.want
+			vd.Measured = fmt.Sprintf("%.1f× (%.2f ms vs %.2f ms)", ratio, kd, ses)
+			if !vd.Met {
+				vd.Miss = fmt.Sprintf("%.1f× short: sesamed would need %.2f ms", t.want-ratio, kd/t.want)
+			}
+		}
+		out = append(out, vd)
+	}
+	in := verdict{Target: "real knockers in under a 100k packets/s spoofed first-knock flood (sesamed)", Required: fmt.Sprintf("≥ %d of 100", targetFloodIn)}
+	rss := verdict{Target: "sesamed peak RSS under that flood", Required: fmt.Sprintf("< %.0f MiB", targetRSSMiB)}
+	if f := r.floodAtTarget(sesameShell); f != nil && f.Rate >= targetFloodRate {
+		ok, total := f.in()
+		at := ""
+		if f.Gen != nil && f.Gen.PPS < 0.95*targetFloodRate {
+			at = fmt.Sprintf(" (the generator reached %.0f packets/s)", f.Gen.PPS)
+		}
+		// Scaled, for runs with fewer knockers than 100.
+		need := int(math.Ceil(float64(targetFloodIn*total) / 100))
+		in.Known, in.Met = true, total > 0 && ok >= need
+		in.Measured = fmt.Sprintf("%d of %d%s", ok, total, at)
+		if !in.Met {
+			in.Miss = fmt.Sprintf("%d knockers short", need-ok)
+		}
+		mib := float64(f.HWMKiB) / 1024
+		rss.Known, rss.Met = true, mib < targetRSSMiB
+		rss.Measured = fmt.Sprintf("%.1f MiB%s", mib, at)
+		if !rss.Met {
+			rss.Miss = fmt.Sprintf("%.1f MiB over", mib-targetRSSMiB)
+		}
+	}
+	out = append(out, in, rss)
+	mp := verdict{Target: "matcher packets per second on one core (slowest case)", Required: fmt.Sprintf("≥ %.0f M", targetMatchMpps)}
+	al := verdict{Target: "matcher allocations per packet (worst case)", Required: "0"}
+	if len(r.Match) > 0 {
+		slow, worst := r.Match[0], r.Match[0]
+		for _, m := range r.Match {
+			if m.Mpps < slow.Mpps {
+				slow = m
+			}
+			if m.AllocsPerOp > worst.AllocsPerOp {
+				worst = m
+			}
+		}
+		mp.Known, mp.Met = true, slow.Mpps >= targetMatchMpps
+		mp.Measured = fmt.Sprintf("%.2f M (%s, %.0f ns/packet)", slow.Mpps, slow.Name, slow.NsPerOp)
+		if !mp.Met {
+			mp.Miss = fmt.Sprintf("%.0f%% short: %.0f ns/packet, the target needs ≤ 500", (1-slow.Mpps/targetMatchMpps)*100, slow.NsPerOp)
+		}
+		al.Known, al.Met = true, worst.AllocsPerOp == 0
+		al.Measured = fmt.Sprintf("%g (%s)", worst.AllocsPerOp, worst.Name)
+		if !al.Met {
+			al.Miss = fmt.Sprintf("%g allocations per packet", worst.AllocsPerOp)
+		}
+	}
+	return append(out, mp, al)
+}
