@@ -122,7 +122,7 @@ func TestCommandsCannotForkStorm(t *testing.T) {
 	if limit := 20 + int(el.Seconds()*10) + 2; n > limit || n < 20 {
 		t.Errorf("%d commands ran for 1000 opens in %v; want 20..%d", n, el, limit)
 	}
-	e.d.waitLog("command rate limit reached", time.Second)
+	e.d.waitLog("grant refused: rate limit reached", time.Second)
 }
 
 func TestVLANTaggedAndSpoofedKnocks(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/time/rate"
 
 	"github.com/sesame-knock/sesame/core/config"
 	"github.com/sesame-knock/sesame/core/exec"
@@ -159,6 +160,24 @@ type Manager struct {
 	// limited counts, per door, opens refused by the rate limit since
 	// the last warning about them.
 	limited map[string]limitNote
+	// native limits opens of doors that only grant natively, per door.
+	native map[string]*rate.Limiter
+}
+
+// Native-only doors may open NativeRate grants per second, in bursts of
+// NativeBurst; doors with commands are limited by Commands.Allow.
+const (
+	NativeRate  = 100
+	NativeBurst = 200
+)
+
+func (m *Manager) nativeLimit(door string) *rate.Limiter {
+	l := m.native[door]
+	if l == nil {
+		l = rate.NewLimiter(NativeRate, NativeBurst)
+		m.native[door] = l
+	}
+	return l
 }
 
 type limitNote struct {
@@ -189,7 +208,7 @@ func New(opts Options) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{
 		opts: opts, log: opts.Logger, clock: opts.Clock, ctx: ctx, cancel: cancel,
-		byKey: make(map[key]*entry), byID: make(map[string]*entry), limited: make(map[string]limitNote),
+		byKey: make(map[key]*entry), byID: make(map[string]*entry), limited: make(map[string]limitNote), native: make(map[string]*rate.Limiter),
 	}
 }
 
@@ -232,13 +251,23 @@ func (m *Manager) Open(d *config.Door, src netip.Addr, now time.Time) Outcome {
 	if start == "" && !native {
 		return Ignored
 	}
-	if !m.opts.Commands.Allow(d.Name, now) {
+	// Commands are limited hard (each is a fork); a native grant is a
+	// journal record and a set element, so its limit only bounds what a
+	// flood of spoofed opens can pile up.
+	allowed := false
+	if start != "" {
+		allowed = m.opts.Commands.Allow(d.Name, now)
+	} else {
+		allowed = m.nativeLimit(d.Name).AllowN(now, 1)
+	}
+	if !allowed {
 		// One line per door per second: a door that fires on every
 		// packet of a flood must not flood the log instead.
 		l := m.limited[d.Name]
 		l.n++
 		if now.Sub(l.last) >= time.Second {
-			m.log.Warn(fmt.Sprintf("%s: command rate limit reached, %d knocks ignored (last from %s)", d.Name, l.n, src), "door", d.Name, "source", src.String(), "ignored", l.n)
+			m.log.Warn(fmt.Sprintf("%s: %s: grant refused: rate limit reached, %d opens refused in the last second", src, d.Name, l.n),
+				"event", "refused", "door", d.Name, "source", src.String(), "refused", l.n)
 			l.n, l.last = 0, now
 		}
 		m.limited[d.Name] = l
@@ -317,7 +346,7 @@ func (m *Manager) begin(e *entry) {
 		if err := j.Grant(e.rec); err != nil {
 			// Without a durable record a crash could leak this grant:
 			// refuse it, keep serving the ones already journaled.
-			m.log.Error(fmt.Sprintf("%s: %s: grant refused: %v", e.rec.Source, e.rec.Door, err), m.fields(e, "grant")...)
+			m.log.Error(fmt.Sprintf("%s: %s: grant refused: %v", e.rec.Source, e.rec.Door, err), m.fields(e, "refused")...)
 			m.mu.Lock()
 			m.forgetLocked(e)
 			m.mu.Unlock()

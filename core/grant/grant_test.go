@@ -272,3 +272,23 @@ func TestCloseLeavesGrantsJournaled(t *testing.T) {
 		t.Errorf("Open after Close = %v", got)
 	}
 }
+
+func TestNativeOnlyDoorsHaveTheirOwnLimit(t *testing.T) {
+	r := newRig(t)
+	r.cmds.deny = true // the command limit must not apply to a native-only door
+	d := &config.Door{Name: "web", CmdTimeout: 10 * time.Second, Open: []knock.Port{{Num: 22, Proto: knock.TCP}}}
+	granted, limited := 0, 0
+	for i := 0; i < NativeBurst+50; i++ {
+		src := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
+		switch r.m.Open(d, src, r.clock.Now()) {
+		case Granted:
+			granted++
+		case RateLimited:
+			limited++
+		}
+	}
+	r.settle()
+	if granted != NativeBurst || limited != 50 {
+		t.Errorf("granted %d, limited %d; want %d and 50", granted, limited, NativeBurst)
+	}
+}
