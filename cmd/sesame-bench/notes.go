@@ -94,10 +94,10 @@ func notes(r *results) []string {
 	}
 	if len(r.Flood) > 0 {
 		add("**Knocker pacing.** The real knockers of the flood rows start %s apart, and latency samples at least 100 ms "+
-			"apart: sesamed grants at most 10 times per second per door (burst 20) and ignores completed knocks beyond "+
-			"that (logged as `command rate limit reached`), a bound against fork storms that knockd does not have. "+
-			"The limit applies to native `Open` grants too, which run no command. With all 100 knockers inside one "+
-			"second, sesamed lets about 30 in whatever the flood.", r.Stagger)
+			"apart: sesamed runs a door's start command at most 10 times per second (burst 20) and refuses completed "+
+			"knocks beyond that (logged with SESAME_EVENT=refused), a bound against fork storms that knockd does not "+
+			"have. Doors that only grant natively (`Open`) allow 100 per second (burst 200). The flood rows use the "+
+			"shell-command door, so their knockers are paced to stay within its limit.", r.Stagger)
 	}
 	add("**Reading the numbers.** A latency sample is accurate to the connection-attempt interval (%s in the "+
 		"latency tables, 5 ms in the flood table). p99 over fewer than 100 samples is the largest sample. CPU "+
