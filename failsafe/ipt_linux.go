@@ -224,6 +224,13 @@ func (g *iptGate) install(ctx context.Context) error {
 	if !ok {
 		top := int(g.spec.maxPort())
 		lines := fmt.Sprintf("create %s bitmap:port range 0-%d timeout %d\n", ipsetName, top, g.spec.seconds())
+		if len(d.Elements) == 0 {
+			// A new set is born holding the heartbeat, before the rules
+			// that read it exist: a fresh rescue is never open.
+			for _, p := range g.spec.Ports {
+				lines += fmt.Sprintf("add %s %d timeout %d\n", ipsetName, p.Num, g.spec.seconds())
+			}
+		}
 		for port, left := range d.Elements {
 			if int(port) > top {
 				continue

@@ -654,3 +654,27 @@ func TestGrantsBackendAfterRescue(t *testing.T) {
 		})
 	}
 }
+
+// A rescue installed for the first time is closed from its first rule:
+// the heartbeat is in place before anything reads it, so a daemon that
+// starts does not open the rescue port for a moment.
+func TestFreshInstallIsArmed(t *testing.T) {
+	for _, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, v, guardedRescue)
+			ctx := context.Background()
+			s := e.newSwitch(Options{Kind: v.kind, After: 30 * time.Second, Ports: []knock.Port{{Num: guardedRescue, Proto: knock.TCP}}})
+			// gate.Install alone: no Refresh after it.
+			e.do(func() error { return s.gate.Install(ctx) })
+			var st kernelState
+			e.do(func() (err error) { st, err = s.gate.State(ctx); return err })
+			if !st.Installed || st.Left < 25*time.Second {
+				t.Fatalf("fresh install: %+v, want installed with a heartbeat", st)
+			}
+			if got := e.state(); got != "" {
+				t.Errorf("fresh install: reachable %q", got)
+			}
+		})
+	}
+}

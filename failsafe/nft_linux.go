@@ -248,7 +248,16 @@ func (g *nftGate) Install(ctx context.Context) error {
 		if got != nil {
 			c.DelSet(got)
 		}
-		if err := c.AddSet(s, nil); err != nil {
+		// A new heartbeat set is born holding its heartbeat, in the
+		// batch that adds the rules reading it: a fresh rescue is never
+		// open, not even between two netlink messages.
+		var els []nftables.SetElement
+		if s.Name == aliveSet().Name {
+			for _, p := range g.spec.Ports {
+				els = append(els, nftables.SetElement{Key: protoPortKey(p), Timeout: g.spec.After})
+			}
+		}
+		if err := c.AddSet(s, els); err != nil {
 			return fmt.Errorf("failsafe: nftables install: add set %s: %w", s.Name, err)
 		}
 	}

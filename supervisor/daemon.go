@@ -71,6 +71,11 @@ type sesamed struct {
 // Run runs the daemon until ctx ends, then shuts down cleanly and
 // returns nil. It returns an error when it cannot start.
 func Run(ctx context.Context, opts DaemonOptions) error {
+	// SIGHUP's default action ends the process: catch it from the first
+	// moment, so a reload asked for while sesamed starts waits its turn.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	if opts.Stderr == nil {
 		opts.Stderr = os.Stderr
 	}
@@ -119,7 +124,7 @@ func Run(ctx context.Context, opts DaemonOptions) error {
 	if cfgErr == nil {
 		d.saveLastGood(content)
 	}
-	serr := d.serve(ctx)
+	serr := d.serve(ctx, hup)
 	d.notify.Stopping()
 	if serr != nil {
 		log.Error("a component keeps failing, exiting so the service manager restarts sesamed", "error", serr)
@@ -189,7 +194,7 @@ func (d *sesamed) start(ctx context.Context) error {
 // serve runs the components under a Supervisor until ctx ends (nil) or
 // the supervisor escalates (its error: the process should exit non-zero
 // so systemd restarts it).
-func (d *sesamed) serve(ctx context.Context) error {
+func (d *sesamed) serve(ctx context.Context, hup <-chan os.Signal) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -224,7 +229,6 @@ func (d *sesamed) serve(ctx context.Context) error {
 			return d.caps.serve(ctx, iface, beat)
 		}))
 	}
-	d.log.Info("starting up, listening on "+strings.Join(d.caps.ifaces, ","), "interfaces", strings.Join(d.caps.ifaces, ","), "attached", attached, "version", d.opts.Version)
 
 	if ln, err := control.Listen(d.opts.Socket); err != nil {
 		d.log.Error("control socket unavailable: sesame grants/revoke will not reach this daemon", "error", err)
@@ -248,15 +252,13 @@ func (d *sesamed) serve(ctx context.Context) error {
 		}
 	}
 	goRun(func() { NewWatchdog(d.notify, sup.Heartbeats(), d.log.Named("watchdog")).Run(ctx) })
+	d.log.Info("starting up, listening on "+strings.Join(d.caps.ifaces, ","), "interfaces", strings.Join(d.caps.ifaces, ","), "attached", attached, "version", d.opts.Version)
 	d.notify.Ready()
 	// A healthy start closes a rescue port that a failure opened.
 	d.startRescue(ctx, d.config())
 	goRun(func() { d.keepRescue(ctx, sup.Heartbeats()) })
 	d.updateStatus(ctx)
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	var reconcile <-chan time.Time
