@@ -152,6 +152,7 @@ func TestRepeatGrantExtendsWithoutGap(t *testing.T) {
 		}
 
 		// Dial continuously while the grant is extended over and over.
+		dropsBefore := e.drops()
 		var dials, failures atomic.Int64
 		var firstErr atomic.Value
 		stop := make(chan struct{})
@@ -185,8 +186,16 @@ func TestRepeatGrantExtendsWithoutGap(t *testing.T) {
 		close(stop)
 		wg.Wait()
 		t.Logf("%d extensions, %d dials during them", extensions, dials.Load())
-		if failures.Load() > 0 || dials.Load() < 5 {
-			t.Fatalf("%d of %d dials failed while extending (first: %v)", failures.Load(), dials.Load(), firstErr.Load())
+		if dials.Load() < 5 {
+			t.Fatalf("only %d dials", dials.Load())
+		}
+		// A dial can also time out because a loaded machine stalled the
+		// test for a second; a gap in the grant shows as a dropped SYN.
+		if failures.Load() > 0 {
+			if d := e.drops() - dropsBefore; d > 0 {
+				t.Fatalf("%d of %d dials failed while extending (first: %v), %d packets dropped", failures.Load(), dials.Load(), firstErr.Load(), d)
+			}
+			t.Logf("%d dials timed out with no packet dropped: the machine stalled, not the grant", failures.Load())
 		}
 		got, n := findGrant(e.list(), g.ID)
 		if n != 1 || !SameDeadline(got.Deadline, g.Deadline) {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -387,4 +388,26 @@ func pollUntil(within, step time.Duration, cond func() bool) bool {
 		}
 		time.Sleep(step)
 	}
+}
+
+// drops counts packets the server namespace's firewall dropped: Sesame's
+// guard counter (nftables) or the INPUT policy's counters (iptables).
+func (e *testEnv) drops() int {
+	total := 0
+	if e.v.isNFT() {
+		out, _ := e.pair.Server.Run("nft", "list", "chain", "inet", "sesame", "guard")
+		for _, m := range regexp.MustCompile(`counter packets (\d+)`).FindAllStringSubmatch(out, -1) {
+			n, _ := strconv.Atoi(m[1])
+			total += n
+		}
+		return total
+	}
+	for _, bin := range e.v.bins {
+		out, _ := e.pair.Server.Run(bin, "-L", "INPUT", "-v", "-x", "-n")
+		if m := regexp.MustCompile(`policy DROP (\d+) packets`).FindStringSubmatch(out); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			total += n
+		}
+	}
+	return total
 }
