@@ -234,24 +234,7 @@ type raw struct {
 
 func newRaw(t testing.TB, p *netnstest.Pair) *raw {
 	t.Helper()
-	var mac net.HardwareAddr
-	if err := p.Server.Do(func() error {
-		ifi, err := net.InterfaceByName(netnstest.ServerIf)
-		if err == nil {
-			mac = ifi.HardwareAddr
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	var s *rawsend.Sender
-	if err := p.Client.Do(func() (err error) {
-		s, err = rawsend.Open(netnstest.ClientIf)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, mac := rawsend.ForPair(t, p)
 	return &raw{t: t, s: s, dstMAC: mac}
 }
 

@@ -29,25 +29,8 @@ func setup(t *testing.T) (*netnstest.Pair, *rawsend.Sender, net.HardwareAddr) {
 	t.Helper()
 	netnstest.RequireRoot(t)
 	p := netnstest.NewPair(t)
-	var srvMAC net.HardwareAddr
-	if err := p.Server.Do(func() error {
-		ifi, err := net.InterfaceByName(netnstest.ServerIf)
-		if err == nil {
-			srvMAC = ifi.HardwareAddr
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	var s *rawsend.Sender
-	if err := p.Client.Do(func() (err error) {
-		s, err = rawsend.Open(netnstest.ClientIf)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return p, s, srvMAC
+	s, mac := rawsend.ForPair(t, p)
+	return p, s, mac
 }
 
 func send(t *testing.T, s *rawsend.Sender, spec rawsend.Spec) {
