@@ -252,19 +252,25 @@ func TestFullStateDisk(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
 	os.MkdirAll(state, 0o700)
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", state).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", state).Run() })
 	conf := strings.Replace(crashConf, "cmd_timeout = 2", "cmd_timeout = 3", 1)
-	d := startSesamedIn(t, p.Server, dir, conf)
+	// The tiny disk is mounted in a mount namespace of the daemon's own,
+	// so the host's mount table never changes (other tests watch it).
+	wrap := []string{"unshare", "-m", "--propagation", "private", "sh", "-c",
+		`mount -t tmpfs -o size=64k tmpfs "$0" && exec "$@"`, state}
+	d := startSesamedWrapped(t, p.Server, dir, conf, wrap)
+	inDaemonNS := func(argv ...string) *exec.Cmd {
+		return exec.Command("nsenter", append([]string{"-t", strconv.Itoa(d.cmd.Process.Pid), "-m"}, argv...)...)
+	}
+	if out, err := inDaemonNS("findmnt", "-n", "-o", "FSTYPE", state).Output(); err != nil || strings.TrimSpace(string(out)) != "tmpfs" {
+		t.Fatalf("state dir is not the daemon's tmpfs: %q %v", out, err)
+	}
 	r.send(rawsend.Spec{SrcIP: netip.MustParseAddr("10.77.4.1"), DstPort: 7000, Proto: knock.TCP, Flags: knock.SYN})
 	if !poll(5*time.Second, func() bool { return len(readCmds(t, filepath.Join(dir, "cmds")).starts) == 1 }) {
 		t.Fatal("grant did not start")
 	}
 	// Fill the disk, then knock until the journal has no room left (its
 	// last page may still hold a few records).
-	exec.Command("dd", "if=/dev/zero", "of="+filepath.Join(state, "fill"), "bs=4k").Run()
+	inDaemonNS("dd", "if=/dev/zero", "of="+filepath.Join(state, "fill"), "bs=4k").Run()
 	var refused string
 	for i := 10; i < 60 && refused == ""; i++ {
 		src := fmt.Sprintf("10.77.4.%d", i)
@@ -291,7 +297,9 @@ func TestFullStateDisk(t *testing.T) {
 		t.Fatalf("existing grants not revoked with a full disk; output:\n%s", d.out.String())
 	}
 	// Space back: grants work again without a restart.
-	os.Remove(filepath.Join(state, "fill"))
+	if out, err := inDaemonNS("rm", filepath.Join(state, "fill")).CombinedOutput(); err != nil {
+		t.Fatalf("rm fill: %v %s", err, out)
+	}
 	r.send(rawsend.Spec{SrcIP: netip.MustParseAddr("10.77.4.3"), DstPort: 7000, Proto: knock.TCP, Flags: knock.SYN})
 	if !poll(5*time.Second, func() bool { return len(readCmds(t, filepath.Join(dir, "cmds")).starts["10.77.4.3"]) == 1 }) {
 		t.Fatalf("no grant after space came back; output:\n%s", d.out.String())

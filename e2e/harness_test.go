@@ -87,13 +87,20 @@ func startSesamed(t testing.TB, ns *netnstest.NS, conf string, args ...string) *
 
 func startSesamedIn(t testing.TB, ns *netnstest.NS, dir, conf string, args ...string) *proc {
 	t.Helper()
+	return startSesamedWrapped(t, ns, dir, conf, nil, args...)
+}
+
+// startSesamedWrapped runs sesamed under the command prefix wrap (which
+// must exec its arguments, so the daemon keeps the process's pid).
+func startSesamedWrapped(t testing.TB, ns *netnstest.NS, dir, conf string, wrap []string, args ...string) *proc {
+	t.Helper()
 	path := filepath.Join(dir, "sesame.conf")
 	if err := os.WriteFile(path, []byte(expand(conf, dir)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	argv := append([]string{bin("sesamed"), "-c", path, "--state-dir", filepath.Join(dir, "state"),
 		"--socket", filepath.Join(dir, "control.sock"), "-v"}, args...)
-	p := launch(t, "sesamed", ns, dir, argv)
+	p := launch(t, "sesamed", ns, dir, append(append([]string(nil), wrap...), argv...))
 	p.waitLog("starting up, listening on", 10*time.Second)
 	return p
 }

@@ -12,7 +12,8 @@ import (
 
 // hostState is what the booted system could plausibly touch on the host
 // if isolation broke. Other tests on the machine create network namespaces
-// concurrently, so /run/netns mounts are left out.
+// concurrently, so /run/netns mounts and mounts in tests' temp dirs are
+// left out.
 type hostState map[string]string
 
 func snapshotHost(t *testing.T) hostState {
@@ -27,7 +28,10 @@ func snapshotHost(t *testing.T) hostState {
 		f := strings.Fields(line)
 		// Drop mount and parent IDs; keep root, mount point, options,
 		// optional fields, type, source and superblock options.
-		if len(f) < 6 || strings.HasPrefix(f[4], "/run/netns/") {
+		// Other test binaries (go test ./... runs them side by side) make
+		// namespaces and scratch mounts under their own temp dirs; a
+		// booted systemd never mounts there.
+		if len(f) < 6 || strings.HasPrefix(f[4], "/run/netns/") || isScratchMount(f[4]) {
 			continue
 		}
 		mounts = append(mounts, strings.Join(f[3:], " "))
@@ -156,4 +160,11 @@ func TestHostSnapshotNoticesChanges(t *testing.T) {
 	if len(diffs) != 1 || !strings.Contains(diffs[0], filepath.Base(f.Name())) {
 		t.Fatalf("a new file in /var/tmp gave diffs %q", diffs)
 	}
+}
+
+// isScratchMount reports whether a mount point lies in a test's temporary
+// directory (t.TempDir names start with the test's name).
+func isScratchMount(mountPoint string) bool {
+	rel, err := filepath.Rel(os.TempDir(), mountPoint)
+	return err == nil && strings.HasPrefix(rel, "Test") && !strings.HasPrefix(rel, "..")
 }
