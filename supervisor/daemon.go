@@ -569,12 +569,13 @@ func (d *sesamed) stop() {
 	}
 }
 
-// keepsGrantsWhenStopped: the nftables backend's grants expire in the
-// kernel, and its table is what drops the guarded ports; removing it on
-// stop would open them to everyone. iptables rules cannot expire without
-// the daemon, so the chain goes, closing every grant (fail closed); the
-// journal puts them back at the next start.
-func keepsGrantsWhenStopped(b firewall.Backend) bool { return b.Name() == "nftables" }
+// keepsGrantsWhenStopped says whether b stays in the kernel over a clean
+// stop (see firewall.StopKeeper); the others are removed, closing their
+// grants until the journal puts them back at the next start.
+func keepsGrantsWhenStopped(b firewall.Backend) bool {
+	k, ok := b.(firewall.StopKeeper)
+	return ok && k.KeepOnStop()
+}
 
 func guardedPorts(cfg *config.Config) []knock.Port {
 	seen := map[knock.Port]bool{}

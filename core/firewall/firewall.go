@@ -52,6 +52,15 @@ type Backend interface {
 	Teardown(ctx context.Context) error
 }
 
+// StopKeeper is implemented by backends whose objects should stay in the
+// kernel when the daemon stops cleanly: their grants expire there on their
+// own, and removing their objects would open what they guard. Backends
+// without it are torn down on a clean stop (their grants cannot expire
+// without the daemon, so removing them fails closed).
+type StopKeeper interface {
+	KeepOnStop() bool
+}
+
 // BaseKeeper is implemented by backends whose base objects (a chain and its
 // jump, a table) can vanish under them when someone flushes the firewall.
 // Reconcile uses it to put them back; backends without base objects need

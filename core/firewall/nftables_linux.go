@@ -41,6 +41,11 @@ func newNFTables(log hclog.Logger) *nftBackend {
 
 func (b *nftBackend) Name() string { return NFTables.String() }
 
+// KeepOnStop: grants expire in the kernel, and table inet sesame is what
+// drops the guarded ports; removing it on a stop would open them to
+// everyone the admin's ruleset accepts.
+func (b *nftBackend) KeepOnStop() bool { return true }
+
 func (b *nftBackend) conn() (*nftables.Conn, error) {
 	c, err := nftables.New()
 	if err != nil {
