@@ -6,7 +6,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -14,10 +13,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sesame-knock/sesame/internal/syncbuf"
 
 	"github.com/sesame-knock/sesame/internal/netnstest"
 	"github.com/sesame-knock/sesame/internal/rawsend"
@@ -47,30 +47,12 @@ func TestMain(m *testing.M) {
 
 func bin(name string) string { return filepath.Join(binDir, name) }
 
-// lockedBuffer collects a daemon's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // proc is a daemon (sesamed or knockd) running in a namespace.
 type proc struct {
 	t    testing.TB
 	name string
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *syncbuf.Buffer
 	dir  string // the test's scratch directory: config, state, OUT file
 	done chan struct{}
 }
@@ -120,7 +102,7 @@ func startKnockd(t testing.TB, ns *netnstest.NS, conf string) *proc {
 }
 
 func launch(t testing.TB, name string, ns *netnstest.NS, dir string, argv []string) *proc {
-	p := &proc{t: t, name: name, out: &lockedBuffer{}, dir: dir, done: make(chan struct{})}
+	p := &proc{t: t, name: name, out: &syncbuf.Buffer{}, dir: dir, done: make(chan struct{})}
 	p.cmd = ns.Command(argv...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.Dir = dir

@@ -2,7 +2,6 @@ package failsafe
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sesame-knock/sesame/internal/syncbuf"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -271,25 +272,8 @@ func (e *env) holdState(want string, d time.Duration) {
 // in the server namespace.
 type daemon struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *syncbuf.Buffer
 	ready  time.Time
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func (e *env) startDaemon(hc helperConfig) *daemon {
@@ -302,7 +286,7 @@ func (e *env) startDaemon(hc helperConfig) *daemon {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	d := &daemon{cmd: e.pair.Server.Command(exe, "-test.run=^$"), stderr: &syncBuffer{}}
+	d := &daemon{cmd: e.pair.Server.Command(exe, "-test.run=^$"), stderr: &syncbuf.Buffer{}}
 	d.cmd.Env = append(os.Environ(), helperEnv+"="+string(raw))
 	d.cmd.Stderr = d.stderr
 	out, err := d.cmd.StdoutPipe()
@@ -603,7 +587,7 @@ func TestGrantsBackendAfterRescue(t *testing.T) {
 				{Num: guardedRescue, Proto: knock.TCP}, {Num: plainRescue, Proto: knock.TCP}}})
 			e.do(func() error { return s.Start(ctx) })
 
-			var fwLog syncBuffer
+			var fwLog syncbuf.Buffer
 			e.setupGrants(hclog.New(&hclog.LoggerOptions{Output: &fwLog, Level: hclog.Debug}))
 			e.do(func() error {
 				recreated, err := e.fw.(firewall.BaseKeeper).EnsureBase(ctx)

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"net/netip"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"github.com/sesame-knock/sesame/core/config"
 	"github.com/sesame-knock/sesame/core/grant"
 	"github.com/sesame-knock/sesame/core/knock"
+	"github.com/sesame-knock/sesame/internal/syncbuf"
 )
 
 type opened struct {
@@ -41,14 +41,6 @@ func (f *fakeGrants) opens() []opened {
 	return append([]opened(nil), f.got...)
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 var (
 	local = netip.MustParseAddr("10.0.0.1")
 	src   = netip.MustParseAddr("192.0.2.5")
@@ -59,7 +51,7 @@ type filterCall struct {
 	targets []netip.Addr
 }
 
-func start(t *testing.T, conf string) (*Engine, *fakeGrants, *syncBuf, chan filterCall) {
+func start(t *testing.T, conf string) (*Engine, *fakeGrants, *syncbuf.Buffer, chan filterCall) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "sesame.conf")
 	os.WriteFile(path, []byte(conf), 0o600)
@@ -68,7 +60,7 @@ func start(t *testing.T, conf string) (*Engine, *fakeGrants, *syncBuf, chan filt
 		t.Fatal(err)
 	}
 	g := &fakeGrants{}
-	var buf syncBuf
+	var buf syncbuf.Buffer
 	filters := make(chan filterCall, 16)
 	e, err := New(cfg, Options{Grants: g, Logger: hclog.New(&hclog.LoggerOptions{Output: &buf, Level: hclog.Debug}),
 		OnFilter: func(p []knock.Port, tg []netip.Addr) { filters <- filterCall{knock.FormatSequence(p), tg} }})

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sesame-knock/sesame/internal/syncbuf"
+
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -156,7 +158,7 @@ func TestLogFileOpenError(t *testing.T) {
 // once; lines written meanwhile are lost, not queued.
 func TestLogFileWriteFailureReportedOnce(t *testing.T) {
 	fj := useFakeJournald(t, true)
-	var stderr lockedBuffer
+	var stderr syncbuf.Buffer
 	path := filepath.Join(t.TempDir(), "knockd.log")
 	l, err := New(Options{LogFile: path, Stderr: &stderr})
 	if err != nil {

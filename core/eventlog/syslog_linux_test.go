@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sesame-knock/sesame/internal/syncbuf"
 )
 
 // fakeSyslog listens on a unixgram socket in a temp dir and points
@@ -105,7 +107,7 @@ func TestSyslogAbsent(t *testing.T) {
 	useFakeJournald(t, false)
 	fs := useFakeSyslog(t, false)
 	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	var stderr lockedBuffer
+	var stderr syncbuf.Buffer
 	l, err := New(Options{UseSyslog: true, Stderr: &stderr, Now: clock.now})
 	if err != nil {
 		t.Fatalf("New without syslog: %v", err)

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/sesame-knock/sesame/internal/syncbuf"
+
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -123,7 +125,7 @@ func TestFullDisk(t *testing.T) {
 func TestFullDiskCompaction(t *testing.T) {
 	mnt := tinyFS(t, "size=1m,mode=0700")
 	dir := filepath.Join(mnt, "state")
-	var logBuf lockedBuffer
+	var logBuf syncbuf.Buffer
 	j, err := Open(dir, hclog.New(&hclog.LoggerOptions{Output: &logBuf, Level: hclog.Debug}))
 	if err != nil {
 		t.Fatal(err)

@@ -1,17 +1,16 @@
 package journal
 
 import (
-	"bytes"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
 	"github.com/sesame-knock/sesame/core/knock"
 )
 
@@ -115,24 +114,6 @@ func frameOffsets(t testing.TB, data []byte) []int {
 		off += n
 	}
 	return offs
-}
-
-// lockedBuffer is a bytes.Buffer safe for a logger and a test to share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func mustReadPending(t testing.TB, dir string) []Record {

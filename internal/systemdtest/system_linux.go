@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sesame-knock/sesame/internal/syncbuf"
 )
 
 // System is a booted systemd in its own namespaces. Its methods are safe
@@ -29,7 +31,7 @@ type System struct {
 	pid    int // host PID of the namespace's init: the shell, then systemd
 	cmd    *exec.Cmd
 	cg     *childCgroup
-	output *lockedBuffer // the setup script's and early systemd's stdout and stderr
+	output *syncbuf.Buffer // the setup script's and early systemd's stdout and stderr
 
 	exited  chan struct{} // closed when the init process has been reaped
 	waitErr error         // its exit status, valid after exited
@@ -89,7 +91,7 @@ func boot(tb testing.TB, opts Options) (*System, error) {
 		tb:     tb,
 		opts:   opts,
 		cg:     cg,
-		output: &lockedBuffer{},
+		output: &syncbuf.Buffer{},
 		exited: make(chan struct{}),
 	}
 	s.cmd = exec.Command("/bin/sh", "-c", setupScript(stage, systemd, opts.LogLevel, files))
@@ -461,22 +463,4 @@ func (s *System) diagnostics(unit string) string {
 		fmt.Fprintf(&b, "--- setup and systemd output\n%s", out)
 	}
 	return b.String()
-}
-
-// lockedBuffer collects a child's output while tests read it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
