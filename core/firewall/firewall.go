@@ -127,6 +127,20 @@ func validID(id string) bool {
 
 // normalize validates g and returns it with Src unmapped and Ports sorted
 // and deduplicated, so that every backend stores one canonical form.
+// checkGrant is what every backend's Grant does first: g normalized, or
+// an error when it is invalid or its deadline is not after now (a kernel
+// timeout of zero would mean "forever").
+func checkGrant(g Grant, now time.Time) (Grant, error) {
+	g, err := normalize(g)
+	if err != nil {
+		return g, fmt.Errorf("firewall.Grant: %w", err)
+	}
+	if !g.Deadline.After(now) {
+		return g, fmt.Errorf("firewall.Grant %s: %w", g.ID, ErrExpired)
+	}
+	return g, nil
+}
+
 func normalize(g Grant) (Grant, error) {
 	if !validID(g.ID) {
 		return g, fmt.Errorf("%w: id %q (want 1-%d of [A-Za-z0-9_-])", ErrInvalidGrant, g.ID, maxIDLen)

@@ -128,12 +128,9 @@ func (b *ipTablesBackend) listEntries(f *ipFamily) ([]entry, error) {
 // each new or rewritten rule is appended before the rule it replaces is
 // deleted, so the address is admitted throughout.
 func (b *ipTablesBackend) Grant(ctx context.Context, g Grant, now time.Time) error {
-	g, err := normalize(g)
+	g, err := checkGrant(g, now)
 	if err != nil {
-		return fmt.Errorf("firewall.Grant: %w", err)
-	}
-	if !g.Deadline.After(now) {
-		return fmt.Errorf("firewall.Grant %s: %w", g.ID, ErrExpired)
+		return err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

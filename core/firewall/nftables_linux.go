@@ -127,12 +127,9 @@ func (b *nftBackend) listEntries(c *nftables.Conn, v6 bool) ([]entry, error) {
 // comment atomically (re-adding alone would keep the old comment, and on
 // kernels before 6.12 the old timeout too).
 func (b *nftBackend) Grant(ctx context.Context, g Grant, now time.Time) error {
-	g, err := normalize(g)
+	g, err := checkGrant(g, now)
 	if err != nil {
-		return fmt.Errorf("firewall.Grant: %w", err)
-	}
-	if !g.Deadline.After(now) {
-		return fmt.Errorf("firewall.Grant %s: %w", g.ID, ErrExpired)
+		return err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
