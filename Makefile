@@ -30,7 +30,7 @@ run: build
 # What the tests need from Debian: the reference knockd and knock client,
 # the firewalls the native backends drive, and iproute2 for namespaces.
 deps:
-	apt-get install -y --no-install-recommends iptables ipset iproute2 nftables knockd systemd util-linux
+	apt-get install -y --no-install-recommends iptables ipset iproute2 nftables knockd systemd util-linux mount procps coreutils
 	# Packaging tests: make, inspecting .deb (dpkg-deb) and .rpm (rpm),
 	# man pages for systemd-analyze verify.
 	apt-get install -y --no-install-recommends make dpkg rpm man-db

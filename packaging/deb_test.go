@@ -20,7 +20,7 @@ func TestDeb(t *testing.T) {
 
 	fields := map[string]string{
 		"Package": "sesame", "Version": testVersion + "-1", "Architecture": runtime.GOARCH,
-		"Depends": "iptables", "Recommends": "nftables", "Section": "net", "Priority": "optional",
+		"Depends": "iptables, procps", "Recommends": "nftables", "Section": "net", "Priority": "optional",
 	}
 	for field, want := range fields {
 		if got := strings.TrimSpace(run(t, "dpkg-deb", "-f", deb, field)); got != want {

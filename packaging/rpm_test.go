@@ -28,8 +28,8 @@ func TestRPM(t *testing.T) {
 	if got, want := q("%{NAME} %{VERSION} %{RELEASE} %{ARCH} %{LICENSE}"), "sesame "+testVersion+" 1 "+rpmArch[runtime.GOARCH]+" MIT"; got != want {
 		t.Errorf("header %q, want %q", got, want)
 	}
-	if got := strings.Fields(run(t, "rpm", "-qp", "--requires", rpmFile)); !contains(got, "iptables") {
-		t.Errorf("requires %v, want iptables", got)
+	if got := strings.Fields(run(t, "rpm", "-qp", "--requires", rpmFile)); !contains(got, "iptables") || !contains(got, "procps") {
+		t.Errorf("requires %v, want iptables and procps", got)
 	}
 	if got := strings.Fields(run(t, "rpm", "-qp", "--recommends", rpmFile)); !contains(got, "nftables") {
 		t.Errorf("recommends %v, want nftables", got)
