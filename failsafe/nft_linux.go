@@ -18,9 +18,10 @@ import (
 // calling thread, and changes the kernel in one atomic batch.
 type nftGate struct {
 	spec spec
+	dial func() (*nftables.Conn, error) // a netlink connection; tests record instead
 }
 
-func newNFTGate(s spec) *nftGate { return &nftGate{spec: s} }
+func newNFTGate(s spec) *nftGate { return &nftGate{spec: s, dial: conn} }
 
 func (g *nftGate) Name() string { return "nftables" }
 
@@ -185,7 +186,7 @@ func (g *nftGate) State(ctx context.Context) (kernelState, error) {
 	if err := ctx.Err(); err != nil {
 		return kernelState{}, err
 	}
-	c, err := conn()
+	c, err := g.dial()
 	if err != nil {
 		return kernelState{}, fmt.Errorf("failsafe: nftables state: %w", err)
 	}
@@ -206,7 +207,7 @@ func (g *nftGate) Install(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	c, err := conn()
+	c, err := g.dial()
 	if err != nil {
 		return fmt.Errorf("failsafe: nftables install: %w", err)
 	}
@@ -360,7 +361,7 @@ func (g *nftGate) batch(ctx context.Context, fill func(*nftables.Conn) error) er
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	c, err := conn()
+	c, err := g.dial()
 	if err != nil {
 		return err
 	}
@@ -377,7 +378,7 @@ func (g *nftGate) Remove(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	c, err := conn()
+	c, err := g.dial()
 	if err != nil {
 		return fmt.Errorf("failsafe: nftables remove: %w", err)
 	}
@@ -417,7 +418,7 @@ func (g *nftGate) Held(ctx context.Context) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
-	c, err := conn()
+	c, err := g.dial()
 	if err != nil {
 		return false, fmt.Errorf("failsafe: nftables hold: %w", err)
 	}

@@ -21,8 +21,9 @@ import (
 // nft binary) and opens a fresh netlink socket per operation, in the
 // network namespace of the calling thread.
 type nftBackend struct {
-	log hclog.Logger
-	now func() time.Time
+	log  hclog.Logger
+	now  func() time.Time
+	dial func() (*nftables.Conn, error) // a netlink connection; tests record instead
 
 	mu sync.Mutex // guards all following fields and serialises every batch
 	// guarded is the sorted port list of the last Setup; nil before Setup.
@@ -36,8 +37,10 @@ type nftBackend struct {
 const minTimeout = 50 * time.Millisecond
 
 func newNFTables(log hclog.Logger) *nftBackend {
-	return &nftBackend{log: log, now: time.Now}
+	return &nftBackend{log: log, now: time.Now, dial: dialNetlink}
 }
+
+func dialNetlink() (*nftables.Conn, error) { return nftables.New() }
 
 func (b *nftBackend) Name() string { return NFTables.String() }
 
@@ -47,7 +50,7 @@ func (b *nftBackend) Name() string { return NFTables.String() }
 func (b *nftBackend) KeepOnStop() bool { return true }
 
 func (b *nftBackend) conn() (*nftables.Conn, error) {
-	c, err := nftables.New()
+	c, err := b.dial()
 	if err != nil {
 		return nil, fmt.Errorf("netlink: %w", err)
 	}
