@@ -28,8 +28,8 @@ import (
 	"github.com/sesame-knock/sesame/core/grant"
 	"github.com/sesame-knock/sesame/core/journal"
 	"github.com/sesame-knock/sesame/core/knock"
-	"github.com/sesame-knock/sesame/failsafe"
 	"github.com/sesame-knock/sesame/internal/control"
+	"github.com/sesame-knock/sesame/rescue"
 )
 
 // DaemonOptions configure the daemon (sesamed's command line).
@@ -60,7 +60,7 @@ type sesamed struct {
 	eng     *engine.Engine
 	caps    *captures
 	notify  *Notifier
-	rescue  atomic.Pointer[failsafe.Switch]
+	rescue  atomic.Pointer[rescue.Switch]
 
 	mu      sync.Mutex // guards cfg, cfgErr, cfgHash
 	cfg     *config.Config
@@ -357,32 +357,36 @@ func (d *sesamed) applyConfig(content []byte, sum [32]byte) error {
 	return nil
 }
 
-// rescueOptions derives the failsafe's options from cfg, in the firewall
-// family the grants use (when there is one).
-func (d *sesamed) rescueOptions(cfg *config.Config) (failsafe.Options, error) {
-	opts, err := failsafe.FromConfig(cfg.Options, d.log.Named("rescue"))
+// newRescue builds the rescue Switch of cfg, in the firewall family the
+// grants use when there is one (so both always agree), else in the
+// config's.
+func (d *sesamed) newRescue(cfg *config.Config) (*rescue.Switch, error) {
+	kind, err := firewall.ParseKind(cfg.Options.Firewall)
 	if err != nil {
-		return opts, err
+		return nil, err
 	}
 	if d.fw != nil {
 		if k, err := firewall.ParseKind(d.fw.Name()); err == nil {
-			opts.Kind = k
+			kind = k
 		}
 	}
-	return opts, nil
+	log := d.log.Named("rescue")
+	fw, err := firewall.NewRescue(kind, firewall.RescueSpec{Ports: cfg.Options.RescuePorts,
+		From: cfg.Options.RescueFrom, After: cfg.Options.RescueAfter}, log)
+	if err != nil {
+		return nil, err
+	}
+	return rescue.New(fw, log), nil
 }
 
 // startRescue installs the rescue port's dead man's switch (or removes a
 // leftover one when none is configured) and sets its heartbeat.
 func (d *sesamed) startRescue(ctx context.Context, cfg *config.Config) {
-	opts, err := d.rescueOptions(cfg)
+	sw, err := d.newRescue(cfg)
 	if err == nil {
-		var sw *failsafe.Switch
-		if sw, err = failsafe.New(opts); err == nil {
-			if err = sw.Start(ctx); err == nil {
-				d.rescue.Store(sw)
-				return
-			}
+		if err = sw.Start(ctx); err == nil {
+			d.rescue.Store(sw)
+			return
 		}
 	}
 	if len(cfg.Options.RescuePorts) > 0 {
@@ -395,12 +399,7 @@ func (d *sesamed) startRescue(ctx context.Context, cfg *config.Config) {
 // reloadRescue follows a config change; the heartbeat and an admin's
 // hold survive (Install keeps them).
 func (d *sesamed) reloadRescue(ctx context.Context, cfg *config.Config) {
-	opts, err := d.rescueOptions(cfg)
-	if err != nil {
-		d.log.Error("rescue not updated: "+err.Error(), "error", err)
-		return
-	}
-	sw, err := failsafe.New(opts)
+	sw, err := d.newRescue(cfg)
 	if err == nil {
 		err = sw.Install(ctx)
 	}

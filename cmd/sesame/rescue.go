@@ -11,7 +11,8 @@ import (
 
 	"github.com/sesame-knock/sesame/core/config"
 	"github.com/sesame-knock/sesame/core/eventlog"
-	"github.com/sesame-knock/sesame/failsafe"
+	"github.com/sesame-knock/sesame/core/firewall"
+	"github.com/sesame-knock/sesame/rescue"
 )
 
 // defaultConfig is sesamed's default config file, which says which ports
@@ -93,20 +94,25 @@ func (f *rescueFlags) say(w io.Writer, format string, args ...any) {
 
 // load reads the config and builds the rescue's Switch; sw is nil, with a
 // notice printed, when the config has no rescue.
-func (f *rescueFlags) load(log *eventlog.Logger, stdout io.Writer, what string) (*failsafe.Switch, error) {
+func (f *rescueFlags) load(log *eventlog.Logger, stdout io.Writer, what string) (*rescue.Switch, error) {
 	cfg, err := config.Load(f.config)
 	if err != nil {
 		return nil, err
 	}
-	opts, err := failsafe.FromConfig(cfg.Options, log.Named("rescue"))
+	o := cfg.Options
+	kind, err := firewall.ParseKind(o.Firewall)
 	if err != nil {
 		return nil, err
 	}
-	if len(opts.Ports) == 0 {
+	if len(o.RescuePorts) == 0 {
 		f.say(stdout, "no rescue port configured in %s (Rescue_Ports): nothing to %s", f.config, what)
 		return nil, nil
 	}
-	return failsafe.New(opts)
+	fw, err := firewall.NewRescue(kind, firewall.RescueSpec{Ports: o.RescuePorts, From: o.RescueFrom, After: o.RescueAfter}, log.Named("rescue"))
+	if err != nil {
+		return nil, err
+	}
+	return rescue.New(fw, log.Named("rescue")), nil
 }
 
 func (f *rescueFlags) open(ctx context.Context, stdout, stderr io.Writer) error {
@@ -131,7 +137,7 @@ func (f *rescueFlags) open(ctx context.Context, stdout, stderr io.Writer) error 
 		if reason == "" {
 			reason = "opened by an admin: sesame rescue open"
 		}
-		opened, oerr := failsafe.OpenInstalled(ctx, reason, log.Named("rescue"))
+		opened, oerr := rescue.OpenInstalled(ctx, firewall.OpenRescues, reason, log.Named("rescue"))
 		if len(opened) > 0 {
 			f.say(stdout, "cannot read the config (%v); opened the rescue installed in %s", err, strings.Join(opened, " and "))
 		} else if oerr == nil {
@@ -196,11 +202,11 @@ func (f *rescueFlags) remove(ctx context.Context, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer log.Close()
-	sw, err := failsafe.New(failsafe.Options{Logger: log.Named("rescue")})
+	fw, err := firewall.NewRescue(firewall.Auto, firewall.RescueSpec{}, log.Named("rescue"))
 	if err != nil {
 		return err
 	}
-	if err := sw.Remove(ctx); err != nil {
+	if err := rescue.New(fw, log.Named("rescue")).Remove(ctx); err != nil {
 		return err
 	}
 	f.say(stdout, "rescue removed")

@@ -12,7 +12,6 @@ import (
 
 	"github.com/sesame-knock/sesame/core/config"
 	"github.com/sesame-knock/sesame/core/firewall"
-	"github.com/sesame-knock/sesame/failsafe"
 	"github.com/sesame-knock/sesame/internal/control"
 	"github.com/sesame-knock/sesame/internal/version"
 	"github.com/sesame-knock/sesame/supervisor"
@@ -132,11 +131,9 @@ func teardown(ctx context.Context, cfgPath string, stderr io.Writer) int {
 	defer cancel()
 	status := 0
 	// The rescue first: left behind, it would lapse open.
-	if sw, err := failsafe.New(failsafe.Options{}); err == nil {
-		if err := sw.Remove(ctx); err != nil {
-			fmt.Fprintf(stderr, "sesamed: teardown rescue: %v\n", err)
-			status = 1
-		}
+	if _, err := firewall.RemoveRescues(ctx); err != nil {
+		fmt.Fprintf(stderr, "sesamed: teardown rescue: %v\n", err)
+		status = 1
 	}
 	for _, k := range []firewall.Kind{firewall.NFTables, firewall.IPTablesNFT, firewall.IPTablesLegacy} {
 		b, err := firewall.New(k, nil)

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Detection: where do the admin's input rules live? Probing (running
@@ -175,6 +176,9 @@ func joinDetail(head, rest string) string {
 	}
 	return head + "; " + rest
 }
+
+// detectTimeout bounds the probes New and NewRescue run for Auto.
+const detectTimeout = 30 * time.Second
 
 // probes gather what Detect decides on; tests swap them.
 type probes struct {

@@ -100,15 +100,14 @@ func probeNFT(ctx context.Context) ([]nftTableView, error) {
 }
 
 // isSesameJump recognises iptables-nft's `-A INPUT -j SESAME` (or the
-// failsafe's SESAME-RESCUE): a counter
-// and a jump, nothing else.
+// rescue's SESAME-RESCUE): a counter and a jump, nothing else.
 func isSesameJump(r *nftables.Rule) bool {
 	jump := false
 	for _, e := range r.Exprs {
 		switch e := e.(type) {
 		case *expr.Counter:
 		case *expr.Verdict:
-			jump = e.Kind == expr.VerdictJump && (e.Chain == ipChain || e.Chain == RescueChain)
+			jump = e.Kind == expr.VerdictJump && (e.Chain == ipChain || e.Chain == ipRescueChain)
 		default:
 			return false
 		}

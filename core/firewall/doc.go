@@ -1,10 +1,14 @@
-// Package firewall owns Sesame's native grants: it lets a knocker's
-// address reach a door's ports until a deadline, through iptables (a SESAME
-// chain, via go-iptables) or nftables (table inet sesame, via netlink),
-// picks the backend that holds the admin's rules (Detect), and puts grants
-// back after someone flushes the firewall (Reconcile). It does not decide
-// who gets a grant or for how long, does not journal grants, and never
-// edits the admin's own rules.
+// Package firewall owns every kernel object Sesame makes: the native
+// grants, which let a knocker's address reach a door's ports until a
+// deadline, through iptables (a SESAME chain, via go-iptables) or nftables
+// (table inet sesame, via netlink), and the rescue's rule, heartbeat and
+// hold marker (Rescue). It creates, inspects, repairs and removes them,
+// picks the family that holds the admin's rules (Detect), and puts grants
+// back after someone flushes the firewall (Reconcile). It is the only
+// package that runs iptables or ipset or talks nf_tables. It does not
+// decide who gets a grant or for how long, nor when the rescue opens
+// (package rescue does), does not journal grants, and never edits the
+// admin's own rules.
 //
 // # README-firewall: native grants
 //
@@ -85,4 +89,50 @@
 // firewalld reload), restores missing grants and removes expired or
 // unwanted ones, and reports what it did. Teardown removes only Sesame's
 // objects.
+//
+// # The rescue's objects
+//
+// Rescue keeps package rescue's dead man's switch in the grants' family:
+// rules that admit the rescue ports (from Rescue_From only, when set)
+// unless a heartbeat element is present, the heartbeat elements, which
+// the kernel expires on its own After a refresh, and a hold marker that
+// keeps the rescue open. It offers Install, Refresh, Open, Close, Remove
+// and State; package rescue decides when to call them.
+//
+// On nftables an accept cannot override a drop in another chain (see
+// above), so the admin's ruleset must accept the rescue ports, and Sesame
+// decides who gets through, in table inet sesame:
+//
+//   - base chain rescue (hook input, priority filter - 20) sends packets
+//     to a rescue port to rescue_gate;
+//   - rescue_gate: heartbeat present (set rescue_alive) → rescue_closed;
+//     else a source in Rescue_From → rescue_admit; else → rescue_closed;
+//   - rescue_closed lets through established connections, loopback and
+//     sources holding a grant, and drops the rest: a rescue port is closed
+//     while Sesame is healthy even if no door opens it;
+//   - rescue_admit accepts. Because a rescue port is often one a door
+//     opens too, and chain guard (priority filter - 10) drops everyone
+//     not in allow4/allow6, rescue_admit first adds the source to those
+//     sets from the packet path (an nft dynamic set add, 500 ms timeout);
+//     guard, which runs after it, then lets the packet through. The add
+//     never touches an existing element, so a real grant's deadline is
+//     never shortened; the elements carry no comment, so the grants
+//     backend ignores them. The rescue creates allow4/allow6 when they are
+//     missing, and leaves them to the grants backend.
+//
+// `nft list table inet sesame` shows the heartbeat as elements of set
+// rescue_alive with `expires`; the hold marker is the element 0 . 0.
+//
+// On iptables (iptables-nft or iptables-legacy, as the grants use) the
+// heartbeat is an ipset, `bitmap:port` keyed on the rescue port numbers,
+// and a chain SESAME-RESCUE, jumped to from the top of INPUT right after
+// the grants' own `-j SESAME`, holds
+//
+//	-A SESAME-RESCUE [-s PREFIX] -p tcp -m multiport --dports 22 \
+//	    -m set ! --match-set sesame-rescue dst -j ACCEPT
+//
+// An ACCEPT at the top of filter INPUT is final there, ahead of the
+// admin's DROP policy; the one set serves IPv4 and IPv6, and port 0 in it
+// is the hold marker. Tools that later insert rules above the jumps
+// (fail2ban) decide first; Sesame warns once and does not fight them.
 package firewall

@@ -24,4 +24,11 @@ var (
 	// ErrFamilyUnavailable is returned for a grant whose address family the
 	// backend could not set up (an IPv6 grant on a host without ip6tables).
 	ErrFamilyUnavailable = errors.New("address family not available")
+	// ErrInvalidRescue wraps every rejection of a RescueSpec by NewRescue.
+	ErrInvalidRescue = errors.New("invalid rescue")
+	// ErrNoRescue is returned by NewRescue when the firewall family cannot
+	// carry a rescue (no ipset binary, not Linux).
+	ErrNoRescue = errors.New("rescue unavailable in this firewall")
+	// ErrNoRescuePorts is returned by the changes of a Rescue that is off.
+	ErrNoRescuePorts = errors.New("no rescue ports")
 )

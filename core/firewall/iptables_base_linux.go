@@ -60,17 +60,8 @@ func (b *ipTablesBackend) ensureFamily(f *ipFamily) (recreated bool, err error) 
 	if err != nil {
 		return recreated, fmt.Errorf("list %s: %w", ipInput, err)
 	}
-	var positions []int
-	pos := 0
-	for _, l := range lines {
-		if !strings.HasPrefix(l, "-A ") {
-			continue
-		}
-		pos++
-		if isJump(l) {
-			positions = append(positions, pos)
-		}
-	}
+	positions, _ := jumpPlace(lines, ipChain)
+	var pos int
 	switch {
 	case len(positions) == 0:
 		if err := f.ipt.Insert(ipTable, ipInput, 1, ipJump...); err != nil {
@@ -104,5 +95,32 @@ func isExists(err error) bool {
 
 func isNotExist(err error) bool {
 	var e *iptables.Error
-	return errors.As(err, &e) && e.IsNotExist()
+	if !errors.As(err, &e) {
+		return false
+	}
+	// `iptables -D` of a rule that is not there says "does a matching rule
+	// exist in that chain?" with status 1, which IsNotExist misses when
+	// the message does not end exactly as it expects.
+	return e.IsNotExist() || (e.ExitStatus() == 1 && strings.Contains(err.Error(), "does a matching rule exist"))
+}
+
+// removeChain deletes every jump from INPUT to chain, then chain with its
+// rules; what is already gone is not an error. The rules of other chains
+// are not touched.
+func removeChain(ipt *iptables.IPTables, chain string) error {
+	var errs []error
+	for {
+		err := ipt.Delete(ipTable, ipInput, "-j", chain)
+		if err == nil {
+			continue
+		}
+		if !isNotExist(err) {
+			errs = append(errs, fmt.Errorf("delete jump to %s: %w", chain, err))
+		}
+		break
+	}
+	if err := ipt.ClearAndDeleteChain(ipTable, chain); err != nil {
+		errs = append(errs, fmt.Errorf("delete chain %s: %w", chain, err))
+	}
+	return errors.Join(errs...)
 }

@@ -43,25 +43,36 @@ type ipFamily struct {
 	warnedPos int
 }
 
+// lockWait is how long each iptables command waits for the xtables lock.
 const lockWait = 10 // seconds
 
-// ipBinaries are the two binaries of each flavour.
+// ipBinaries are the two binaries of each flavour (IPv4, IPv6).
 var ipBinaries = map[Kind][2]string{
 	IPTables:       {"iptables", "ip6tables"},
 	IPTablesNFT:    {"iptables-nft", "ip6tables-nft"},
 	IPTablesLegacy: {"iptables-legacy", "ip6tables-legacy"},
 }
 
-func newIPTables(kind Kind, log hclog.Logger) (*ipTablesBackend, error) {
+// ipTablesFor opens the IPv4 and IPv6 binaries of an iptables flavour; a
+// family whose binary is missing or unusable has nil and the reason.
+func ipTablesFor(kind Kind) (ipts [2]*iptables.IPTables, errs [2]error) {
 	bins := ipBinaries[kind]
-	b := &ipTablesBackend{name: kind.String(), log: log, now: time.Now, withTime: true}
 	for i, proto := range []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6} {
-		f := &b.fams[i]
-		f.label = bins[i]
-		f.ipt, f.err = iptables.New(iptables.Path(bins[i]), iptables.IPFamily(proto), iptables.Timeout(lockWait))
-		if f.err != nil {
-			f.err = fmt.Errorf("%s: %w", bins[i], f.err)
+		ipt, err := iptables.New(iptables.Path(bins[i]), iptables.IPFamily(proto), iptables.Timeout(lockWait))
+		if err != nil {
+			errs[i] = fmt.Errorf("%s: %w", bins[i], err)
+			continue
 		}
+		ipts[i] = ipt
+	}
+	return ipts, errs
+}
+
+func newIPTables(kind Kind, log hclog.Logger) (*ipTablesBackend, error) {
+	b := &ipTablesBackend{name: kind.String(), log: log, now: time.Now, withTime: true}
+	ipts, errs := ipTablesFor(kind)
+	for i := range b.fams {
+		b.fams[i] = ipFamily{label: ipBinaries[kind][i], ipt: ipts[i], err: errs[i]}
 	}
 	if b.fams[0].err != nil {
 		return nil, fmt.Errorf("firewall: %s backend: %w", kind, b.fams[0].err)
@@ -259,18 +270,8 @@ func (b *ipTablesBackend) Teardown(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		for {
-			err := f.ipt.Delete(ipTable, ipInput, ipJump...)
-			if err == nil {
-				continue
-			}
-			if !isNotExist(err) {
-				errs = append(errs, fmt.Errorf("firewall.Teardown: %s: delete jump: %w", f.label, err))
-			}
-			break
-		}
-		if err := f.ipt.ClearAndDeleteChain(ipTable, ipChain); err != nil {
-			errs = append(errs, fmt.Errorf("firewall.Teardown: %s: delete chain %s: %w", f.label, ipChain, err))
+		if err := removeChain(f.ipt, ipChain); err != nil {
+			errs = append(errs, fmt.Errorf("firewall.Teardown: %s: %w", f.label, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -12,10 +12,11 @@ import (
 // The iptables backend's rules, built and parsed without running iptables.
 
 const (
-	ipTable   = "filter"
-	ipChain   = "SESAME"
-	ipInput   = "INPUT"
-	ipMaxPort = 15 // multiport's limit per rule
+	ipTable       = "filter"
+	ipChain       = "SESAME"
+	ipRescueChain = "SESAME-RESCUE" // the rescue's (rescue_iptables_rules.go)
+	ipInput       = "INPUT"
+	ipMaxPort     = 15 // multiport's limit per rule
 )
 
 // ipJump is the rule in INPUT that sends packets through Sesame's chain.
@@ -63,7 +64,7 @@ func dateStop(cs []claim) string {
 // that are not Sesame grant rules (the -N line, or a rule someone else
 // put in the chain); those are left alone.
 func parseRule(line string) (e entry, ok bool, err error) {
-	args, err := SplitRuleArgs(line)
+	args, err := splitRuleArgs(line)
 	if err != nil {
 		return e, false, err
 	}
@@ -104,11 +105,10 @@ func parseRule(line string) (e entry, ok bool, err error) {
 	return e, true, nil
 }
 
-// SplitRuleArgs splits an iptables -S line as iptables quotes it: words
+// splitRuleArgs splits an iptables -S line as iptables quotes it: words
 // separated by spaces, double quotes around words with spaces, backslash
-// escaping a quote or backslash inside them. The failsafe parses its own
-// chain with it too.
-func SplitRuleArgs(line string) ([]string, error) {
+// escaping a quote or backslash inside them.
+func splitRuleArgs(line string) ([]string, error) {
 	var args []string
 	var cur strings.Builder
 	inWord, inQuote := false, false
@@ -144,16 +144,39 @@ func SplitRuleArgs(line string) ([]string, error) {
 	return args, nil
 }
 
-// isJump reports whether an `iptables -S INPUT` line is Sesame's jump.
-func isJump(line string) bool {
-	return strings.TrimSpace(line) == "-A "+ipInput+" "+strings.Join(ipJump, " ")
+// isJumpTo reports whether an `iptables -S INPUT` line is exactly
+// Sesame's jump to chain.
+func isJumpTo(line, chain string) bool {
+	return strings.TrimSpace(line) == "-A "+ipInput+" -j "+chain
 }
 
-// RescueChain is the failsafe's iptables chain. Detection counts a jump
-// to it as Sesame's own, like the jump to SESAME, not as the admin's.
-const RescueChain = "SESAME-RESCUE"
+// isJump reports whether an `iptables -S INPUT` line is the jump to SESAME.
+func isJump(line string) bool { return isJumpTo(line, ipChain) }
 
-// isOwnJump reports whether an INPUT rule is one of Sesame's jumps.
-func isOwnJump(line string) bool {
-	return isJump(line) || strings.TrimSpace(line) == "-A "+ipInput+" -j "+RescueChain
+// isOwnJump reports whether an INPUT rule is one of Sesame's jumps (to
+// SESAME or to the rescue's SESAME-RESCUE). Detection counts them as
+// Sesame's own, not as the admin's.
+func isOwnJump(line string) bool { return isJumpTo(line, ipChain) || isJumpTo(line, ipRescueChain) }
+
+// jumpPlace reads `iptables -S INPUT`: the 1-based positions of the jumps
+// to chain, and how many rules at the top are Sesame's jumps (to SESAME or
+// SESAME-RESCUE), the block Sesame's jumps belong in.
+func jumpPlace(lines []string, chain string) (mine []int, block int) {
+	pos := 0
+	inBlock := true
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "-A ") {
+			continue
+		}
+		pos++
+		if isJumpTo(l, chain) {
+			mine = append(mine, pos)
+		}
+		if inBlock && isOwnJump(l) {
+			block = pos
+		} else {
+			inBlock = false
+		}
+	}
+	return mine, block
 }

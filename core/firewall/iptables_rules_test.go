@@ -75,7 +75,7 @@ func TestParseRule(t *testing.T) {
 			if e.entryKey != tc.want.entryKey || !reflect.DeepEqual(e.Claims, tc.want.Claims) {
 				t.Fatalf("got %+v, want %+v", e, tc.want)
 			}
-			args, _ := SplitRuleArgs(tc.line)
+			args, _ := splitRuleArgs(tc.line)
 			if !reflect.DeepEqual(e.handle, args[2:]) {
 				t.Fatalf("handle %q, want the listed rulespec", e.handle)
 			}
@@ -117,9 +117,9 @@ func TestSplitArgs(t *testing.T) {
 		{`--comment ""`, []string{"--comment", ""}, false},
 		{`--comment "open`, nil, true},
 	} {
-		got, err := SplitRuleArgs(tc.in)
+		got, err := splitRuleArgs(tc.in)
 		if (err != nil) != tc.err || (!tc.err && !reflect.DeepEqual(got, tc.want)) {
-			t.Errorf("SplitRuleArgs(%q) = %q, %v", tc.in, got, err)
+			t.Errorf("splitRuleArgs(%q) = %q, %v", tc.in, got, err)
 		}
 	}
 }

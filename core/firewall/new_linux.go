@@ -3,13 +3,9 @@ package firewall
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 )
-
-// detectTimeout bounds the probes New runs for Auto.
-const detectTimeout = 30 * time.Second
 
 // New returns the backend of the given kind. Auto runs Detect first and
 // logs what it found; iptables kinds fail if their iptables binary is

@@ -22,3 +22,13 @@ func New(kind Kind, _ hclog.Logger) (Backend, error) {
 func Detect(context.Context) (Kind, string, error) {
 	return Auto, "", fmt.Errorf("firewall.Detect: %w", errNotLinux)
 }
+
+func newRescueFamily(kind Kind, _ rescueSpec, _ hclog.Logger) (rescueFamily, error) {
+	return nil, fmt.Errorf("%w: %v: %w", ErrNoRescue, kind, errNotLinux)
+}
+
+// removeRescues has nothing to remove: there is no rescue off Linux.
+func removeRescues(context.Context, Kind) ([]string, error) { return nil, nil }
+
+// OpenRescues has nothing to open: there is no rescue off Linux.
+func OpenRescues(context.Context) ([]string, error) { return nil, nil }

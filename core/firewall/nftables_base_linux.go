@@ -2,114 +2,46 @@ package firewall
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/google/nftables"
-	"golang.org/x/sys/unix"
 
 	"github.com/sesame-knock/sesame/core/knock"
 )
 
-// tableState is what ensureBase found of table inet sesame.
+// tableState is what ensureBase found of the grants backend's objects.
 type tableState struct {
 	exists      bool
 	incompat    []string // why the table cannot be repaired in place
 	missingSets []*nftables.Set
 	chains      map[string]*nftables.Chain
 	rulesOK     bool
-	guarded     []knock.Port // sorted; nil if the set is missing
+	guarded     []knock.Port // sorted; nil if the set is missing or unreadable
 }
 
 func (st tableState) missing(set string) bool {
 	return slices.ContainsFunc(st.missingSets, func(s *nftables.Set) bool { return s.Name == set })
 }
 
+// inspect compares table inet sesame with the grants backend's objects.
 func (b *nftBackend) inspect(c *nftables.Conn) (tableState, error) {
-	var st tableState
-	if _, err := c.ListTableOfFamily(nftTable, nftables.TableFamilyINet); err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return st, nil
-		}
-		return st, fmt.Errorf("list table: %w", err)
+	v, err := inspect(c, []string{nftInput, nftGuard}, []string{nftGuarded})
+	if err != nil || !v.exists {
+		return tableState{}, err
 	}
-	st.exists = true
-	sets, err := c.GetSets(sesameTable)
-	if err != nil {
-		return st, fmt.Errorf("list sets: %w", err)
-	}
+	st := tableState{exists: true, chains: v.chains}
 	for _, want := range nftSets() {
-		i := slices.IndexFunc(sets, func(s *nftables.Set) bool { return s.Name == want.Name })
-		if i < 0 {
+		if v.sets[want.Name] == nil {
 			st.missingSets = append(st.missingSets, want)
-			continue
-		}
-		got := sets[i]
-		if got.KeyType.GetNFTMagic() != want.KeyType.GetNFTMagic() || got.KeyType.Bytes != want.KeyType.Bytes ||
-			got.HasTimeout != want.HasTimeout || got.IsMap || got.Interval || got.Constant {
-			st.incompat = append(st.incompat, "set "+want.Name+" has another shape")
 		}
 	}
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
-	if err != nil {
-		return st, fmt.Errorf("list chains: %w", err)
-	}
-	st.chains = make(map[string]*nftables.Chain)
-	for _, ch := range chains {
-		if ch.Table != nil && ch.Table.Name == nftTable {
-			st.chains[ch.Name] = ch
-		}
-	}
-	if in := st.chains[nftInput]; in != nil {
-		want := nftInputChain()
-		if in.Hooknum == nil || *in.Hooknum != *want.Hooknum || in.Priority == nil || *in.Priority != *want.Priority ||
-			in.Type != want.Type {
-			st.incompat = append(st.incompat, "chain input has another hook, priority or type")
-		}
-	}
-	if gd := st.chains[nftGuard]; gd != nil && gd.Hooknum != nil {
-		st.incompat = append(st.incompat, "chain guard is a base chain")
-	}
-	st.rulesOK = true
 	wantIn, wantGuard := nftRules()
-	for name, want := range map[string][]nftRule{nftInput: wantIn, nftGuard: wantGuard} {
-		ch := st.chains[name]
-		if ch == nil {
-			st.rulesOK = false
-			continue
-		}
-		rules, err := c.GetRules(sesameTable, ch)
-		if err != nil {
-			return st, fmt.Errorf("list rules of %s: %w", name, err)
-		}
-		if len(rules) != len(want) {
-			st.rulesOK = false
-			continue
-		}
-		for i, r := range rules {
-			if ruleTag(r) != want[i].tag {
-				st.rulesOK = false
-			}
-		}
-	}
-	if !st.missing(nftGuarded) {
-		els, err := c.GetSetElements(&nftables.Set{Table: sesameTable, Name: nftGuarded})
-		if err != nil {
-			return st, fmt.Errorf("list guarded: %w", err)
-		}
-		st.guarded = []knock.Port{}
-		for _, el := range els {
-			p, err := parseGuardedKey(el.Key)
-			if err != nil {
-				st.guarded = nil // unreadable: rewrite it
-				break
-			}
-			st.guarded = append(st.guarded, p)
-		}
-		if st.guarded != nil {
-			st.guarded = sortPorts(st.guarded)
-		}
+	d := v.diff(nftSets(), []*nftables.Chain{nftGuardChain(), nftInputChain()},
+		map[string][]nftRule{nftInput: wantIn, nftGuard: wantGuard})
+	st.incompat, st.rulesOK = d.reshaped, d.rulesOK
+	if ports, ok := v.portsIn(nftGuarded); ok {
+		st.guarded = ports // unreadable elements leave it nil: rewritten
 	}
 	return st, nil
 }
@@ -157,7 +89,7 @@ func (b *nftBackend) ensureBaseLocked(ctx context.Context) (recreated bool, err 
 		if len(b.guarded) > 0 {
 			els := make([]nftables.SetElement, len(b.guarded))
 			for i, p := range b.guarded {
-				els[i] = nftables.SetElement{Key: guardedKey(p)}
+				els[i] = nftables.SetElement{Key: portKey(p)}
 			}
 			if err := c.SetAddElements(guarded, els); err != nil {
 				return false, fmt.Errorf("fill set guarded: %w", err)

@@ -23,9 +23,17 @@ const (
 	nftInput   = "input"
 	nftGuard   = "guard"
 
-	allow4KeyLen  = 4 + 4 + 4
-	allow6KeyLen  = 16 + 4 + 4
-	guardedKeyLen = 4 + 4
+	// The rescue's sets and chains (rescue_nftables_rules_linux.go).
+	nftRescuePorts  = "rescue_ports"
+	nftRescueAlive  = "rescue_alive"
+	nftRescueBase   = "rescue"
+	nftRescueGate   = "rescue_gate"
+	nftRescueAdmit  = "rescue_admit"
+	nftRescueClosed = "rescue_closed"
+
+	allow4KeyLen = 4 + 4 + 4
+	allow6KeyLen = 16 + 4 + 4
+	portKeyLen   = 4 + 4
 )
 
 func protoPortKey(p knock.Proto, port uint16) []byte {
@@ -44,7 +52,13 @@ func allowKey(k entryKey) ([]byte, error) {
 	return append(k.Src.AsSlice(), protoPortKey(k.Proto, port)...), nil
 }
 
-func guardedKey(p knock.Port) []byte { return protoPortKey(p.Proto, p.Num) }
+// portKey is the key of the sets of protocol and port: guarded,
+// rescue_ports and rescue_alive.
+func portKey(p knock.Port) []byte { return protoPortKey(p.Proto, p.Num) }
+
+// holdKey is the rescue's hold marker in rescue_alive: protocol 0, port 0,
+// which no packet has.
+var holdKey = make([]byte, portKeyLen)
 
 // parseAllowKey reverses allowKey for a key of either allow set.
 func parseAllowKey(b []byte) (entryKey, error) {
@@ -65,9 +79,10 @@ func parseAllowKey(b []byte) (entryKey, error) {
 	return entryKey{Src: addr, Proto: p, Ports: strconv.Itoa(int(port))}, nil
 }
 
-func parseGuardedKey(b []byte) (knock.Port, error) {
-	if len(b) != guardedKeyLen {
-		return knock.Port{}, fmt.Errorf("guarded key of %d bytes", len(b))
+// parsePortKey reverses portKey; the hold marker is not a port.
+func parsePortKey(b []byte) (knock.Port, error) {
+	if len(b) != portKeyLen {
+		return knock.Port{}, fmt.Errorf("port key of %d bytes", len(b))
 	}
 	p, port, err := parseProtoPort(b)
 	return knock.Port{Num: port, Proto: p}, err

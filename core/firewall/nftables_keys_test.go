@@ -46,15 +46,18 @@ func TestAllowKey(t *testing.T) {
 	}
 }
 
-func TestGuardedKey(t *testing.T) {
+func TestPortKey(t *testing.T) {
 	for _, p := range []knock.Port{tcp(22), udp(65535)} {
-		k := guardedKey(p)
-		if len(k) != guardedKeyLen {
+		k := portKey(p)
+		if len(k) != portKeyLen {
 			t.Fatalf("len %d", len(k))
 		}
-		back, err := parseGuardedKey(k)
+		back, err := parsePortKey(k)
 		if err != nil || back != p {
 			t.Errorf("round trip %v: %v %v", p, back, err)
 		}
+	}
+	if p, err := parsePortKey(holdKey); err == nil {
+		t.Errorf("the rescue's hold marker parsed as port %v", p)
 	}
 }

@@ -40,8 +40,6 @@ func newNFTables(log hclog.Logger) *nftBackend {
 	return &nftBackend{log: log, now: time.Now, dial: dialNetlink}
 }
 
-func dialNetlink() (*nftables.Conn, error) { return nftables.New() }
-
 func (b *nftBackend) Name() string { return NFTables.String() }
 
 // KeepOnStop: grants expire in the kernel, and table inet sesame is what
@@ -49,13 +47,7 @@ func (b *nftBackend) Name() string { return NFTables.String() }
 // everyone the admin's ruleset accepts.
 func (b *nftBackend) KeepOnStop() bool { return true }
 
-func (b *nftBackend) conn() (*nftables.Conn, error) {
-	c, err := b.dial()
-	if err != nil {
-		return nil, fmt.Errorf("netlink: %w", err)
-	}
-	return c, nil
-}
+func (b *nftBackend) conn() (*nftables.Conn, error) { return b.dial() }
 
 // Setup creates table inet sesame, or adopts the one a predecessor left
 // (keeping its grants), and sets the guarded set to exactly guarded in one
@@ -88,13 +80,6 @@ func (b *nftBackend) EnsureBase(ctx context.Context) (bool, error) {
 		return false, ErrNotSetUp
 	}
 	return b.ensureBaseLocked(ctx)
-}
-
-func allowSet(v6 bool) *nftables.Set {
-	if v6 {
-		return nftSets()[1]
-	}
-	return nftSets()[0]
 }
 
 // listEntries reads one allow set. A missing table or set has no entries.

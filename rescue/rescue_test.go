@@ -1,12 +1,13 @@
-package failsafe
+package rescue
 
 import (
 	"context"
 	"errors"
 	"net/netip"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/sesame-knock/sesame/core/knock"
@@ -50,7 +51,7 @@ func TestDecide(t *testing.T) {
 // admin's hold, and release.
 func TestLifecycle(t *testing.T) {
 	ctx := context.Background()
-	s, g, ev, sweeps := newFakeSwitch(t)
+	s, g, ev := newFakeSwitch(t)
 
 	if err := s.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -61,8 +62,8 @@ func TestLifecycle(t *testing.T) {
 	if got := ev.take(t); got != "" {
 		t.Errorf("Start on a clean kernel logged %q, want no open/close", got)
 	}
-	if *sweeps != 1 {
-		t.Errorf("Start swept other families %d times, want 1", *sweeps)
+	if g.sweeps != 1 {
+		t.Errorf("Start swept other families %d times, want 1", g.sweeps)
 	}
 	if st := s.Summary(); !strings.HasPrefix(st, "rescue closed: 22:tcp opens 30s after") {
 		t.Errorf("Summary = %q", st)
@@ -95,8 +96,8 @@ func TestLifecycle(t *testing.T) {
 	if err := s.Open(ctx, ""); err != nil {
 		t.Fatal(err)
 	}
-	if got := g.takeCalls(); got != "hold,drop" {
-		t.Errorf("Open calls %q, want hold,drop", got)
+	if got := g.takeCalls(); got != "open" {
+		t.Errorf("Open calls %q, want open", got)
 	}
 	if got := ev.take(t); got != "warn:rescue-open" {
 		t.Errorf("Open events %q", got)
@@ -108,8 +109,8 @@ func TestLifecycle(t *testing.T) {
 	if err := s.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := g.takeCalls(); got != "unhold,refresh" {
-		t.Errorf("Close calls %q, want unhold,refresh", got)
+	if got := g.takeCalls(); got != "close" {
+		t.Errorf("Close calls %q, want close", got)
 	}
 	if got := ev.take(t); got != "warn:rescue-close" {
 		t.Errorf("Close events %q", got)
@@ -121,7 +122,7 @@ func TestLifecycle(t *testing.T) {
 // heartbeat's time is fully up.
 func TestLapseBoundary(t *testing.T) {
 	ctx := context.Background()
-	s, g, ev, _ := newFakeSwitch(t)
+	s, g, ev := newFakeSwitch(t)
 	if err := s.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -146,19 +147,19 @@ func TestLapseBoundary(t *testing.T) {
 // or the admin's open would silently not happen.
 func TestHoldRace(t *testing.T) {
 	ctx := context.Background()
-	s, g, ev, _ := newFakeSwitch(t)
+	s, g, ev := newFakeSwitch(t)
 	if err := s.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	g.takeCalls()
-	g.onRefresh = func(f *fakeGate) { f.held, f.expires, f.onRefresh = true, time.Time{}, nil }
-	if err := s.Heartbeat(ctx); err != nil {
+	g.onRefresh = func(f *fakeFirewall) { f.held, f.expires, f.onRefresh = true, time.Time{}, nil }
+	if err := s.Tick(ctx, true, ""); err != nil {
 		t.Fatal(err)
 	}
-	if got := g.takeCalls(); got != "refresh,drop" {
-		t.Errorf("calls %q, want refresh,drop", got)
+	if got := g.takeCalls(); got != "refresh,open" {
+		t.Errorf("calls %q, want refresh,open", got)
 	}
-	if k, _ := g.State(ctx); !k.isOpen() {
+	if k := g.kernel(); !k.isOpen() {
 		t.Errorf("rescue not open after the race: %+v", k)
 	}
 	if got := ev.take(t); got != "warn:rescue-open" {
@@ -170,13 +171,13 @@ func TestHoldRace(t *testing.T) {
 // heartbeat); the next healthy start releases the hold and closes.
 func TestStartAfterCrash(t *testing.T) {
 	ctx := context.Background()
-	s, g, ev, _ := newFakeSwitch(t)
+	s, g, ev := newFakeSwitch(t)
 	g.installed, g.held = true, true
 	if err := s.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := g.takeCalls(); got != "unhold,refresh" {
-		t.Errorf("calls %q, want unhold,refresh", got)
+	if got := g.takeCalls(); got != "close" {
+		t.Errorf("calls %q, want close", got)
 	}
 	if got := ev.take(t); got != "warn:rescue-close" {
 		t.Errorf("events %q, want warn:rescue-close", got)
@@ -194,7 +195,7 @@ func TestStartAfterCrash(t *testing.T) {
 // rescue held open, does not log the open again, and does not refresh.
 func TestReloadKeepsQuiet(t *testing.T) {
 	ctx := context.Background()
-	s, g, ev, _ := newFakeSwitch(t)
+	s, g, ev := newFakeSwitch(t)
 	g.installed, g.held = true, true
 	if err := s.Install(ctx); err != nil {
 		t.Fatal(err)
@@ -214,14 +215,14 @@ func TestReloadKeepsQuiet(t *testing.T) {
 // a reload that adds the rescue does not open it.
 func TestInstallArms(t *testing.T) {
 	ctx := context.Background()
-	s, g, ev, _ := newFakeSwitch(t)
+	s, g, ev := newFakeSwitch(t)
 	if err := s.Install(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := g.takeCalls(); got != "install,refresh" {
 		t.Errorf("calls %q, want install,refresh", got)
 	}
-	if k, _ := g.State(ctx); k.isOpen() {
+	if g.kernel().isOpen() {
 		t.Error("rescue open after Install")
 	}
 	if got := ev.take(t); got != "" {
@@ -233,7 +234,7 @@ func TestInstallArms(t *testing.T) {
 // healthy; putting them back without a heartbeat opens the rescue at once.
 func TestFlushedWhileUnhealthy(t *testing.T) {
 	ctx := context.Background()
-	s, g, ev, _ := newFakeSwitch(t)
+	s, g, ev := newFakeSwitch(t)
 	if err := s.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -252,12 +253,8 @@ func TestFlushedWhileUnhealthy(t *testing.T) {
 
 func TestDisabled(t *testing.T) {
 	ctx := context.Background()
-	s, err := New(Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	swept := 0
-	s.sweep = func(context.Context) ([]string, error) { swept++; return []string{"x"}, nil }
+	f := &fakeFirewall{}
+	s := New(f, nil)
 	if s.Enabled() || s.Interval() != 0 || s.Backend() != "" {
 		t.Errorf("disabled switch: enabled %t interval %s backend %q", s.Enabled(), s.Interval(), s.Backend())
 	}
@@ -267,8 +264,11 @@ func TestDisabled(t *testing.T) {
 	if err := s.Tick(ctx, false, ""); err != nil {
 		t.Fatal(err)
 	}
-	if swept != 1 {
-		t.Errorf("Start swept %d times, want 1 (leftovers of an earlier config must go)", swept)
+	if f.sweeps != 1 {
+		t.Errorf("Start swept %d times, want 1 (leftovers of an earlier config must go)", f.sweeps)
+	}
+	if got := f.takeCalls(); got != "" {
+		t.Errorf("disabled switch changed the kernel: %q", got)
 	}
 	if err := s.Open(ctx, ""); !errors.Is(err, ErrNotConfigured) {
 		t.Errorf("Open: %v, want ErrNotConfigured", err)
@@ -278,48 +278,6 @@ func TestDisabled(t *testing.T) {
 	}
 	if got := s.Summary(); got != "rescue off" {
 		t.Errorf("Summary %q", got)
-	}
-}
-
-func TestNewSpec(t *testing.T) {
-	tcp := func(n uint16) knock.Port { return knock.Port{Num: n, Proto: knock.TCP} }
-	udp := func(n uint16) knock.Port { return knock.Port{Num: n, Proto: knock.UDP} }
-	pfx := netip.MustParsePrefix
-	for _, tc := range []struct {
-		name    string
-		opts    Options
-		wantErr bool
-		check   func(spec) bool
-	}{
-		{"sorted and deduplicated", Options{Ports: []knock.Port{udp(53), tcp(2222), tcp(22), tcp(22)}, After: time.Minute},
-			false, func(s spec) bool { return knock.FormatSequence(s.Ports) == "22:tcp,2222:tcp,53:udp" && s.AnyFrom }},
-		{"prefixes split, masked, unmapped", Options{Ports: []knock.Port{tcp(22)}, After: time.Minute,
-			From: []netip.Prefix{pfx("2001:db8::1/32"), pfx("10.1.2.3/8"), pfx("::ffff:192.0.2.0/120")}},
-			false, func(s spec) bool {
-				return !s.AnyFrom && len(s.From4) == 2 && s.From4[0] == pfx("10.0.0.0/8") && s.From4[1] == pfx("192.0.2.0/24") &&
-					len(s.From6) == 1 && s.From6[0] == pfx("2001:db8::/32")
-			}},
-		{"port 0", Options{Ports: []knock.Port{tcp(0)}, After: time.Minute}, true, nil},
-		{"icmp", Options{Ports: []knock.Port{{Num: 1, Proto: knock.Proto(1)}}, After: time.Minute}, true, nil},
-		{"after too short", Options{Ports: []knock.Port{tcp(22)}, After: 999 * time.Millisecond}, true, nil},
-		{"after rounds up for ipset", Options{Ports: []knock.Port{tcp(22)}, After: 2500 * time.Millisecond},
-			false, func(s spec) bool { return s.seconds() == 3 }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s, err := newSpec(tc.opts)
-			if (err != nil) != tc.wantErr {
-				t.Fatalf("err = %v, want error %t", err, tc.wantErr)
-			}
-			if err != nil {
-				if !errors.Is(err, ErrBadOptions) {
-					t.Errorf("error %v does not wrap ErrBadOptions", err)
-				}
-				return
-			}
-			if !tc.check(s) {
-				t.Errorf("spec %+v", s)
-			}
-		})
 	}
 }
 
@@ -357,13 +315,13 @@ func TestStatusString(t *testing.T) {
 // it and says so.
 func TestFrozen(t *testing.T) {
 	ctx := context.Background()
-	s, g, ev, _ := newFakeSwitch(t)
+	s, g, ev := newFakeSwitch(t)
 	if err := s.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	g.takeCalls()
 	g.now = g.now.Add(45 * time.Second)
-	if err := s.Heartbeat(ctx); err != nil {
+	if err := s.Tick(ctx, true, ""); err != nil {
 		t.Fatal(err)
 	}
 	if got := g.takeCalls(); got != "refresh" {
@@ -374,62 +332,68 @@ func TestFrozen(t *testing.T) {
 	}
 }
 
-// TestKeep runs the supervisor loop against the fake kernel: it refreshes
-// while healthy, stops while not, and returns when ctx ends.
+// TestKeep runs the heartbeat loop on the fake kernel, in a bubble whose
+// clock only moves when every goroutine waits: Keep ticks every Interval
+// while there is a Switch, refreshes while healthy and not while
+// unhealthy, follows the Switch a reload swaps in, idles without one, and
+// returns when ctx ends.
 func TestKeep(t *testing.T) {
-	s, g, _, _ := newFakeSwitch(t)
-	s.spec.After = 30 * time.Millisecond // Interval 10ms; the fake's clock does not move
-	ctx, cancel := context.WithCancel(context.Background())
-	var mu sync.Mutex
-	healthy, asked := true, 0
-	done := make(chan struct{})
-	go func() {
-		s.Keep(ctx, func() (bool, string) {
-			mu.Lock()
-			defer mu.Unlock()
-			asked++
-			return healthy, "test"
-		})
-		close(done)
-	}()
-	waitAsked := func(n int) {
-		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			mu.Lock()
-			a := asked
-			mu.Unlock()
-			if a >= n {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("Keep asked %d times in 5s, want %d", a, n)
-			}
-			time.Sleep(time.Millisecond)
+	synctest.Test(t, func(t *testing.T) {
+		s, f, _ := newFakeSwitch(t)
+		f.installed = true
+		var current atomic.Pointer[Switch]
+		var healthy atomic.Bool
+		healthy.Store(true)
+		asked := 0
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			Keep(ctx, current.Load, func() (bool, string) { asked++; return healthy.Load(), "engine stalled" })
+		}()
+
+		// No Switch yet: Keep looks every second and asks nothing.
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		if asked != 0 {
+			t.Fatalf("asked %d times without a Switch", asked)
 		}
-	}
-	waitAsked(3)
-	mu.Lock()
-	healthy = false
-	n := asked
-	mu.Unlock()
-	waitAsked(n + 1) // this tick may have read healthy before the switch
-	mu.Lock()
-	n = asked
-	mu.Unlock()
-	waitAsked(n + 1) // unhealthy from here on
-	calls := g.takeCalls()
-	waitAsked(n + 4)
-	if got := g.takeCalls(); got != "" {
-		t.Errorf("unhealthy ticks wrote %q, want nothing", got)
-	}
-	if !strings.HasPrefix(calls, "install,refresh,refresh") {
-		t.Errorf("healthy ticks wrote %q, want install then refreshes", calls)
-	}
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Keep did not return after cancel")
-	}
+		current.Store(s)
+		time.Sleep(time.Second) // Keep's idle wait ends and it sees s
+		synctest.Wait()
+		if got := f.takeCalls(); got != "refresh" {
+			t.Errorf("first tick: calls %q, want refresh", got)
+		}
+		time.Sleep(3 * s.Interval())
+		synctest.Wait()
+		if got := f.takeCalls(); got != "refresh,refresh,refresh" {
+			t.Errorf("three healthy intervals: calls %q", got)
+		}
+		healthy.Store(false)
+		time.Sleep(3 * s.Interval())
+		synctest.Wait()
+		if got := f.takeCalls(); got != "" {
+			t.Errorf("unhealthy ticks wrote %q, want nothing", got)
+		}
+		// A reload swaps in another Switch: the next tick is its.
+		s2, f2, _ := newFakeSwitch(t)
+		f2.installed = true
+		healthy.Store(true)
+		current.Store(s2)
+		time.Sleep(s.Interval())
+		synctest.Wait()
+		if got, got2 := f.takeCalls(), f2.takeCalls(); got != "" || got2 != "refresh" {
+			t.Errorf("after the swap: old switch %q, new %q; want only the new one refreshed", got, got2)
+		}
+		if asked != 8 {
+			t.Errorf("health asked %d times, want once per tick (8)", asked)
+		}
+		cancel()
+		synctest.Wait()
+		select {
+		case <-done:
+		default:
+			t.Fatal("Keep did not return after cancel")
+		}
+	})
 }

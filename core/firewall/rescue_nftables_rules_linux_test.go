@@ -1,4 +1,4 @@
-package failsafe
+package firewall
 
 import (
 	"slices"
@@ -19,17 +19,17 @@ func tags(rs []nftRule) []string {
 	return out
 }
 
-func TestNFTRules(t *testing.T) {
-	all := nftRules(mustSpec(t, "22/tcp"))
-	if got := tags(all[nftGateChain]); !slices.Equal(got, []string{
+func TestRescueRules(t *testing.T) {
+	all := rescueRules(mustRescueSpec(t, "22/tcp"))
+	if got := tags(all[nftRescueGate]); !slices.Equal(got, []string{
 		"sesame rescue: heartbeat present, rescue closed",
 		"sesame rescue: no heartbeat, open to everyone",
 		"sesame rescue: closed to this source",
 	}) {
 		t.Errorf("gate for anyone: %q", got)
 	}
-	from := nftRules(mustSpec(t, "22/tcp", "10.0.0.0/8", "2001:db8::/32"))
-	if got := tags(from[nftGateChain]); !slices.Equal(got, []string{
+	from := rescueRules(mustRescueSpec(t, "22/tcp", "10.0.0.0/8", "2001:db8::/32"))
+	if got := tags(from[nftRescueGate]); !slices.Equal(got, []string{
 		"sesame rescue: heartbeat present, rescue closed",
 		"sesame rescue: no heartbeat, open to 10.0.0.0/8",
 		"sesame rescue: no heartbeat, open to 2001:db8::/32",
@@ -44,7 +44,7 @@ func TestNFTRules(t *testing.T) {
 		chains[c.Name] = true
 	}
 	sets := map[string]bool{}
-	for _, s := range append(grantSets(), rescueSets()...) {
+	for _, s := range append(nftSets(), rescueSets()...) {
 		sets[s.Name] = true
 	}
 	for chain, rules := range from {
@@ -91,8 +91,8 @@ func TestMatchSourceMask(t *testing.T) {
 		{"0.0.0.0/0", []byte{0, 0, 0, 0}},
 		{"2001:db8::/33", []byte{0xff, 0xff, 0xff, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}},
 	} {
-		s := mustSpec(t, "22/tcp", tc.prefix)
-		p := append(s.From4, s.From6...)[0]
+		s := mustRescueSpec(t, "22/tcp", tc.prefix)
+		p := append(s.from4, s.from6...)[0]
 		var bw *expr.Bitwise
 		for _, e := range matchSource(p) {
 			if b, ok := e.(*expr.Bitwise); ok {
@@ -106,9 +106,9 @@ func TestMatchSourceMask(t *testing.T) {
 }
 
 func TestAliveState(t *testing.T) {
-	ports := mustSpec(t, "22/tcp,53/udp").Ports
+	ports := mustRescueSpec(t, "22/tcp,53/udp").ports
 	el := func(p knock.Port, left time.Duration) nftables.SetElement {
-		return nftables.SetElement{Key: protoPortKey(p), Expires: left}
+		return nftables.SetElement{Key: portKey(p), Expires: left}
 	}
 	held, left := aliveState([]nftables.SetElement{el(ports[0], 20*time.Second), el(ports[1], 12*time.Second)}, ports)
 	if held || left != 12*time.Second {
@@ -118,7 +118,7 @@ func TestAliveState(t *testing.T) {
 	if !held || left != 0 {
 		t.Errorf("held %t left %s, want true 0 (53/udp has no heartbeat)", held, left)
 	}
-	if p, ok := parseProtoPortKey(protoPortKey(ports[1])); !ok || p != ports[1] {
-		t.Errorf("key round trip: %v %t", p, ok)
+	if p, err := parsePortKey(portKey(ports[1])); err != nil || p != ports[1] {
+		t.Errorf("key round trip: %v %v", p, err)
 	}
 }

@@ -1,4 +1,4 @@
-package failsafe
+package firewall
 
 import (
 	"fmt"
@@ -6,12 +6,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sesame-knock/sesame/core/firewall"
 	"github.com/sesame-knock/sesame/core/knock"
 )
 
-// The iptables family's objects, built and parsed without running
-// anything. With Rescue_Ports = 22/tcp and Rescue_From = 203.0.113.0/24:
+// The rescue's iptables objects, built and parsed without running
+// anything. With ports 22/tcp and From 203.0.113.0/24:
 //
 //	ipset create sesame-rescue bitmap:port range 0-22 timeout 30
 //	ipset add sesame-rescue 22 timeout 30         # the heartbeat
@@ -26,74 +25,58 @@ import (
 // which no rule matches, is the hold marker, added without a timeout.
 
 const (
-	ipsetName = "sesame-rescue"
-	iptChain  = firewall.RescueChain
-	iptTable  = "filter"
-	iptInput  = "INPUT"
-	// grantsChain is core/firewall's chain; its jump and ours share the
-	// top of INPUT.
-	grantsChain  = "SESAME"
-	maxMultiport = 15
-	tagPrefix    = "sesame-rescue:"
+	ipsetName       = "sesame-rescue"
+	ipRescueTagHead = "sesame-rescue:"
 )
 
-var iptJump = []string{"-j", iptChain}
-
-// iptRule is one ACCEPT of the rescue chain: its argv and its comment.
-type iptRule struct {
+// ipRescueRule is one ACCEPT of the rescue chain: its argv and its comment.
+type ipRescueRule struct {
 	tag  string
 	spec []string
 }
 
-// iptRules returns the rules for one family: one per protocol, chunk of
-// 15 ports and source prefix. With Rescue_From set and no prefix of this
+// ipRescueRules returns the rules for one family: one per protocol, chunk
+// of 15 ports and source prefix. With From set and no prefix of this
 // family, there are none: the rescue is closed to that family.
-func iptRules(s spec, v6 bool) []iptRule {
-	from := s.From4
+func ipRescueRules(s rescueSpec, v6 bool) []ipRescueRule {
+	from := s.from4
 	if v6 {
-		from = s.From6
+		from = s.from6
 	}
 	var srcs []string
-	if s.AnyFrom {
+	if s.anyFrom {
 		srcs = []string{""}
 	}
 	for _, p := range from {
 		srcs = append(srcs, p.String())
 	}
-	var out []iptRule
-	for _, pp := range s.portsByProto() {
-		for i := 0; i < len(pp.Nums); i += maxMultiport {
-			chunk := pp.Nums[i:min(i+maxMultiport, len(pp.Nums))]
-			nums := make([]string, len(chunk))
-			for j, n := range chunk {
-				nums[j] = strconv.Itoa(int(n))
+	var out []ipRescueRule
+	// One rule per run of ports, as multiport takes them, like a grant's.
+	for _, pp := range splitPerProto(ipMaxPort)(Grant{Ports: s.ports}) {
+		for _, src := range srcs {
+			var spec []string
+			who := "any"
+			if src != "" {
+				spec = append(spec, "-s", src)
+				who = src
 			}
-			ports := strings.Join(nums, ",")
-			for _, src := range srcs {
-				var spec []string
-				who := "any"
-				if src != "" {
-					spec = append(spec, "-s", src)
-					who = src
-				}
-				tag := tagPrefix + pp.Proto.String() + ":" + ports + ":from:" + who
-				spec = append(spec, "-p", pp.Proto.String(), "-m", "multiport", "--dports", ports,
-					"-m", "set", "!", "--match-set", ipsetName, "dst",
-					"-m", "comment", "--comment", tag, "-j", "ACCEPT")
-				out = append(out, iptRule{tag: tag, spec: spec})
-			}
+			tag := ipRescueTagHead + pp.Proto.String() + ":" + pp.Ports + ":from:" + who
+			spec = append(spec, "-p", pp.Proto.String(), "-m", "multiport", "--dports", pp.Ports,
+				"-m", "set", "!", "--match-set", ipsetName, "dst",
+				"-m", "comment", "--comment", tag, "-j", "ACCEPT")
+			out = append(out, ipRescueRule{tag: tag, spec: spec})
 		}
 	}
 	return out
 }
 
-// ruleTags returns the comments of the rescue's rules in an `iptables -S
-// SESAME-RESCUE` listing, in order; rules without one are "" (someone
-// else's, which makes the chain differ from the spec).
-func ruleTags(lines []string) ([]string, error) {
+// ipRescueTags returns the comments of the rescue's rules in an
+// `iptables -S SESAME-RESCUE` listing, in order; rules without one are ""
+// (someone else's, which makes the chain differ from the spec).
+func ipRescueTags(lines []string) ([]string, error) {
 	var tags []string
 	for _, l := range lines {
-		args, err := firewall.SplitRuleArgs(l)
+		args, err := splitRuleArgs(l)
 		if err != nil {
 			return nil, err
 		}
@@ -102,39 +85,13 @@ func ruleTags(lines []string) ([]string, error) {
 		}
 		tag := ""
 		for i := 2; i < len(args)-1; i++ {
-			if args[i] == "--comment" && strings.HasPrefix(args[i+1], tagPrefix) {
+			if args[i] == "--comment" && strings.HasPrefix(args[i+1], ipRescueTagHead) {
 				tag = args[i+1]
 			}
 		}
 		tags = append(tags, tag)
 	}
 	return tags, nil
-}
-
-// jumpPlace reads `iptables -S INPUT`: the 1-based positions of the
-// rescue's jumps, and how many rules at the top are Sesame's jumps (to
-// SESAME or SESAME-RESCUE), the block ours belongs in.
-func jumpPlace(lines []string) (mine []int, block int) {
-	pos := 0
-	inBlock := true
-	for _, l := range lines {
-		if !strings.HasPrefix(l, "-A ") {
-			continue
-		}
-		pos++
-		f := strings.TrimSpace(l)
-		isMine := f == "-A "+iptInput+" -j "+iptChain
-		isGrants := f == "-A "+iptInput+" -j "+grantsChain
-		if isMine {
-			mine = append(mine, pos)
-		}
-		if inBlock && (isMine || isGrants) {
-			block = pos
-		} else {
-			inBlock = false
-		}
-	}
-	return mine, block
 }
 
 // ipsetHeader is the create line of `ipset save sesame-rescue`.
@@ -209,7 +166,7 @@ func parseIpsetSave(out, name string) (ipsetDump, error) {
 
 // fits reports whether the set can carry spec s: a bitmap:port with
 // timeouts whose range covers port 0 (the hold marker) to s's highest port.
-func (h ipsetHeader) fits(s spec) bool {
+func (h ipsetHeader) fits(s rescueSpec) bool {
 	return h.Type == "bitmap:port" && h.HasTimeout && h.From == 0 && h.To >= int(s.maxPort())
 }
 

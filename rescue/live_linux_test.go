@@ -1,4 +1,4 @@
-package failsafe
+package rescue
 
 import (
 	"bufio"
@@ -338,14 +338,16 @@ func (e *env) do(fn func() error) {
 	}
 }
 
-func (e *env) newSwitch(opts Options) *Switch {
+// newSwitch builds the Switch for spec in kind's family, as the daemon
+// does, in the server namespace.
+func (e *env) newSwitch(kind firewall.Kind, spec firewall.RescueSpec) *Switch {
 	e.t.Helper()
-	var s *Switch
+	var fw *firewall.Rescue
 	e.do(func() (err error) {
-		s, err = New(opts)
+		fw, err = firewall.NewRescue(kind, spec, nil)
 		return err
 	})
-	return s
+	return New(fw, nil)
 }
 
 // kernelObjects lists the rescue objects the kernel holds in the server
@@ -360,12 +362,12 @@ func (e *env) kernelObjects() string {
 			}
 		}
 	}
-	if out, _ := srv.Run("ipset", "list", "-n"); strings.Contains(out, ipsetName) {
-		found = append(found, "ipset "+ipsetName)
+	if out, _ := srv.Run("ipset", "list", "-n"); strings.Contains(out, "sesame-rescue") {
+		found = append(found, "ipset sesame-rescue")
 	}
 	for _, bin := range []string{"iptables-nft", "ip6tables-nft", "iptables-legacy", "ip6tables-legacy"} {
-		if out, _ := srv.Run(bin, "-S"); strings.Contains(out, iptChain) {
-			found = append(found, bin+" "+iptChain)
+		if out, _ := srv.Run(bin, "-S"); strings.Contains(out, "SESAME-RESCUE") {
+			found = append(found, bin+" SESAME-RESCUE")
 		}
 	}
 	return strings.Join(found, ", ")
@@ -480,7 +482,7 @@ func TestNotConfigured(t *testing.T) {
 				t.Fatal("the stand-in daemon left no rescue to clean up")
 			}
 
-			off := e.newSwitch(Options{Kind: v.kind})
+			off := e.newSwitch(v.kind, firewall.RescueSpec{})
 			e.do(func() error { return off.Start(context.Background()) })
 			if got := e.kernelObjects(); got != "" {
 				t.Errorf("rescue objects left after a start without Rescue_Ports: %s", got)
@@ -498,7 +500,7 @@ func TestOpenCloseInProcess(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, v, guardedRescue, plainRescue)
 			ctx := context.Background()
-			s := e.newSwitch(Options{Kind: v.kind, After: 30 * time.Second, Ports: []knock.Port{
+			s := e.newSwitch(v.kind, firewall.RescueSpec{After: 30 * time.Second, Ports: []knock.Port{
 				{Num: guardedRescue, Proto: knock.TCP}, {Num: plainRescue, Proto: knock.TCP}}})
 			e.do(func() error { return s.Start(ctx) })
 			if got := e.state(); got != "" {
@@ -521,7 +523,7 @@ func TestOpenCloseInProcess(t *testing.T) {
 				t.Errorf("status after Open: %+v %q", st, st)
 			}
 			// A healthy daemon's tick must not close a held rescue.
-			e.do(func() error { return s.Heartbeat(ctx) })
+			e.do(func() error { return s.Tick(ctx, true, "") })
 			if got := e.state(); got != everyone {
 				t.Errorf("held, after a heartbeat: reachable %q", got)
 			}
@@ -564,7 +566,7 @@ func TestSweepOtherFamily(t *testing.T) {
 		{firewall.NFTables, "nft chain rescue, nft set rescue_"},
 		{firewall.IPTablesNFT, "ipset sesame-rescue, iptables-nft SESAME-RESCUE, ip6tables-nft SESAME-RESCUE"},
 	} {
-		s := e.newSwitch(Options{Kind: step.kind, Ports: ports, After: 30 * time.Second})
+		s := e.newSwitch(step.kind, firewall.RescueSpec{Ports: ports, After: 30 * time.Second})
 		e.do(func() error { return s.Start(ctx) })
 		if got := e.kernelObjects(); got != step.want {
 			t.Errorf("after starting on %v: %q, want %q", step.kind, got, step.want)
@@ -583,7 +585,7 @@ func TestGrantsBackendAfterRescue(t *testing.T) {
 			t.Parallel()
 			e := newBareEnv(t, v, guardedRescue, plainRescue)
 			ctx := context.Background()
-			s := e.newSwitch(Options{Kind: v.kind, After: 30 * time.Second, Ports: []knock.Port{
+			s := e.newSwitch(v.kind, firewall.RescueSpec{After: 30 * time.Second, Ports: []knock.Port{
 				{Num: guardedRescue, Proto: knock.TCP}, {Num: plainRescue, Proto: knock.TCP}}})
 			e.do(func() error { return s.Start(ctx) })
 
@@ -634,30 +636,6 @@ func TestGrantsBackendAfterRescue(t *testing.T) {
 			e.do(func() (err error) { gs, err = e.fw.List(ctx); return err })
 			if len(gs) != 1 || gs[0].ID != "g1" || time.Until(gs[0].Deadline) < 50*time.Second {
 				t.Errorf("grants after the rescue let the grantee in: %v", gs)
-			}
-		})
-	}
-}
-
-// A rescue installed for the first time is closed from its first rule:
-// the heartbeat is in place before anything reads it, so a daemon that
-// starts does not open the rescue port for a moment.
-func TestFreshInstallIsArmed(t *testing.T) {
-	for _, v := range variants {
-		t.Run(v.name, func(t *testing.T) {
-			t.Parallel()
-			e := newEnv(t, v, guardedRescue)
-			ctx := context.Background()
-			s := e.newSwitch(Options{Kind: v.kind, After: 30 * time.Second, Ports: []knock.Port{{Num: guardedRescue, Proto: knock.TCP}}})
-			// gate.Install alone: no Refresh after it.
-			e.do(func() error { return s.gate.Install(ctx) })
-			var st kernelState
-			e.do(func() (err error) { st, err = s.gate.State(ctx); return err })
-			if !st.Installed || st.Left < 25*time.Second {
-				t.Fatalf("fresh install: %+v, want installed with a heartbeat", st)
-			}
-			if got := e.state(); got != "" {
-				t.Errorf("fresh install: reachable %q", got)
 			}
 		})
 	}

@@ -1,4 +1,4 @@
-package failsafe
+package firewall
 
 import (
 	"net/netip"
@@ -11,51 +11,53 @@ import (
 	"github.com/sesame-knock/sesame/core/knock"
 )
 
-func mustSpec(t *testing.T, ports string, from ...string) spec {
+// mustRescueSpec is the normalized spec for ports (a port list as the
+// config writes it), from, and a 3s heartbeat.
+func mustRescueSpec(t *testing.T, ports string, from ...string) rescueSpec {
 	t.Helper()
 	ps, err := knock.ParsePortList(ports)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := Options{Ports: ps, After: 3 * time.Second}
+	rs := RescueSpec{Ports: ps, After: 3 * time.Second}
 	for _, f := range from {
-		o.From = append(o.From, netip.MustParsePrefix(f))
+		rs.From = append(rs.From, netip.MustParsePrefix(f))
 	}
-	s, err := newSpec(o)
+	s, err := newRescueSpec(rs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
-func TestIPTRules(t *testing.T) {
+func TestIPRescueRules(t *testing.T) {
 	many := make([]string, 17)
 	for i := range many {
 		many[i] = strconv.Itoa(1000+i) + "/tcp"
 	}
 	for _, tc := range []struct {
 		name  string
-		spec  spec
+		spec  rescueSpec
 		v6    bool
 		wantV []string // each rule joined by spaces
 	}{
-		{"anyone", mustSpec(t, "22/tcp,53/udp"), false, []string{
+		{"anyone", mustRescueSpec(t, "22/tcp,53/udp"), false, []string{
 			"-p tcp -m multiport --dports 22 -m set ! --match-set sesame-rescue dst -m comment --comment sesame-rescue:tcp:22:from:any -j ACCEPT",
 			"-p udp -m multiport --dports 53 -m set ! --match-set sesame-rescue dst -m comment --comment sesame-rescue:udp:53:from:any -j ACCEPT",
 		}},
-		{"from v4 only, v4 family", mustSpec(t, "22/tcp,2222/tcp", "10.0.0.0/8", "192.0.2.0/24"), false, []string{
+		{"from v4 only, v4 family", mustRescueSpec(t, "22/tcp,2222/tcp", "10.0.0.0/8", "192.0.2.0/24"), false, []string{
 			"-s 10.0.0.0/8 -p tcp -m multiport --dports 22,2222 -m set ! --match-set sesame-rescue dst -m comment --comment sesame-rescue:tcp:22,2222:from:10.0.0.0/8 -j ACCEPT",
 			"-s 192.0.2.0/24 -p tcp -m multiport --dports 22,2222 -m set ! --match-set sesame-rescue dst -m comment --comment sesame-rescue:tcp:22,2222:from:192.0.2.0/24 -j ACCEPT",
 		}},
-		{"from v4 only, v6 family: closed", mustSpec(t, "22/tcp", "10.0.0.0/8"), true, nil},
-		{"more than 15 ports split", mustSpec(t, strings.Join(many, ",")), false, []string{
+		{"from v4 only, v6 family: closed", mustRescueSpec(t, "22/tcp", "10.0.0.0/8"), true, nil},
+		{"more than 15 ports split", mustRescueSpec(t, strings.Join(many, ",")), false, []string{
 			"-p tcp -m multiport --dports 1000,1001,1002,1003,1004,1005,1006,1007,1008,1009,1010,1011,1012,1013,1014 -m set ! --match-set sesame-rescue dst -m comment --comment sesame-rescue:tcp:1000,1001,1002,1003,1004,1005,1006,1007,1008,1009,1010,1011,1012,1013,1014:from:any -j ACCEPT",
 			"-p tcp -m multiport --dports 1015,1016 -m set ! --match-set sesame-rescue dst -m comment --comment sesame-rescue:tcp:1015,1016:from:any -j ACCEPT",
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []string
-			for _, r := range iptRules(tc.spec, tc.v6) {
+			for _, r := range ipRescueRules(tc.spec, tc.v6) {
 				got = append(got, strings.Join(r.spec, " "))
 				if !strings.Contains(strings.Join(r.spec, " "), "--comment "+r.tag+" ") {
 					t.Errorf("rule %q does not carry its tag %q", r.spec, r.tag)
@@ -79,7 +81,7 @@ func TestRuleTagsRoundTrip(t *testing.T) {
 		`-A SESAME-RESCUE -s 10.0.0.0/8 -p tcp -m multiport --dports 22,2222 -m set ! --match-set sesame-rescue dst -m comment --comment "sesame-rescue:tcp:22,2222:from:10.0.0.0/8" -j ACCEPT`,
 		`-A SESAME-RESCUE -p tcp -m tcp --dport 80 -m comment --comment "someone else's \"rule\"" -j ACCEPT`,
 	}
-	got, err := ruleTags(lines)
+	got, err := ipRescueTags(lines)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +89,7 @@ func TestRuleTagsRoundTrip(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("tags %q, want %q", got, want)
 	}
-	if _, err := ruleTags([]string{`-A X --comment "open`}); err == nil {
+	if _, err := ipRescueTags([]string{`-A X --comment "open`}); err == nil {
 		t.Error("unterminated quote accepted")
 	}
 }
@@ -107,7 +109,7 @@ func TestJumpPlace(t *testing.T) {
 		{"grants only", []string{"-A INPUT -j SESAME", "-A INPUT -j DROP"}, nil, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			mine, block := jumpPlace(tc.lines)
+			mine, block := jumpPlace(tc.lines, ipRescueChain)
 			if !slices.Equal(mine, tc.wantMine) || block != tc.wantBlock {
 				t.Errorf("jumpPlace = %v, %d; want %v, %d", mine, block, tc.wantMine, tc.wantBlock)
 			}
@@ -128,21 +130,21 @@ func TestParseIpsetSave(t *testing.T) {
 		t.Errorf("elements %v", d.Elements)
 	}
 	for _, tc := range []struct {
-		spec spec
+		spec rescueSpec
 		fits bool
 	}{
-		{mustSpec(t, "22/tcp,2222/tcp"), true},
-		{mustSpec(t, "2223/tcp"), false},
+		{mustRescueSpec(t, "22/tcp,2222/tcp"), true},
+		{mustRescueSpec(t, "2223/tcp"), false},
 	} {
 		if got := d.Header.fits(tc.spec); got != tc.fits {
-			t.Errorf("fits(%s) = %t", tc.spec.describe(), got)
+			t.Errorf("fits(%v) = %t", tc.spec.ports, got)
 		}
 	}
-	held, left := aliveFromDump(d, mustSpec(t, "22/tcp,2222/tcp").Ports)
+	held, left := aliveFromDump(d, mustRescueSpec(t, "22/tcp,2222/tcp").ports)
 	if !held || left != time.Second/2 {
 		t.Errorf("held %t left %s; want held, 500ms (2222 has under a second)", held, left)
 	}
-	if _, left := aliveFromDump(d, mustSpec(t, "22/tcp,80/tcp").Ports); left != 0 {
+	if _, left := aliveFromDump(d, mustRescueSpec(t, "22/tcp,80/tcp").ports); left != 0 {
 		t.Errorf("a missing port's heartbeat counts as present: left %s", left)
 	}
 	if _, err := parseIpsetSave("ipset v7.17: The set with the given name does not exist", ipsetName); err == nil {

@@ -1,4 +1,4 @@
-package failsafe
+package rescue
 
 import (
 	"context"
@@ -21,7 +21,7 @@ import (
 // into a stand-in daemon: it starts the rescue, says "ready", then
 // refreshes the heartbeat every Interval until it is killed. Tests run it
 // inside a namespace and SIGKILL or SIGSTOP it.
-const helperEnv = "SESAME_FAILSAFE_HELPER"
+const helperEnv = "SESAME_RESCUE_HELPER"
 
 // helperConfig is what the stand-in daemon is told.
 type helperConfig struct {
@@ -55,25 +55,26 @@ func runHelper(raw string) error {
 	if err != nil {
 		return err
 	}
-	opts := Options{Kind: kind, Ports: ports, After: hc.After,
-		Logger: hclog.New(&hclog.LoggerOptions{Name: "helper", Output: os.Stderr, Level: hclog.Debug})}
+	log := hclog.New(&hclog.LoggerOptions{Name: "helper", Output: os.Stderr, Level: hclog.Debug})
+	spec := firewall.RescueSpec{Ports: ports, After: hc.After}
 	for _, f := range hc.From {
 		p, err := netip.ParsePrefix(f)
 		if err != nil {
 			return err
 		}
-		opts.From = append(opts.From, p)
+		spec.From = append(spec.From, p)
 	}
-	s, err := New(opts)
+	fw, err := firewall.NewRescue(kind, spec, log)
 	if err != nil {
 		return err
 	}
+	s := New(fw, log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	if err := s.Start(ctx); err != nil {
 		return err
 	}
 	fmt.Println("ready")
-	s.Keep(ctx, func() (bool, string) { return true, "" })
+	Keep(ctx, func() *Switch { return s }, func() (bool, string) { return true, "" })
 	return nil
 }

@@ -1,4 +1,4 @@
-package failsafe
+package rescue
 
 import (
 	"fmt"
@@ -8,6 +8,23 @@ import (
 
 	"github.com/sesame-knock/sesame/core/knock"
 )
+
+// kernelState is what the Firewall found in the kernel.
+type kernelState struct {
+	// Installed: every object the rescue needs is present, as wanted.
+	Installed bool
+	// Problems say what is missing or different when !Installed.
+	Problems []string
+	// Held: the hold marker is present (an admin opened the rescue).
+	Held bool
+	// Left is the least time left among the ports' heartbeat elements;
+	// 0 when any of them is missing.
+	Left time.Duration
+}
+
+// isOpen reports whether the kernel admits new connections to the rescue
+// ports: the rules are in place and the heartbeat is missing.
+func (k kernelState) isOpen() bool { return k.Installed && k.Left <= 0 }
 
 // plan is what one tick does, decided from what the kernel holds and
 // whether the daemon is healthy. It is pure so the decisions are tested as

@@ -1,10 +1,9 @@
-package failsafe
+package rescue
 
 import (
 	"context"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,35 +11,36 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/sesame-knock/sesame/core/config"
-	"github.com/sesame-knock/sesame/core/firewall"
 	"github.com/sesame-knock/sesame/core/knock"
 )
 
-// Options configure a Switch; FromConfig fills them from [options].
-type Options struct {
-	// Kind is the firewall family, as for firewall.New; Auto runs
-	// firewall.Detect. Pass the grants backend's resolved kind when there
-	// is one, so both always agree.
-	Kind firewall.Kind
-	// Ports are Rescue_Ports; none means the rescue is off.
-	Ports []knock.Port
-	// After is Rescue_After: how long after the last heartbeat the
-	// rescue opens. At least MinAfter.
-	After time.Duration
-	// From is Rescue_From: who may use the rescue; empty means anyone.
-	From []netip.Prefix
-	// Logger receives the rescue-open/rescue-close events; nil discards.
-	Logger hclog.Logger
-}
-
-// FromConfig returns the rescue options of a parsed config.
-func FromConfig(o config.Options, log hclog.Logger) (Options, error) {
-	kind, err := firewall.ParseKind(o.Firewall)
-	if err != nil {
-		return Options{}, fmt.Errorf("failsafe: %w", err)
-	}
-	return Options{Kind: kind, Ports: o.RescuePorts, After: o.RescueAfter, From: o.RescueFrom, Logger: log}, nil
+// Firewall is the rescue's side in the kernel, in one firewall family:
+// core/firewall's Rescue. Its changes are the Switch's only effects.
+type Firewall interface {
+	// Name is the firewall family; "" when no rescue port is configured.
+	Name() string
+	// Spec is what the rescue admits: ports sorted (none: off), sources
+	// (none: anyone), how long a heartbeat lasts.
+	Spec() (ports []knock.Port, from []netip.Prefix, after time.Duration)
+	// State reads the kernel: problems says what is missing or different
+	// (none: installed), held whether the hold marker is there, left the
+	// least time left on the heartbeat.
+	State(ctx context.Context) (problems []string, held bool, left time.Duration, err error)
+	// Held reads only the hold marker.
+	Held(ctx context.Context) (bool, error)
+	// Install creates or repairs the objects, keeping the heartbeat and
+	// the hold marker; a fresh install holds a heartbeat.
+	Install(ctx context.Context) error
+	// Refresh sets the heartbeat to last After from now.
+	Refresh(ctx context.Context) error
+	// Open sets the hold marker and drops the heartbeat; Close does the
+	// reverse.
+	Open(ctx context.Context) error
+	Close(ctx context.Context) error
+	// Remove deletes this family's objects; RemoveOthers every other
+	// family's (all of them when off), returning what it removed.
+	Remove(ctx context.Context) error
+	RemoveOthers(ctx context.Context) ([]string, error)
 }
 
 // Event values for the "event" log key (core/eventlog sends them to
@@ -50,19 +50,15 @@ const (
 	EventClose = "rescue-close"
 )
 
-// sweeper removes rescue objects from firewall families other than the
-// Switch's own (all of them when the rescue is off), so that a rescue
-// left by an earlier config never opens on its own. It returns what it
-// removed, for the log.
-type sweeper func(ctx context.Context) ([]string, error)
-
-// Switch is the rescue of one config. All methods may be called from any
-// goroutine; kernel work is serialised.
+// Switch is the rescue of one config: the policy that keeps, lets lapse,
+// opens and closes the rescue its Firewall holds in the kernel. All
+// methods may be called from any goroutine; kernel work is serialised.
 type Switch struct {
-	spec    spec
-	enabled bool
-	gate    gate // nil when not enabled
-	sweep   sweeper
+	fw      Firewall
+	ports   []knock.Port   // from fw.Spec, sorted
+	from    []netip.Prefix // empty: anyone
+	after   time.Duration
+	enabled bool // a rescue port is configured
 	log     hclog.Logger
 
 	mu sync.Mutex // serialises kernel work and guards the fields below
@@ -79,66 +75,46 @@ type Switch struct {
 	last atomic.Pointer[Status]
 }
 
-// detect resolves firewall.Auto; tests replace it.
-var detect = firewall.Detect
-
-// detectTimeout bounds Detect, as firewall.New does.
-const detectTimeout = 30 * time.Second
-
-// New validates opts and picks the firewall family. With no Ports it
-// returns a Switch that is off: Install and Start then only remove what
-// an earlier config left, Tick does nothing, Open and Close return
-// ErrNotConfigured. It changes nothing in the kernel.
-func New(opts Options) (*Switch, error) {
-	log := opts.Logger
+// New returns the Switch for the rescue fw holds. When fw has no ports the
+// Switch is off: Install and Start then only remove what an earlier config
+// left, Tick does nothing, Open and Close return ErrNotConfigured. It
+// changes nothing in the kernel. A nil log discards; the rescue-open and
+// rescue-close events go to log.
+func New(fw Firewall, log hclog.Logger) *Switch {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	if len(opts.Ports) == 0 {
-		return &Switch{log: log, sweep: sweepAll(log)}, nil
+	ports, from, after := fw.Spec()
+	s := &Switch{fw: fw, ports: ports, from: from, after: after, enabled: len(ports) > 0, log: log}
+	if s.enabled {
+		st := s.status(kernelState{})
+		s.last.Store(&st)
 	}
-	s, err := newSpec(opts)
-	if err != nil {
-		return nil, fmt.Errorf("failsafe: %w", err)
-	}
-	kind := opts.Kind
-	if kind == firewall.Auto {
-		ctx, cancel := context.WithTimeout(context.Background(), detectTimeout)
-		defer cancel()
-		k, detail, err := detect(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("failsafe: %w", err)
-		}
-		log.Debug("rescue firewall detected", "backend", k.String(), "detail", detail)
-		kind = k
-	}
-	g, sw, err := newGate(kind, s, log)
-	if err != nil {
-		return nil, fmt.Errorf("failsafe: %v: %w", kind, err)
-	}
-	return newSwitch(s, g, sw, log), nil
-}
-
-func newSwitch(s spec, g gate, sw sweeper, log hclog.Logger) *Switch {
-	sc := &Switch{spec: s, enabled: true, gate: g, sweep: sw, log: log}
-	st := sc.status(kernelState{})
-	sc.last.Store(&st)
-	return sc
+	return s
 }
 
 // Enabled reports whether a rescue port is configured.
 func (s *Switch) Enabled() bool { return s.enabled }
 
-// Interval is how often to call Tick or Heartbeat: a third of After, so
-// that one late or failed refresh does not open the rescue. 0 when off.
-func (s *Switch) Interval() time.Duration { return s.spec.After / 3 }
+// Interval is how often to Tick: a third of After, so that one late or
+// failed refresh does not open the rescue. 0 when off.
+func (s *Switch) Interval() time.Duration { return s.after / 3 }
 
 // Backend names the firewall family that holds the rescue; "" when off.
 func (s *Switch) Backend() string {
 	if !s.enabled {
 		return ""
 	}
-	return s.gate.Name()
+	return s.fw.Name()
+}
+
+// kernelLocked reads the rescue's state from the kernel.
+func (s *Switch) kernelLocked(ctx context.Context) (kernelState, error) {
+	problems, held, left, err := s.fw.State(ctx)
+	if err != nil {
+		return kernelState{}, err
+	}
+	return kernelState{Installed: len(problems) == 0, Problems: problems, Held: held, Left: left}, nil
 }
 
 // Install applies the config: it removes rescue objects from other
@@ -158,7 +134,7 @@ func (s *Switch) Install(ctx context.Context) error {
 // it returns the state before. With arm, objects it created get a
 // heartbeat.
 func (s *Switch) installLocked(ctx context.Context, arm bool) (kernelState, error) {
-	removed, err := s.sweep(ctx)
+	removed, err := s.fw.RemoveOthers(ctx)
 	for _, r := range removed {
 		s.log.Info("removed a rescue this config does not use", "what", r)
 	}
@@ -168,7 +144,7 @@ func (s *Switch) installLocked(ctx context.Context, arm bool) (kernelState, erro
 	if !s.enabled {
 		return kernelState{}, nil
 	}
-	before, err := s.gate.State(ctx)
+	before, err := s.kernelLocked(ctx)
 	if err != nil {
 		return before, err
 	}
@@ -176,20 +152,20 @@ func (s *Switch) installLocked(ctx context.Context, arm bool) (kernelState, erro
 		s.noteLocked(before)
 		return before, nil
 	}
-	if err := s.gate.Install(ctx); err != nil {
+	if err := s.fw.Install(ctx); err != nil {
 		return before, err
 	}
-	now, err := s.gate.State(ctx)
+	now, err := s.kernelLocked(ctx)
 	if err != nil {
 		return before, err
 	}
 	if arm && !now.Held && now.Left <= 0 {
-		if err := s.gate.Refresh(ctx); err != nil {
+		if err := s.fw.Refresh(ctx); err != nil {
 			return before, err
 		}
-		now.Left = s.spec.After
+		now.Left = s.after
 	}
-	s.log.Info("rescue installed", "backend", s.gate.Name(), "ports", s.spec.describe(), "after", s.spec.After.String())
+	s.log.Info("rescue installed", "backend", s.fw.Name(), "ports", s.describe(), "after", s.after.String())
 	// New objects without a heartbeat are open only until the caller
 	// (Start, Open, Close) sets the state it wants: nothing to log yet.
 	s.seen, s.open = true, false
@@ -212,10 +188,10 @@ func (s *Switch) seedLocked(k kernelState) {
 	}
 }
 
-// Start is what the supervisor calls once every component is up, at
-// READY=1: install, release a hold left by `sesame rescue open` (the unit
-// runs it after every failure), refresh the heartbeat. A rescue that was
-// open is closed, loudly.
+// Start is what the daemon calls once every component is up, at READY=1:
+// install, release a hold left by `sesame rescue open` (the unit runs it
+// after every failure), refresh the heartbeat. A rescue that was open is
+// closed, loudly.
 func (s *Switch) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -224,11 +200,11 @@ func (s *Switch) Start(ctx context.Context) error {
 		return err
 	}
 	if before.Held {
-		if err := s.gate.SetHold(ctx, false); err != nil {
-			return err
-		}
+		err = s.fw.Close(ctx)
+	} else {
+		err = s.fw.Refresh(ctx)
 	}
-	if err := s.gate.Refresh(ctx); err != nil {
+	if err != nil {
 		return err
 	}
 	if before.isOpen() || before.Held || s.open {
@@ -237,7 +213,7 @@ func (s *Switch) Start(ctx context.Context) error {
 	return s.readLocked(ctx)
 }
 
-// Tick is the supervisor's heartbeat, every Interval: healthy says
+// Tick is one heartbeat (Keep calls it every Interval): healthy says
 // whether every component is healthy, why names the one that is not.
 // While healthy it refreshes the heartbeat (unless an admin holds the
 // rescue open); while not, it lets the heartbeat lapse, and the kernel
@@ -250,36 +226,34 @@ func (s *Switch) Tick(ctx context.Context, healthy bool, why string) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	k, err := s.gate.State(ctx)
+	k, err := s.kernelLocked(ctx)
 	if err != nil {
 		return err
 	}
 	s.seedLocked(k)
 	p := decide(k, healthy, s.open, why)
 	if p.install {
-		s.log.Warn("rescue objects were missing or damaged; reinstalling", "backend", s.gate.Name(), "problems", k.Problems)
-		if err := s.gate.Install(ctx); err != nil {
+		s.log.Warn("rescue objects were missing or damaged; reinstalling", "backend", s.fw.Name(), "problems", k.Problems)
+		if err := s.fw.Install(ctx); err != nil {
 			return err
 		}
-	}
-	// What the kernel holds after this tick, without reading it again.
-	if p.install {
+		// What the kernel holds now, without reading it again.
 		k.Installed, k.Problems = true, nil
 	}
 	if p.refresh {
-		if err := s.gate.Refresh(ctx); err != nil {
+		if err := s.fw.Refresh(ctx); err != nil {
 			return err
 		}
-		k.Left = s.spec.After
+		k.Left = s.after
 		// `sesame rescue open` may have set the hold between the read
-		// above and the refresh: look again, and undo the refresh if so.
+		// above and the refresh: look again, and open it again if so.
 		// Either order of the two writers ends with the rescue open.
-		held, err := s.gate.Held(ctx)
+		held, err := s.fw.Held(ctx)
 		if err != nil {
 			return err
 		}
 		if held {
-			if err := s.gate.Drop(ctx); err != nil {
+			if err := s.fw.Open(ctx); err != nil {
 				return err
 			}
 			k.Held, k.Left = true, 0
@@ -299,31 +273,36 @@ func (s *Switch) Tick(ctx context.Context, healthy bool, why string) error {
 	return nil
 }
 
-// Keep calls Tick every Interval until ctx ends, asking healthy each
-// time (ok false, with why, when a component is not healthy). A failed
-// tick is logged; the heartbeat it did not refresh lapses and the rescue
-// opens, which is the point. A Switch that is off returns at once.
-func (s *Switch) Keep(ctx context.Context, healthy func() (ok bool, why string)) {
-	if !s.enabled {
-		return
-	}
-	t := time.NewTicker(s.Interval())
-	defer t.Stop()
+// Keep is the heartbeat: until ctx ends it Ticks the Switch current
+// returns every Interval, asking healthy each time (ok false, with why,
+// when a component is not). current is asked again before each tick, so
+// a Switch a config reload swapped in is the one kept; while there is
+// none, or it is off, Keep looks again every second. A failed tick is
+// logged; the heartbeat it did not refresh lapses and the rescue opens,
+// which is the point.
+func Keep(ctx context.Context, current func() *Switch, healthy func() (ok bool, why string)) {
 	for {
+		wait := time.Second
+		if s := current(); s != nil && s.enabled {
+			wait = s.Interval()
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-t.C:
-			ok, why := healthy()
-			if err := s.Tick(ctx, ok, why); err != nil && ctx.Err() == nil {
-				s.log.Error("rescue heartbeat failed; the rescue opens if this persists", "error", err)
-			}
+		}
+		s := current()
+		if s == nil || !s.enabled {
+			continue
+		}
+		ok, why := healthy()
+		if err := s.Tick(ctx, ok, why); err != nil && ctx.Err() == nil {
+			s.log.Error("rescue heartbeat failed; the rescue opens if this persists", "error", err)
 		}
 	}
 }
-
-// Heartbeat is Tick(ctx, true, "").
-func (s *Switch) Heartbeat(ctx context.Context) error { return s.Tick(ctx, true, "") }
 
 // Open opens the rescue now and holds it open: the heartbeat is removed
 // and the daemon stops refreshing it until Close or its next Start.
@@ -337,10 +316,7 @@ func (s *Switch) Open(ctx context.Context, reason string) error {
 	if _, err := s.installLocked(ctx, false); err != nil {
 		return err
 	}
-	if err := s.gate.SetHold(ctx, true); err != nil {
-		return err
-	}
-	if err := s.gate.Drop(ctx); err != nil {
+	if err := s.fw.Open(ctx); err != nil {
 		return err
 	}
 	if reason == "" {
@@ -362,48 +338,54 @@ func (s *Switch) Close(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.gate.SetHold(ctx, false); err != nil {
-		return err
-	}
-	if err := s.gate.Refresh(ctx); err != nil {
+	if err := s.fw.Close(ctx); err != nil {
 		return err
 	}
 	if before.isOpen() || before.Held || !before.Installed || s.open {
 		s.logCloseLocked("closed by an admin: sesame rescue close")
 	} else {
-		s.log.Info("rescue already closed; heartbeat refreshed", "ports", s.spec.describe())
+		s.log.Info("rescue already closed; heartbeat refreshed", "ports", s.describe())
 	}
 	return s.readLocked(ctx)
 }
 
 func (s *Switch) logOpenLocked(reason string) {
 	s.open, s.reason, s.seen = true, reason, true
-	s.log.Warn("rescue port open: "+s.spec.describe()+" reachable ("+reason+")",
-		"event", EventOpen, "ports", knock.FormatSequence(s.spec.Ports), "from", s.fromString(),
-		"backend", s.gate.Name(), "reason", reason)
+	s.log.Warn("rescue port open: "+s.describe()+" reachable ("+reason+")",
+		"event", EventOpen, "ports", knock.FormatSequence(s.ports), "from", s.fromString(),
+		"backend", s.fw.Name(), "reason", reason)
 }
 
 func (s *Switch) logCloseLocked(reason string) {
 	s.open, s.reason, s.seen = false, "", true
-	s.log.Warn("rescue port closed: "+s.spec.describe()+" ("+reason+")",
-		"event", EventClose, "ports", knock.FormatSequence(s.spec.Ports), "from", s.fromString(),
-		"backend", s.gate.Name(), "reason", reason)
+	s.log.Warn("rescue port closed: "+s.describe()+" ("+reason+")",
+		"event", EventClose, "ports", knock.FormatSequence(s.ports), "from", s.fromString(),
+		"backend", s.fw.Name(), "reason", reason)
+}
+
+// describe is the rescue in a few words for logs: ports, and sources when
+// narrowed.
+func (s *Switch) describe() string {
+	if len(s.from) == 0 {
+		return knock.FormatSequence(s.ports)
+	}
+	return knock.FormatSequence(s.ports) + " from " + s.fromString()
 }
 
 func (s *Switch) fromString() string {
-	if s.spec.AnyFrom {
+	if len(s.from) == 0 {
 		return "any"
 	}
-	var from []string
-	for _, p := range append(slices.Clone(s.spec.From4), s.spec.From6...) {
-		from = append(from, p.String())
+	from := make([]string, len(s.from))
+	for i, p := range s.from {
+		from[i] = p.String()
 	}
 	return strings.Join(from, ",")
 }
 
 // readLocked refreshes last from the kernel.
 func (s *Switch) readLocked(ctx context.Context) error {
-	k, err := s.gate.State(ctx)
+	k, err := s.kernelLocked(ctx)
 	if err != nil {
 		return err
 	}
@@ -435,11 +417,8 @@ func (s *Switch) Summary() string {
 }
 
 func (s *Switch) status(k kernelState) Status {
-	st := Status{Configured: true, Backend: s.gate.Name(), Ports: s.spec.Ports, After: s.spec.After,
+	st := Status{Configured: true, Backend: s.fw.Name(), Ports: s.ports, From: s.from, After: s.after,
 		Installed: k.Installed, Problems: k.Problems, Open: k.isOpen(), Held: k.Held, Left: k.Left}
-	if !s.spec.AnyFrom {
-		st.From = append(slices.Clone(s.spec.From4), s.spec.From6...)
-	}
 	if st.Open && s.open {
 		st.Reason = s.reason
 	}
@@ -453,9 +432,9 @@ func (s *Switch) Remove(ctx context.Context) error {
 	defer s.mu.Unlock()
 	var err error
 	if s.enabled {
-		err = s.gate.Remove(ctx)
+		err = s.fw.Remove(ctx)
 	}
-	removed, serr := s.sweep(ctx)
+	removed, serr := s.fw.RemoveOthers(ctx)
 	for _, r := range removed {
 		s.log.Info("removed rescue objects", "what", r)
 	}
@@ -463,26 +442,27 @@ func (s *Switch) Remove(ctx context.Context) error {
 		err = serr
 	}
 	if err == nil && s.enabled {
-		s.log.Info("rescue removed", "backend", s.gate.Name())
+		s.log.Info("rescue removed", "backend", s.fw.Name())
 	}
 	return err
 }
 
-// OpenInstalled holds open every rescue installed in the kernel, in any
-// family, with the ports the kernel holds: what `sesame rescue open` does
-// when it cannot read the config (a daemon that failed on a broken config
-// still gets its rescue opened). It returns what it opened, and logs each
-// as rescue-open; nothing installed is not an error.
-func OpenInstalled(ctx context.Context, reason string, log hclog.Logger) ([]string, error) {
+// OpenInstalled holds open, through open (core/firewall's OpenRescues),
+// every rescue installed in the kernel, in any family, with the ports the
+// kernel holds: what `sesame rescue open` does when it cannot read the
+// config (a daemon that failed on a broken config still gets its rescue
+// opened). It returns what it opened, and logs each as rescue-open;
+// nothing installed is not an error.
+func OpenInstalled(ctx context.Context, open func(context.Context) ([]string, error), reason string, log hclog.Logger) ([]string, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	opened, err := openInstalled(ctx)
+	opened, err := open(ctx)
 	for _, o := range opened {
 		log.Warn("rescue port open: "+o+" ("+reason+")", "event", EventOpen, "ports", o, "reason", reason)
 	}
 	if err != nil {
-		return opened, fmt.Errorf("failsafe: open installed rescues: %w", err)
+		return opened, fmt.Errorf("rescue: open installed rescues: %w", err)
 	}
 	return opened, nil
 }
