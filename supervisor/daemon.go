@@ -256,7 +256,15 @@ func (d *sesamed) serve(ctx context.Context, hup <-chan os.Signal) error {
 	d.notify.Ready()
 	// A healthy start closes a rescue port that a failure opened.
 	d.startRescue(ctx, d.config())
-	goRun(func() { d.keepRescue(ctx, sup.Heartbeats()) })
+	// The heartbeat is refreshed only while every component is healthy: a
+	// hung or dying daemon lets it lapse, and the kernel opens the rescue
+	// port with no process needed.
+	goRun(func() {
+		rescue.Keep(ctx, d.rescue.Load, func() (bool, string) {
+			ok, stale := sup.Heartbeats().Healthy(time.Now())
+			return ok, strings.Join(stale, ",")
+		})
+	})
 	d.updateStatus(ctx)
 
 	tick := time.NewTicker(2 * time.Second)
@@ -408,31 +416,6 @@ func (d *sesamed) reloadRescue(ctx context.Context, cfg *config.Config) {
 		return
 	}
 	d.rescue.Store(sw)
-}
-
-// keepRescue refreshes the rescue's heartbeat only while every component
-// is healthy: a hung or dying daemon lets it lapse, and the kernel opens
-// the rescue port with no process needed.
-func (d *sesamed) keepRescue(ctx context.Context, hb *Heartbeats) {
-	for {
-		sw := d.rescue.Load()
-		wait := time.Second
-		if sw != nil && sw.Enabled() {
-			wait = sw.Interval()
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		if sw == nil || !sw.Enabled() {
-			continue
-		}
-		ok, stale := hb.Healthy(time.Now())
-		if err := sw.Tick(ctx, ok, strings.Join(stale, ",")); err != nil && ctx.Err() == nil {
-			d.log.Error("rescue heartbeat failed; the rescue opens if this persists", "error", err)
-		}
-	}
 }
 
 func lastGoodPath(stateDir string) string { return filepath.Join(stateDir, "last-good.conf") }
