@@ -25,8 +25,10 @@ type fakeFirewall struct {
 	installed bool
 	held      bool
 	expires   time.Time // zero: no heartbeat
-	calls     []string
-	sweeps    int // RemoveOthers calls
+	sweeps    int       // RemoveOthers calls
+	// callsMu guards calls, which a test reads while Keep ticks.
+	callsMu sync.Mutex
+	calls   []string
 	// onRefresh runs after a refresh, to interleave another writer.
 	onRefresh func(*fakeFirewall)
 }
@@ -38,13 +40,13 @@ func (f *fakeFirewall) Spec() ([]knock.Port, []netip.Prefix, time.Duration) {
 }
 
 func (f *fakeFirewall) Install(context.Context) error {
-	f.calls = append(f.calls, "install")
+	f.record("install")
 	f.installed = true
 	return nil
 }
 
 func (f *fakeFirewall) Refresh(context.Context) error {
-	f.calls = append(f.calls, "refresh")
+	f.record("refresh")
 	f.expires = f.now.Add(f.after)
 	if f.onRefresh != nil {
 		f.onRefresh(f)
@@ -53,13 +55,13 @@ func (f *fakeFirewall) Refresh(context.Context) error {
 }
 
 func (f *fakeFirewall) Open(context.Context) error {
-	f.calls = append(f.calls, "open")
+	f.record("open")
 	f.held, f.expires = true, time.Time{}
 	return nil
 }
 
 func (f *fakeFirewall) Close(context.Context) error {
-	f.calls = append(f.calls, "close")
+	f.record("close")
 	f.held, f.expires = false, f.now.Add(f.after)
 	return nil
 }
@@ -79,7 +81,7 @@ func (f *fakeFirewall) State(context.Context) ([]string, bool, time.Duration, er
 func (f *fakeFirewall) Held(context.Context) (bool, error) { return f.held, nil }
 
 func (f *fakeFirewall) Remove(context.Context) error {
-	f.calls = append(f.calls, "remove")
+	f.record("remove")
 	f.installed, f.held, f.expires = false, false, time.Time{}
 	return nil
 }
@@ -95,9 +97,17 @@ func (f *fakeFirewall) kernel() kernelState {
 	return kernelState{Installed: len(problems) == 0, Problems: problems, Held: held, Left: left}
 }
 
+func (f *fakeFirewall) record(call string) {
+	f.callsMu.Lock()
+	defer f.callsMu.Unlock()
+	f.calls = append(f.calls, call)
+}
+
 // takeCalls returns the kernel writes since the last call (reads are not
 // recorded).
 func (f *fakeFirewall) takeCalls() string {
+	f.callsMu.Lock()
+	defer f.callsMu.Unlock()
 	c := strings.Join(f.calls, ",")
 	f.calls = nil
 	return c
