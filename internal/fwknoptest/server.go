@@ -116,3 +116,33 @@ func (s *Server) WaitForCount(substr string, n int, timeout time.Duration) bool 
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// DumpAccess runs `fwknopd -D` (dump the parsed configuration and exit)
+// on the access.conf text inside a namespace of its own and returns, per
+// stanza in order, the settings it printed ("KEY_LEN", "FW_ACCESS_TIMEOUT",
+// ...; "SOURCE" holds the SOURCE text).
+func DumpAccess(tb testing.TB, access string) []map[string]string {
+	tb.Helper()
+	ns := netnstest.NewNS(tb, "fwknopd")
+	dir := tb.TempDir()
+	conf, acc := WriteConfig(tb, dir, "PCAP_INTF lo;\n", access)
+	out, err := ns.Run(Argv(tb, dir, conf, acc, "-D")...)
+	if err != nil {
+		tb.Fatalf("fwknopd -D: %v", err)
+	}
+	var stanzas []map[string]string
+	for _, line := range strings.Split(out, "\n") {
+		if rest, ok := strings.CutPrefix(line, "SOURCE ("); ok {
+			_, src, _ := strings.Cut(rest, "):")
+			stanzas = append(stanzas, map[string]string{"SOURCE": strings.TrimSpace(src)})
+			continue
+		}
+		if len(stanzas) == 0 {
+			continue
+		}
+		if k, v, ok := strings.Cut(line, ":  "); ok {
+			stanzas[len(stanzas)-1][strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	return stanzas
+}
