@@ -246,10 +246,10 @@ func TestStanzaDecisions(t *testing.T) {
 	tcp := func(n uint16) knock.Port { return knock.Port{Num: n, Proto: knock.TCP} }
 	udp := func(n uint16) knock.Port { return knock.Port{Num: n, Proto: knock.UDP} }
 	for _, c := range []struct {
-		st   *Stanza
-		req  []knock.Port
-		ok   bool
-		bad  knock.Port
+		st  *Stanza
+		req []knock.Port
+		ok  bool
+		bad knock.Port
 	}{
 		{s, []knock.Port{tcp(22)}, true, knock.Port{}},
 		{s, []knock.Port{tcp(22), udp(53)}, false, udp(53)}, // restricted wins over open
