@@ -221,7 +221,7 @@ ACCESS_EXPIRE_EPOCH 1
 		}
 	}
 	check("198.51.100.7,tcp/22", client4, Accepted, 2)
-	check("198.51.100.7,tcp/443", client4, Accepted, 3)     // stanza 2 refuses the port, 3 takes it
+	check("198.51.100.7,tcp/443", client4, Accepted, 3)       // stanza 2 refuses the port, 3 takes it
 	check("198.51.100.7,tcp/443", server4, PortNotAllowed, 2) // 3 does not match 192.0.2.1
 	check("198.51.100.7,tcp/8080", client4, PortNotAllowed, 2)
 	if len(v.macs) != 2 {
