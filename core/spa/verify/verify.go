@@ -47,10 +47,11 @@ type Verdict struct {
 	Request *Request // when Reason is Accepted
 }
 
-// Fields are the verdict as log key/values: reason, stanza, user, detail
-// (those that are set).
+// Fields are the verdict as log key/values (journald SESAME_AUTH,
+// SESAME_REASON, SESAME_STANZA, SESAME_STANZA_AT, SESAME_USER,
+// SESAME_DETAIL, for those that are set).
 func (v Verdict) Fields() []any {
-	f := []any{"reason", v.Reason.String()}
+	f := []any{"auth", "fwknop", "reason", v.Reason.String()}
 	if v.Stanza != nil {
 		f = append(f, "stanza", v.Stanza.Name(), "stanza_at", v.Stanza.Where())
 	}

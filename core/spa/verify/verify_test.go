@@ -245,3 +245,20 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 		}
 	}
 }
+
+func TestFields(t *testing.T) {
+	v := newVerifier(t, conf(t, main))
+	got := v.Verify(packet(t, spa.Message{Access: "198.51.100.7,tcp/2222"}), client4, server4, now)
+	f := map[string]any{}
+	kv := got.Fields()
+	for i := 0; i+1 < len(kv); i += 2 {
+		f[kv[i].(string)] = kv[i+1]
+	}
+	if f["auth"] != "fwknop" || f["reason"] != "port not allowed" || f["user"] != "alice" || f["stanza"] != "spa#1" ||
+		f["stanza_at"] != "access.conf:2" || f["detail"] != "tcp/2222 not allowed" {
+		t.Errorf("fields %v", f)
+	}
+	if kv := (Verdict{Reason: BadHMAC}).Fields(); len(kv) != 4 {
+		t.Errorf("bad HMAC fields %v", kv)
+	}
+}
