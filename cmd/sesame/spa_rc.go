@@ -117,6 +117,14 @@ func applyRC(p rcParam, o *spaOptions) error {
 	if p.name == "" {
 		return fmt.Errorf("%q: want NAME VALUE", p.val)
 	}
+	err := applyRCValue(p, o)
+	if err != nil && !strings.HasPrefix(err.Error(), p.name) {
+		err = fmt.Errorf("%s: %w", p.name, err)
+	}
+	return err
+}
+
+func applyRCValue(p rcParam, o *spaOptions) error {
 	v := p.val
 	var err error
 	switch p.name {
@@ -213,8 +221,5 @@ func applyRC(p rcParam, o *spaOptions) error {
 	default:
 		return fmt.Errorf("unknown variable %s", p.name)
 	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", p.name, err)
-	}
-	return nil
+	return err
 }
