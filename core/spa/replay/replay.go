@@ -2,8 +2,9 @@
 // digest fwknopd's replay cache uses (SHA-256 of the packet text as
 // received, in unpadded base64 in its digest.cache), each until the
 // packet is too old to be accepted anyway. A packet this process has
-// seen is found without hashing it (a seeded 64-bit hash indexes the
-// cache), so a flood of replays costs less than one HMAC each.
+// seen is found without a cryptographic hash (a seeded 64-bit hash and
+// the packet's last bytes, which end in its HMAC), so a flood of replays
+// costs much less than one HMAC each.
 //
 // The cache is memory; durability is the daemon's: it journals each
 // accepted packet's Entry with the grant and gives them back through a
@@ -72,30 +73,46 @@ type Cache struct {
 	mu sync.Mutex // guards all fields below
 	// byDigest holds every remembered digest with its expiry.
 	byDigest map[Digest]time.Time
-	// quick maps the seeded hash of a packet's text to its digest, for
-	// packets added by this process.
-	quick     map[uint64]Digest
+	// quick maps the seeded hash of a packet's text to what identifies
+	// it, for packets added by this process.
+	quick     map[uint64]quickEntry
 	nextSweep time.Time
+}
+
+// quickEntry identifies a packet by its length and last bytes (the end
+// of its HMAC, which nobody without the key can predict) on top of the
+// seeded 64-bit hash that indexes it.
+type quickEntry struct {
+	digest Digest
+	n      int
+	tail   [tailLen]byte
+}
+
+const tailLen = 32
+
+func tailOf(pkt []byte) (t [tailLen]byte) {
+	copy(t[:], pkt[max(0, len(pkt)-tailLen):])
+	return t
 }
 
 // New returns an empty cache.
 func New() *Cache {
-	return &Cache{seed: maphash.MakeSeed(), byDigest: map[Digest]time.Time{}, quick: map[uint64]Digest{}}
+	return &Cache{seed: maphash.MakeSeed(), byDigest: map[Digest]time.Time{}, quick: map[uint64]quickEntry{}}
 }
 
-// Seen reports whether pkt is a packet the cache holds, unexpired at now.
-// It does not allocate, and hashes pkt with SHA-256 only when its quick
-// hash matches an entry. A packet restored from a Store is not found
-// here (the quick hash is per process); Has finds it.
+// Seen reports whether pkt is a packet this process added to the cache,
+// unexpired at now. It neither allocates nor computes a cryptographic
+// hash: a match needs the seeded 64-bit hash, the length and the last 32
+// bytes to agree, which a fresh packet's HMAC never does by chance (and
+// a crafted packet that matches is refused either way). A packet
+// restored from a Store is not found here (the hash seed is per
+// process); Has finds it.
 func (c *Cache) Seen(pkt []byte, now time.Time) bool {
 	h := maphash.Bytes(c.seed, pkt)
 	c.mu.Lock()
-	d, ok := c.quick[h]
-	if ok {
-		ok = now.Before(c.byDigest[d])
-	}
-	c.mu.Unlock()
-	return ok && DigestOf(pkt) == d
+	defer c.mu.Unlock()
+	q, ok := c.quick[h]
+	return ok && q.n == len(pkt) && q.tail == tailOf(pkt) && now.Before(c.byDigest[q.digest])
 }
 
 // Has reports whether d is held, unexpired at now.
@@ -120,7 +137,7 @@ func (c *Cache) Add(pkt []byte, d Digest, expires, now time.Time) (bool, error) 
 		return false, err
 	}
 	c.byDigest[d] = expires
-	c.quick[h] = d
+	c.quick[h] = quickEntry{digest: d, n: len(pkt), tail: tailOf(pkt)}
 	return true, nil
 }
 
@@ -137,8 +154,8 @@ func (c *Cache) roomLocked(now time.Time) error {
 }
 
 func (c *Cache) sweepLocked(now time.Time) {
-	for h, d := range c.quick {
-		if !now.Before(c.byDigest[d]) {
+	for h, q := range c.quick {
+		if !now.Before(c.byDigest[q.digest]) {
 			delete(c.quick, h)
 		}
 	}

@@ -3,6 +3,7 @@ package replay
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"sync"
 	"testing"
 	"time"
@@ -46,14 +47,25 @@ func TestAddSeenExpire(t *testing.T) {
 	}
 }
 
-// A digest with a different packet text (quick-hash collision or a
-// restored entry) is not "seen" by Seen but is by Has.
-func TestSeenConfirmsDigest(t *testing.T) {
+// Seen confirms the quick hash with the packet's length and tail: a
+// packet indexed under the same hash but different is not seen.
+func TestSeenConfirmsTail(t *testing.T) {
 	c := New()
-	p := []byte("real packet")
-	c.Add(p, DigestOf([]byte("something else")), t0.Add(time.Minute), t0)
-	if c.Seen(p, t0) {
-		t.Fatal("Seen trusted the quick hash without the digest")
+	p := []byte("a packet ending in its HMAC: 0123456789abcdef0123456789abcdef")
+	c.Add(p, DigestOf(p), t0.Add(time.Minute), t0)
+	h := maphash.Bytes(c.seed, p)
+	for _, other := range [][]byte{
+		[]byte("a packet ending in its HMAC: 0123456789abcdef0123456789abcdeX"),
+		[]byte("short"),
+	} {
+		// Pretend other collided with p's hash.
+		c.quick[maphash.Bytes(c.seed, other)] = c.quick[h]
+		if c.Seen(other, t0) {
+			t.Fatalf("Seen(%q) trusted a colliding hash", other)
+		}
+	}
+	if !c.Seen(p, t0) {
+		t.Fatal("the packet itself is not seen")
 	}
 }
 

@@ -122,8 +122,8 @@ func New(stanzas []*access.Stanza, cache *replay.Cache, opts Options) (*Verifier
 
 // Verify decides on pkt, the payload of a UDP datagram from src to dst,
 // at now. Until a stanza's HMAC authenticates the packet it allocates
-// nothing, and a replay of a packet this process accepted costs one
-// keyed 64-bit hash, one SHA-256 and no HMAC.
+// nothing, and a replay of a packet this process saw costs a keyed
+// 64-bit hash and no cryptographic hash at all.
 //
 // Stanzas are tried in order, those whose SOURCE and DESTINATION match,
 // as fwknopd does: the first that accepts the packet grants it. When all
