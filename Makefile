@@ -34,6 +34,8 @@ deps:
 	# Packaging tests: make, inspecting .deb (dpkg-deb) and .rpm (rpm),
 	# man pages for systemd-analyze verify.
 	apt-get install -y --no-install-recommends make dpkg rpm man-db
+	# SPA interop tests: the reference fwknop client and fwknopd 2.6.10.
+	apt-get install -y --no-install-recommends fwknop-client fwknop-server
 
 vet:
 	$(GO) vet ./...

@@ -37,6 +37,7 @@ var wantFiles = []wantFile{
 	{path: "/usr/share/man/man1/sesame-check.1.gz", mode: 0o644},
 	{path: "/usr/share/man/man1/sesame-grants.1.gz", mode: 0o644},
 	{path: "/usr/share/man/man1/sesame-revoke.1.gz", mode: 0o644},
+	{path: "/usr/share/man/man1/sesame-spa.1.gz", mode: 0o644},
 	{path: "/usr/share/man/man5/sesame.conf.5.gz", mode: 0o644},
 	{path: "/usr/share/man/man8/sesamed.8.gz", mode: 0o644},
 	{path: "/usr/share/bash-completion/completions/sesame", mode: 0o644},

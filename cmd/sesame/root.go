@@ -32,7 +32,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(knockCmd(stdout, stderr), checkCmd(stdout), grantsCmd(stdout), revokeCmd(stdout))
-	root.AddCommand(rescueCmd(stdout, stderr))
+	root.AddCommand(rescueCmd(stdout, stderr), spaCmd(stdout))
 	root.AddCommand(genManCmd(root))
 	return root
 }
