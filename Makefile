@@ -31,6 +31,8 @@ run: build
 # the firewalls the native backends drive, and iproute2 for namespaces.
 deps:
 	apt-get install -y --no-install-recommends iptables ipset iproute2 nftables knockd systemd util-linux mount procps coreutils
+	# SSH-signed knocks: ssh-keygen makes the test keys and checks signatures, ssh-agent signs.
+	apt-get install -y --no-install-recommends openssh-client
 	# Packaging tests: make, inspecting .deb (dpkg-deb) and .rpm (rpm),
 	# man pages for systemd-analyze verify.
 	apt-get install -y --no-install-recommends make dpkg rpm man-db

@@ -44,23 +44,33 @@ type Key struct {
 // dir and returns the key. bits 0 leaves ssh-keygen's default.
 func KeyGen(tb testing.TB, dir, name, typ string, bits int, passphrase, comment string) Key {
 	tb.Helper()
+	k, err := MakeKey(dir, name, typ, bits, passphrase, comment)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return k
+}
+
+// MakeKey is KeyGen for callers without a testing.TB (keys shared by a
+// package's tests).
+func MakeKey(dir, name, typ string, bits int, passphrase, comment string) (Key, error) {
 	path := filepath.Join(dir, name)
 	args := []string{"-q", "-t", typ, "-N", passphrase, "-C", comment, "-f", path}
 	if bits != 0 {
 		args = append(args, "-b", fmt.Sprint(bits))
 	}
 	if out, err := exec.Command("ssh-keygen", args...).CombinedOutput(); err != nil {
-		tb.Fatalf("ssh-keygen %v: %v\n%s", args, err, out)
+		return Key{}, fmt.Errorf("ssh-keygen %v: %v\n%s", args, err, out)
 	}
 	line, err := os.ReadFile(path + ".pub")
 	if err != nil {
-		tb.Fatal(err)
+		return Key{}, err
 	}
 	pub, c, _, _, err := ssh.ParseAuthorizedKey(line)
 	if err != nil {
-		tb.Fatalf("parse %s.pub: %v", path, err)
+		return Key{}, fmt.Errorf("parse %s.pub: %v", path, err)
 	}
-	return Key{Path: path, Public: pub, Line: strings.TrimSpace(string(line)), Comment: c}
+	return Key{Path: path, Public: pub, Line: strings.TrimSpace(string(line)), Comment: c}, nil
 }
 
 // Signer loads a passphrase-less private key file as an ssh.Signer.
@@ -105,7 +115,9 @@ func StartAgent(tb testing.TB) *Agent {
 		cmd.Wait()
 	})
 	for deadline := time.Now().Add(30 * time.Second); ; {
-		if _, err := os.Stat(sock); err == nil {
+		// The socket file appears at bind, before listen: wait for a connect.
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
 			break
 		}
 		if time.Now().After(deadline) {
