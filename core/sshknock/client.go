@@ -3,6 +3,7 @@ package sshknock
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -215,3 +216,116 @@ func (p *Packet) Describe(w io.Writer) {
 	}
 	fmt.Fprintf(w, "packet:       %d bytes (signed body %d)\n", len(p.Body)+8+len(p.HashAlg)+len(p.Signature), len(p.Body))
 }
+
+// DefaultPort is SPA_Port's default, fwknop's: 62201/udp.
+const DefaultPort = 62201
+
+// Client is one `sesame spa --ssh` invocation, as values.
+type Client struct {
+	Signer      ssh.Signer
+	Destination string        // -D: host name or address
+	Port        uint16        // -p: 0 means DefaultPort
+	Network     string        // "ip" (either), "ip4" (-4) or "ip6" (-6); "" means "ip"
+	Ports       []knock.Port  // -A
+	Allow       netip.Addr    // -a; the zero Addr: the packet's source (-s)
+	ServerAddr  netip.Addr    // --server-addr: the address to name in the packet; zero: the destination's
+	Timeout     time.Duration // -f; 0: the key's timeout=
+	SavePacket  string        // -B: write the packet (base64, one line) to this file
+	DryRun      bool          // -T: build (and save) but do not send
+	Verbose     io.Writer     // -v: describe the packet here; nil: quiet
+	Resolver    *net.Resolver // nil: net.DefaultResolver
+}
+
+// Knock resolves the destination, builds the knock at now, saves it
+// when asked, and sends it. It returns the datagram.
+func (c *Client) Knock(ctx context.Context, rand io.Reader, now time.Time) ([]byte, error) {
+	dst, err := c.resolve(ctx)
+	if err != nil {
+		return nil, err
+	}
+	server := c.ServerAddr
+	if !server.IsValid() {
+		server = dst.Addr()
+	}
+	pkt, err := Build(rand, c.Signer, Knock{Server: server, Allow: c.Allow, Ports: c.Ports, Timeout: c.Timeout}, now)
+	if err != nil {
+		return nil, err
+	}
+	if c.Verbose != nil {
+		pub := c.Signer.PublicKey()
+		fmt.Fprintf(c.Verbose, "key:          %s %s\n", pub.Type(), FingerprintOf(pub))
+		fmt.Fprintf(c.Verbose, "destination:  %s (udp)\n", dst)
+		p, err := Decode(pkt)
+		if err != nil {
+			return nil, fmt.Errorf("sshknock.Client: the packet just built does not decode: %w", err)
+		}
+		p.Describe(c.Verbose)
+	}
+	if c.SavePacket != "" {
+		line := base64.StdEncoding.EncodeToString(pkt) + "\n"
+		if err := os.WriteFile(c.SavePacket, []byte(line), 0o600); err != nil {
+			return nil, fmt.Errorf("sshknock.Client: save packet: %w", err)
+		}
+	}
+	if c.DryRun {
+		return pkt, nil
+	}
+	return pkt, Send(ctx, pkt, dst)
+}
+
+// resolve returns the destination's first address of the wanted family.
+func (c *Client) resolve(ctx context.Context) (netip.AddrPort, error) {
+	port := c.Port
+	if port == 0 {
+		port = DefaultPort
+	}
+	network := c.Network
+	if network == "" {
+		network = "ip"
+	}
+	if c.Destination == "" {
+		return netip.AddrPort{}, fmt.Errorf("sshknock.Client: no destination (-D)")
+	}
+	r := c.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	addrs, err := r.LookupNetIP(ctx, network, c.Destination)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("sshknock.Client: resolve %s: %w", c.Destination, err)
+	}
+	if len(addrs) == 0 {
+		return netip.AddrPort{}, fmt.Errorf("sshknock.Client: %s has no %s address", c.Destination, network)
+	}
+	return netip.AddrPortFrom(addrs[0].Unmap(), port), nil
+}
+
+// ChooseSigner returns the signer `-i FILE` or the agent at authSock
+// (picking keyQuery, see AgentSigner) gives. Close the closer after
+// signing: an agent signer needs its connection until then.
+func ChooseSigner(identity, keyQuery, authSock string, passphrase func() ([]byte, error)) (ssh.Signer, io.Closer, error) {
+	if identity != "" {
+		if keyQuery != "" {
+			return nil, nil, fmt.Errorf("sshknock.ChooseSigner: -i and --key exclude each other (--key picks an agent key)")
+		}
+		s, err := LoadKeyFile(identity, passphrase)
+		if err != nil {
+			return nil, nil, err
+		}
+		return s, nopCloser{}, nil
+	}
+	ag, closer, err := DialAgent(authSock)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, _, err := AgentSigner(ag, keyQuery)
+	if err != nil {
+		closer.Close()
+		return nil, nil, err
+	}
+	return s, closer, nil
+}
+
+type nopCloser struct{}
+
+func (nopCloser) Close() error { return nil }
