@@ -173,7 +173,7 @@ func Parse(blob []byte) (*Signature, error) {
 // the base64 lines is ignored; the BEGIN and END lines are required.
 func ParseArmored(text []byte) (*Signature, error) {
 	s := strings.TrimSpace(string(text))
-	if !strings.HasPrefix(s, armorBegin) || !strings.HasSuffix(s, armorEnd) {
+	if len(s) < len(armorBegin)+len(armorEnd) || !strings.HasPrefix(s, armorBegin) || !strings.HasSuffix(s, armorEnd) {
 		return nil, fmt.Errorf("%w: missing %q or %q", ErrFormat, armorBegin, armorEnd)
 	}
 	s = s[len(armorBegin) : len(s)-len(armorEnd)]
