@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"os"
 	"testing"
 	"time"
 
@@ -64,6 +65,7 @@ func benchSigners(b *testing.B) []struct {
 		{"rsa3072-sha512", mk(r3072), ""},
 		{"rsa3072-sha256", mk(r3072), "sha256"},
 		{"rsa4096-sha512", mk(r4096), ""},
+		{"rsa8192-sha512", rsa8192(b), ""},
 		{"sk-ed25519", sshtest.NewFIDO(b, ssh.KeyAlgoSKED25519), ""},
 		{"sk-ecdsa-nistp256", sshtest.NewFIDO(b, ssh.KeyAlgoSKECDSA256), ""},
 	}
@@ -88,6 +90,7 @@ func BenchmarkVerify(b *testing.B) {
 					b.Fatal(vd.Reason, vd.Detail)
 				}
 			}
+			b.ReportMetric(float64(CheckCost(k.s.PublicKey())), "cost-units")
 		})
 	}
 }
@@ -97,9 +100,19 @@ func BenchmarkVerify(b *testing.B) {
 // a stale one and a replay.
 func cheapRefusals(tb testing.TB) (v *Verifier, unknown, budget, stale, replay []byte) {
 	tb.Helper()
-	listed, unlisted := goSigner(tb), goSigner(tb)
+	// A P-521 key: its checks cost 96 units of a 128-unit burst, so one
+	// accepted packet spends its budget.
+	p521, err := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	listed, err := ssh.NewSignerFromKey(p521)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	unlisted := goSigner(tb)
 	ks := mustKeys(tb, authLine(`open="tcp/22"`, listed.PublicKey(), "listed"))
-	v, _ = newVerifier(tb, ks, Options{KeyBudget: Budget{Every: time.Hour, Burst: 1}})
+	v, _ = newVerifier(tb, ks, Options{KeyBudget: Budget{Every: time.Hour, Burst: MaxCheckCost}})
 	replay = build(tb, listed, Knock{}, t0)
 	if vd := v.Verify(replay, clientAddr, t0); vd.Reason != Accepted {
 		tb.Fatal(vd.Reason)
@@ -167,4 +180,17 @@ func BenchmarkBuild(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// rsa8192 loads the RSA-8192 test key ssh-keygen made (slow to generate).
+func rsa8192(tb testing.TB) ssh.Signer {
+	b, err := os.ReadFile("testdata/rsa8192")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s, err := ssh.ParsePrivateKey(b)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
 }

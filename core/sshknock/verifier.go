@@ -43,7 +43,8 @@ type Options struct {
 	// DefaultMaxAge.
 	MaxAge time.Duration
 	// KeyBudget and TotalBudget bound signature checks per key and
-	// overall; zero values mean DefaultKeyBudget and DefaultTotalBudget.
+	// overall, weighted by CheckCost; zero values mean DefaultKeyBudget
+	// and DefaultTotalBudget.
 	KeyBudget, TotalBudget Budget
 }
 
@@ -130,7 +131,13 @@ type Verifier struct {
 // keyTable is the keys and their budgets, swapped whole by SetKeys.
 type keyTable struct {
 	keys    *Keys
-	budgets map[Fingerprint]*bucket // fixed keys; bucket values guarded by Verifier.mu
+	budgets map[Fingerprint]*keyBudget // fixed keys; bucket values guarded by Verifier.mu
+}
+
+// keyBudget is one key's bucket and the cost of checking its signatures.
+type keyBudget struct {
+	bucket bucket
+	cost   int
 }
 
 // NewVerifier returns a Verifier for keys (nil: no keys yet).
@@ -154,13 +161,13 @@ func NewVerifier(keys *Keys, opts Options) (*Verifier, error) {
 func (v *Verifier) SetKeys(keys *Keys) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	t := &keyTable{keys: keys, budgets: make(map[Fingerprint]*bucket)}
+	t := &keyTable{keys: keys, budgets: make(map[Fingerprint]*keyBudget)}
 	old := v.table.Load()
 	if keys != nil {
 		for _, k := range keys.List {
-			b := &bucket{}
+			b := &keyBudget{cost: CheckCost(k.Public)}
 			if old != nil && old.budgets[k.Fingerprint] != nil {
-				*b = *old.budgets[k.Fingerprint]
+				b.bucket = old.budgets[k.Fingerprint].bucket
 			}
 			t.budgets[k.Fingerprint] = b
 		}
@@ -279,21 +286,21 @@ func (v *Verifier) Verify(b []byte, src netip.Addr, now time.Time) Verdict {
 // maxUnix bounds timestamps so that time arithmetic cannot overflow.
 const maxUnix = 1 << 40
 
-// spend takes one signature check from the key's budget and the total
-// one, or says which is spent (taking nothing).
+// spend takes the key's check cost from its budget and the total one,
+// or says which is short (taking nothing).
 func (v *Verifier) spend(t *keyTable, fp Fingerprint, now time.Time) Reason {
 	n := now.UnixNano()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	kb := t.budgets[fp]
-	if !kb.canTake(n, v.opts.KeyBudget) {
+	if !kb.bucket.canTake(n, v.opts.KeyBudget, kb.cost) {
 		return KeyBudget
 	}
-	if !v.total.canTake(n, v.opts.TotalBudget) {
+	if !v.total.canTake(n, v.opts.TotalBudget, kb.cost) {
 		return TotalBudget
 	}
-	kb.take(n, v.opts.KeyBudget)
-	v.total.take(n, v.opts.TotalBudget)
+	kb.bucket.take(n, v.opts.KeyBudget, kb.cost)
+	v.total.take(n, v.opts.TotalBudget, kb.cost)
 	return Accepted
 }
 

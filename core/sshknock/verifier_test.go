@@ -3,6 +3,7 @@ package sshknock
 import (
 	"crypto/rand"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -252,28 +253,30 @@ func TestTimeout(t *testing.T) {
 
 // TestBudgets: a flood of forged packets claiming alice's key spends
 // alice's budget only: bob still gets in at once, alice again once her
-// bucket refills; the total budget caps all keys together; and refusals
-// before the budget (stale, replay, wrong server) spend nothing.
+// bucket refills; checks are weighted by key type (a P-521 check costs
+// 96 Ed25519 checks); the total budget caps all keys together; and
+// refusals before the budget (stale, wrong server, replay) spend nothing.
 func TestBudgets(t *testing.T) {
-	alice, bob := keygen(t, "ed25519"), keygen(t, "ed25519b")
-	ks := mustKeys(t, authLine(`open="tcp/22"`, alice.Public, "alice"), authLine(`open="tcp/22"`, bob.Public, "bob"))
-	kb := Budget{Every: time.Second, Burst: 3}
-	v, _ := newVerifier(t, ks, Options{KeyBudget: kb, TotalBudget: Budget{Every: 100 * time.Millisecond, Burst: 10}})
-	// Forged: bob signs, alice's fingerprint is claimed.
-	forge := func(at time.Time) []byte {
+	alice, bob, carol := keygen(t, "ed25519"), keygen(t, "ed25519b"), keygen(t, "ecdsa521")
+	ks := mustKeys(t, authLine(`open="tcp/22"`, alice.Public, "alice"), authLine(`open="tcp/22"`, bob.Public, "bob"),
+		authLine(`open="tcp/22"`, carol.Public, "carol"))
+	kb := Budget{Every: time.Second, Burst: MaxCheckCost}
+	v, _ := newVerifier(t, ks, Options{KeyBudget: kb, TotalBudget: Budget{Every: time.Millisecond, Burst: 1000}})
+	// Forged: bob signs, someone else's fingerprint is claimed.
+	forge := func(victim sshtest.Key, at time.Time) []byte {
 		pkt := build(t, bob.Signer(t), Knock{}, at)
-		fp := FingerprintOf(alice.Public)
+		fp := FingerprintOf(victim.Public)
 		copy(pkt[offFingerprint:], fp[:])
 		return pkt
 	}
 	now := t0
 	for i := 0; i < kb.Burst; i++ {
-		if vd := v.Verify(forge(now), clientAddr, now); vd.Reason != BadSignature {
+		if vd := v.Verify(forge(alice, now), clientAddr, now); vd.Reason != BadSignature {
 			t.Fatalf("forged %d: %s", i, vd.Reason)
 		}
 	}
 	for i := 0; i < 100; i++ {
-		if vd := v.Verify(forge(now), clientAddr, now); vd.Reason != KeyBudget {
+		if vd := v.Verify(forge(alice, now), clientAddr, now); vd.Reason != KeyBudget {
 			t.Fatalf("forged %d past the burst: %s", i, vd.Reason)
 		}
 	}
@@ -287,10 +290,20 @@ func TestBudgets(t *testing.T) {
 	if vd := v.Verify(build(t, alice.Signer(t), Knock{}, now), clientAddr, now); vd.Reason != Accepted {
 		t.Fatalf("alice after a refill: %s", vd.Reason)
 	}
+	// carol's P-521 checks cost 96 of the 128: one, then refused.
+	if vd := v.Verify(forge(carol, now), clientAddr, now); vd.Reason != BadSignature {
+		t.Fatalf("carol's first: %s", vd.Reason)
+	}
+	if vd := v.Verify(forge(carol, now), clientAddr, now); vd.Reason != KeyBudget {
+		t.Fatalf("carol's second: %s", vd.Reason)
+	}
+	if vd := v.Verify(build(t, carol.Signer(t), Knock{}, now.Add(96*kb.Every)), clientAddr, now.Add(96*kb.Every)); vd.Reason != Accepted {
+		t.Fatalf("carol once 96 units came back: %s %s", vd.Reason, vd.Detail)
+	}
 
-	// Total: 10 checks in a burst across keys, then TotalBudget.
-	v, _ = newVerifier(t, ks, Options{KeyBudget: Budget{Every: time.Millisecond, Burst: 100}, TotalBudget: Budget{Every: time.Second, Burst: 10}})
-	for i := 0; i < 10; i++ {
+	// Total: 130 units in a burst across keys, then TotalBudget.
+	v, _ = newVerifier(t, ks, Options{KeyBudget: Budget{Every: time.Nanosecond, Burst: 1 << 20}, TotalBudget: Budget{Every: time.Second, Burst: 130}})
+	for i := 0; i < 130; i++ {
 		s := alice.Signer(t)
 		if i%2 == 1 {
 			s = bob.Signer(t)
@@ -303,11 +316,12 @@ func TestBudgets(t *testing.T) {
 		t.Fatalf("past the total: %s", vd.Reason)
 	}
 
-	// Cheap refusals spend nothing: 1000 stale, wrong-server and replayed
-	// packets, then a good one within a burst of 1.
-	v, _ = newVerifier(t, ks, Options{KeyBudget: Budget{Every: time.Hour, Burst: 1}, TotalBudget: Budget{Every: time.Hour, Burst: 1}})
-	stale := build(t, alice.Signer(t), Knock{}, t0.Add(-time.Hour))
-	elsewhere := build(t, alice.Signer(t), Knock{Server: netip.MustParseAddr("192.0.2.99")}, t0)
+	// Cheap refusals spend nothing: carol can afford one P-521 check,
+	// and still has it after 1000 stale and wrong-server packets.
+	hour := Budget{Every: time.Hour, Burst: MaxCheckCost}
+	v, _ = newVerifier(t, ks, Options{KeyBudget: hour, TotalBudget: hour})
+	stale := build(t, carol.Signer(t), Knock{}, t0.Add(-time.Hour))
+	elsewhere := build(t, carol.Signer(t), Knock{Server: netip.MustParseAddr("192.0.2.99")}, t0)
 	for i := 0; i < 1000; i++ {
 		if r := v.Verify(stale, clientAddr, t0).Reason; r != Stale {
 			t.Fatalf("stale: %s", r)
@@ -316,7 +330,7 @@ func TestBudgets(t *testing.T) {
 			t.Fatalf("elsewhere: %s", r)
 		}
 	}
-	pkt := build(t, alice.Signer(t), Knock{}, t0)
+	pkt := build(t, carol.Signer(t), Knock{}, t0)
 	if r := v.Verify(pkt, clientAddr, t0).Reason; r != Accepted {
 		t.Fatalf("good after cheap refusals: %s", r)
 	}
@@ -327,13 +341,39 @@ func TestBudgets(t *testing.T) {
 	}
 }
 
+// TestCheckCost: costs by type and size, within MaxCheckCost.
+func TestCheckCost(t *testing.T) {
+	for name, want := range map[string]int{"ed25519": 1, "ecdsa256": 2, "ecdsa384": 32, "ecdsa521": 96, "rsa3072": 5, "rsa2048": 3} {
+		if got := CheckCost(keygen(t, name).Public); got != want {
+			t.Errorf("%s: %d, want %d", name, got, want)
+		}
+	}
+	if got := CheckCost(sshtest.NewFIDO(t, ssh.KeyAlgoSKECDSA256).PublicKey()); got != 2 {
+		t.Errorf("sk-ecdsa: %d", got)
+	}
+	b, err := os.ReadFile("testdata/rsa8192.pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := CheckCost(pub); got != 36 {
+		t.Errorf("rsa8192: %d", got)
+	}
+	if b := (Budget{Every: time.Second, Burst: 3}).orDefault(DefaultKeyBudget); b.Burst != MaxCheckCost || b.Every != time.Second {
+		t.Errorf("small burst not raised: %+v", b)
+	}
+}
+
 // TestSetKeys: a reload that drops a key refuses it at once, Removed
 // names it for revocation, and a kept key keeps its spent budget.
 func TestSetKeys(t *testing.T) {
-	alice, bob := keygen(t, "ed25519"), keygen(t, "ed25519b")
+	alice, bob := keygen(t, "ecdsa521"), keygen(t, "ed25519b")
 	before := mustKeys(t, authLine(`open="tcp/22"`, alice.Public, "alice"), authLine(`open="tcp/22"`, bob.Public, "bob"))
 	after := mustKeys(t, authLine(`open="tcp/22"`, alice.Public, "alice"))
-	v, _ := newVerifier(t, before, Options{KeyBudget: Budget{Every: time.Hour, Burst: 1}})
+	v, _ := newVerifier(t, before, Options{KeyBudget: Budget{Every: time.Hour, Burst: MaxCheckCost}})
 	if r := v.Verify(build(t, alice.Signer(t), Knock{}, t0), clientAddr, t0).Reason; r != Accepted {
 		t.Fatal(r)
 	}
