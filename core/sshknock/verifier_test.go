@@ -425,3 +425,44 @@ func TestReasonNames(t *testing.T) {
 		seen[n] = true
 	}
 }
+
+// TestConcurrentVerify: Verify from several goroutines while SetKeys
+// swaps the keys (run with -race): each packet is accepted exactly once.
+func TestConcurrentVerify(t *testing.T) {
+	k := goSigner(t)
+	ks := mustKeys(t, authLine(`open="tcp/22"`, k.PublicKey(), "alice"))
+	v, _ := newVerifier(t, ks, Options{})
+	const n = 40
+	pkts := make([][]byte, n)
+	for i := range pkts {
+		pkts[i] = build(t, k, Knock{}, t0)
+	}
+	accepted := make(chan int, 4*n)
+	done := make(chan struct{})
+	for w := 0; w < 4; w++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i, p := range pkts {
+				if v.Verify(p, clientAddr, t0).Reason == Accepted {
+					accepted <- i
+				}
+			}
+		}()
+	}
+	for i := 0; i < 20; i++ {
+		v.SetKeys(mustKeys(t, authLine(`open="tcp/22"`, k.PublicKey(), "alice")))
+	}
+	for w := 0; w < 4; w++ {
+		<-done
+	}
+	close(accepted)
+	seen := map[int]int{}
+	for i := range accepted {
+		seen[i]++
+	}
+	for i := 0; i < n; i++ {
+		if seen[i] != 1 {
+			t.Errorf("packet %d accepted %d times", i, seen[i])
+		}
+	}
+}
