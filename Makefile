@@ -31,6 +31,9 @@ run: build
 # the firewalls the native backends drive, and iproute2 for namespaces.
 deps:
 	apt-get install -y --no-install-recommends iptables ipset iproute2 nftables knockd systemd util-linux mount procps coreutils
+	# SSH-signed knocks: ssh-keygen makes the test keys and checks signatures, ssh-agent signs;
+	# tmux gives the client a terminal to ask a key's passphrase on.
+	apt-get install -y --no-install-recommends openssh-client tmux
 	# Packaging tests: make, inspecting .deb (dpkg-deb) and .rpm (rpm),
 	# man pages for systemd-analyze verify.
 	apt-get install -y --no-install-recommends make dpkg rpm man-db
