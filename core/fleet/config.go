@@ -222,6 +222,9 @@ func parseEndpoints(s string) ([]string, error) {
 		if p == "" {
 			return nil, fmt.Errorf("endpoint %d is empty", i+1)
 		}
+		if !strings.HasPrefix(p, "http://") && !strings.HasPrefix(p, "https://") {
+			return nil, fmt.Errorf("endpoint %q: scheme must be http:// or https://", p)
+		}
 		u, err := url.Parse(p)
 		if err != nil {
 			return nil, fmt.Errorf("endpoint %q: %v", p, err)
