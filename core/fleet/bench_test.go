@@ -18,16 +18,26 @@ type arrivals struct {
 }
 
 func (a *arrivals) FleetRevision() (int64, error) { return 0, nil }
-func (a *arrivals) FleetSnapshot(int64, []Grant)  {}
+func (a *arrivals) FleetSnapshot(_ int64, live []Grant) {
+	for _, g := range live {
+		a.arrived(g.ID)
+	}
+}
 func (a *arrivals) FleetChanges(_ int64, evs []Event) {
-	now := time.Now()
 	for _, e := range evs {
 		if e.Kind == Put {
-			a.mu.Lock()
-			a.at[e.ID] = now
-			a.mu.Unlock()
-			a.ch <- e.ID
+			a.arrived(e.ID)
 		}
+	}
+}
+
+func (a *arrivals) arrived(id string) {
+	a.mu.Lock()
+	a.at[id] = time.Now()
+	a.mu.Unlock()
+	select {
+	case a.ch <- id:
+	default: // the waiter checks the map anyway
 	}
 }
 
@@ -122,5 +132,5 @@ func percentiles(d []time.Duration) (p50, p99, max time.Duration) {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	at := func(q float64) time.Duration { return s[min(len(s)-1, int(q*float64(len(s))))] }
-	return at(0.50), at(0.99), s[len(s)-1].Round(time.Microsecond)
+	return at(0.50).Round(time.Microsecond), at(0.99).Round(time.Microsecond), s[len(s)-1].Round(time.Microsecond)
 }

@@ -98,7 +98,9 @@ func New(cfg Config, opts Options) (*Fleet, error) {
 		TLS:                  tc,
 		DialKeepAliveTime:    keepaliveTime,
 		DialKeepAliveTimeout: keepaliveTimeout,
-		PermitWithoutStream:  true,
+		// No pings on a connection without streams: etcd's server
+		// policy refuses them and answers with GOAWAY too_many_pings.
+		PermitWithoutStream: false,
 		// The client is quiet: Fleet logs what matters, through hclog.
 		Logger: zap.NewNop(),
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{

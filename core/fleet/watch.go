@@ -173,9 +173,10 @@ func (w *watcher) session(ctx context.Context) (progressed bool, err error) {
 	wch := f.cli.Watch(wctx, grantsPrefix(f.cfg.Group), clientv3.WithPrefix(), clientv3.WithRev(w.rev+1), clientv3.WithPrevKV())
 	var wg sync.WaitGroup
 	wg.Add(1)
+	stalled := make(chan struct{})
 	go func() {
 		defer wg.Done()
-		w.probeLoop(wctx)
+		w.probeLoop(wctx, stalled)
 	}()
 	defer wg.Wait()
 	defer cancel()
@@ -184,6 +185,8 @@ func (w *watcher) session(ctx context.Context) (progressed bool, err error) {
 		select {
 		case <-ctx.Done():
 			return progressed, ctx.Err()
+		case <-stalled:
+			return progressed, errors.New("the watch stopped confirming progress; watching again")
 		case resp, ok := <-wch:
 			if !ok {
 				return progressed, errors.New("watch closed")
@@ -212,12 +215,21 @@ func (w *watcher) session(ctx context.Context) (progressed bool, err error) {
 	}
 }
 
+// stallProbes is how many probes in a row may find the watch behind
+// the head seen by the probe before them, with no progress notice
+// catching up, before the watch counts as stalled.
+const stallProbes = 3
+
 // probeLoop checks for a quorum and asks for a progress notice every
-// ProbeInterval, until ctx ends.
-func (w *watcher) probeLoop(ctx context.Context) {
+// ProbeInterval, until ctx ends. It closes stalled when the watch stops
+// confirming progress while etcd answers (a stream that died without an
+// error), so the session starts over from the last revision.
+func (w *watcher) probeLoop(ctx context.Context, stalled chan<- struct{}) {
 	f := w.f
 	t := time.NewTicker(f.opts.ProbeInterval)
 	defer t.Stop()
+	var lastHead int64
+	behind := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -233,6 +245,17 @@ func (w *watcher) probeLoop(ctx context.Context) {
 			continue
 		}
 		f.contact(head)
+		if lastHead > 0 && f.Status().Progress < lastHead {
+			behind++
+		} else {
+			behind = 0
+		}
+		if behind >= stallProbes {
+			f.log.Warn("the watch stopped confirming progress; watching again", "progress", f.Status().Progress, "etcd_revision", lastHead)
+			close(stalled)
+			return
+		}
+		lastHead = head
 		if err := f.cli.RequestProgress(ctx); err != nil && ctx.Err() == nil {
 			f.log.Debug("progress request failed", "error", err)
 		}
