@@ -128,3 +128,27 @@ func waitStatus(tb testing.TB, m *member, what string, cond func(Status) bool) S
 		}
 	}
 }
+
+// With no change to the group while etcd's revision moves (other keys),
+// progress notices keep the watch's progress (and so Lag) current: the
+// lag metric means something and an idle watch is not taken for stalled.
+func TestWatchIdleProgress(t *testing.T) {
+	c := startCluster(t, 1)
+	admin := c.Client(t)
+	ctx := ctxT(t)
+	b := startMember(t, config("g", "b", c.Endpoints()), 0, Options{ProbeInterval: 100 * time.Millisecond})
+	waitStatus(t, b, "b connected", func(s Status) bool { return s.Connected })
+	var last int64
+	for range 20 {
+		resp, err := admin.Put(ctx, "/other/key", time.Now().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = resp.Header.Revision
+	}
+	st := waitStatus(t, b, "progress notices confirm the other keys' revisions", func(s Status) bool { return s.Progress >= last })
+	if st.Revision >= last {
+		t.Fatalf("Revision %d: it moved without a change to the group", st.Revision)
+	}
+	waitStatus(t, b, "lag 0", func(s Status) bool { return s.Lag() == 0 && s.Head >= last })
+}
