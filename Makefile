@@ -28,12 +28,15 @@ run: build
 	./bin/sesamed -c packaging/sesame.conf
 
 # What the tests need from Debian: the reference knockd and knock client,
-# the firewalls the native backends drive, and iproute2 for namespaces.
+# the firewalls the native backends drive, iproute2 for namespaces, etcd.
 deps:
 	apt-get install -y --no-install-recommends iptables ipset iproute2 nftables knockd systemd util-linux mount procps coreutils
 	# SSH-signed knocks: ssh-keygen makes the test keys and checks signatures, ssh-agent signs;
 	# tmux gives the client a terminal to ask a key's passphrase on.
 	apt-get install -y --no-install-recommends openssh-client tmux
+	# Fleet grants: the etcd server the fleet tests run (internal/etcdtest)
+	# and etcdctl to inspect a group by hand.
+	apt-get install -y --no-install-recommends etcd-server etcd-client
 	# Packaging tests: make, inspecting .deb (dpkg-deb) and .rpm (rpm),
 	# man pages for systemd-analyze verify.
 	apt-get install -y --no-install-recommends make dpkg rpm man-db
