@@ -27,21 +27,24 @@ build:
 run: build
 	./bin/sesamed -c packaging/sesame.conf
 
-# What the tests need from Debian: the reference knockd and knock client,
-# the firewalls the native backends drive, iproute2 for namespaces, etcd.
+# What the tests need from Debian, in one apt-get run: the reference knockd
+# and knock client; the firewalls the native backends drive (iptables,
+# nftables, ipset) and iproute2 for namespaces; systemd and the tools its
+# test harness and the unit use (util-linux, mount, procps, coreutils);
+# openssh-client for SSH-signed knocks (ssh-keygen makes the test keys and
+# checks signatures, ssh-agent signs) and tmux (a terminal to type a key's
+# passphrase into); etcd-server and etcd-client for fleet grants; the
+# reference fwknop client and fwknopd 2.6.10 for SPA interop; make, dpkg,
+# rpm and man-db for the packaging tests. On a machine whose package lists
+# were never fetched, apt-get update runs first.
+DEB_PACKAGES := iptables ipset iproute2 nftables knockd systemd util-linux mount procps coreutils \
+	openssh-client tmux etcd-server etcd-client fwknop-client fwknop-server \
+	make dpkg rpm man-db
+
 deps:
-	apt-get install -y --no-install-recommends iptables ipset iproute2 nftables knockd systemd util-linux mount procps coreutils
-	# SSH-signed knocks: ssh-keygen makes the test keys and checks signatures, ssh-agent signs;
-	# tmux gives the client a terminal to ask a key's passphrase on.
-	apt-get install -y --no-install-recommends openssh-client tmux
-	# Fleet grants: the etcd server the fleet tests run (internal/etcdtest)
-	# and etcdctl to inspect a group by hand.
-	apt-get install -y --no-install-recommends etcd-server etcd-client
-	# Packaging tests: make, inspecting .deb (dpkg-deb) and .rpm (rpm),
-	# man pages for systemd-analyze verify.
-	apt-get install -y --no-install-recommends make dpkg rpm man-db
-	# SPA interop tests: the reference fwknop client and fwknopd 2.6.10.
-	apt-get install -y --no-install-recommends fwknop-client fwknop-server
+	@ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || apt-get update
+	apt-get install -y --no-install-recommends $(DEB_PACKAGES) || \
+		{ apt-get update && apt-get install -y --no-install-recommends $(DEB_PACKAGES); }
 
 vet:
 	$(GO) vet ./...
