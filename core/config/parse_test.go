@@ -266,6 +266,14 @@ func TestLoadOneTime(t *testing.T) {
 		t.Errorf("directory: err = %v", err)
 	}
 
+	// A symlink is refused (sesame check says so at the door's line).
+	link := filepath.Join(dir, "link")
+	os.Symlink(seqs, link)
+	write("[d]\none_time_sequences = " + link + "\n")
+	if _, err := Load(conf); err == nil || !strings.Contains(err.Error(), conf+":1:") || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("symlink: err = %v", err)
+	}
+
 	if os.Geteuid() != 0 { // root can write a 0400 file, so this case needs a non-root run
 		ro := filepath.Join(dir, "ro")
 		os.WriteFile(ro, []byte(" 1\n"), 0o400)
