@@ -162,6 +162,10 @@ func (c *captures) open(iface string) (*capture.Handle, error) {
 	}
 	c.handles[iface] = h
 	c.state[iface] = "up"
+	if st := h.Stats(); !st.FilterExact {
+		c.log.Info(fmt.Sprintf("capture filter on %s is coarser than the doors ask (%d instructions): the kernel lets more through, checked in user space", iface, st.FilterInstructions),
+			"interface", iface, "instructions", st.FilterInstructions)
+	}
 	return h, nil
 }
 
