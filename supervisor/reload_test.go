@@ -3,6 +3,8 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sesame-knock/sesame/core/capture"
 	"github.com/sesame-knock/sesame/core/config"
 	"github.com/sesame-knock/sesame/core/engine"
 	"github.com/sesame-knock/sesame/core/eventlog"
@@ -151,5 +154,64 @@ func TestRefusedReloadChangesNothing(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(lastGoodPath(d.opts.StateDir)); string(b) != newConf {
 		t.Errorf("last good config %q", b)
+	}
+}
+
+// BenchmarkReload is a whole reload as sesamed does it: parse, prepare
+// and commit the engine, and build the capture filter for the new knock
+// ports (what the capture's SetFilter assembles). Issue 11: 100k doors
+// took 23 s and blocked the engine; the target is well under a second.
+func BenchmarkReload(b *testing.B) {
+	for _, n := range []int{1000, 100000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			var confs [2][]byte
+			for v := range confs {
+				var sb strings.Builder
+				for i := 0; i < n; i++ {
+					p := 1024 + (i*7+v)%60000
+					fmt.Fprintf(&sb, "[door%d]\nsequence = %d,%d:udp,9000\nseq_timeout = %d\nstart_command = true %%IP%%\n", i, p, p+1, 5+i%7)
+				}
+				confs[v] = []byte(sb.String())
+			}
+			dir := b.TempDir()
+			path := filepath.Join(dir, "sesame.conf")
+			os.WriteFile(path, confs[0], 0o600)
+			cfg, err := config.Load(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			log, _ := eventlog.New(eventlog.Options{Stderr: io.Discard, Journald: eventlog.JournaldOff})
+			defer log.Close()
+			local := []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("fd00::1")}
+			var insns int
+			eng, err := engine.New(cfg, engine.Options{Grants: noGrants{}, Logger: log,
+				OnFilter: func(p []knock.Port, targets []netip.Addr) {
+					prog, _, err := capture.BuildFilter(capture.FilterSpec{Dsts: append(slices.Clone(local), targets...), Ports: p}, capture.LinkEthernet)
+					if err != nil {
+						b.Fatal(err)
+					}
+					insns = len(prog)
+				}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { eng.Run(ctx, nil, time.Hour); close(done) }()
+			defer func() { cancel(); <-done; eng.Close() }()
+			d := &sesamed{opts: DaemonOptions{ConfigPath: path, StateDir: dir}, log: log, eng: eng, cfg: cfg,
+				notify: NewNotifier(nil),
+				newRescue: func(failsafe.Options) (*failsafe.Switch, error) {
+					return nil, errors.New("no rescue in this benchmark")
+				}}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := d.reload(ctx, confs[(i+1)%2]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(insns), "filter-insns")
+		})
 	}
 }

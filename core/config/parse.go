@@ -55,7 +55,9 @@ func Parse(file string, data []byte) (*Config, error) {
 	p := &parser{
 		file:   file,
 		badSeq: map[*Door]bool{},
-		names:  map[string]int{},
+		// Sized for the sections there may be: growing a map of 100k
+		// names step by step costs more than counting lines.
+		names: make(map[string]int, bytes.Count(data, []byte("\n"))/4),
 		cfg: &Config{File: file, Options: Options{
 			MaxAttempts:       DefaultMaxAttempts,
 			Firewall:          "auto",

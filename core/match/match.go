@@ -401,8 +401,14 @@ func (m *Matcher) SetSequence(door int, seq []knock.Port) {
 
 func (m *Matcher) setDoors(doors []Door) {
 	m.doors = slices.Clone(doors)
-	m.byPort = make(map[knock.Port][]int32)
-	m.byFirst = make(map[knock.Port][]int32)
+	// Size hints: a large config has about a distinct port per knock,
+	// and growing maps of 100k entries step by step is most of the cost.
+	knocks := 0
+	for i := range doors {
+		knocks += len(doors[i].Sequence)
+	}
+	m.byPort = make(map[knock.Port][]int32, knocks)
+	m.byFirst = make(map[knock.Port][]int32, len(doors))
 	m.classes = m.classes[:0]
 	m.doorTC = make([]int32, len(m.doors))
 	classOf := make(map[time.Duration]int32)
