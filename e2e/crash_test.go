@@ -256,7 +256,7 @@ func TestFullStateDisk(t *testing.T) {
 	// The tiny disk is mounted in a mount namespace of the daemon's own,
 	// so the host's mount table never changes (other tests watch it).
 	wrap := []string{"unshare", "-m", "--propagation", "private", "sh", "-c",
-		`mount -t tmpfs -o size=64k tmpfs "$0" && exec "$@"`, state}
+		`mount -t tmpfs -o size=64k,mode=0700 tmpfs "$0" && exec "$@"`, state}
 	d := startSesamedWrapped(t, p.Server, dir, conf, wrap)
 	inDaemonNS := func(argv ...string) *exec.Cmd {
 		return exec.Command("nsenter", append([]string{"-t", strconv.Itoa(d.cmd.Process.Pid), "-m"}, argv...)...)

@@ -34,11 +34,15 @@ type captures struct {
 	handles map[string]*capture.Handle
 	state   map[string]string        // iface -> "up" or why not
 	wakeups map[string]chan struct{} // a link came up: retry now
+	// noFilter holds, per interface, why the kernel refused every filter
+	// (capture.ErrFilterAttach): the capture then misses knocks or never
+	// starts, and the daemon is unhealthy until a filter attaches.
+	noFilter map[string]error
 }
 
 func newCaptures(ifaces []string, log hclog.Logger) *captures {
 	c := &captures{ifaces: ifaces, log: log, handles: map[string]*capture.Handle{},
-		state: map[string]string{}, wakeups: map[string]chan struct{}{}}
+		state: map[string]string{}, wakeups: map[string]chan struct{}{}, noFilter: map[string]error{}}
 	for _, i := range ifaces {
 		c.wakeups[i] = make(chan struct{}, 1)
 	}
@@ -75,17 +79,46 @@ func (c *captures) setLocal(addrs []netip.Addr) bool {
 func (c *captures) apply() {
 	c.mu.Lock()
 	spec := c.specLocked()
-	hs := make([]*capture.Handle, 0, len(c.handles))
-	for _, h := range c.handles {
-		hs = append(hs, h)
+	hs := make(map[string]*capture.Handle, len(c.handles))
+	for i, h := range c.handles {
+		hs[i] = h
 	}
 	c.mu.Unlock()
-	for _, h := range hs {
-		if err := h.SetFilter(spec); err != nil && !errors.Is(err, net.ErrClosed) {
-			// A closed handle is being reopened, with the new spec.
-			c.log.Error("updating capture filter", "error", err)
+	for iface, h := range hs {
+		err := h.SetFilter(spec)
+		if errors.Is(err, net.ErrClosed) {
+			continue // being reopened, with the new spec
+		}
+		if err != nil {
+			c.log.Error("updating capture filter: "+err.Error(), "interface", iface, "error", err)
+		}
+		c.noteFilter(iface, err)
+	}
+}
+
+// noteFilter records whether iface's filter could be attached.
+func (c *captures) noteFilter(iface string, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if errors.Is(err, capture.ErrFilterAttach) {
+		c.noFilter[iface] = err
+	} else if err == nil {
+		delete(c.noFilter, iface)
+	}
+}
+
+// healthy reports whether every capture runs the filter its spec asks
+// for, and why not.
+func (c *captures) healthy() (bool, []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var why []string
+	for _, i := range c.ifaces {
+		if err := c.noFilter[i]; err != nil {
+			why = append(why, "capture "+i+": "+err.Error())
 		}
 	}
+	return len(why) == 0, why
 }
 
 // wake makes a capture waiting for iface retry at once.
@@ -117,6 +150,7 @@ func (c *captures) open(iface string) (*capture.Handle, error) {
 	spec := c.specLocked()
 	c.mu.Unlock()
 	h, err := capture.Open(iface, spec)
+	c.noteFilter(iface, err)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err != nil {
@@ -128,6 +162,10 @@ func (c *captures) open(iface string) (*capture.Handle, error) {
 	}
 	c.handles[iface] = h
 	c.state[iface] = "up"
+	if st := h.Stats(); !st.FilterExact {
+		c.log.Info(fmt.Sprintf("capture filter on %s is coarser than the doors ask (%d instructions): the kernel lets more through, checked in user space", iface, st.FilterInstructions),
+			"interface", iface, "instructions", st.FilterInstructions)
+	}
 	return h, nil
 }
 
@@ -221,10 +259,26 @@ func (c *captures) describe() string {
 	var parts []string
 	for _, i := range c.ifaces {
 		st := c.state[i]
-		if st != "up" {
+		switch {
+		case c.noFilter[i] != nil:
+			st = "no filter: " + c.noFilter[i].Error()
+		case st != "up":
 			st = "down"
 		}
 		parts = append(parts, i+" ("+st+")")
 	}
 	return strings.Join(parts, ", ")
+}
+
+// health is what the watchdog and the rescue's heartbeat consult: every
+// component beating, and every capture filtering as asked.
+type health struct {
+	hb   *Heartbeats
+	caps *captures
+}
+
+func (h health) Healthy(now time.Time) (bool, []string) {
+	ok, stale := h.hb.Healthy(now)
+	capsOK, why := h.caps.healthy()
+	return ok && capsOK, append(stale, why...)
 }

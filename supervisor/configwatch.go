@@ -43,7 +43,10 @@ type ConfigWatchOptions struct {
 // as "maybe changed": after the debounce the file is read through its
 // symlinks and delivered only if its SHA-256 differs from the running one.
 //
-// A vanished directory is not re-watched; Reload still re-reads the file.
+// A directory deleted or moved away takes its watch with it: the watcher
+// then watches the nearest directory above it that exists, and watches
+// the directory again as soon as it is back (rm -rf and re-create, a
+// config manager replacing the whole directory), reading the file then.
 // The fsnotify watcher, the debounce timer and the running hash are owned
 // by the goroutine in Run; OnChange is called from it, never concurrently.
 type ConfigWatcher struct {
@@ -59,6 +62,8 @@ type ConfigWatcher struct {
 	current     [sha256.Size]byte  // hash of the running (accepted) config
 	interesting map[string]bool    // the path, its symlink chain and its target
 	watched     map[string]bool    // directories added to fs
+	ancestor    string             // watched while the config's directory is missing, else ""
+	recheck     bool               // a watch was added after the last read: read again
 	afterRead   func(changed bool) // test hook, called after every read
 }
 
@@ -183,6 +188,13 @@ func (w *ConfigWatcher) Run(ctx context.Context) error {
 			changed, err := w.check(true)
 			reply <- reloadResult{changed, err}
 		}
+		if w.recheck && timerC == nil {
+			// A directory came back (or joined the symlink chain) after
+			// the last read: what was written there meanwhile made no
+			// event we could see.
+			w.recheck = false
+			schedule(time.Now())
+		}
 	}
 }
 
@@ -208,10 +220,16 @@ func (w *ConfigWatcher) Reload(ctx context.Context) (changed bool, err error) {
 	}
 }
 
-// relevant reports whether ev may have changed what path resolves to.
+// relevant reports whether ev may have changed what path resolves to:
+// it names the path, a link on its chain or a `..` name; a watched
+// directory itself went away; or, while the config's directory is
+// missing, a directory on the way to it appeared.
 func (w *ConfigWatcher) relevant(ev fsnotify.Event) bool {
 	name := filepath.Clean(ev.Name)
-	if w.interesting[name] {
+	if w.interesting[name] || w.watched[name] {
+		return true
+	}
+	if w.ancestor != "" && strings.HasPrefix(filepath.Dir(w.path)+"/", name+"/") {
 		return true
 	}
 	base := filepath.Base(name)
@@ -226,8 +244,14 @@ func (w *ConfigWatcher) check(forced bool) (changed bool, err error) {
 	if forced {
 		w.log.Info("re-reading config file")
 	}
-	content, sum, err := ReadConfig(w.path)
+	// Watch first, then read: a change after the read makes an event.
+	// The read may move the symlink chain; a directory that joins it
+	// after the read gets a second read (recheck).
 	w.refreshWatches()
+	content, sum, err := ReadConfig(w.path)
+	if w.refreshWatches() {
+		w.recheck = true
+	}
 	if err != nil {
 		w.log.Warn("cannot read config file, keeping the running config", "error", err)
 		return false, err
@@ -247,17 +271,43 @@ func (w *ConfigWatcher) check(forced bool) (changed bool, err error) {
 
 // refreshWatches recomputes the symlink chain of path and watches the
 // directories it passes through, so that a change anywhere along it is
-// seen. Directories that left the chain stay watched until they vanish;
-// their events are filtered by relevant.
-func (w *ConfigWatcher) refreshWatches() {
-	main := filepath.Dir(w.path)
+// seen, and watches the config's own directory again when it was deleted
+// and is back (until then, the nearest directory above it that exists).
+// It reports whether it added a watch. Directories that left the chain
+// stay watched until they vanish; their events are filtered by relevant.
+func (w *ConfigWatcher) refreshWatches() (added bool) {
+	// The kernel drops a watch with its directory (deleted, or moved
+	// away); fsnotify then forgets it. Forget it here too, so that a
+	// directory re-created at that path is watched again.
+	live := make(map[string]bool)
+	for _, p := range w.fs.WatchList() {
+		live[filepath.Clean(p)] = true
+	}
 	for dir := range w.watched {
-		if _, err := os.Stat(dir); dir != main && err != nil {
-			// The kernel dropped the watch with the directory; forget it
-			// so a directory recreated at that path is watched again.
+		if !live[dir] {
+			delete(w.watched, dir)
+		} else if _, err := os.Stat(dir); err != nil {
 			_ = w.fs.Remove(dir)
 			delete(w.watched, dir)
 		}
+	}
+	main := filepath.Dir(w.path)
+	if !w.watched[main] {
+		if err := w.fs.Add(main); err == nil {
+			w.watched[main] = true
+			added = true
+			if w.ancestor != "" {
+				w.log.Info("config directory is back, watching it again", "dir", main)
+			}
+		} else {
+			w.watchAncestor(main)
+		}
+	}
+	if w.watched[main] && w.ancestor != "" {
+		if !w.watched[w.ancestor] {
+			_ = w.fs.Remove(w.ancestor)
+		}
+		w.ancestor = ""
 	}
 	chain := symlinkChain(w.path)
 	w.interesting = make(map[string]bool, len(chain))
@@ -272,6 +322,32 @@ func (w *ConfigWatcher) refreshWatches() {
 			continue
 		}
 		w.watched[dir] = true
+		added = true
+	}
+	return added
+}
+
+// watchAncestor watches the nearest existing directory above a missing
+// config directory, so its return is an event.
+func (w *ConfigWatcher) watchAncestor(main string) {
+	for dir := filepath.Dir(main); ; dir = filepath.Dir(dir) {
+		if dir == w.ancestor {
+			if _, err := os.Stat(dir); err == nil {
+				return
+			}
+		} else if err := w.fs.Add(dir); err == nil {
+			if w.ancestor != "" && !w.watched[w.ancestor] {
+				_ = w.fs.Remove(w.ancestor)
+			}
+			if w.ancestor == "" {
+				w.log.Warn("config directory is gone; watching "+dir+" for it to come back", "dir", main)
+			}
+			w.ancestor = dir
+			return
+		}
+		if filepath.Dir(dir) == dir {
+			return
+		}
 	}
 }
 

@@ -216,6 +216,41 @@ func TestConfigWatcherDeleteAndRecreate(t *testing.T) {
 	c.wantDelivery("v2")
 }
 
+// The config's whole directory deleted (or moved away) and made again:
+// automatic reloads carry on. The directory's watch used to die with it,
+// for good.
+func TestConfigWatcherDirectoryDeletedAndRecreated(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		remove func(t *testing.T, dir string)
+		// settle: wait for the watcher to notice the directory is gone
+		// before it comes back (else it comes back within one debounce).
+		settle bool
+	}{
+		{"rm -rf, then recreated", func(t *testing.T, dir string) { must(t, os.RemoveAll(dir)) }, true},
+		{"moved away, then recreated", func(t *testing.T, dir string) { must(t, os.Rename(dir, dir+".old")) }, true},
+		{"rm -rf and recreated at once", func(t *testing.T, dir string) { must(t, os.RemoveAll(dir)) }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "etc", "sesame")
+			must(t, os.MkdirAll(dir, 0o755))
+			path := filepath.Join(dir, "sesame.conf")
+			write(t, path, "v1")
+			c := startCW(t, path, 20*time.Millisecond)
+			tc.remove(t, dir)
+			if tc.settle {
+				c.wantRead(false) // the missing file is logged, the running config kept
+			}
+			must(t, os.MkdirAll(dir, 0o755))
+			write(t, path, "v2")
+			c.wantDelivery("v2")
+			// And the directory is watched again, not only read once.
+			write(t, path, "v3")
+			c.wantDelivery("v3")
+		})
+	}
+}
+
 func TestConfigWatcherUnchangedTouchDeliversNothing(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "knockd.conf")

@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,7 @@ import (
 	"github.com/sesame-knock/sesame/core/journal"
 	"github.com/sesame-knock/sesame/core/knock"
 	"github.com/sesame-knock/sesame/internal/control"
+	"github.com/sesame-knock/sesame/internal/trust"
 	"github.com/sesame-knock/sesame/rescue"
 )
 
@@ -62,10 +64,43 @@ type sesamed struct {
 	notify  *Notifier
 	rescue  atomic.Pointer[rescue.Switch]
 
-	mu      sync.Mutex // guards cfg, cfgErr, cfgHash
+	// newRescue builds the rescue switch for a config (buildRescue;
+	// tests that must not touch a firewall replace it).
+	newRescue func(*config.Config) (*rescue.Switch, error)
+
+	mu      sync.Mutex // guards cfg, cfgErr, cfgHash, host
 	cfg     *config.Config
 	cfgErr  string
 	cfgHash string
+	host    []netip.Addr // what the engine was last given as the host's addresses
+}
+
+// loadAtStart reads the config for the first start. An invalid config
+// falls back to the last good one, which a bad edit followed by a crash
+// or reboot must not keep the door keeper down without; cfgErr then says
+// why the config file was not used. Without a last good config (a first
+// start), or when it is invalid too, err is the config's error: sesamed
+// exits 1 rather than run a daemon with no doors that reports itself
+// started.
+func loadAtStart(opts DaemonOptions) (content []byte, cfg *config.Config, cfgErr, err error) {
+	content, _, cfgErr = ReadConfig(opts.ConfigPath)
+	if cfgErr == nil {
+		if cfg, cfgErr = config.LoadBytes(opts.ConfigPath, content); cfgErr == nil {
+			return content, cfg, nil, nil
+		}
+	}
+	path := lastGoodPath(opts.StateDir)
+	good, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, nil, fmt.Errorf("%w (no last good config to fall back on: %s does not exist)", cfgErr, path)
+	}
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%w (last good config unreadable: %w)", cfgErr, err)
+	}
+	if cfg, err = config.LoadBytes(path, good); err != nil {
+		return nil, nil, nil, fmt.Errorf("%w (the last good config %s is invalid too: %w)", cfgErr, path, err)
+	}
+	return nil, cfg, cfgErr, nil
 }
 
 // Run runs the daemon until ctx ends, then shuts down cleanly and
@@ -82,19 +117,18 @@ func Run(ctx context.Context, opts DaemonOptions) error {
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = 10 * time.Second
 	}
-	content, _, cfgErr := ReadConfig(opts.ConfigPath)
-	var cfg *config.Config
-	if cfgErr == nil {
-		cfg, cfgErr = config.LoadBytes(opts.ConfigPath, content)
+	// The state directory's content runs commands as root (an overdue
+	// grant's stop command, the last good config): refuse one anybody
+	// else could have written, before reading anything from it.
+	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
 	}
-	if cfgErr != nil {
-		// A bad edit followed by a crash or reboot must not keep the door
-		// keeper down: run the last config that was in force, loudly.
-		good, err := config.LoadBytes(opts.ConfigPath, readLastGood(opts.StateDir))
-		if err != nil {
-			return cfgErr
-		}
-		cfg = good
+	if err := trust.Tree(opts.StateDir); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	content, cfg, cfgErr, err := loadAtStart(opts)
+	if err != nil {
+		return err
 	}
 	if opts.PidFile != "" {
 		cfg.Options.PidFile = opts.PidFile
@@ -109,13 +143,20 @@ func Run(ctx context.Context, opts DaemonOptions) error {
 	}
 	defer log.Close()
 	d := &sesamed{opts: opts, log: log, cfg: cfg, notify: NewNotifier(log.Named("notify"))}
+	d.newRescue = d.buildRescue
 	if cfgErr != nil {
-		d.cfgErr = cfgErr.Error()
-		log.Error("config invalid, running the last good config from "+lastGoodPath(opts.StateDir)+": "+cfgErr.Error(), "error", cfgErr)
+		d.cfgErr = cfgErr.Error() + " (running the last good config, " + lastGoodPath(opts.StateDir) + ")"
+		log.Error("config invalid, running the last good config from "+lastGoodPath(opts.StateDir)+": "+cfgErr.Error(), "error", cfgErr, "last_good", lastGoodPath(opts.StateDir))
 	}
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
+	ln, err := control.Listen(opts.Socket)
+	if err != nil {
+		log.Error("cannot start", "error", err)
+		return err
+	}
+	defer ln.Close()
 	if err := d.start(ctx); err != nil {
 		log.Error("cannot start", "error", err)
 		d.stop()
@@ -124,7 +165,7 @@ func Run(ctx context.Context, opts DaemonOptions) error {
 	if cfgErr == nil {
 		d.saveLastGood(content)
 	}
-	serr := d.serve(ctx, hup)
+	serr := d.serve(ctx, hup, ln)
 	d.notify.Stopping()
 	if serr != nil {
 		log.Error("a component keeps failing, exiting so the service manager restarts sesamed", "error", serr)
@@ -194,7 +235,7 @@ func (d *sesamed) start(ctx context.Context) error {
 // serve runs the components under a Supervisor until ctx ends (nil) or
 // the supervisor escalates (its error: the process should exit non-zero
 // so systemd restarts it).
-func (d *sesamed) serve(ctx context.Context, hup <-chan os.Signal) error {
+func (d *sesamed) serve(ctx context.Context, hup <-chan os.Signal, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -230,11 +271,7 @@ func (d *sesamed) serve(ctx context.Context, hup <-chan os.Signal) error {
 		}))
 	}
 
-	if ln, err := control.Listen(d.opts.Socket); err != nil {
-		d.log.Error("control socket unavailable: sesame grants/revoke will not reach this daemon", "error", err)
-	} else {
-		goRun(func() { control.Serve(ctx, ln, d) })
-	}
+	goRun(func() { control.Serve(ctx, ln, d) })
 	var watcher *ConfigWatcher
 	if _, sum, err := ReadConfig(d.opts.ConfigPath); err == nil {
 		watcher, err = NewConfigWatcher(d.opts.ConfigPath, sum, d.applyConfig, ConfigWatchOptions{Logger: d.log.Named("config")})
@@ -245,13 +282,14 @@ func (d *sesamed) serve(ctx context.Context, hup <-chan os.Signal) error {
 		}
 	}
 	if pf := d.config().Options.PidFile; pf != "" {
-		if err := os.WriteFile(pf, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-			d.log.Error("cannot write pid file", "path", pf, "error", err)
+		if err := writePidFile(pf, os.Getpid()); err != nil {
+			d.log.Error("cannot write pid file: "+err.Error(), "path", pf, "error", err)
 		} else {
 			defer os.Remove(pf)
 		}
 	}
-	goRun(func() { NewWatchdog(d.notify, sup.Heartbeats(), d.log.Named("watchdog")).Run(ctx) })
+	hl := health{hb: sup.Heartbeats(), caps: d.caps}
+	goRun(func() { NewWatchdog(d.notify, hl, d.log.Named("watchdog")).Run(ctx) })
 	d.log.Info("starting up, listening on "+strings.Join(d.caps.ifaces, ","), "interfaces", strings.Join(d.caps.ifaces, ","), "attached", attached, "version", d.opts.Version)
 	d.notify.Ready()
 	// A healthy start closes a rescue port that a failure opened.
@@ -261,7 +299,7 @@ func (d *sesamed) serve(ctx context.Context, hup <-chan os.Signal) error {
 	// port with no process needed.
 	goRun(func() {
 		rescue.Keep(ctx, d.rescue.Load, func() (bool, string) {
-			ok, stale := sup.Heartbeats().Healthy(time.Now())
+			ok, stale := hl.Healthy(time.Now())
 			return ok, strings.Join(stale, ",")
 		})
 	})
@@ -331,6 +369,16 @@ func (d *sesamed) applyConfig(content []byte, sum [32]byte) error {
 		d.updateStatus(ctx)
 	}()
 	d.log.Info("re-reading config file: "+d.opts.ConfigPath, "trigger", "change")
+	return d.reload(ctx, content)
+}
+
+// reload validates and prepares every component for the new config, and
+// only then changes any: a refused reload changes nothing. The firewall's
+// guarded ports are the one change that can still fail once everything
+// is prepared, so they change after every check and before the engine's
+// commit, which cannot fail (and if the engine could not be reached, the
+// guarded ports are put back).
+func (d *sesamed) reload(ctx context.Context, content []byte) error {
 	fail := func(err error) error {
 		d.mu.Lock()
 		d.cfgErr = err.Error()
@@ -342,21 +390,52 @@ func (d *sesamed) applyConfig(content []byte, sum [32]byte) error {
 	if err != nil {
 		return fail(err)
 	}
+	if err := d.apply(ctx, cfg, content); err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+// apply is reload for a parsed config: validate what the config alone
+// cannot tell, prepare, then commit.
+func (d *sesamed) apply(ctx context.Context, cfg *config.Config, content []byte) error {
+	// Validate.
+	guarded := guardedPorts(cfg)
+	if len(guarded) > 0 && d.fw == nil {
+		return errors.New("doors with Open need a restart to set up the firewall backend")
+	}
+	// Prepare.
+	prep, err := d.eng.Prepare(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	rsw, rescueErr := d.newRescue(cfg)
+	// Commit: the firewall, the last step that can fail, then the rest.
+	if d.fw != nil {
+		if err := d.fw.Setup(ctx, guarded); err != nil {
+			d.eng.Discard(prep)
+			return fmt.Errorf("firewall setup: %w", err)
+		}
+	}
+	if err := d.eng.Commit(ctx, prep); err != nil {
+		d.eng.Discard(prep)
+		if d.fw != nil {
+			if rerr := d.fw.Setup(context.Background(), guardedPorts(d.config())); rerr != nil {
+				d.log.Error("firewall: restoring the running config's guarded ports: "+rerr.Error(), "error", rerr)
+			}
+		}
+		return fmt.Errorf("engine: %w", err)
+	}
 	for _, w := range cfg.Warnings {
 		d.log.Warn(w)
 	}
-	if len(guardedPorts(cfg)) > 0 && d.fw == nil {
-		return fail(errors.New("doors with Open need a restart to set up the firewall backend"))
+	if rescueErr != nil {
+		d.log.Error("rescue not updated: "+rescueErr.Error(), "error", rescueErr)
+	} else if err := rsw.Install(ctx); err != nil {
+		d.log.Error("rescue not updated: "+err.Error(), "error", err)
+	} else {
+		d.rescue.Store(rsw)
 	}
-	if d.fw != nil {
-		if err := d.fw.Setup(ctx, guardedPorts(cfg)); err != nil {
-			return fail(fmt.Errorf("firewall setup: %w", err))
-		}
-	}
-	if err := d.eng.Reload(ctx, cfg); err != nil {
-		return fail(err)
-	}
-	d.reloadRescue(ctx, cfg)
 	d.mu.Lock()
 	d.cfg, d.cfgErr = cfg, ""
 	d.mu.Unlock()
@@ -365,10 +444,10 @@ func (d *sesamed) applyConfig(content []byte, sum [32]byte) error {
 	return nil
 }
 
-// newRescue builds the rescue Switch of cfg, in the firewall family the
+// buildRescue builds the rescue Switch of cfg, in the firewall family the
 // grants use when there is one (so both always agree), else in the
 // config's.
-func (d *sesamed) newRescue(cfg *config.Config) (*rescue.Switch, error) {
+func (d *sesamed) buildRescue(cfg *config.Config) (*rescue.Switch, error) {
 	kind, err := firewall.ParseKind(cfg.Options.Firewall)
 	if err != nil {
 		return nil, err
@@ -404,30 +483,7 @@ func (d *sesamed) startRescue(ctx context.Context, cfg *config.Config) {
 	}
 }
 
-// reloadRescue follows a config change; the heartbeat and an admin's
-// hold survive (Install keeps them).
-func (d *sesamed) reloadRescue(ctx context.Context, cfg *config.Config) {
-	sw, err := d.newRescue(cfg)
-	if err == nil {
-		err = sw.Install(ctx)
-	}
-	if err != nil {
-		d.log.Error("rescue not updated: "+err.Error(), "error", err)
-		return
-	}
-	d.rescue.Store(sw)
-}
-
 func lastGoodPath(stateDir string) string { return filepath.Join(stateDir, "last-good.conf") }
-
-// readLastGood returns the last config that was in force, or nil.
-func readLastGood(stateDir string) []byte {
-	b, err := os.ReadFile(lastGoodPath(stateDir))
-	if err != nil {
-		return nil
-	}
-	return b
-}
 
 // saveLastGood keeps content as the config to fall back to when the file
 // is invalid at the next start.
@@ -512,6 +568,16 @@ func (d *sesamed) refreshAddrs(ctx context.Context) {
 	addrs := interfaceAddrs(d.caps.ifaces)
 	if d.caps.setLocal(addrs) {
 		d.eng.SetLocal(ctx, addrs)
+	}
+	// Knocks from any of the host's addresses never count, whichever
+	// interface they are on (see match.Matcher.SetHost).
+	host := hostAddrs()
+	d.mu.Lock()
+	same := slices.Equal(host, d.host)
+	d.host = host
+	d.mu.Unlock()
+	if !same {
+		d.eng.SetHost(ctx, host)
 	}
 }
 
@@ -603,6 +669,38 @@ func defaultInterfaces(log hclog.Logger) []string {
 	}
 	log.Info("no Interface configured, using " + strings.Join(names, ","))
 	return names
+}
+
+// hostAddrs lists every address of the host's interfaces and the
+// broadcast address of each IPv4 subnet on them (sorted): no knock comes
+// from those.
+func hostAddrs() []netip.Addr {
+	as, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range as {
+		pn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(pn.IP)
+		if !ok {
+			continue
+		}
+		ip = ip.Unmap()
+		out = append(out, ip)
+		if ones, bits := pn.Mask.Size(); ip.Is4() && bits == 32 && ones < 31 {
+			b := ip.As4()
+			for i := range b {
+				b[i] |= ^pn.Mask[len(pn.Mask)-4+i]
+			}
+			out = append(out, netip.AddrFrom4(b))
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
 }
 
 // interfaceAddrs lists the addresses on the named interfaces; missing

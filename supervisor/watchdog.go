@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -73,7 +74,7 @@ func (w *Watchdog) tick(now time.Time) {
 	ok, stale := w.health.Healthy(now)
 	if !ok {
 		if !slices.Equal(stale, w.lastStale) {
-			w.log.Error("withholding watchdog ping: components not beating", "stale", stale)
+			w.log.Error("withholding watchdog ping: unhealthy: "+strings.Join(stale, "; "), "stale", stale)
 			w.lastStale = stale
 		}
 		return

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -148,6 +149,9 @@ func grantsCmd(stdout io.Writer) *cobra.Command {
 			} else {
 				var err error
 				gs, err = control.NewClient(socket).Grants(cmd.Context())
+				if errors.Is(err, control.ErrUntrustedPeer) {
+					return err
+				}
 				if err != nil {
 					return fmt.Errorf("%w (is sesamed running? --state-dir reads the journal without it)", err)
 				}

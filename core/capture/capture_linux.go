@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +52,11 @@ type Handle struct {
 	kernelMu    sync.Mutex // guards kernelDrops
 	kernelDrops uint64
 
+	// The program attach put on the socket: its length, and whether it
+	// checks the spec exactly (else user space drops what it let by).
+	filterLen   atomic.Int64
+	filterExact atomic.Bool
+
 	rcvbuf    int   // socket receive buffer the kernel granted (bytes, doubled as the kernel reports it)
 	rcvbufErr error // why it could not be set, if so
 }
@@ -66,6 +73,12 @@ type Stats struct {
 	// KernelDrops counts frames the kernel dropped because the socket's
 	// receive buffer was full (PACKET_STATISTICS).
 	KernelDrops uint64
+	// FilterInstructions is the length of the kernel filter in force;
+	// FilterExact is false when it is a coarser one (the spec did not
+	// fit the kernel's limits), which lets more frames reach the
+	// user-space check.
+	FilterInstructions int
+	FilterExact        bool
 	// ReceiveBuffer is the socket's receive buffer as the kernel reports
 	// it; ReceiveBufferErr says why ReceiveBuffer could not be applied.
 	ReceiveBuffer    int
@@ -91,19 +104,15 @@ func Open(iface string, spec FilterSpec) (*Handle, error) {
 	if err != nil {
 		return nil, err
 	}
-	prog, err := assemble(n, link)
-	if err != nil {
-		return nil, err
-	}
 	eth, err := pcapgo.NewEthernetHandle(iface)
 	if err != nil {
 		return nil, fmt.Errorf("capture: open %s: %w", iface, err)
 	}
-	if err := eth.SetBPF(prog); err != nil {
-		eth.Close()
-		return nil, fmt.Errorf("capture: attach filter on %s: %w", iface, err)
-	}
 	h := &Handle{iface: iface, link: link, eth: eth}
+	if err := h.attach(n); err != nil {
+		eth.Close()
+		return nil, err
+	}
 	h.rcvbuf, h.rcvbufErr = setReceiveBuffer(eth, ReceiveBuffer)
 	h.set.Store(newSpecSet(n))
 	// The first PACKET_STATISTICS read covers everything since the socket
@@ -126,10 +135,6 @@ func (h *Handle) SetFilter(spec FilterSpec) error {
 	if err != nil {
 		return err
 	}
-	prog, err := assemble(n, h.link)
-	if err != nil {
-		return err
-	}
 	h.filterMu.Lock()
 	defer h.filterMu.Unlock()
 	if h.closed.Load() {
@@ -138,11 +143,36 @@ func (h *Handle) SetFilter(spec FilterSpec) error {
 	// The user-space set goes first: a knock for a newly added port that
 	// the new program lets through must find the set already accepting it.
 	old := h.set.Swap(newSpecSet(n))
-	if err := h.eth.SetBPF(prog); err != nil {
+	if err := h.attach(n); err != nil {
 		h.set.Store(old)
-		return fmt.Errorf("capture: set filter on %s: %w", h.iface, err)
+		return err
 	}
 	return nil
+}
+
+// attach puts the most exact program for n that the kernel accepts on
+// the socket: it tries each of attachBudgets in turn. The kernel refuses
+// a program over BPF_MAXINSNS, and one that does not fit the socket's
+// option memory (net.core.optmem_max) once translated; a coarser program
+// costs only user-space checks of packets the exact one would have
+// dropped. Callers hold filterMu or own h alone.
+func (h *Handle) attach(n normSpec) error {
+	var sizes []string
+	var last error
+	for _, budget := range attachBudgets {
+		prog, exact, err := assemble(n, h.link, budget)
+		if err != nil {
+			return err
+		}
+		if last = h.eth.SetBPF(prog); last != nil {
+			sizes = append(sizes, strconv.Itoa(len(prog)))
+			continue
+		}
+		h.filterLen.Store(int64(len(prog)))
+		h.filterExact.Store(exact)
+		return nil
+	}
+	return fmt.Errorf("%w on %s (programs of %s instructions): %w", ErrFilterAttach, h.iface, strings.Join(sizes, ", "), last)
 }
 
 // Run reads frames until ctx is done or Close is called, and returns nil
@@ -242,6 +272,9 @@ func (h *Handle) Stats() Stats {
 		Delivered:   h.delivered.Load(),
 		Unfiltered:  h.unfiltered.Load(),
 		KernelDrops: drops,
+
+		FilterInstructions: int(h.filterLen.Load()),
+		FilterExact:        h.filterExact.Load(),
 
 		ReceiveBuffer:    h.rcvbuf,
 		ReceiveBufferErr: h.rcvbufErr,

@@ -87,31 +87,10 @@ func l4Dispatch(a *asm, n normSpec, tcpPorts, udpPorts int, ext bool) {
 	}
 }
 
-// inList emits "if A is not in vals, return 0" and falls through when it
-// is. Comparisons come in chunks so that every conditional jump stays
-// within reach of its target: a table of comparisons, one per value.
-func inList(a *asm, vals []uint32) {
-	end := a.label()
-	for len(vals) > listChunk {
-		hit, rest := a.label(), a.label()
-		for _, v := range vals[:listChunk] {
-			a.jumpIf(bpf.JumpEqual, v, hit, next)
-		}
-		a.jump(rest)
-		a.mark(hit)
-		a.jump(end)
-		a.mark(rest)
-		vals = vals[listChunk:]
-	}
-	for _, v := range vals {
-		a.jumpIf(bpf.JumpEqual, v, end, next)
-	}
-	a.emit(bpf.RetConstant{Val: 0})
-	a.mark(end)
-}
-
-// inList6 is inList for IPv6 destinations: four 32-bit words at X+24.
-func inList6(a *asm, addrs [][16]byte) {
+// inList6 drops (jumps to drop) an IPv6 packet whose destination, four
+// 32-bit words at X+24, is none of addrs, and falls through when it is
+// one: nine instructions per address (list6Cost).
+func inList6(a *asm, addrs [][16]byte, drop int) {
 	end := a.label()
 	for _, addr := range addrs {
 		miss := a.label()
@@ -122,14 +101,6 @@ func inList6(a *asm, addrs [][16]byte) {
 		a.jump(end)
 		a.mark(miss)
 	}
-	a.emit(bpf.RetConstant{Val: 0})
+	a.jump(drop)
 	a.mark(end)
-}
-
-func u16s(v []uint16) []uint32 {
-	out := make([]uint32, len(v))
-	for i, x := range v {
-		out[i] = uint32(x)
-	}
-	return out
 }

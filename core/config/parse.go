@@ -11,7 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
+	"github.com/sesame-knock/sesame/core/journal"
 	"github.com/sesame-knock/sesame/core/knock"
 )
 
@@ -53,6 +55,9 @@ func Parse(file string, data []byte) (*Config, error) {
 	p := &parser{
 		file:   file,
 		badSeq: map[*Door]bool{},
+		// Sized for the sections there may be: growing a map of 100k
+		// names step by step costs more than counting lines.
+		names: make(map[string]int, bytes.Count(data, []byte("\n"))/4),
 		cfg: &Config{File: file, Options: Options{
 			MaxAttempts:       DefaultMaxAttempts,
 			Firewall:          "auto",
@@ -83,6 +88,7 @@ type parser struct {
 	section string         // "" before the first section
 	door    *Door          // nil in [options]
 	badSeq  map[*Door]bool // a Sequence line was rejected: no second "empty" error
+	names   map[string]int // door name -> line of its first section
 	errs    []error
 }
 
@@ -104,6 +110,7 @@ func (p *parser) parseLine(line string) {
 		p.door = nil
 		// Only the exact "options" is global: knockd treats [Options] as a door.
 		if name != "options" {
+			p.checkDoorName(name)
 			p.door = &Door{
 				Name: name, File: p.file, Line: p.line,
 				SeqTimeout: DefaultSeqTimeout,
@@ -142,6 +149,26 @@ func (p *parser) parseLine(line string) {
 		p.optionKey(key, val)
 	} else {
 		p.doorKey(p.door, key, val)
+	}
+}
+
+// checkDoorName refuses a door name the rest of Sesame cannot keep apart
+// or store. knockd runs two sections of one name as two doors, but
+// Sesame's grants, journal and logs know a door by its name, so a second
+// door of the same name would share (and extend, and revoke) the first
+// one's grants. The journal refuses names longer than it can hold, which
+// would refuse every grant of that door at run time.
+func (p *parser) checkDoorName(name string) {
+	if first, ok := p.names[name]; ok {
+		p.errorf("door %q is already defined at line %d: door names must be unique", name, first)
+	} else {
+		p.names[name] = p.line
+	}
+	if len(name) > journal.MaxDoorLen {
+		p.errorf("door name is %d bytes long, at most %d allowed", len(name), journal.MaxDoorLen)
+	}
+	if !utf8.ValidString(name) {
+		p.errorf("door name %q is not valid UTF-8", name)
 	}
 }
 

@@ -94,9 +94,9 @@ func TestParseKeys(t *testing.T) {
 				t.Errorf("doors %+v", c.Doors)
 			}
 		}},
-		{"same name twice is two doors", "[d]\nsequence=1\n[d]\nsequence=2\n", func(t *testing.T, c *Config) {
-			if len(c.Doors) != 2 {
-				t.Errorf("doors %d", len(c.Doors))
+		{"options twice is one section", "[options]\nLogFile=/a\n[d]\nsequence=1\n[options]\nPidFile=/p\n", func(t *testing.T, c *Config) {
+			if len(c.Doors) != 1 || c.Options.LogFile != "/a" || c.Options.PidFile != "/p" {
+				t.Errorf("doors %d, options %+v", len(c.Doors), c.Options)
 			}
 		}},
 		{"tcpflags accumulate and negate", "[d]\nsequence=1\ntcpflags=syn\nTCPFlags=!ACK,urg\ntcpflags=!urg\n", func(t *testing.T, c *Config) {
@@ -199,6 +199,9 @@ func TestParseErrors(t *testing.T) {
 		{"bad usesyslog value", "[options]\nUseSyslog=maybe\n", 2, "not yes or no"},
 		{"bad interface", "[options]\nInterface=eth0,,eth1\n", 2, "empty interface"},
 		{"bad rescue_from", "[options]\nRescue_From=10.0.0.0/33\n", 2, "not an address or prefix"},
+		{"duplicate door", "[a]\nsequence=1\n[b]\nsequence=2\n[a]\nsequence=3\n", 5, `door "a" is already defined at line 1`},
+		{"door name too long", "[" + strings.Repeat("x", 1025) + "]\nsequence=1\n", 1, "at most 1024"},
+		{"door name not utf-8", "[d\xff]\nsequence=1\n", 1, "not valid UTF-8"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -261,6 +264,14 @@ func TestLoadOneTime(t *testing.T) {
 	write("[d]\none_time_sequences = " + dir + "\n")
 	if _, err := Load(conf); err == nil || !strings.Contains(err.Error(), "is a directory") {
 		t.Errorf("directory: err = %v", err)
+	}
+
+	// A symlink is refused (sesame check says so at the door's line).
+	link := filepath.Join(dir, "link")
+	os.Symlink(seqs, link)
+	write("[d]\none_time_sequences = " + link + "\n")
+	if _, err := Load(conf); err == nil || !strings.Contains(err.Error(), conf+":1:") || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("symlink: err = %v", err)
 	}
 
 	if os.Geteuid() != 0 { // root can write a 0400 file, so this case needs a non-root run

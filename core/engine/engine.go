@@ -50,7 +50,8 @@ type Options struct {
 	// Queue is how many packets may wait for the matcher (default 8192);
 	// beyond that, packets are dropped and counted.
 	Queue int
-	// SkipIPv6 ignores IPv6 knocks (sesamed -4).
+	// SkipIPv6 ignores IPv6 knocks (sesamed -4), IPv4-mapped sources
+	// included: they came in IPv6 packets.
 	SkipIPv6 bool
 }
 
@@ -167,7 +168,10 @@ func (e *Engine) Submit(p knock.Packet) {
 	}
 }
 
-// do runs f on the engine goroutine and waits for it.
+// do runs f on the engine goroutine and waits for it. It returns ctx's
+// error, without running f, when ctx ends before the engine takes f; once
+// taken, f runs at once and do waits for it to finish, so that a nil
+// error always means f ran and an error that it did not.
 func (e *Engine) do(ctx context.Context, f func()) error {
 	done := make(chan struct{})
 	select {
@@ -175,12 +179,8 @@ func (e *Engine) do(ctx context.Context, f func()) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	<-done
+	return nil
 }
 
 // SetLocal sets the addresses doors without a Target listen on.
@@ -188,9 +188,27 @@ func (e *Engine) SetLocal(ctx context.Context, addrs []netip.Addr) error {
 	return e.do(ctx, func() { e.m.SetLocal(addrs) })
 }
 
-// Reload swaps in cfg. Attempts on doors whose name, sequence and target
-// did not change are kept; grants are not affected.
-func (e *Engine) Reload(ctx context.Context, cfg *config.Config) error {
+// SetHost sets the host's other addresses and its subnets' broadcast
+// addresses: knocks from them never count (see match.Matcher.SetHost).
+func (e *Engine) SetHost(ctx context.Context, addrs []netip.Addr) error {
+	return e.do(ctx, func() { e.m.SetHost(addrs) })
+}
+
+// Prepared is a config that Prepare checked and made ready: its one-time
+// files are open. Hand it to Commit, or to Discard when the reload is
+// refused elsewhere.
+type Prepared struct {
+	cfg   *config.Config
+	ot    map[int]*onetime.File
+	fresh []*onetime.File // opened by Prepare: Discard closes them
+}
+
+// Prepare does everything of a reload to cfg that can fail, without
+// changing what the engine runs: it opens the doors' one-time files
+// (reusing the ones already open, so their position is kept). An error
+// means the engine refuses cfg.
+func (e *Engine) Prepare(ctx context.Context, cfg *config.Config) (*Prepared, error) {
+	var p *Prepared
 	var err error
 	derr := e.do(ctx, func() {
 		var ot map[int]*onetime.File
@@ -198,28 +216,64 @@ func (e *Engine) Reload(ctx context.Context, cfg *config.Config) error {
 		if err != nil {
 			return
 		}
+		p = &Prepared{cfg: cfg, ot: ot}
+		old := openFiles(e.oneTime)
+		for _, f := range ot {
+			if !old[f] {
+				p.fresh = append(p.fresh, f)
+			}
+		}
+	})
+	if derr != nil {
+		return nil, derr
+	}
+	return p, err
+}
+
+// Commit swaps in a prepared config; it cannot fail. Attempts on doors
+// whose name, sequence and target did not change are kept; grants are
+// not affected. The one-time files the new config no longer uses are
+// closed. A Prepared is committed at most once.
+func (e *Engine) Commit(ctx context.Context, p *Prepared) error {
+	return e.do(ctx, func() {
+		keep := openFiles(p.ot)
 		for _, f := range e.oneTime {
-			if !contains(ot, f) {
+			if !keep[f] {
 				f.Close()
 			}
 		}
-		e.cfg, e.oneTime = cfg, ot
-		e.m.SetDoors(matchDoors(cfg, ot))
+		e.cfg, e.oneTime = p.cfg, p.ot
+		// Sequences are read now, not at Prepare: a one-time door may
+		// have moved on in between.
+		e.m.SetDoors(matchDoors(p.cfg, p.ot))
 		e.notifyFilter()
 	})
-	if derr != nil {
-		return derr
-	}
-	return err
 }
 
-func contains(m map[int]*onetime.File, f *onetime.File) bool {
-	for _, g := range m {
-		if g == f {
-			return true
-		}
+// Discard releases what Prepare opened for a reload that was refused.
+// The engine's running files are left alone: a reused file is never in
+// fresh.
+func (e *Engine) Discard(p *Prepared) {
+	for _, f := range p.fresh {
+		f.Close()
 	}
-	return false
+}
+
+// Reload swaps in cfg: Prepare, then Commit.
+func (e *Engine) Reload(ctx context.Context, cfg *config.Config) error {
+	p, err := e.Prepare(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return e.Commit(ctx, p)
+}
+
+func openFiles(m map[int]*onetime.File) map[*onetime.File]bool {
+	out := make(map[*onetime.File]bool, len(m))
+	for _, f := range m {
+		out[f] = true
+	}
+	return out
 }
 
 // Stats returns counters, read on the engine goroutine.
@@ -231,23 +285,42 @@ func (e *Engine) Stats(ctx context.Context) (Stats, error) {
 	return s, err
 }
 
-// Filter returns the knock ports and door targets now in force.
+// filterSpec returns the knock ports (TCP then UDP, each ascending) and
+// door targets now in force. A port bitmap keeps it one pass over the
+// doors' sequences: it runs at every reload and one-time rotation.
 func (e *Engine) filterSpec() ([]knock.Port, []netip.Addr) {
-	seen := make(map[knock.Port]bool)
-	var ports []knock.Port
+	var seen [2][1 << 16]bool // [0] TCP, [1] UDP
+	n := 0
 	var targets []netip.Addr
+	var seenTarget map[netip.Addr]bool
 	for _, d := range e.m.Doors() {
 		if d.Disabled {
 			continue
 		}
 		for _, p := range d.Sequence {
-			if !seen[p] {
-				seen[p] = true
-				ports = append(ports, p)
+			i := 0
+			if p.Proto == knock.UDP {
+				i = 1
+			}
+			if !seen[i][p.Num] {
+				seen[i][p.Num] = true
+				n++
 			}
 		}
-		if d.Target.IsValid() {
+		if d.Target.IsValid() && !seenTarget[d.Target] {
+			if seenTarget == nil {
+				seenTarget = map[netip.Addr]bool{}
+			}
+			seenTarget[d.Target] = true
 			targets = append(targets, d.Target)
+		}
+	}
+	ports := make([]knock.Port, 0, n)
+	for i, proto := range []knock.Proto{knock.TCP, knock.UDP} {
+		for num, ok := range seen[i] {
+			if ok {
+				ports = append(ports, knock.Port{Num: uint16(num), Proto: proto})
+			}
 		}
 	}
 	return ports, targets
@@ -295,7 +368,7 @@ func (e *Engine) Run(ctx context.Context, heartbeat func(), interval time.Durati
 			if e.trace {
 				e.log.Trace("packet", "packet", p.String())
 			}
-			if e.opts.SkipIPv6 && p.Src.Is6() && !p.Src.Is4In6() {
+			if e.opts.SkipIPv6 && p.Src.Is6() {
 				continue
 			}
 			e.handle(e.m.Observe(p, now), now)
@@ -303,7 +376,7 @@ func (e *Engine) Run(ctx context.Context, heartbeat func(), interval time.Durati
 			for n := 0; n < 256; n++ {
 				select {
 				case p := <-e.in:
-					if e.opts.SkipIPv6 && p.Src.Is6() && !p.Src.Is4In6() {
+					if e.opts.SkipIPv6 && p.Src.Is6() {
 						continue
 					}
 					e.handle(e.m.Observe(p, now), now)

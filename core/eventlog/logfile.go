@@ -1,10 +1,12 @@
 package eventlog
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -33,9 +35,14 @@ func newFileSink(path string, now func() time.Time, warn func(string, ...any)) (
 }
 
 // openLogFile opens the LogFile for appending as knockd's fopen(path,
-// "a") does, but creates it 0600: it names who knocked from where.
+// "a") does, but creates it 0600 (it names who knocked from where) and
+// never through a symlink: whoever could plant one in the log directory
+// would choose which file root appends to.
 func openLogFile(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("open log file %s: is a symbolic link: name the file itself", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open log file: %w", err)
 	}

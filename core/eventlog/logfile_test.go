@@ -154,6 +154,36 @@ func TestLogFileOpenError(t *testing.T) {
 	}
 }
 
+// The LogFile is never opened through a symlink (at start or at a
+// reopen, when logrotate's directory may have been tampered with): the
+// target stays untouched.
+func TestLogFileRefusesSymlink(t *testing.T) {
+	useFakeJournald(t, false)
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	os.WriteFile(victim, []byte("precious\n"), 0o600)
+	path := filepath.Join(dir, "knockd.log")
+	os.Symlink(victim, path)
+	if _, err := New(Options{LogFile: path, Stderr: io.Discard}); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Fatalf("New with a symlinked LogFile: %v", err)
+	}
+	os.Remove(path)
+	l, err := New(Options{LogFile: path, Stderr: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	os.Rename(path, path+".1")
+	os.Symlink(victim, path)
+	if err := l.Reopen(); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("Reopen onto a symlink: %v", err)
+	}
+	l.Info("knock", "event", "stage")
+	if got := readFile(t, victim); got != "precious\n" {
+		t.Errorf("written through the link: %q", got)
+	}
+}
+
 // A write failure is reported once on stderr and journald, and recovery
 // once; lines written meanwhile are lost, not queued.
 func TestLogFileWriteFailureReportedOnce(t *testing.T) {

@@ -1,7 +1,9 @@
 package match
 
 import (
+	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -72,6 +74,59 @@ func BenchmarkObserve(b *testing.B) {
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds()/1e6, "Mpkt/s")
+		})
+	}
+}
+
+// bigDoors returns n doors as a large generated config has them: every
+// door its own name and three-knock sequence, a handful of timeouts.
+func bigDoors(n int) []Door {
+	doors := make([]Door, n)
+	for i := range doors {
+		p := uint16(1024 + i%60000)
+		doors[i] = Door{Name: fmt.Sprint("door", i), Sequence: []knock.Port{{Num: p, Proto: knock.TCP}, {Num: p + 1, Proto: knock.UDP}, {Num: 9000, Proto: knock.TCP}},
+			Timeout: time.Duration(5+i%7) * time.Second}
+	}
+	return doors
+}
+
+// A reload must be linear in the doors: 100k doors in well under a
+// second (issue 11; it was quadratic, 23 s).
+func BenchmarkSetDoors(b *testing.B) {
+	for _, n := range []int{1000, 10000, 100000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			doors := bigDoors(n)
+			m := New(doors, 65536)
+			m.SetLocal([]netip.Addr{local})
+			now := time.Now()
+			// Attempts in progress on many doors, kept across the reload.
+			for i := 0; i < 10000; i++ {
+				src := netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)})
+				m.Observe(knock.Packet{Src: src, Dst: local, Port: doors[i%n].Sequence[0].Num, Proto: knock.TCP}, now)
+			}
+			next := slices.Clone(doors)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				next[i%n].Timeout++ // a changed door among unchanged ones
+				m.SetDoors(next)
+			}
+		})
+	}
+}
+
+// A one-time sequence used: one door's sequence changes.
+func BenchmarkSetSequence(b *testing.B) {
+	for _, n := range []int{1000, 100000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			m := New(bigDoors(n), 65536)
+			m.SetLocal([]netip.Addr{local})
+			seqs := [][]knock.Port{seq("1111", "2222"), seq("3333", "4444:udp")}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				m.SetSequence(i%n, seqs[i&1])
+			}
 		})
 	}
 }

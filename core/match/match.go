@@ -9,11 +9,16 @@
 // the attempt; timeouts run on the caller's monotonic clock with
 // sub-second precision and expire eagerly (Expire); and state is bounded
 // by MaxAttempts, evicting first-stage attempts before advanced ones so a
-// spoofed flood of first knocks cannot push out a real knocker.
+// spoofed flood of first knocks cannot push out a real knocker. Knocks
+// from sources that cannot be a remote knocker (loopback, unspecified,
+// multicast, broadcast, link-local, the host's own addresses) never
+// count. An IPv4-mapped IPv6 source is IPv6 traffic, not IPv4.
 package match
 
 import (
+	"cmp"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/sesame-knock/sesame/core/knock"
@@ -67,7 +72,10 @@ type Event struct {
 type Stats struct {
 	Packets   uint64 // handed to Observe
 	Invisible uint64 // not to a knock port/address of any door (or flags fail everywhere)
-	Attempts  int    // in progress now
+	// Ignored counts knocks from sources that never count (see
+	// IgnoredSource).
+	Ignored   uint64
+	Attempts  int // in progress now
 	Evictions uint64
 }
 
@@ -88,9 +96,11 @@ type attempt struct {
 	nextAge  int32
 	prevTO   int32
 	nextTO   int32
-	tclass   int16
-	ageList  int8 // 0: first-stage list, 1: advanced list
-	v4       bool
+	// tclass indexes Matcher.classes. Every door may have its own
+	// timeout, so it is as wide as a door index.
+	tclass  int32
+	ageList int8 // 0: first-stage list, 1: advanced list
+	v4      bool
 }
 
 type list struct{ head, tail int32 }
@@ -106,13 +116,23 @@ type Matcher struct {
 	byPort  map[knock.Port][]int32
 	byFirst map[knock.Port][]int32
 	// Doors' timeouts, deduplicated: attempts of one class expire in the
-	// order they started, so a FIFO per class keeps expiry O(1).
+	// order they started, so a FIFO per class (tl) keeps expiry O(1) per
+	// class, and a min-heap of the non-empty classes, keyed by their
+	// oldest attempt, finds the next one to expire in O(log classes).
 	classes []time.Duration
-	doorTC  []int16
+	doorTC  []int32
+	heap    []int32 // class indexes
+	heapPos []int32 // class -> index in heap, none when its list is empty
 
-	// Local addresses, split by family like bySrc4/bySrc6.
+	// Local addresses (where doors without a Target listen), split by
+	// family like bySrc4/bySrc6.
 	local4 map[uint32]struct{}
 	local6 map[[16]byte]struct{}
+	// The host's addresses (local ones included) and its subnets'
+	// broadcast addresses: knocks from them never count.
+	host []netip.Addr
+	own4 map[uint32]struct{}
+	own6 map[[16]byte]struct{}
 
 	epoch    time.Time
 	epochSet bool
@@ -148,6 +168,8 @@ func New(doors []Door, maxAttempts int) *Matcher {
 		bySrc6: make(map[[16]byte]int32),
 		local4: make(map[uint32]struct{}),
 		local6: make(map[[16]byte]struct{}),
+		own4:   make(map[uint32]struct{}),
+		own6:   make(map[[16]byte]struct{}),
 		age:    [2]list{{none, none}, {none, none}},
 		events: make([]Event, 0, 16),
 	}
@@ -156,7 +178,7 @@ func New(doors []Door, maxAttempts int) *Matcher {
 }
 
 // SetLocal replaces the set of local addresses doors without a Target
-// listen on.
+// listen on. They are the host's own, so knocks from them never count.
 func (m *Matcher) SetLocal(addrs []netip.Addr) {
 	clear(m.local4)
 	clear(m.local6)
@@ -167,6 +189,91 @@ func (m *Matcher) SetLocal(addrs []netip.Addr) {
 			m.local6[a.As16()] = struct{}{}
 		}
 	}
+	m.rebuildOwn()
+}
+
+// SetHost replaces the host's other addresses (those of interfaces not
+// captured on) and its subnets' broadcast addresses: knocks from them, as
+// from the local addresses, never count.
+func (m *Matcher) SetHost(addrs []netip.Addr) {
+	m.host = append(m.host[:0], addrs...)
+	m.rebuildOwn()
+}
+
+func (m *Matcher) rebuildOwn() {
+	clear(m.own4)
+	clear(m.own6)
+	for k := range m.local4 {
+		m.own4[k] = struct{}{}
+	}
+	for k := range m.local6 {
+		m.own6[k] = struct{}{}
+	}
+	for _, a := range m.host {
+		if a = a.Unmap(); a.Is4() {
+			m.own4[v4key(a.As16())] = struct{}{}
+		} else if a.IsValid() {
+			m.own6[a.WithZone("").As16()] = struct{}{}
+		}
+	}
+	// An address that just became the host's may have attempts: end them
+	// silently, so that ignored sources never hold any.
+	for k := range m.own4 {
+		src := [16]byte{10: 0xff, 11: 0xff, 12: byte(k >> 24), 13: byte(k >> 16), 14: byte(k >> 8), 15: byte(k)}
+		m.dropSource(src, true)
+		m.dropSource(src, false) // its IPv4-mapped IPv6 form
+	}
+	for k := range m.own6 {
+		m.dropSource(k, false)
+	}
+}
+
+// dropSource removes every attempt of a source.
+func (m *Matcher) dropSource(src [16]byte, v4 bool) {
+	for i := m.headOf(src, v4); i != none; i = m.headOf(src, v4) {
+		m.remove(i)
+	}
+}
+
+// IgnoredSource reports whether src can never be a knocker: an address
+// that is not a remote host's unicast address (unspecified or in
+// 0.0.0.0/8, loopback, multicast, the limited broadcast 255.255.255.255,
+// link-local) judged after unmapping an IPv4-mapped address, so that
+// ::ffff:127.0.0.1 is loopback too. Such sources are spoofed or local
+// and knockd's semantics never wanted them.
+func IgnoredSource(src netip.Addr) bool {
+	u := src.Unmap()
+	if !u.IsValid() || u.IsUnspecified() || u.IsLoopback() || u.IsMulticast() ||
+		u.IsLinkLocalUnicast() || u.IsLinkLocalMulticast() || u.IsInterfaceLocalMulticast() {
+		return true
+	}
+	if u.Is4() {
+		b := u.As4()
+		return b[0] == 0 || b == [4]byte{255, 255, 255, 255}
+	}
+	return false
+}
+
+// ignored reports whether a knock from src (As16 of the packet's source;
+// v4 for an IPv4 packet) never counts: IgnoredSource, or one of the
+// host's own addresses (after unmapping). IPv4, what floods are made of,
+// is decided on the bytes.
+func (m *Matcher) ignored(src [16]byte, v4 bool) bool {
+	if !v4 {
+		a := netip.AddrFrom16(src)
+		if IgnoredSource(a) {
+			return true
+		}
+		if !a.Is4In6() {
+			_, ok := m.own6[src]
+			return ok
+		}
+	} else if b0, b1 := src[12], src[13]; b0 == 0 || b0 == 127 || b0&0xf0 == 224 || b0 == 169 && b1 == 254 ||
+		b0 == 255 && b1 == 255 && src[14] == 255 && src[15] == 255 {
+		return true
+	}
+	_, ok := m.own4[v4key(src)]
+	return ok
 }
 
 // Doors returns the doors the matcher uses (do not modify).
@@ -182,15 +289,28 @@ func (m *Matcher) Stats() Stats {
 // SetDoors replaces the doors. Attempts on a door that exists in both
 // sets with the same name, sequence and target are kept (with the new
 // door's timeout and flags); all others are dropped silently, as a
-// reloaded knockd would drop them.
+// reloaded knockd would drop them. It takes time linear in the doors and
+// the attempts. The matcher keeps its own copy of doors.
 func (m *Matcher) SetDoors(doors []Door) {
+	// New doors by name (a door keeps its attempts only under its own
+	// name): the first of each name, then a chain through sameName.
+	byName := make(map[string]int32, len(doors))
+	sameName := make([]int32, len(doors))
+	for j := len(doors) - 1; j >= 0; j-- {
+		sameName[j] = none
+		if k, ok := byName[doors[j].Name]; ok {
+			sameName[j] = k
+		}
+		byName[doors[j].Name] = int32(j)
+	}
 	remap := make([]int32, len(m.doors))
 	used := make([]bool, len(doors))
 	for i, od := range m.doors {
 		remap[i] = none
-		for j, nd := range doors {
-			if !used[j] && sameDoor(od, nd) {
-				remap[i], used[j] = int32(j), true
+		j, ok := byName[od.Name]
+		for ; ok && j != none; j = sameName[j] {
+			if !used[j] && sameDoor(od, doors[j]) {
+				remap[i], used[j] = j, true
 				break
 			}
 		}
@@ -198,8 +318,9 @@ func (m *Matcher) SetDoors(doors []Door) {
 	// Collect survivors with their start times, then rebuild: timeout
 	// classes may have changed.
 	type keep struct {
-		a     attempt
-		start time.Duration
+		a       attempt
+		start   time.Duration
+		oldDoor int32
 	}
 	var kept []keep
 	for _, l := range []list{m.age[0], m.age[1]} {
@@ -207,22 +328,41 @@ func (m *Matcher) SetDoors(doors []Door) {
 			a := m.slab[i]
 			if nd := remap[a.door]; nd != none {
 				start := a.deadline - m.classes[a.tclass]
-				a.prevSrc, a.nextSrc = none, none
-				a.door = nd
-				kept = append(kept, keep{a, start})
+				kept = append(kept, keep{a, start, a.door})
+				kept[len(kept)-1].a.door = nd
 			}
 		}
 	}
 	m.reset()
 	m.setDoors(doors)
 	// Re-insert in the old age order so eviction order is preserved.
-	for _, k := range kept {
+	idx := make([]int32, len(kept))
+	for n, k := range kept {
 		i := m.alloc()
 		a := &m.slab[i]
 		*a = k.a
 		a.tclass = m.doorTC[a.door]
 		a.deadline = k.start + m.classes[a.tclass]
-		m.link(i)
+		m.linkAge(i)
+		idx[n] = i
+	}
+	// Source chains and timeout lists are in start order (attempts one
+	// packet started: in the old doors' order), which keeps events in the
+	// order attempts started and each class's list sorted by deadline.
+	order := make([]int, len(kept))
+	for n := range order {
+		order[n] = n
+	}
+	slices.SortFunc(order, func(x, y int) int {
+		if c := cmp.Compare(kept[x].start, kept[y].start); c != 0 {
+			return c
+		}
+		return cmp.Compare(kept[x].oldDoor, kept[y].oldDoor)
+	})
+	for _, n := range order {
+		i := idx[n]
+		m.linkSrc(i, m.headOf(m.slab[i].src, m.slab[i].v4))
+		m.linkTO(i)
 	}
 }
 
@@ -239,47 +379,111 @@ func sameDoor(a, b Door) bool {
 }
 
 // SetSequence changes one door's sequence (a one-time sequence was used);
-// attempts on that door are dropped. An empty seq disables the door.
+// attempts on that door are dropped. An empty seq disables the door. It
+// costs the attempts in progress plus the doors sharing a port with the
+// door, not a rebuild of every door.
 func (m *Matcher) SetSequence(door int, seq []knock.Port) {
-	doors := append([]Door(nil), m.doors...)
-	doors[door].Sequence = seq
-	doors[door].Disabled = len(seq) == 0
-	// A changed sequence makes sameDoor false for this door only.
-	m.SetDoors(doors)
+	for _, l := range []list{m.age[0], m.age[1]} {
+		for i := l.head; i != none; {
+			next := m.slab[i].nextAge
+			if int(m.slab[i].door) == door {
+				m.remove(i)
+			}
+			i = next
+		}
+	}
+	d := &m.doors[door]
+	m.unindex(int32(door), d)
+	d.Sequence = slices.Clone(seq)
+	d.Disabled = len(seq) == 0
+	m.index(int32(door), d)
 }
 
 func (m *Matcher) setDoors(doors []Door) {
-	m.doors = doors
-	m.byPort = make(map[knock.Port][]int32)
-	m.byFirst = make(map[knock.Port][]int32)
+	m.doors = slices.Clone(doors)
+	// Size hints: a large config has about a distinct port per knock,
+	// and growing maps of 100k entries step by step is most of the cost.
+	knocks := 0
+	for i := range doors {
+		knocks += len(doors[i].Sequence)
+	}
+	m.byPort = make(map[knock.Port][]int32, knocks)
+	m.byFirst = make(map[knock.Port][]int32, len(doors))
 	m.classes = m.classes[:0]
-	m.doorTC = make([]int16, len(doors))
-	for i, d := range doors {
-		tc := -1
-		for c, t := range m.classes {
-			if t == d.Timeout {
-				tc = c
-			}
-		}
-		if tc < 0 {
-			tc = len(m.classes)
+	m.doorTC = make([]int32, len(m.doors))
+	classOf := make(map[time.Duration]int32)
+	for i := range m.doors {
+		d := &m.doors[i]
+		tc, ok := classOf[d.Timeout]
+		if !ok {
+			tc = int32(len(m.classes))
+			classOf[d.Timeout] = tc
 			m.classes = append(m.classes, d.Timeout)
 		}
-		m.doorTC[i] = int16(tc)
-		if d.Disabled || len(d.Sequence) == 0 {
-			continue
-		}
-		m.byFirst[d.Sequence[0]] = append(m.byFirst[d.Sequence[0]], int32(i))
-		for j, p := range d.Sequence {
-			if !containsPort(d.Sequence[:j], p) {
-				m.byPort[p] = append(m.byPort[p], int32(i))
-			}
-		}
+		m.doorTC[i] = tc
+		m.index(int32(i), d)
 	}
 	m.tl = make([]list, len(m.classes))
+	m.heapPos = make([]int32, len(m.classes))
 	for i := range m.tl {
 		m.tl[i] = list{none, none}
+		m.heapPos[i] = none
 	}
+	m.heap = m.heap[:0]
+}
+
+// index adds door i to the port indexes. Lists stay in door order, so
+// parallel attempts start in the doors' order, as in knockd.
+func (m *Matcher) index(i int32, d *Door) {
+	if d.Disabled || len(d.Sequence) == 0 {
+		return
+	}
+	m.byFirst[d.Sequence[0]] = insertSorted(m.byFirst[d.Sequence[0]], i)
+	for j, p := range d.Sequence {
+		if !containsPort(d.Sequence[:j], p) {
+			m.byPort[p] = insertSorted(m.byPort[p], i)
+		}
+	}
+}
+
+// unindex removes door i from the port indexes.
+func (m *Matcher) unindex(i int32, d *Door) {
+	if d.Disabled || len(d.Sequence) == 0 {
+		return
+	}
+	m.byFirst[d.Sequence[0]] = deleteSorted(m.byFirst, d.Sequence[0], i)
+	for j, p := range d.Sequence {
+		if !containsPort(d.Sequence[:j], p) {
+			m.byPort[p] = deleteSorted(m.byPort, p, i)
+		}
+	}
+}
+
+// insertSorted adds i to an ascending list; appending, the common case
+// while the indexes are built, costs nothing extra.
+func insertSorted(l []int32, i int32) []int32 {
+	if n := len(l); n == 0 || l[n-1] < i {
+		return append(l, i)
+	}
+	at, found := slices.BinarySearch(l, i)
+	if found {
+		return l
+	}
+	return slices.Insert(l, at, i)
+}
+
+func deleteSorted(idx map[knock.Port][]int32, p knock.Port, i int32) []int32 {
+	l := idx[p]
+	at, found := slices.BinarySearch(l, i)
+	if !found {
+		return l
+	}
+	l = slices.Delete(l, at, at+1)
+	if len(l) == 0 {
+		delete(idx, p)
+		return nil
+	}
+	return l
 }
 
 func containsPort(ps []knock.Port, p knock.Port) bool {
@@ -297,6 +501,7 @@ func (m *Matcher) reset() {
 	clear(m.bySrc4)
 	clear(m.bySrc6)
 	m.age = [2]list{{none, none}, {none, none}}
+	m.heap = m.heap[:0]
 	m.n = 0
 }
 
@@ -340,7 +545,8 @@ func (m *Matcher) Observe(p knock.Packet, now time.Time) []Event {
 	t := m.mono(now)
 	m.expire(t)
 	m.stats.Packets++
-	p.Src, p.Dst = p.Src.Unmap(), p.Dst.Unmap()
+	// No unmapping: an IPv4-mapped address in an IPv6 header is IPv6
+	// traffic, with its own attempts, never an IPv4 knocker's.
 	key := knock.Port{Num: p.Port, Proto: p.Proto}
 	candidates := m.byPort[key]
 	if len(candidates) == 0 {
@@ -402,9 +608,16 @@ func (m *Matcher) Observe(p knock.Packet, now time.Time) []Event {
 	}
 
 	// No attempt in progress for this source and destination: every door
-	// whose sequence starts here begins one, in parallel.
+	// whose sequence starts here begins one, in parallel, unless the
+	// source never counts. Such a source has no attempts (none is ever
+	// started, and rebuildOwn drops those of a source that becomes the
+	// host's), so this is the one place to check it.
 	// Nothing in the loop above removed an attempt (none was found), so
 	// head is still the source's chain.
+	if m.ignored(src, v4) {
+		m.stats.Ignored++
+		return m.events
+	}
 	for _, di := range m.byFirst[key] {
 		d := &m.doors[di]
 		if !accepts(d, p.Dst, isLocal) || !flagsOK(d, &p) {
@@ -440,37 +653,24 @@ func (m *Matcher) expiresBefore(i, j int32) bool {
 
 // NextDeadline reports when the oldest attempt will time out.
 func (m *Matcher) NextDeadline() (time.Time, bool) {
-	var best time.Duration
-	ok := false
-	for _, l := range m.tl {
-		if l.head != none {
-			if d := m.slab[l.head].deadline; !ok || d < best {
-				best, ok = d, true
-			}
-		}
-	}
-	if !ok {
+	if len(m.heap) == 0 {
 		return time.Time{}, false
 	}
-	return m.epoch.Add(best), true
+	return m.epoch.Add(m.slab[m.tl[m.heap[0]].head].deadline), true
 }
 
-// expire removes overdue attempts oldest deadline first, merging the
-// per-class lists so timeouts are reported in the order they happened.
+// expire removes overdue attempts oldest deadline first: the heap's top
+// class holds the next attempt to expire, so timeouts are reported in
+// the order they happened.
 func (m *Matcher) expire(t time.Duration) {
-	for {
-		best := int32(none)
-		for _, l := range m.tl {
-			if h := l.head; h != none && m.slab[h].deadline <= t && (best == none || m.expiresBefore(h, best)) {
-				best = h
-			}
-		}
-		if best == none {
+	for len(m.heap) > 0 {
+		i := m.tl[m.heap[0]].head
+		a := &m.slab[i]
+		if a.deadline > t {
 			return
 		}
-		a := &m.slab[best]
 		m.emit(Timeout, a.door, a.addr(), int(a.stage))
-		m.remove(best)
+		m.remove(i)
 	}
 }
 

@@ -20,6 +20,8 @@ var (
 	t0     = time.Unix(1_700_000_000, 0)
 )
 
+func mapped(a netip.Addr) netip.Addr { return netip.AddrFrom16(a.As16()) }
+
 func seq(ports ...string) []knock.Port {
 	s, err := knock.ParseSequence(strings.Join(ports, ","))
 	if err != nil {
@@ -145,9 +147,17 @@ func TestConformance(t *testing.T) {
 		{"ipv6 knock", []Door{base()},
 			[]k{syn(0, srcA6, 7000).to(local6), syn(ms(1), srcA6, 8000).to(local6), syn(ms(2), srcA6, 9000).to(local6)},
 			[]string{"open base 2001:db8::1 3"}},
-		{"ipv4-mapped addresses count as ipv4", []Door{base()},
-			[]k{syn(0, netip.AddrFrom16(srcA.As16()), 7000).to(netip.AddrFrom16(local.As16())), syn(ms(1), srcA, 8000), syn(ms(2), srcA, 9000)},
-			[]string{"open base 192.0.2.1 3"}},
+		// An IPv4-mapped source is IPv6 traffic: it shares no attempt with
+		// the IPv4 address, and opens as itself.
+		{"ipv4-mapped source is ipv6 traffic", []Door{base()},
+			[]k{syn(0, mapped(srcA), 7000).to(local6), syn(ms(1), srcA, 8000), syn(ms(2), srcA, 9000),
+				syn(ms(3), mapped(srcB), 7000).to(local6), syn(ms(4), mapped(srcB), 8000).to(local6), syn(ms(5), mapped(srcB), 9000).to(local6)},
+			[]string{"open base ::ffff:192.0.2.2 3"}},
+		// An IPv4-mapped destination in an IPv6 header is not the IPv4
+		// local address.
+		{"ipv4-mapped destination is not the ipv4 address", []Door{base()},
+			[]k{syn(0, srcA6, 7000).to(mapped(local)), syn(ms(1), srcA6, 8000).to(mapped(local)), syn(ms(2), srcA6, 9000).to(mapped(local))},
+			nil},
 		{"one-element door fires on its first packet",
 			[]Door{{Name: "one", Sequence: seq("4000:udp"), Timeout: time.Second}},
 			[]k{udp(0, srcA, 4000), udp(ms(1), srcA, 4000)},

@@ -73,38 +73,53 @@ func (m *Matcher) start(src [16]byte, v4 bool, door int32, t time.Duration, head
 	i := m.alloc()
 	tc := m.doorTC[door]
 	m.slab[i] = attempt{src: src, v4: v4, door: door, stage: 1, tclass: tc, deadline: t + m.classes[tc]}
-	return m.linkWithHead(i, head)
+	m.linkAge(i)
+	head = m.linkSrc(i, head)
+	m.linkTO(i)
+	return head
 }
 
-// link puts slab[i] (fields src, v4, door, stage, tclass, deadline set)
-// at the tail of its source, age and timeout lists.
-func (m *Matcher) link(i int32) { m.linkWithHead(i, m.headOf(m.slab[i].src, m.slab[i].v4)) }
+// An attempt (fields src, v4, door, stage, tclass, deadline set) is put
+// at the tail of three lists: linkAge, linkSrc and linkTO, in any order.
 
-// linkWithHead is link when the source's chain head is known; it returns
-// the (possibly new) head.
-func (m *Matcher) linkWithHead(i, h int32) int32 {
+// linkAge appends slab[i] to its age list and counts it.
+func (m *Matcher) linkAge(i int32) {
 	a := &m.slab[i]
-	// Append to the source's chain so events come out in the order the
-	// attempts started (doors' order, like knockd's list). Chains hold one
-	// attempt per door the source is knocking on: short.
-	a.prevSrc, a.nextSrc = none, none
-	head := h
-	if h == none {
-		m.setHead(a.src, a.v4, i)
-		head = i
-	} else {
-		for m.slab[h].nextSrc != none {
-			h = m.slab[h].nextSrc
-		}
-		m.slab[h].nextSrc = i
-		a.prevSrc = h
-	}
 	a.ageList = 0
 	if a.stage >= 2 {
 		a.ageList = 1
 	}
 	m.pushAge(i)
-	l := &m.tl[a.tclass]
+	m.n++
+}
+
+// linkSrc appends slab[i] to its source's chain; h is the chain's head as
+// the caller knows it. It returns the (possibly new) head.
+func (m *Matcher) linkSrc(i, h int32) int32 {
+	a := &m.slab[i]
+	// Append to the source's chain so events come out in the order the
+	// attempts started (doors' order, like knockd's list). Chains hold one
+	// attempt per door the source is knocking on: short.
+	a.prevSrc, a.nextSrc = none, none
+	if h == none {
+		m.setHead(a.src, a.v4, i)
+		return i
+	}
+	head := h
+	for m.slab[h].nextSrc != none {
+		h = m.slab[h].nextSrc
+	}
+	m.slab[h].nextSrc = i
+	a.prevSrc = h
+	return head
+}
+
+// linkTO appends slab[i] to its timeout class's list; a class that was
+// empty joins the heap.
+func (m *Matcher) linkTO(i int32) {
+	a := &m.slab[i]
+	c := a.tclass
+	l := &m.tl[c]
 	a.prevTO, a.nextTO = l.tail, none
 	if l.tail != none {
 		m.slab[l.tail].nextTO = i
@@ -112,8 +127,9 @@ func (m *Matcher) linkWithHead(i, h int32) int32 {
 		l.head = i
 	}
 	l.tail = i
-	m.n++
-	return head
+	if l.head == i {
+		m.heapPush(c)
+	}
 }
 
 func (m *Matcher) pushAge(i int32) {
@@ -165,11 +181,18 @@ func (m *Matcher) remove(i int32) {
 		m.slab[a.nextSrc].prevSrc = a.prevSrc
 	}
 	m.unlinkAge(i)
-	l := &m.tl[a.tclass]
+	c := a.tclass
+	l := &m.tl[c]
 	if a.prevTO != none {
 		m.slab[a.prevTO].nextTO = a.nextTO
 	} else {
+		// The class's oldest attempt goes: its heap key changes.
 		l.head = a.nextTO
+		if l.head == none {
+			m.heapRemove(c)
+		} else {
+			m.heapFix(c)
+		}
 	}
 	if a.nextTO != none {
 		m.slab[a.nextTO].prevTO = a.prevTO
@@ -193,4 +216,73 @@ func (m *Matcher) evictOldest() [16]byte {
 		}
 	}
 	return [16]byte{}
+}
+
+// The heap holds the timeout classes with attempts, ordered by their
+// oldest attempt (expiresBefore); heapPos tracks each class's place.
+
+func (m *Matcher) heapLess(x, y int) bool {
+	return m.expiresBefore(m.tl[m.heap[x]].head, m.tl[m.heap[y]].head)
+}
+
+func (m *Matcher) heapSwap(x, y int) {
+	m.heap[x], m.heap[y] = m.heap[y], m.heap[x]
+	m.heapPos[m.heap[x]] = int32(x)
+	m.heapPos[m.heap[y]] = int32(y)
+}
+
+func (m *Matcher) heapUp(x int) {
+	for x > 0 {
+		parent := (x - 1) / 2
+		if !m.heapLess(x, parent) {
+			return
+		}
+		m.heapSwap(x, parent)
+		x = parent
+	}
+}
+
+func (m *Matcher) heapDown(x int) {
+	n := len(m.heap)
+	for {
+		least := x
+		if l := 2*x + 1; l < n && m.heapLess(l, least) {
+			least = l
+		}
+		if r := 2*x + 2; r < n && m.heapLess(r, least) {
+			least = r
+		}
+		if least == x {
+			return
+		}
+		m.heapSwap(x, least)
+		x = least
+	}
+}
+
+func (m *Matcher) heapPush(c int32) {
+	m.heap = append(m.heap, c)
+	m.heapPos[c] = int32(len(m.heap) - 1)
+	m.heapUp(len(m.heap) - 1)
+}
+
+func (m *Matcher) heapRemove(c int32) {
+	x := int(m.heapPos[c])
+	last := len(m.heap) - 1
+	if x != last {
+		m.heapSwap(x, last)
+	}
+	m.heap = m.heap[:last]
+	m.heapPos[c] = none
+	if x != last {
+		m.heapDown(x)
+		m.heapUp(x)
+	}
+}
+
+// heapFix restores the order after class c's oldest attempt changed.
+func (m *Matcher) heapFix(c int32) {
+	x := int(m.heapPos[c])
+	m.heapDown(x)
+	m.heapUp(x)
 }

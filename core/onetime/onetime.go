@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/sesame-knock/sesame/core/knock"
 )
@@ -38,12 +39,17 @@ type File struct {
 // first unused sequence. When there is none it returns the File and
 // ErrExhausted.
 func Open(path string) (*File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	// Not through a symlink: whoever can swap the link would choose which
+	// file root writes '#' into.
+	f, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOFOLLOW, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("one-time sequences %s: is a symbolic link: name the file itself", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("one-time sequences: %w", err)
 	}
 	o := &File{path: path, f: f}
-	if err := o.next(0); err != nil {
+	if err := o.next(0, 0); err != nil {
 		return o, err
 	}
 	return o, nil
@@ -72,19 +78,20 @@ func (o *File) Consume() error {
 	if err := o.f.Sync(); err != nil {
 		return fmt.Errorf("one-time sequences %s: sync: %w", o.path, err)
 	}
-	return o.next(o.off)
+	return o.next(o.off, o.line-1)
 }
 
-// next scans from offset from for the first line that parses as a
-// sequence, remembering where that line starts.
-func (o *File) next(from int64) error {
+// next scans from offset from, the start of line line+1, for the first
+// line that parses as a sequence, remembering where that line starts.
+// Starting where the used line is, not at the top, keeps a rotation's
+// cost independent of how many sequences were used before.
+func (o *File) next(from int64, line int) error {
 	o.cur, o.Skipped = nil, nil
-	if _, err := o.f.Seek(0, io.SeekStart); err != nil {
+	if _, err := o.f.Seek(from, io.SeekStart); err != nil {
 		return fmt.Errorf("one-time sequences %s: %w", o.path, err)
 	}
 	r := bufio.NewReader(o.f)
-	var off int64
-	line := 0
+	off := from
 	for {
 		text, err := r.ReadString('\n')
 		if len(text) > 0 {
@@ -92,7 +99,7 @@ func (o *File) next(from int64) error {
 			start := off
 			off += int64(len(text))
 			t := strings.TrimSpace(text)
-			if start >= from && t != "" && t[0] != '#' {
+			if t != "" && t[0] != '#' {
 				seq, perr := knock.ParseSequence(t)
 				if perr == nil && len(seq) > 0 {
 					o.cur, o.off, o.line = seq, start, line

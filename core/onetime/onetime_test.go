@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/sesame-knock/sesame/core/knock"
@@ -84,5 +85,30 @@ func TestIdenticalSequencesMarkInOrder(t *testing.T) {
 	data, _ := os.ReadFile(path)
 	if string(data) != "#1111\n 1111\n" {
 		t.Errorf("file %q", data)
+	}
+}
+
+// A symlink is refused: whoever can replace it would choose the file
+// root marks, and where Sesame reads its sequences from.
+func TestOpenRefusesSymlink(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real")
+	if err := os.WriteFile(real, []byte(" 1111\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(link)
+	if err == nil {
+		f.Close()
+		t.Fatal("opened a one-time file through a symlink")
+	}
+	if f != nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("Open = %v, %v; want nil and an error saying it is a symbolic link", f, err)
+	}
+	if b, _ := os.ReadFile(real); string(b) != " 1111\n" {
+		t.Errorf("target changed: %q", b)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/sesame-knock/sesame/core/grant"
+	"github.com/sesame-knock/sesame/internal/trust"
 )
 
 // DefaultSocket is where sesamed listens unless told otherwise.
@@ -43,15 +44,22 @@ type Status struct {
 }
 
 // Listen opens the socket at path, mode 0600, replacing a stale socket
-// left by a killed daemon; a socket that still answers belongs to a live
-// daemon and is an error.
+// left by a killed daemon. It refuses (with an error saying why) a
+// directory others could write to or that is not root's (see package
+// trust), anything at path that is not a socket Sesame made (a root-owned
+// socket of mode 0600), and a socket that still answers: it belongs to a
+// live daemon.
 func Listen(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
+	if err := trust.Path(dir); err != nil {
+		return nil, fmt.Errorf("control socket %s: directory: %w", path, err)
+	}
 	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("control socket %s: exists and is not a socket", path)
+		if err := sesameSocket(fi); err != nil {
+			return nil, fmt.Errorf("control socket %s: %w: remove it if it is not needed", path, err)
 		}
 		c, err := net.DialTimeout("unix", path, time.Second)
 		if err == nil {
@@ -74,6 +82,18 @@ func Listen(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
 	return ln, nil
+}
+
+// sesameSocket says why an existing file is not a socket Sesame left.
+func sesameSocket(fi os.FileInfo) error {
+	if fi.Mode()&os.ModeSocket == 0 {
+		return errors.New("exists and is not a socket")
+	}
+	uid, ok := fileOwner(fi)
+	if !ok || !(uid == 0 || int(uid) == os.Geteuid()) || fi.Mode().Perm() != 0o600 {
+		return fmt.Errorf("is a socket Sesame did not make (owner uid %d, mode %04o; Sesame's is root's, 0600)", uid, fi.Mode().Perm())
+	}
+	return nil
 }
 
 // Serve answers requests on ln until ctx ends.
@@ -118,11 +138,34 @@ type Client struct {
 	hc *http.Client
 }
 
-// NewClient returns a client for the socket at path.
+// ErrUntrustedPeer is wrapped by the client's errors when the process
+// serving the socket is not root's: its answers (grants, revocations)
+// could be anyone's invention.
+var ErrUntrustedPeer = errors.New("control socket served by a process that is not root's")
+
+// daemonUID is the user a trusted daemon runs as (tests change it).
+var daemonUID uint32 = 0
+
+// NewClient returns a client for the socket at path. Every connection is
+// checked before it is used: the peer, as the kernel reports it
+// (SO_PEERCRED), must be root.
 func NewClient(path string) *Client {
 	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
-		return d.DialContext(ctx, "unix", path)
+		c, err := d.DialContext(ctx, "unix", path)
+		if err != nil {
+			return nil, err
+		}
+		uid, pid, err := peerCred(c)
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("control socket %s: peer credentials: %w", path, err)
+		}
+		if uid != daemonUID {
+			c.Close()
+			return nil, fmt.Errorf("%w: %s is served by pid %d, uid %d", ErrUntrustedPeer, path, pid, uid)
+		}
+		return c, nil
 	}}
 	return &Client{hc: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
 }

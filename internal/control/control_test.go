@@ -74,6 +74,7 @@ func TestListenReplacesStaleSocketButNotALiveOne(t *testing.T) {
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	ln.Close()
+	os.Chmod(path, 0o600) // as Sesame makes it
 	if _, err := os.Stat(path); err != nil {
 		t.Fatal("stale socket not left behind:", err)
 	}
@@ -95,5 +96,65 @@ func TestClientWithoutDaemon(t *testing.T) {
 	_, err := NewClient(filepath.Join(t.TempDir(), "none.sock")).Grants(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "cannot reach sesamed") {
 		t.Errorf("err = %v", err)
+	}
+}
+
+// What is at the socket path and is not a socket Sesame left is refused
+// and left alone; so is a directory others could write to.
+func TestListenRefusesWhatIsNotSesames(t *testing.T) {
+	socket := func(t *testing.T, path string, mode os.FileMode) {
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln.(*net.UnixListener).SetUnlinkOnClose(false)
+		ln.Close()
+		os.Chmod(path, mode)
+	}
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, dir, path string)
+		want  string
+	}{
+		{"regular file", func(t *testing.T, dir, path string) { os.WriteFile(path, []byte("x"), 0o600) }, "is not a socket"},
+		{"symlink to a socket", func(t *testing.T, dir, path string) {
+			socket(t, filepath.Join(dir, "real.sock"), 0o600)
+			os.Symlink(filepath.Join(dir, "real.sock"), path)
+		}, "is not a socket"},
+		{"socket others may use", func(t *testing.T, dir, path string) { socket(t, path, 0o666) }, "Sesame did not make"},
+		{"directory others may write", func(t *testing.T, dir, path string) { os.Chmod(dir, 0o777) }, "is writable by its group or others"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "run")
+			os.Mkdir(dir, 0o700)
+			path := filepath.Join(dir, "control.sock")
+			tc.setup(t, dir, path)
+			before, _ := os.Lstat(path)
+			ln, err := Listen(path)
+			if err == nil {
+				ln.Close()
+				t.Fatal("Listen succeeded")
+			}
+			if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), path) {
+				t.Errorf("error %q, want it to name %s and say %q", err, path, tc.want)
+			}
+			if after, _ := os.Lstat(path); (before == nil) != (after == nil) {
+				t.Errorf("Listen removed or created %s", path)
+			}
+		})
+	}
+}
+
+// A daemon that is not root's is not trusted, whatever it answers.
+func TestClientChecksThePeerIsRoot(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "control.sock")
+	serve(t, path, &fakeHandler{})
+	old := daemonUID
+	daemonUID = uint32(os.Geteuid()) + 1
+	t.Cleanup(func() { daemonUID = old })
+	_, err := NewClient(path).Grants(context.Background())
+	if !errors.Is(err, ErrUntrustedPeer) {
+		t.Fatalf("Grants from a daemon of another user: %v, want ErrUntrustedPeer", err)
 	}
 }
