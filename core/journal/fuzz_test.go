@@ -22,6 +22,9 @@ func seedLog(f *testing.F) []byte {
 	}
 	for _, step := range []error{
 		j.Extend(rec(1).ID, t0.Add(time.Hour)),
+		j.Started(rec(4).ID, t0, t0.Add(time.Hour)),
+		j.Revoking(rec(0).ID),
+		j.Forgotten(rec(0).ID, t0),
 		j.Revoking(rec(2).ID),
 		j.Revoking(rec(3).ID),
 		j.Revoked(rec(3).ID, t0),
