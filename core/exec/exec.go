@@ -13,7 +13,6 @@ import (
 	"net/netip"
 	"os"
 	osexec "os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -102,13 +101,19 @@ func (r *Runner) Run(ctx context.Context, door, cmd string, extraEnv ...string) 
 	return r.run(ctx, door, cmd, []string{r.opts.Shell, "-c", cmd}, extraEnv)
 }
 
-// RunMarked is Run for a command that must not run twice: a wrapper
-// shell writes its pid to marker+".pid" before cmd starts and, once cmd
-// has finished, cmd's exit status to marker. The wrapper is in the
-// command's process group, not the daemon, so the mark is written even if
-// the daemon is killed while cmd runs; a daemon restarted after a crash
-// reads the mark (see Marked) instead of running cmd again.
+// RunMarked is Run for a command whose fate must be known after a crash
+// (see Mark): before the command starts, RunMarked removes what an
+// earlier run left at marker and creates marker+".pid" (the launch
+// record); a wrapper shell writes its pid there and, once cmd has
+// finished, cmd's exit status to marker. The wrapper is in the command's
+// process group, not the daemon's, so the mark is written even if the
+// daemon is killed while cmd runs. When the launch record cannot be
+// created, cmd is not run and Result.Err wraps ErrNoMarker.
 func (r *Runner) RunMarked(ctx context.Context, door, cmd, marker string, extraEnv ...string) Result {
+	if err := launchRecord(marker); err != nil {
+		r.log.Error(fmt.Sprintf("%s: command not run: %v", door, err), "door", door, "command", cmd)
+		return Result{Cmd: cmd, ExitCode: -1, Err: fmt.Errorf("door %q: %w", door, err)}
+	}
 	const wrapper = `echo $$ > "$2.pid"; "$0" -c "$1"; rc=$?; echo "$rc" > "$2"; rm -f "$2.pid"; exit "$rc"`
 	return r.run(ctx, door, cmd, []string{r.opts.Shell, "-c", wrapper, r.opts.Shell, cmd, marker}, extraEnv)
 }
@@ -194,33 +199,4 @@ func (l *limitedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return string(l.b)
-}
-
-// Marked reports what RunMarked left at marker: done is true when the
-// command finished (status is its exit status). When it is still running
-// under a wrapper that outlived a killed daemon, Marked waits for it, up
-// to wait.
-func Marked(marker string, wait time.Duration) (done bool, status int) {
-	deadline := time.Now().Add(wait)
-	for {
-		if b, err := os.ReadFile(marker); err == nil {
-			n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-			return true, n
-		}
-		b, err := os.ReadFile(marker + ".pid")
-		if err != nil {
-			return false, 0
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil || pid <= 0 || syscall.Kill(pid, 0) != nil || time.Now().After(deadline) {
-			// No wrapper left to finish the mark: the command did not
-			// complete (or was killed with its group).
-			if b, err := os.ReadFile(marker); err == nil {
-				n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-				return true, n
-			}
-			return false, 0
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
