@@ -42,6 +42,7 @@ func (m *Manager) begin(e *entry) {
 			m.mu.Unlock()
 			return
 		}
+		m.journalWorks()
 	}
 	m.mu.Lock()
 	e.persisted = e.rec.Deadline

@@ -234,6 +234,9 @@ type Manager struct {
 	closed bool
 	// native limits opens of doors that only grant natively, per door.
 	native map[string]*rate.Limiter
+	// unrecorded are the grants whose revocation the journal has not
+	// taken yet; a journal write that succeeds retries them at once.
+	unrecorded map[*entry]bool
 }
 
 // Native-only doors may open NativeRate grants per second, in bursts of
@@ -282,6 +285,7 @@ func New(opts Options) *Manager {
 	m := &Manager{
 		opts: opts, log: opts.Logger, clock: opts.Clock, marks: opts.Marks, ctx: ctx, cancel: cancel,
 		byKey: make(map[key]*entry), byID: make(map[string]*entry), native: make(map[string]*rate.Limiter),
+		unrecorded: make(map[*entry]bool),
 	}
 	m.lines = eventlog.NewLimiter(eventlog.LimiterOptions{Rate: 1, Burst: 10, Every: opts.LogEvery,
 		Report: m.reportHeld,

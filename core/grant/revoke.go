@@ -198,6 +198,7 @@ func (m *Manager) record(e *entry, why string) {
 		m.mu.Lock()
 		e.state = Unrecorded
 		e.lastErr = "journal: " + err.Error()
+		m.unrecorded[e] = true
 		m.settleLocked(e)
 		m.mu.Unlock()
 		if attempt == 1 {
@@ -241,8 +242,20 @@ func (m *Manager) settleLocked(e *entry) {
 	}
 }
 
+// journalWorks is called after a journal write succeeded: revocations
+// the journal refused (a full disk) are retried now rather than after
+// their back-off.
+func (m *Manager) journalWorks() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for e := range m.unrecorded {
+		poke(e)
+	}
+}
+
 // forgetLocked removes e from the manager.
 func (m *Manager) forgetLocked(e *entry) {
+	delete(m.unrecorded, e)
 	if m.byKey[key{e.rec.Door, e.rec.Source}] == e {
 		delete(m.byKey, key{e.rec.Door, e.rec.Source})
 	}

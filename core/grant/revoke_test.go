@@ -154,7 +154,7 @@ func TestFailingStopAcrossRestart(t *testing.T) {
 // stop never runs twice while the daemon lives.
 func TestUnrecordedRevocationIsRetried(t *testing.T) {
 	bubble(t, func(t *testing.T, r *rig) {
-		r.j.failRevoked = 3
+		r.j.failRevoked = 1
 		r.m.Open(cmdDoor(), src4, time.Now())
 		r.advance(10 * time.Second)
 		gs := r.m.List()
@@ -163,6 +163,12 @@ func TestUnrecordedRevocationIsRetried(t *testing.T) {
 		}
 		if got := r.m.Open(cmdDoor(), src4, time.Now()); got != Granted {
 			t.Errorf("a knock after the stop ran = %v, want a new grant", got)
+		}
+		// That grant's journal write worked: the revocation is retried
+		// at once, not after its back-off.
+		r.settle()
+		if r.tr.count("journal revoked at +10s") != 1 {
+			t.Errorf("revocation not retried when the journal worked again: %q", r.tr.all())
 		}
 		r.advance(10 * time.Second)
 		if r.tr.count("run ssh: close") != 2 {
