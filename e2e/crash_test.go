@@ -352,6 +352,10 @@ func TestFullStateDisk(t *testing.T) {
 		}
 		return true
 	}) {
-		t.Errorf("grants whose stop ran are still pending in the journal: %+v; output:\n%s", pending, d.out.String())
+		var srcs []string
+		for _, p := range pending {
+			srcs = append(srcs, p.Source.String())
+		}
+		t.Errorf("grants whose stop ran are still pending in the journal: %v; output:\n%s", srcs, d.out.String())
 	}
 }
