@@ -25,7 +25,7 @@ type results struct {
 		StderrLines  int64    `json:"stderr_lines"`
 		LogFileLines int64    `json:"logfile_lines"`
 		Seconds      float64  `json:"flood_seconds"`
-		Gen      *struct {
+		Gen          *struct {
 			Sent uint64  `json:"sent"`
 			PPS  float64 `json:"pps"`
 		} `json:"gen"`
