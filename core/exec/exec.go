@@ -98,7 +98,7 @@ func (r *Runner) Allow(door string, now time.Time) bool {
 // waits for a free slot first (ctx ends the wait). extraEnv is added to
 // the command's environment.
 func (r *Runner) Run(ctx context.Context, door, cmd string, extraEnv ...string) Result {
-	return r.run(ctx, door, cmd, []string{r.opts.Shell, "-c", cmd}, extraEnv)
+	return r.run(ctx, door, cmd, "", []string{r.opts.Shell, "-c", cmd}, extraEnv)
 }
 
 // RunMarked is Run for a command whose fate must be known after a crash
@@ -107,18 +107,16 @@ func (r *Runner) Run(ctx context.Context, door, cmd string, extraEnv ...string) 
 // record); a wrapper shell writes its pid there and, once cmd has
 // finished, cmd's exit status to marker. The wrapper is in the command's
 // process group, not the daemon's, so the mark is written even if the
-// daemon is killed while cmd runs. When the launch record cannot be
-// created, cmd is not run and Result.Err wraps ErrNoMarker.
+// daemon is killed while cmd runs. The launch record is made once a slot
+// is free, right before the fork: a command that never got a slot leaves
+// none. When it cannot be created, cmd is not run and Result.Err wraps
+// ErrNoMarker.
 func (r *Runner) RunMarked(ctx context.Context, door, cmd, marker string, extraEnv ...string) Result {
-	if err := launchRecord(marker); err != nil {
-		r.log.Error(fmt.Sprintf("%s: command not run: %v", door, err), "door", door, "command", cmd)
-		return Result{Cmd: cmd, ExitCode: -1, Err: fmt.Errorf("door %q: %w", door, err)}
-	}
 	const wrapper = `echo $$ > "$2.pid"; "$0" -c "$1"; rc=$?; echo "$rc" > "$2"; rm -f "$2.pid"; exit "$rc"`
-	return r.run(ctx, door, cmd, []string{r.opts.Shell, "-c", wrapper, r.opts.Shell, cmd, marker}, extraEnv)
+	return r.run(ctx, door, cmd, marker, []string{r.opts.Shell, "-c", wrapper, r.opts.Shell, cmd, marker}, extraEnv)
 }
 
-func (r *Runner) run(ctx context.Context, door, cmd string, argv, extraEnv []string) Result {
+func (r *Runner) run(ctx context.Context, door, cmd, marker string, argv, extraEnv []string) Result {
 	res := Result{Cmd: cmd, ExitCode: -1}
 	select {
 	case r.sem <- struct{}{}:
@@ -127,6 +125,13 @@ func (r *Runner) run(ctx context.Context, door, cmd string, argv, extraEnv []str
 		return res
 	}
 	defer func() { <-r.sem }()
+	if marker != "" {
+		if err := launchRecord(marker); err != nil {
+			r.log.Error(fmt.Sprintf("%s: command not run: %v", door, err), "door", door, "command", cmd)
+			res.Err = fmt.Errorf("door %q: %w", door, err)
+			return res
+		}
+	}
 
 	r.log.Info(door+": running command: "+cmd, "door", door, "command", cmd)
 	start := time.Now()

@@ -116,3 +116,21 @@ func waitFor(cond func() bool) bool {
 	}
 	return false
 }
+
+// A marked command that never got a slot leaves no launch record: after a
+// crash it reads as never run, not as lost.
+func TestNoLaunchRecordWithoutASlot(t *testing.T) {
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "g4.started")
+	r := New(Options{MaxConcurrent: 1})
+	go r.Run(context.Background(), "d", "sleep 1")
+	time.Sleep(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if res := r.RunMarked(ctx, "d", "true", marker); res.Err == nil {
+		t.Fatal("ran without a slot")
+	}
+	if m := ReadMark(marker); m.State != NotRun {
+		t.Errorf("mark %v, want not run", m)
+	}
+}
