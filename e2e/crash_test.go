@@ -359,3 +359,42 @@ func TestFullStateDisk(t *testing.T) {
 		t.Errorf("grants whose stop ran are still pending in the journal: %v; output:\n%s", srcs, d.out.String())
 	}
 }
+
+// Journals written while the wall clock was an hour ahead (then stepped
+// back): the resumed grants close within their door's timeout, not an
+// hour later, and the cut is logged.
+func TestResumedDeadlinesFromAClockAheadAreCut(t *testing.T) {
+	netnstest.RequireRoot(t)
+	t.Parallel()
+	p := netnstest.NewPair(t)
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	j, err := journal.Open(state, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ahead := time.Now().Add(time.Hour)
+	stop := expand(`echo "stopping %s $(date +%%s.%%N)" >> {{DIR}}/cmds; echo "stop %s $(date +%%s.%%N)" >> {{DIR}}/cmds`, dir)
+	for i, timeout := range []time.Duration{2 * time.Second, 0} { // 0: a record without its timeout: the door's
+		src := netip.AddrFrom4([4]byte{10, 77, 5, byte(i + 1)})
+		r := journal.Record{ID: fmt.Sprintf("ahead%d", i), Door: "crash", Source: src, StopCmd: fmt.Sprintf(stop, src, src),
+			Start: ahead, Deadline: ahead.Add(2 * time.Second), Timeout: timeout}
+		if err := j.Grant(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j.Close()
+	started := time.Now()
+	d := startSesamedIn(t, p.Server, dir, crashConf)
+	if !poll(10*time.Second, func() bool { return len(readCmds(t, filepath.Join(dir, "cmds")).stopping) == 2 }) {
+		t.Fatalf("resumed grants from a clock an hour ahead not revoked; output:\n%s", d.out.String())
+	}
+	for src, at := range readCmds(t, filepath.Join(dir, "cmds")).stopping {
+		if el := unix(at[0]).Sub(started); el < 2*time.Second-fileTimeSlack {
+			t.Errorf("%s: stopped %v after the start, before its 2 s timeout", src, el)
+		}
+	}
+	if n := strings.Count(d.out.String(), "the clock was stepped"); n != 2 {
+		t.Errorf("%d clamps logged, want 2; output:\n%s", n, d.out.String())
+	}
+}
