@@ -398,3 +398,44 @@ func TestResumedDeadlinesFromAClockAheadAreCut(t *testing.T) {
 		t.Errorf("%d clamps logged, want 2; output:\n%s", n, d.out.String())
 	}
 }
+
+// A start command still running when the daemon is killed is waited for
+// by the next daemon: its stop runs cmd_timeout after it finished, and
+// the rule it added is removed (it used to be left behind: the stop ran at
+// the journaled deadline, before the orphaned start added its rule).
+func TestOrphanedStartIsWaitedFor(t *testing.T) {
+	netnstest.RequireRoot(t)
+	t.Parallel()
+	p := netnstest.NewPair(t)
+	r := newRaw(t, p)
+	baseline := filterRules(t, p.Server)
+	dir := t.TempDir()
+	conf := strings.Replace(crashConf, "start_command = ", "start_command = sleep 3; ", 1)
+	d := startSesamedIn(t, p.Server, dir, conf)
+	r.send(rawsend.Spec{SrcIP: netip.MustParseAddr("10.77.6.1"), DstPort: 7000, Proto: knock.TCP, Flags: knock.SYN})
+	d.waitLog("running command: sleep 3;", 5*time.Second)
+	d.kill()
+	d = startSesamedIn(t, p.Server, dir, conf)
+	d.waitLog("start command still running after the restart", 5*time.Second)
+	var c cmdLog
+	if !poll(15*time.Second, func() bool {
+		c = readCmds(t, filepath.Join(dir, "cmds"))
+		return len(c.stops) == 1 && len(c.starts) == 1
+	}) {
+		t.Fatalf("start and stop did not both run; output:\n%s", d.out.String())
+	}
+	start, stop := unix(c.starts["10.77.6.1"][0]), unix(c.stopping["10.77.6.1"][0])
+	if stop.Before(start.Add(2*time.Second - fileTimeSlack)) {
+		t.Errorf("stop began %v after the orphaned start finished, want cmd_timeout (2 s)", stop.Sub(start))
+	}
+	var h []*history
+	if !poll(5*time.Second, func() bool {
+		h = grantHistory(t, filepath.Join(dir, "state"))["10.77.6.1"]
+		return len(h) == 1 && h[0].revoked
+	}) || !h[0].started {
+		t.Errorf("journal: %d grants, revoked or start's end not journaled; output:\n%s", len(h), d.out.String())
+	}
+	if got := filterRules(t, p.Server); got != baseline {
+		t.Errorf("filter table changed:\nbefore:\n%s\nafter:\n%s", baseline, got)
+	}
+}
