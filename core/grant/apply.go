@@ -120,7 +120,7 @@ func (m *Manager) activate(e *entry, finish, deadline time.Time) {
 			if err := j.Started(e.rec.ID, finish, deadline); err != nil {
 				// The start's marker stays: a restart dates the deadline
 				// from it.
-				m.log.Error(fmt.Sprintf("%s: %s: journal: %v", e.rec.Source, e.rec.Door, err), m.fields(e, "grant")...)
+				m.log.Error(fmt.Sprintf("%s: %s: journal: %v", e.rec.Source, e.rec.Door, err), m.fieldsNow(e, "grant")...)
 				m.mu.Lock()
 				e.persisted = time.Time{}
 				m.mu.Unlock()
@@ -152,7 +152,7 @@ func (m *Manager) applyNative(e *entry) {
 	}
 	if err := m.opts.Firewall.Grant(m.ctx, g, m.clock.Now()); err != nil {
 		// The reconcile loop puts back what is missing.
-		m.log.Error(fmt.Sprintf("%s: %s: native grant: %v", e.rec.Source, e.rec.Door, err), m.fields(e, "grant")...)
+		m.log.Error(fmt.Sprintf("%s: %s: native grant: %v", e.rec.Source, e.rec.Door, err), m.fieldsNow(e, "grant")...)
 	}
 }
 
@@ -230,7 +230,7 @@ func (m *Manager) persistLoop(e *entry) {
 				e.persisting = false
 				m.mu.Unlock()
 				if failed {
-					m.log.Error(fmt.Sprintf("%s: %s: journal extend: %v", e.rec.Source, e.rec.Door, err), m.fields(e, "extend")...)
+					m.log.Error(fmt.Sprintf("%s: %s: journal extend: %v", e.rec.Source, e.rec.Door, err), m.fieldsNow(e, "extend")...)
 				}
 				return
 			}

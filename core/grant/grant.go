@@ -468,6 +468,17 @@ func (m *Manager) sleep(d time.Duration, poke <-chan struct{}) bool {
 	}
 }
 
+// fieldsNow is fields for a grant that may be Active, whose deadline an
+// extension can move meanwhile; it takes mu.
+func (m *Manager) fieldsNow(e *entry, event string) []any {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.fields(e, event)
+}
+
+// fields are the structured fields of a log line about e. Call it with mu
+// held, or for a grant whose deadline no longer moves (starting or being
+// revoked).
 func (m *Manager) fields(e *entry, event string) []any {
 	return []any{"event", event, "door", e.rec.Door, "source", e.rec.Source.String(),
 		"grant_id", e.rec.ID, "deadline", e.rec.Deadline.UTC().Format(time.RFC3339Nano)}
