@@ -192,7 +192,7 @@ func (m *Manager) extendLocked(e *entry, now time.Time, timeout time.Duration) O
 }
 
 // persistLoop is e's one writer of extensions: it journals e's latest
-// deadline and updates its native grant, at most once per ExtendEvery,
+// deadline and updates its native grant, at most once per extendEvery,
 // until the journal holds the deadline in memory. The caller has set
 // e.persisting.
 func (m *Manager) persistLoop(e *entry) {
@@ -205,7 +205,7 @@ func (m *Manager) persistLoop(e *entry) {
 			m.mu.Unlock()
 			return
 		}
-		wait := e.lastWrite.Add(m.opts.ExtendEvery).Sub(now)
+		wait := e.lastWrite.Add(m.extendEvery(e.timeout)).Sub(now)
 		if wait <= 0 {
 			e.lastWrite = now
 		}
@@ -239,6 +239,16 @@ func (m *Manager) persistLoop(e *entry) {
 		e.persisted = dl
 		m.mu.Unlock()
 	}
+}
+
+// extendEvery is the least time between two writes of one grant's
+// extensions: Options.ExtendEvery, or a quarter of the grant's timeout
+// when that is longer (a crash then loses at most that much of an
+// extension: the grant closes early after the restart, never late), and
+// never more than half the timeout, so a native grant's kernel timeout is
+// renewed long before it would run out.
+func (m *Manager) extendEvery(timeout time.Duration) time.Duration {
+	return min(max(m.opts.ExtendEvery, timeout/4), timeout/2)
 }
 
 // scheduleLocked (re)arms e's revoke timer at its deadline. The timer

@@ -47,7 +47,7 @@ func TestRepeatKnocksAreCoalesced(t *testing.T) {
 			t.Errorf("new knocker not applied: %q", r.tr.all())
 		}
 		close(r.j.block)
-		r.advance(2 * time.Second)
+		r.advance(10 * time.Second) // a write every quarter of the 30 s timeout
 		r.j.mu.Lock()
 		writes, lastDL := r.j.extends, r.j.lastExtendDeadline
 		r.j.mu.Unlock()
@@ -58,7 +58,7 @@ func TestRepeatKnocksAreCoalesced(t *testing.T) {
 			t.Errorf("%d firewall updates for one grant's extensions", fw)
 		}
 		// Logged: a burst of extension lines, then one summary.
-		r.advance(10 * time.Second)
+		r.advance(2 * time.Second)
 		logs := r.log.String()
 		if c := strings.Count(logs, "grant extended until"); c > 10 {
 			t.Errorf("%d extension lines for %d extensions", c, n)
@@ -98,3 +98,42 @@ func TestFloodFromManyHoldersIsBounded(t *testing.T) {
 }
 
 func addr(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)}) }
+
+// A holder re-knocking all the time costs a journal write per quarter of
+// its timeout (at least a second apart), and the journal ends up with
+// its last deadline; the native grant is renewed long before it lapses.
+func TestExtensionWritesScaleWithTheTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		timeout   time.Duration
+		maxWrites int
+	}{
+		{2 * time.Second, 62},         // every second
+		{60 * time.Second, 5},         // every 15 s
+		{400 * time.Millisecond, 301}, // every 200 ms: half the timeout
+	} {
+		t.Run(tc.timeout.String(), func(t *testing.T) {
+			bubble(t, func(t *testing.T, r *rig) {
+				d := nativeDoor()
+				d.OpenTimeout = tc.timeout
+				r.m.Open(d, src4, time.Now())
+				r.settle()
+				var last time.Time
+				for i := 0; i < 600; i++ { // a knock every 100 ms for a minute
+					r.advance(100 * time.Millisecond)
+					last = time.Now()
+					r.m.Open(d, src4, last)
+				}
+				r.advance(tc.timeout / 2)
+				r.j.mu.Lock()
+				writes, lastDL := r.j.extends, r.j.lastExtendDeadline
+				r.j.mu.Unlock()
+				if writes > tc.maxWrites || !lastDL.Equal(last.Add(tc.timeout)) {
+					t.Errorf("%d writes (at most %d), last journaled deadline %s, want %s", writes, tc.maxWrites, r.tr.rel(lastDL), r.tr.rel(last.Add(tc.timeout)))
+				}
+				if r.tr.count("fw revoke") != 0 {
+					t.Error("revoked while re-knocked")
+				}
+			})
+		})
+	}
+}

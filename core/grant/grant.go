@@ -110,8 +110,10 @@ type Options struct {
 	RetryBase time.Duration
 	RetryMax  time.Duration
 	// ExtendEvery is the least time between two journal writes (and
-	// native firewall updates) for one grant's extensions (default 1 s);
-	// the extensions in between are coalesced, the latest deadline wins.
+	// native firewall updates) for one grant's extensions (default 1 s;
+	// a quarter of the grant's timeout when that is longer, at most half
+	// of it); the extensions in between are coalesced, the latest
+	// deadline wins.
 	ExtendEvery time.Duration
 	// LogEvery is how often held-back extension and refusal lines are
 	// summarised (default 10 s).
@@ -207,8 +209,8 @@ func newEntry(r journal.Record, timeout time.Duration) *entry {
 // (well under 1 KiB with its record) and, only while its deadline is
 // being written, one goroutine; repeat knocks add nothing (their
 // extensions are coalesced: at most one journal write and one firewall
-// update in flight per grant, at most one per ExtendEvery, the latest
-// deadline wins). New grants per door are rate limited (Commands.Allow
+// update in flight per grant, at most one per second or quarter of its
+// timeout, the latest deadline wins). New grants per door are rate limited (Commands.Allow
 // for doors with commands, NativeRate/NativeBurst for native-only doors),
 // so a door holds at most burst + rate × its timeout grants; log lines a
 // flood multiplies are summarised by an eventlog.Limiter with a bounded
