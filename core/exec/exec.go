@@ -104,15 +104,18 @@ func (r *Runner) Run(ctx context.Context, door, cmd string, extraEnv ...string) 
 // RunMarked is Run for a command whose fate must be known after a crash
 // (see Mark): before the command starts, RunMarked removes what an
 // earlier run left at marker and creates marker+".pid" (the launch
-// record); a wrapper shell writes its pid there and, once cmd has
-// finished, cmd's exit status to marker. The wrapper is in the command's
-// process group, not the daemon's, so the mark is written even if the
-// daemon is killed while cmd runs. The launch record is made once a slot
-// is free, right before the fork: a command that never got a slot leaves
-// none. When it cannot be created, cmd is not run and Result.Err wraps
-// ErrNoMarker.
+// record), locked (flock) by an open file the command's wrapper shell
+// inherits at the fork; the wrapper writes its pid there and, once cmd
+// has finished, cmd's exit status to marker, and holds the lock until it
+// exits. The wrapper is in the command's process group, not the daemon's,
+// so the mark is written even if the daemon is killed while cmd runs,
+// and the lock says "still running" from the fork on, before the wrapper
+// has run a line. cmd itself does not inherit the lock. The launch record
+// is made once a slot is free, right before the fork: a command that
+// never got a slot leaves none. When it cannot be created, cmd is not run
+// and Result.Err wraps ErrNoMarker.
 func (r *Runner) RunMarked(ctx context.Context, door, cmd, marker string, extraEnv ...string) Result {
-	const wrapper = `echo $$ > "$2.pid"; "$0" -c "$1"; rc=$?; echo "$rc" > "$2"; rm -f "$2.pid"; exit "$rc"`
+	const wrapper = `echo $$ > "$2.pid"; "$0" -c "$1" 3>&-; rc=$?; echo "$rc" > "$2"; rm -f "$2.pid"; exit "$rc"`
 	return r.run(ctx, door, cmd, marker, []string{r.opts.Shell, "-c", wrapper, r.opts.Shell, cmd, marker}, extraEnv)
 }
 
@@ -125,8 +128,10 @@ func (r *Runner) run(ctx context.Context, door, cmd, marker string, argv, extraE
 		return res
 	}
 	defer func() { <-r.sem }()
+	var lock *os.File
 	if marker != "" {
-		if err := launchRecord(marker); err != nil {
+		var err error
+		if lock, err = launchRecord(marker); err != nil {
 			r.log.Error(fmt.Sprintf("%s: command not run: %v", door, err), "door", door, "command", cmd)
 			res.Err = fmt.Errorf("door %q: %w", door, err)
 			return res
@@ -143,7 +148,18 @@ func (r *Runner) run(ctx context.Context, door, cmd, marker string, argv, extraE
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out := &limitedBuffer{max: 4096}
 	c.Stdout, c.Stderr = out, out
-	if err := c.Start(); err != nil {
+	if lock != nil {
+		c.ExtraFiles = []*os.File{lock} // fd 3 in the wrapper: it holds the lock
+	}
+	err := c.Start()
+	if lock != nil {
+		// The wrapper holds the lock now (or nothing was started).
+		lock.Close()
+		if err != nil {
+			RemoveMark(marker)
+		}
+	}
+	if err != nil {
 		res.Err = fmt.Errorf("door %q: start command: %w", door, err)
 		r.log.Error("error: command fork failed!", "door", door, "error", err)
 		return res
@@ -152,7 +168,6 @@ func (r *Runner) run(ctx context.Context, door, cmd, marker string, argv, extraE
 	go func() { done <- c.Wait() }()
 	timer := time.NewTimer(r.opts.Timeout)
 	defer timer.Stop()
-	var err error
 	select {
 	case err = <-done:
 	case <-timer.C:

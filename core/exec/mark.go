@@ -66,45 +66,69 @@ func (m Mark) String() string {
 }
 
 // launchRecord clears what an earlier run left at marker and creates the
-// empty launch record marker+".pid" that the wrapper fills in.
-func launchRecord(marker string) error {
+// empty launch record marker+".pid" that the wrapper fills in, locked by
+// the returned file, which the wrapper inherits.
+func launchRecord(marker string) (*os.File, error) {
 	if err := os.Remove(marker); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%w: %v", ErrNoMarker, err)
+		return nil, fmt.Errorf("%w: %v", ErrNoMarker, err)
 	}
 	f, err := os.OpenFile(marker+".pid", os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrNoMarker, err)
+		return nil, fmt.Errorf("%w: %v", ErrNoMarker, err)
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("%w: %v", ErrNoMarker, err)
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%w: lock %s: %v", ErrNoMarker, f.Name(), err)
 	}
-	return nil
+	return f, nil
 }
 
-// ReadMark reports what RunMarked left at marker. A launch record whose
-// pid is gone (or was never written) counts as Running while a process
-// whose arguments name marker exists: the wrapper may not have written
-// its pid yet.
+// locked reports whether a process (the wrapper, or the child about to
+// become it) holds the launch record's lock.
+func locked(record string) bool {
+	f, err := os.Open(record)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return errors.Is(err, syscall.EWOULDBLOCK)
+	}
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false
+}
+
+// ReadMark reports what RunMarked left at marker. The command counts as
+// Running while its launch record is locked, which it is from the fork
+// on, before the wrapper has written its pid (Pid is then 0).
 func ReadMark(marker string) Mark {
 	if m, ok := readStatus(marker); ok {
 		return m
 	}
-	b, err := os.ReadFile(marker + ".pid")
-	if err != nil {
+	if _, err := os.Stat(marker + ".pid"); err != nil {
 		return Mark{State: NotRun}
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err == nil && pid > 0 && wrapperAlive(pid, marker) {
-		return Mark{State: Running, Pid: pid}
-	}
-	if pid := findWrapper(marker); pid > 0 {
-		return Mark{State: Running, Pid: pid}
+	if locked(marker + ".pid") {
+		return Mark{State: Running, Pid: wrapperPid(marker)}
 	}
 	// The wrapper may have finished between the two reads.
 	if m, ok := readStatus(marker); ok {
 		return m
 	}
 	return Mark{State: Lost}
+}
+
+// wrapperPid is the pid the wrapper wrote, when it is alive, else 0.
+func wrapperPid(marker string) int {
+	b, err := os.ReadFile(marker + ".pid")
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 || !wrapperAlive(pid, marker) {
+		return 0
+	}
+	return pid
 }
 
 func readStatus(marker string) (Mark, bool) {
@@ -124,8 +148,8 @@ func readStatus(marker string) (Mark, bool) {
 	if err != nil || !strings.HasSuffix(string(b[:n]), "\n") {
 		// Being written (echo has created the file, not yet filled it),
 		// or no room to write it: the wrapper decides.
-		if pid := findWrapper(marker); pid > 0 {
-			return Mark{State: Running, Pid: pid}, true
+		if locked(marker + ".pid") {
+			return Mark{State: Running, Pid: wrapperPid(marker)}, true
 		}
 		st = -1
 	}
@@ -143,8 +167,8 @@ func WaitMark(ctx context.Context, marker string, until time.Time) Mark {
 			return m
 		}
 		if !time.Now().Before(until) {
-			_ = syscall.Kill(-m.Pid, syscall.SIGKILL)
-			for i := 0; i < 50 && wrapperAlive(m.Pid, marker); i++ {
+			killHolders(marker)
+			for i := 0; i < 50 && locked(marker+".pid"); i++ {
 				time.Sleep(10 * time.Millisecond)
 			}
 			m = ReadMark(marker)

@@ -3,7 +3,9 @@ package exec
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"strconv"
+	"syscall"
 )
 
 // wrapperAlive reports whether pid is a live process whose arguments
@@ -16,25 +18,40 @@ func wrapperAlive(pid int, marker string) bool {
 	return hasArg(b, marker) && !zombie(pid)
 }
 
-// findWrapper returns the pid of a live process one of whose arguments is
-// marker, or 0.
-func findWrapper(marker string) int {
+// killHolders kills the process group of every process that has the
+// launch record of marker open (the wrapper, or the child about to exec
+// it: a process group leader from its fork on).
+func killHolders(marker string) {
+	record, err := filepath.Abs(marker + ".pid")
+	if err != nil {
+		return
+	}
 	d, err := os.Open("/proc")
 	if err != nil {
-		return 0
+		return
 	}
 	defer d.Close()
 	names, _ := d.Readdirnames(-1)
 	for _, n := range names {
 		pid, err := strconv.Atoi(n)
-		if err != nil || pid <= 0 {
+		if err != nil || pid <= 1 || pid == os.Getpid() {
 			continue
 		}
-		if wrapperAlive(pid, marker) {
-			return pid
+		fds, err := os.ReadDir("/proc/" + n + "/fd")
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			if l, err := os.Readlink("/proc/" + n + "/fd/" + fd.Name()); err == nil && l == record {
+				if pgid, err := syscall.Getpgid(pid); err == nil && pgid == pid {
+					syscall.Kill(-pid, syscall.SIGKILL)
+				} else {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+				break
+			}
 		}
 	}
-	return 0
 }
 
 func hasArg(cmdline []byte, arg string) bool {

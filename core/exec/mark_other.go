@@ -6,4 +6,9 @@ import "syscall"
 
 func wrapperAlive(pid int, marker string) bool { return syscall.Kill(pid, 0) == nil }
 
-func findWrapper(marker string) int { return 0 }
+// killHolders kills the wrapper by the pid it wrote.
+func killHolders(marker string) {
+	if pid := wrapperPid(marker); pid > 0 {
+		syscall.Kill(-pid, syscall.SIGKILL)
+	}
+}

@@ -45,22 +45,37 @@ func TestMarkStates(t *testing.T) {
 	if m := ReadMark(marker); m.State != Lost {
 		t.Fatalf("dead wrapper: %v", m)
 	}
-	// An empty launch record (the wrapper has not written its pid yet):
-	// a live process naming the marker is found without it.
-	os.WriteFile(marker+".pid", nil, 0o600)
-	c := exec.Command("/bin/sh", "-c", "sleep 5", "sh", "cmd", marker)
+	// An empty launch record whose lock is held: the child forked to run
+	// the wrapper, which has not written its pid yet (nor even exec'd:
+	// nothing in its arguments names the marker). It counts as running,
+	// and WaitMark kills it at its deadline.
+	lock, err := launchRecord(marker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := exec.Command("/bin/sleep", "30")
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.ExtraFiles = []*os.File{lock}
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { c.Process.Kill(); c.Wait() }()
-	if m := ReadMark(marker); m.State != Running || m.Pid != c.Process.Pid {
-		t.Fatalf("wrapper without pid file: %+v (pid %d)", m, c.Process.Pid)
+	lock.Close()
+	exited := make(chan struct{})
+	go func() { c.Wait(); close(exited) }()
+	defer c.Process.Kill()
+	if m := ReadMark(marker); m.State != Running || m.Pid != 0 {
+		t.Fatalf("lock held, no pid yet: %+v", m)
+	}
+	if m := WaitMark(context.Background(), marker, time.Now()); !m.Killed || m.State != Lost {
+		t.Fatalf("after the kill: %+v", m)
+	}
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the lock holder was not killed")
 	}
 	// A reused pid that is not the wrapper does not count.
 	os.WriteFile(marker+".pid", []byte(strconv.Itoa(os.Getpid())), 0o600)
-	c.Process.Kill()
-	c.Wait()
 	if m := ReadMark(marker); m.State != Lost {
 		t.Fatalf("unrelated pid: %v", m)
 	}
