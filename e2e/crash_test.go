@@ -37,13 +37,14 @@ const crashConf = `[options]
 `
 
 type cmdLog struct {
+	began    map[string][]float64 // start commands' beginnings, where they log them
 	starts   map[string][]float64 // start commands' ends
 	stopping map[string][]float64 // stop commands' beginnings
 	stops    map[string][]float64 // stop commands' ends
 }
 
 func readCmds(t *testing.T, path string) cmdLog {
-	l := cmdLog{starts: map[string][]float64{}, stopping: map[string][]float64{}, stops: map[string][]float64{}}
+	l := cmdLog{began: map[string][]float64{}, starts: map[string][]float64{}, stopping: map[string][]float64{}, stops: map[string][]float64{}}
 	f, err := os.Open(path)
 	if err != nil {
 		return l
@@ -58,6 +59,8 @@ func readCmds(t *testing.T, path string) cmdLog {
 		}
 		ts, _ := strconv.ParseFloat(fs[2], 64)
 		switch fs[0] {
+		case "began":
+			l.began[fs[1]] = append(l.began[fs[1]], ts)
 		case "start":
 			l.starts[fs[1]] = append(l.starts[fs[1]], ts)
 		case "stopping":
@@ -416,10 +419,14 @@ func TestOrphanedStartIsWaitedFor(t *testing.T) {
 	r := newRaw(t, p)
 	baseline := filterRules(t, p.Server)
 	dir := t.TempDir()
-	conf := strings.Replace(crashConf, "start_command = ", "start_command = sleep 3; ", 1)
+	conf := strings.Replace(crashConf, "start_command = ", `start_command = echo "began %IP% $(date +%s.%N)" >> {{DIR}}/cmds; sleep 3; `, 1)
 	d := startSesamedIn(t, p.Server, dir, conf)
 	r.send(rawsend.Spec{SrcIP: netip.MustParseAddr("10.77.6.1"), DstPort: 7000, Proto: knock.TCP, Flags: knock.SYN})
-	d.waitLog("running command: sleep 3;", eventually)
+	// Killed once the start command is running (not merely logged as
+	// about to run: a kill before the fork leaves nothing running).
+	if !poll(eventually, func() bool { return len(readCmds(t, filepath.Join(dir, "cmds")).began) == 1 }) {
+		t.Fatalf("start command did not begin; output:\n%s", d.out.String())
+	}
 	d.kill()
 	d = startSesamedIn(t, p.Server, dir, conf)
 	d.waitLog("start command still running after the restart", eventually)

@@ -131,6 +131,9 @@ func (m *Manager) resumeStart(e *entry, resumed time.Time) {
 	default:
 		// Lost or killed: it may have finished just now.
 		finish = now
+		if !mark.Killed {
+			m.log.Info(fmt.Sprintf("%s: %s: the start command left no status (killed with the daemon before it ran, or no room to record it); its deadline runs from now", e.rec.Source, e.rec.Door), m.fields(e, "replay")...)
+		}
 	}
 	m.mu.Lock()
 	left := m.clampLocked(e, finish.Add(e.timeout).Sub(now), now)
