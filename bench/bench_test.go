@@ -18,10 +18,14 @@ type results struct {
 	Latency []row `json:"latency"`
 	Noise   []row `json:"noise"`
 	Flood   []struct {
-		Variant  variant  `json:"variant"`
-		Rate     float64  `json:"rate"`
-		Knockers []sample `json:"knockers"`
-		Gen      *struct {
+		Variant      variant  `json:"variant"`
+		Mode         string   `json:"mode"`
+		Rate         float64  `json:"rate"`
+		Knockers     []sample `json:"knockers"`
+		StderrLines  int64    `json:"stderr_lines"`
+		LogFileLines int64    `json:"logfile_lines"`
+		Seconds      float64  `json:"flood_seconds"`
+		Gen          *struct {
 			Sent uint64  `json:"sent"`
 			PPS  float64 `json:"pps"`
 		} `json:"gen"`
@@ -142,6 +146,29 @@ func TestQuickRun(t *testing.T) {
 	}
 	if floods == 0 {
 		t.Error("no flood row ran")
+	}
+	// Repeat knocks and one-port opens: real knockers still get in, and
+	// the log does not grow with the flood. Every packet of these floods
+	// is an open, so before extensions were coalesced and refused opens
+	// counted, the daemon wrote two lines per packet (16,000 stderr lines
+	// in 2.7 s of a 10k packets/s replay); now stage lines (a burst of
+	// 1000, then 100 a second) are most of what is left.
+	seen := map[string]bool{}
+	for _, f := range res.Flood {
+		if f.Mode != "flood-replay" && f.Mode != "flood-open" || f.Err != "" {
+			continue
+		}
+		seen[f.Mode] = true
+		if n := oks(f.Knockers); n*10 < len(f.Knockers)*9 {
+			t.Errorf("%s %v: %d of %d real knockers got in", f.Mode, f.Variant, n, len(f.Knockers))
+		}
+		limit := 2000 + int64(500*f.Seconds)
+		if f.StderrLines > limit || f.LogFileLines > limit {
+			t.Errorf("%s %v: %d stderr and %d LogFile lines in %.1f s; want at most %d", f.Mode, f.Variant, f.StderrLines, f.LogFileLines, f.Seconds, limit)
+		}
+	}
+	if !seen["flood-replay"] || !seen["flood-open"] {
+		t.Errorf("replay and one-port flood rows missing: %v", seen)
 	}
 	if res.MatchErr != "" || len(res.Match) == 0 {
 		t.Errorf("matcher benchmark: %d rows, error %q", len(res.Match), res.MatchErr)

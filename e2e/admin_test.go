@@ -1,13 +1,18 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sesame-knock/sesame/core/journal"
+	"github.com/sesame-knock/sesame/internal/control"
 )
 
 // sesame grants / revoke against a running daemon, and grants read from
@@ -72,5 +77,72 @@ func TestAdminGrantsAndRevoke(t *testing.T) {
 	}
 	if out, err := exec.Command(bin("sesame"), "revoke", "--socket", socket, "192.0.2.200").CombinedOutput(); err == nil {
 		t.Errorf("revoking nothing succeeded: %s", out)
+	}
+}
+
+// A stop command that keeps failing is retried, shown as "stop failing"
+// with its last error by sesame grants and in the daemon's status,
+// retried again after a restart, never journaled as revoked, and ended
+// by sesame revoke --forget.
+func TestFailingStopIsShownRetriedAndForgotten(t *testing.T) {
+	conf := baseConf + `[held]
+	sequence = 7800,8800
+	start_command = echo start %IP% >> {{DIR}}/held
+	stop_command = echo try %IP% >> {{DIR}}/held; test ! -e {{DIR}}/broken
+	cmd_timeout = 1
+`
+	e := newEnv(t, conf)
+	socket := filepath.Join(e.d.dir, "control.sock")
+	state := filepath.Join(e.d.dir, "state")
+	os.WriteFile(filepath.Join(e.d.dir, "broken"), nil, 0o600)
+	e.knock("7800", "8800")
+	failing := func() (string, bool) {
+		out, _ := exec.Command(bin("sesame"), "grants", "--socket", socket).CombinedOutput()
+		return string(out), strings.Contains(string(out), "stop failing") && strings.Contains(string(out), "stop command: exit status 1")
+	}
+	if !poll(10*time.Second, func() bool { _, ok := failing(); return ok }) {
+		out, _ := failing()
+		t.Fatalf("not shown as stop failing:\n%s\ndaemon:\n%s", out, e.d.out.String())
+	}
+	if st, err := control.NewClient(socket).Status(context.Background()); err != nil || st.StopFailing != 1 {
+		t.Errorf("status: %+v %v", st, err)
+	}
+	e.d.waitLog("stop command failed (attempt 1)", time.Second)
+	// Across a restart the stop is still owed: retried, still failing.
+	e.d.kill()
+	tries := strings.Count(strings.Join(e.d.file("held"), "\n"), "try ")
+	e.d = startSesamedIn(t, e.pair.Server, e.d.dir, conf)
+	if !poll(10*time.Second, func() bool {
+		_, ok := failing()
+		return ok && strings.Count(strings.Join(e.d.file("held"), "\n"), "try ") > tries
+	}) {
+		t.Fatalf("not retried after the restart; daemon:\n%s", e.d.out.String())
+	}
+	if pend, err := journal.ReadPending(state); err != nil || len(pend) != 1 {
+		t.Fatalf("journal: %v %v", pend, err)
+	}
+	// The admin removed the rule by hand and forgets the grant.
+	gs, err := control.NewClient(socket).Grants(context.Background())
+	if err != nil || len(gs) != 1 {
+		t.Fatalf("grants: %v %v", gs, err)
+	}
+	out, err := exec.Command(bin("sesame"), "revoke", "--socket", socket, "--forget", gs[0].ID).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "forgotten "+gs[0].ID) {
+		t.Fatalf("sesame revoke --forget: %v\n%s", err, out)
+	}
+	if out, _ := failing(); !strings.Contains(out, "no active grants") {
+		t.Errorf("after --forget: %s", out)
+	}
+	if pend, err := journal.ReadPending(state); err != nil || len(pend) != 0 {
+		t.Errorf("journal after --forget: %v %v", pend, err)
+	}
+	log, _ := journal.ReadLog(state)
+	if len(log) == 0 || log[len(log)-1].Kind != journal.KindRevoked || !log[len(log)-1].Forgotten {
+		t.Errorf("last journal record %+v, want a forgotten revocation", log[len(log)-1])
+	}
+	n := len(e.d.file("held"))
+	time.Sleep(3 * time.Second)
+	if len(e.d.file("held")) != n {
+		t.Error("the stop ran again after the grant was forgotten")
 	}
 }

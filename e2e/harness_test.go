@@ -83,7 +83,8 @@ func startSesamedWrapped(t testing.TB, ns *netnstest.NS, dir, conf string, wrap 
 	argv := append([]string{bin("sesamed"), "-c", path, "--state-dir", filepath.Join(dir, "state"),
 		"--socket", filepath.Join(dir, "control.sock"), "-v"}, args...)
 	p := launch(t, "sesamed", ns, dir, append(append([]string(nil), wrap...), argv...))
-	p.waitLog("starting up, listening on", 10*time.Second)
+	// Generous: on a loaded machine a start can take seconds.
+	p.waitLog("starting up, listening on", 30*time.Second)
 	return p
 }
 

@@ -197,17 +197,19 @@ func (d *sesamed) start(ctx context.Context) error {
 		d.fw = fw
 		d.log.Info("native grants through "+fw.Name(), "backend", fw.Name(), "guarded", knock.FormatSequence(guarded))
 	}
+	// Markers of start and stop commands (the directory's name predates
+	// start markers).
 	markers := filepath.Join(d.opts.StateDir, "stops")
 	if err := os.MkdirAll(markers, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
-	runner := exec.New(exec.Options{Logger: d.log.Named("exec")})
+	runner := exec.New(exec.Options{Logger: d.log.Named("exec"), Timeout: commandLimit})
 	var fw grant.Firewall
 	if d.fw != nil {
 		fw = d.fw
 	}
 	d.grants = grant.New(grant.Options{Journal: d.journal, Firewall: fw, Commands: runner,
-		MarkerDir: markers, Logger: d.log.Named("grant")})
+		MarkerDir: markers, CommandLimit: commandLimit, Logger: d.log.Named("grant")})
 	// Grants a previous run left open are resumed before any knock is seen.
 	d.grants.Resume(d.journal.Pending(), cfg.Doors)
 	if d.fw != nil {
@@ -581,9 +583,16 @@ func (d *sesamed) refreshAddrs(ctx context.Context) {
 	}
 }
 
+// commandLimit is how long a door command may run before its process
+// group is killed, also when it outlived a killed daemon.
+const commandLimit = 2 * time.Minute
+
 func (d *sesamed) updateStatus(ctx context.Context) {
 	st := d.Status()
 	s := fmt.Sprintf("%d doors on %s; %d grants, %d attempts", len(st.Doors), d.caps.describe(), st.Grants, st.Attempts)
+	if f := failingSummary(d.grants.List()); f != "" {
+		s += "; " + f
+	}
 	if sw := d.rescue.Load(); sw != nil && sw.Enabled() {
 		s += "; " + sw.Summary()
 	}
@@ -639,15 +648,48 @@ func guardedPorts(cfg *config.Config) []knock.Port {
 	return out
 }
 
-// Grants, Revoke and Status answer the control socket.
+// failingSummary says, for STATUS=, which grants' stops keep failing:
+// what they opened stays open until an admin acts.
+func failingSummary(gs []grant.Grant) string {
+	var n int
+	var first grant.Grant
+	for _, g := range gs {
+		if g.State == grant.StopFailing.String() {
+			if n == 0 {
+				first = g
+			}
+			n++
+		}
+	}
+	switch n {
+	case 0:
+		return ""
+	case 1:
+		return fmt.Sprintf("STOP FAILING for grant %s (%s, %s): %s; see sesame grants", first.ID, first.Door, first.Source, first.LastError)
+	}
+	return fmt.Sprintf("STOP FAILING for %d grants (first %s, %s, %s: %s); see sesame grants", n, first.ID, first.Door, first.Source, first.LastError)
+}
+
+// Grants, Revoke, Forget and Status answer the control socket.
 func (d *sesamed) Grants() []grant.Grant             { return d.grants.List() }
 func (d *sesamed) Revoke(t string) ([]string, error) { return d.grants.Revoke(t) }
+func (d *sesamed) Forget(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return d.grants.Forget(ctx, id)
+}
 func (d *sesamed) Status() control.Status {
 	d.mu.Lock()
 	cfg, cfgErr := d.cfg, d.cfgErr
 	d.mu.Unlock()
+	gs := d.grants.List()
 	st := control.Status{Version: d.opts.Version, Config: d.opts.ConfigPath, Interfaces: d.caps.ifaces,
-		Grants: len(d.grants.List()), ConfigErr: cfgErr}
+		Grants: len(gs), ConfigErr: cfgErr}
+	for _, g := range gs {
+		if g.State == grant.StopFailing.String() {
+			st.StopFailing++
+		}
+	}
 	for _, dr := range cfg.Doors {
 		st.Doors = append(st.Doors, dr.Name)
 	}

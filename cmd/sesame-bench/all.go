@@ -279,9 +279,16 @@ func (r *runner) runFlood(res *results) error {
 	if r.o.Extras {
 		floods = append(floods, flood{modeFloodWrong, 4, top}, flood{modeFloodFirst, 6, top})
 	}
+	// Repeat knocks and one-port opens: sesamed only. knockd runs the
+	// door's command for every open, tens of thousands of shells a second
+	// on a machine other runs share.
+	floods = append(floods, flood{modeFloodReplay, 4, top}, flood{modeFloodOpen, 4, top})
 	for _, f := range floods {
 		vs := []variant{knockdShell, sesameShell}
-		if r.o.Extras && f.rate == top && f.mode == modeFloodFirst && f.fam == 4 {
+		if f.mode == modeFloodReplay || f.mode == modeFloodOpen {
+			vs = vs[1:]
+		}
+		if r.o.Extras && f.rate == top && f.mode != modeFloodWrong && f.fam == 4 {
 			vs = append(vs, sesameNFTables)
 		}
 		for _, v := range vs {

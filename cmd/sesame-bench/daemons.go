@@ -12,6 +12,12 @@ import (
 const (
 	protectedPort = 2222
 	doorSequence  = "7000,8000,9000"
+	// The flood doors, in the config only for the replay and one-port
+	// floods: their commands do nothing, their grants are what is
+	// measured (journal, extensions, log lines).
+	replaySequence = "7100,7200,7300"
+	openSequence   = "7400"
+	floodPort      = 2223 // what a native flood door opens
 )
 
 // Firewall actions: a shell start command, or one of Sesame's backends.
@@ -44,7 +50,8 @@ var (
 )
 
 // config is the knockd.conf both daemons read. dir holds the log file.
-func (v variant) config(dir string) string {
+// floodDoors adds the replay and one-port doors.
+func (v variant) config(dir string, floodDoors bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "[options]\n\tInterface = %s\n\tLogFile = %s/knock.log\n", serverIf, dir)
 	if v.Action != actShell {
@@ -59,7 +66,28 @@ func (v variant) config(dir string) string {
 	} else {
 		fmt.Fprintf(&b, "\tOpen = %d/tcp\n\tOpen_Timeout = 600\n", protectedPort)
 	}
+	if floodDoors {
+		for _, d := range []struct{ name, seq string }{{"replay", replaySequence}, {"oneport", openSequence}} {
+			fmt.Fprintf(&b, "[%s]\n\tsequence = %s\n\tseq_timeout = 5\n\ttcpflags = syn\n\tcmd_timeout = 30\n", d.name, d.seq)
+			if v.Action == actShell {
+				b.WriteString("\tstart_command = /bin/true\n\tstop_command = /bin/true\n")
+			} else {
+				fmt.Fprintf(&b, "\tOpen = %d/tcp\n\tOpen_Timeout = 30\n", floodPort)
+			}
+		}
+	}
 	return b.String()
+}
+
+// floodSequence is the sequence a flood of mode sends.
+func floodSequence(mode string) string {
+	switch mode {
+	case modeFloodReplay:
+		return replaySequence
+	case modeFloodOpen:
+		return openSequence
+	}
+	return doorSequence
 }
 
 // adminNFT is a native nftables host's own ruleset: policy drop, with the

@@ -76,6 +76,9 @@ func report(w io.Writer, r *results) {
 		p("| Flood | Target pps | Achieved pps | Daemon, grant | Knockers in | Median / p99 ms | Daemon CPU | Peak RSS | Socket drops | Log lines |\n")
 		p("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|\n")
 		for _, f := range r.Flood {
+			if f.Mode == modeFloodReplay || f.Mode == modeFloodOpen {
+				continue
+			}
 			what := "none"
 			if f.Rate > 0 {
 				what = strings.TrimPrefix(f.Mode, "flood-")
@@ -105,6 +108,37 @@ func report(w io.Writer, r *results) {
 		}
 	}
 
+	if rows := repeatRows(r); len(rows) > 0 {
+		p("\n## Repeat knocks and one-port opens\n\n")
+		p("What one observed knock lets anyone do. *Replay*: the full sequence of a door with start and stop commands (%s) "+
+			"replayed from %d spoofed sources in turn, so each source opens the door once and then re-knocks as fast as the "+
+			"flood goes (each re-knock extends its grant). *One-port opens*: the one knock of a one-port door (%s) from a new "+
+			"spoofed source each time, so every packet is an open that the door's rate limit refuses. The real knockers knock "+
+			"the usual door meanwhile, as above. sesamed only: knockd runs the door's command for every open. *Stderr* and "+
+			"*LogFile* are the lines the daemon wrote to each (LogFile holds knockd's lines), over the whole row.\n\n",
+			replaySequence, replaySources, openSequence)
+		p("| Flood | Target pps | Achieved pps | Daemon, grant | Knockers in | Median / p99 ms | Daemon CPU | Peak RSS | Stderr lines | LogFile lines | Seconds |\n")
+		p("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, f := range rows {
+			what := "replay, 50 sources"
+			if f.Mode == modeFloodOpen {
+				what = "one-port opens"
+			}
+			achieved := "—"
+			if f.Gen != nil {
+				achieved = fmt.Sprintf("%.0f", f.Gen.PPS)
+			}
+			if f.Err != "" {
+				p("| %s | %.0f | %s | %s | error: %s | | | | | | |\n", what, f.Rate, achieved, f.Variant, oneLine(f.Err))
+				continue
+			}
+			xs, ok := latencies(f.Knockers)
+			p("| %s | %.0f | %s | %s | %d / %d | %s / %s | %.1f%% | %.1f MiB | %d | %d | %.1f |\n", what, f.Rate, achieved, f.Variant,
+				ok, len(f.Knockers), ms(median(xs)), ms(quantile(xs, 0.99)), f.CPUPct, float64(f.HWMKiB)/1024,
+				f.StderrLines, f.LogFileLines, f.FloodSeconds)
+		}
+	}
+
 	p("\n## Matcher cost per packet\n\n")
 	if r.MatchErr != "" {
 		p("Not measured: %s\n", oneLine(r.MatchErr))
@@ -122,6 +156,17 @@ func report(w io.Writer, r *results) {
 	for _, n := range notes(r) {
 		p("- %s\n", n)
 	}
+}
+
+// repeatRows are the replay and one-port flood rows.
+func repeatRows(r *results) []floodRow {
+	var out []floodRow
+	for _, f := range r.Flood {
+		if f.Mode == modeFloodReplay || f.Mode == modeFloodOpen {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 func vethDrops(r *results) uint64 {

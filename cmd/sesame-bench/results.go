@@ -31,7 +31,7 @@ type latencyRow struct {
 // floodRow is 100 real knockers under one spoofed flood.
 type floodRow struct {
 	Variant  variant    `json:"variant"`
-	Mode     string     `json:"mode"` // modeFloodFirst or modeFloodWrong
+	Mode     string     `json:"mode"` // one of the flood modes
 	Family   int        `json:"family"`
 	Rate     float64    `json:"rate"` // target packets/s; 0: no flood
 	Gen      *genReport `json:"gen,omitempty"`
@@ -48,9 +48,14 @@ type floodRow struct {
 	// (a mmap ring's overruns are not counted there).
 	SocketDrops int64  `json:"socket_drops"`
 	Capture     string `json:"capture,omitempty"`
-	// LogLines is what the daemon wrote to its output and LogFile.
-	LogLines int64  `json:"log_lines"`
-	Err      string `json:"error,omitempty"`
+	// LogLines is what the daemon wrote to its output and LogFile:
+	// StderrLines and LogFileLines.
+	LogLines     int64 `json:"log_lines"`
+	StderrLines  int64 `json:"stderr_lines"`
+	LogFileLines int64 `json:"logfile_lines"`
+	// FloodSeconds is how long the measurement ran (CPU's denominator).
+	FloodSeconds float64 `json:"flood_seconds"`
+	Err          string  `json:"error,omitempty"`
 }
 
 type results struct {

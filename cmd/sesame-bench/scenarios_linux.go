@@ -42,7 +42,7 @@ func (r *runner) progress(format string, args ...any) {
 // listener on the protected port and the daemon, and waits until the
 // daemon captures. A watched daemon's output lines are timestamped (and
 // knockd runs with -v so that it prints them).
-func (r *runner) setup(v variant, knockers []netip.Addr, watch bool) (*stage, error) {
+func (r *runner) setup(v variant, knockers []netip.Addr, watch, floodDoors bool) (*stage, error) {
 	r.n++
 	dir := filepath.Join(r.work, fmt.Sprintf("%02d-%s-%s", r.n, v.Daemon, v.Action))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -66,7 +66,7 @@ func (r *runner) setup(v variant, knockers []netip.Addr, watch bool) (*stage, er
 			return s, fmt.Errorf("nft -f: %v: %s", err, out)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, "knockd.conf"), []byte(v.config(dir)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "knockd.conf"), []byte(v.config(dir, floodDoors)), 0o644); err != nil {
 		return s, err
 	}
 	if s.listener, err = r.lab.start(p.srv, "listen", []string{r.self, "listen", "--port", fmt.Sprint(protectedPort)}, false, ""); err != nil {
@@ -200,7 +200,7 @@ func (r *runner) startGen(s *stage, fam int, mode string, rate float64, dur time
 		spoof = spoof6
 	}
 	return r.lab.start(s.p.cli, "gen", []string{r.self, "gen", "-i", clientIf, "--dst-mac", s.p.srvMAC.String(),
-		"--dst", serverAddr(fam).String(), "--sequence", doorSequence, "--mode", mode, "--spoof", spoof.String(),
+		"--dst", serverAddr(fam).String(), "--sequence", floodSequence(mode), "--mode", mode, "--spoof", spoof.String(),
 		"--avoid", fmt.Sprint(protectedPort), "--rate", fmt.Sprint(rate), "--duration", dur.String()}, false, "")
 }
 
@@ -242,7 +242,7 @@ func (r *runner) latency(v variant, fam, n int, noise bool) latencyRow {
 	}
 	r.progress("%s: %s, IPv%d, %d samples", what, v, fam, n)
 	srcs := knockerAddrs(fam, 1, n)
-	s, err := r.setup(v, srcs, true)
+	s, err := r.setup(v, srcs, true, false)
 	defer r.teardown(s)
 	if err != nil {
 		row.Err = err.Error()
@@ -290,7 +290,7 @@ func (r *runner) flood(v variant, mode string, fam int, rate float64) floodRow {
 	row := floodRow{Variant: v, Mode: mode, Family: fam, Rate: rate, SocketDrops: -1}
 	r.progress("flood: %s, %s IPv%d at %.0f packets/s, %d knockers", v, mode, fam, rate, r.o.FloodKnockers)
 	srcs := knockerAddrs(fam, 2, r.o.FloodKnockers)
-	s, err := r.setup(v, srcs, false)
+	s, err := r.setup(v, srcs, false, mode == modeFloodReplay || mode == modeFloodOpen)
 	defer r.teardown(s)
 	fail := func(err error) floodRow {
 		row.Err = err.Error()
@@ -330,7 +330,10 @@ func (r *runner) flood(v variant, mode string, fam int, rate float64) floodRow {
 		}
 	}
 	row.RxDropped = s.p.drops() - drop0
-	row.LogLines = countLines(filepath.Join(s.dir, "daemon.out")) + countLines(filepath.Join(s.dir, "knock.log"))
+	row.StderrLines = countLines(filepath.Join(s.dir, "daemon.out"))
+	row.LogFileLines = countLines(filepath.Join(s.dir, "knock.log"))
+	row.LogLines = row.StderrLines + row.LogFileLines
+	row.FloodSeconds = float64(t1-t0) / 1e9
 	if cpu0 >= 0 && cpu1 >= cpu0 {
 		row.CPUPct = float64(cpu1-cpu0) / userHZ / (float64(t1-t0) / 1e9) * 100
 	}

@@ -17,9 +17,20 @@ const (
 	modeNoise      = "noise"       // TCP SYN and UDP to ports no door uses, spoofed sources
 	modeFloodFirst = "flood-first" // first knocks of the sequence, a new spoofed source each
 	modeFloodWrong = "flood-wrong" // later-stage knocks from spoofed sources with no attempt
+	// modeFloodReplay replays the full sequence from replaySources spoofed
+	// sources in turn, as someone who saw one knock on the wire would:
+	// each source opens the door once and then extends its grant with
+	// every sequence.
+	modeFloodReplay = "flood-replay"
+	// modeFloodOpen sends the one knock of a one-port door from a new
+	// spoofed source each time: every packet is an open.
+	modeFloodOpen = "flood-open"
 )
 
-var modes = []string{modeKnock, modeNoise, modeFloodFirst, modeFloodWrong}
+// replaySources is how many spoofed sources replay a sequence.
+const replaySources = 50
+
+var modes = []string{modeKnock, modeNoise, modeFloodFirst, modeFloodWrong, modeFloodReplay, modeFloodOpen}
 
 // pkt is one generated packet, before framing.
 type pkt struct {
@@ -46,7 +57,7 @@ func newStream(mode string, seq []knock.Port, real []netip.Addr, spoof netip.Pre
 		if len(real) == 0 {
 			return nil, fmt.Errorf("stream %s: no sources", mode)
 		}
-	case modeNoise, modeFloodFirst, modeFloodWrong:
+	case modeNoise, modeFloodFirst, modeFloodWrong, modeFloodReplay, modeFloodOpen:
 		if !spoof.IsValid() {
 			return nil, fmt.Errorf("stream %s: no spoof prefix", mode)
 		}
@@ -77,8 +88,12 @@ func (s *stream) packet(i uint64) pkt {
 		n := uint64(len(s.seq))
 		k := s.seq[i%n]
 		return pkt{src: s.real[(i/n)%uint64(len(s.real))], sport: sport, dport: k.Num, proto: k.Proto}
-	case modeFloodFirst:
+	case modeFloodFirst, modeFloodOpen:
 		return pkt{src: s.spoofed(i), sport: sport, dport: s.seq[0].Num, proto: s.seq[0].Proto}
+	case modeFloodReplay:
+		n := uint64(len(s.seq))
+		k := s.seq[i%n]
+		return pkt{src: s.spoofed((i / n) % replaySources), sport: sport, dport: k.Num, proto: k.Proto}
 	case modeFloodWrong:
 		k := s.seq[1+i%uint64(len(s.seq)-1)]
 		return pkt{src: s.spoofed(i), sport: sport, dport: k.Num, proto: k.Proto}

@@ -46,6 +46,18 @@ func TestStream(t *testing.T) {
 				t.Fatalf("packet %d: %+v", i, p)
 			}
 		}, n},
+		{"flood-replay", modeFloodReplay, p4, func(t *testing.T, i uint64, p pkt) {
+			// Full sequences, one source at a time, 50 sources in turn.
+			k := seq[i%3]
+			if !p4.Contains(p.src) || p.dport != k.Num || p.proto != k.Proto {
+				t.Fatalf("packet %d: %+v", i, p)
+			}
+		}, replaySources},
+		{"flood-open", modeFloodOpen, p4, func(t *testing.T, i uint64, p pkt) {
+			if !p4.Contains(p.src) || p.dport != 7000 {
+				t.Fatalf("packet %d: %+v", i, p)
+			}
+		}, n},
 		{"noise", modeNoise, p4, func(t *testing.T, i uint64, p pkt) {
 			if !p4.Contains(p.src) || slices.Contains([]uint16{7000, 8000, 9000, 2222}, p.dport) || p.dport == 0 {
 				t.Fatalf("packet %d hits a knock or protected port: %+v", i, p)
@@ -108,6 +120,28 @@ func TestStreamErrors(t *testing.T) {
 	} {
 		if _, err := newStream(tc.mode, tc.seq, tc.real, tc.sp, nil); err == nil {
 			t.Errorf("%s: accepted", tc.name)
+		}
+	}
+}
+
+// A replay sends whole sequences, each from one source, the sources in
+// turn.
+func TestStreamReplay(t *testing.T) {
+	seq, _ := knock.ParseSequence("7000,8000,9000")
+	s, err := newStream(modeFloodReplay, seq, nil, netip.MustParsePrefix("10.128.0.0/10"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(0); i < 3*replaySources*4; i += 3 {
+		a := s.packet(i).src
+		if s.packet(i+1).src != a || s.packet(i+2).src != a {
+			t.Fatalf("sequence at %d from more than one source", i)
+		}
+		if s.packet(i+3).src == a {
+			t.Fatalf("sequences at %d and %d from one source", i, i+3)
+		}
+		if s.packet(i+3*replaySources).src != a {
+			t.Fatalf("source of sequence %d not back after %d sources", i/3, replaySources)
 		}
 	}
 }

@@ -67,6 +67,20 @@ func (r *results) floodAtTarget(v variant) *floodRow {
 	return best
 }
 
+// floodRow is v's IPv4 row of mode at the highest rate run.
+func (r *results) floodRow(v variant, mode string) *floodRow {
+	var best *floodRow
+	for i := range r.Flood {
+		f := &r.Flood[i]
+		if f.Variant == v && f.Mode == mode && f.Family == 4 && f.Err == "" && f.Rate > 0 {
+			if best == nil || f.Rate > best.Rate {
+				best = f
+			}
+		}
+	}
+	return best
+}
+
 func (f *floodRow) in() (ok, total int) {
 	_, ok = latencies(f.Knockers)
 	return ok, len(f.Knockers)
@@ -115,6 +129,26 @@ func (r *results) verdicts() []verdict {
 		}
 	}
 	out = append(out, in, rss)
+	// The replay flood (repeat knocks by holders of a grant): memory must
+	// not grow with it, and real knockers still get in.
+	rin := verdict{Target: "real knockers in under a 100k packets/s replay of the sequence from 50 sources (sesamed)", Required: fmt.Sprintf("≥ %d of 100", targetFloodIn)}
+	rrss := verdict{Target: "sesamed peak RSS under that replay", Required: fmt.Sprintf("< %.0f MiB", targetRSSMiB)}
+	if f := r.floodRow(sesameShell, modeFloodReplay); f != nil && f.Rate >= targetFloodRate {
+		ok, total := f.in()
+		need := int(math.Ceil(float64(targetFloodIn*total) / 100))
+		rin.Known, rin.Met = true, total > 0 && ok >= need
+		rin.Measured = fmt.Sprintf("%d of %d", ok, total)
+		if !rin.Met {
+			rin.Miss = fmt.Sprintf("%d knockers short", need-ok)
+		}
+		mib := float64(f.HWMKiB) / 1024
+		rrss.Known, rrss.Met = true, mib < targetRSSMiB
+		rrss.Measured = fmt.Sprintf("%.1f MiB (%d stderr lines in %.0f s)", mib, f.StderrLines, f.FloodSeconds)
+		if !rrss.Met {
+			rrss.Miss = fmt.Sprintf("%.1f MiB over", mib-targetRSSMiB)
+		}
+	}
+	out = append(out, rin, rrss)
 	mp := verdict{Target: "matcher packets per second on one core (slowest case)", Required: fmt.Sprintf("≥ %.0f M", targetMatchMpps)}
 	al := verdict{Target: "matcher allocations per packet (worst case)", Required: "0"}
 	if len(r.Match) > 0 {

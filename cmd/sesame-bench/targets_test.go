@@ -45,29 +45,35 @@ func TestVerdicts(t *testing.T) {
 		mod  func(*results)
 		want []string // "met", "missed" or "unknown" per target, in order
 	}{
-		{"all met", func(*results) {}, []string{"met", "met", "met", "met", "met", "met"}},
+		{"all met", func(*results) {}, []string{"met", "met", "met", "met", "unknown", "unknown", "met", "met"}},
 		{"shell ratio below 5", func(r *results) { r.Latency[1].Samples = samplesMS(7, 7, 7) },
-			[]string{"met", "missed", "met", "met", "met", "met"}},
+			[]string{"met", "missed", "met", "met", "unknown", "unknown", "met", "met"}},
 		{"nft ratio below 10", func(r *results) { r.Latency[2].Samples = samplesMS(3.5) },
-			[]string{"missed", "met", "met", "met", "met", "met"}},
+			[]string{"missed", "met", "met", "met", "unknown", "unknown", "met", "met"}},
 		{"no knockd row", func(r *results) { r.Latency = r.Latency[1:] },
-			[]string{"unknown", "unknown", "met", "met", "met", "met"}},
+			[]string{"unknown", "unknown", "met", "met", "unknown", "unknown", "met", "met"}},
 		{"98 in", func(r *results) { r.Flood[1].Knockers = knockers(98, 100) },
-			[]string{"met", "met", "missed", "met", "met", "met"}},
+			[]string{"met", "met", "missed", "met", "unknown", "unknown", "met", "met"}},
 		{"quick run scales", func(r *results) { r.Flood[1].Knockers = knockers(20, 20) },
-			[]string{"met", "met", "met", "met", "met", "met"}},
+			[]string{"met", "met", "met", "met", "unknown", "unknown", "met", "met"}},
 		{"RSS over", func(r *results) { r.Flood[1].HWMKiB = 70 << 10 },
-			[]string{"met", "met", "met", "missed", "met", "met"}},
+			[]string{"met", "met", "met", "missed", "unknown", "unknown", "met", "met"}},
 		{"top rate not run", func(r *results) { r.Flood = r.Flood[:1] },
-			[]string{"met", "met", "unknown", "unknown", "met", "met"}},
+			[]string{"met", "met", "unknown", "unknown", "unknown", "unknown", "met", "met"}},
 		{"failed flood row does not count", func(r *results) { r.Flood[1].Err = "boom" },
-			[]string{"met", "met", "unknown", "unknown", "met", "met"}},
+			[]string{"met", "met", "unknown", "unknown", "unknown", "unknown", "met", "met"}},
 		{"slow matcher", func(r *results) { r.Match[1].Mpps = 1.5 },
-			[]string{"met", "met", "met", "met", "missed", "met"}},
+			[]string{"met", "met", "met", "met", "unknown", "unknown", "missed", "met"}},
 		{"allocating matcher", func(r *results) { r.Match[0].AllocsPerOp = 1 },
-			[]string{"met", "met", "met", "met", "met", "missed"}},
+			[]string{"met", "met", "met", "met", "unknown", "unknown", "met", "missed"}},
+		{"replay flood", func(r *results) {
+			r.Flood = append(r.Flood, floodRow{Variant: sesameShell, Mode: modeFloodReplay, Family: 4, Rate: 100000, Knockers: knockers(100, 100), HWMKiB: 30 << 10})
+		}, []string{"met", "met", "met", "met", "met", "met", "met", "met"}},
+		{"replay flood over RSS", func(r *results) {
+			r.Flood = append(r.Flood, floodRow{Variant: sesameShell, Mode: modeFloodReplay, Family: 4, Rate: 100000, Knockers: knockers(90, 100), HWMKiB: 600 << 10})
+		}, []string{"met", "met", "met", "met", "missed", "missed", "met", "met"}},
 		{"no matcher", func(r *results) { r.Match = nil },
-			[]string{"met", "met", "met", "met", "unknown", "unknown"}},
+			[]string{"met", "met", "met", "met", "unknown", "unknown", "unknown", "unknown"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -108,6 +114,8 @@ func TestReport(t *testing.T) {
 			HWMKiB: 30 << 10, SocketDrops: 1234, Gen: &genReport{PPS: 98000, Sent: 1000000}, LogLines: 900000, CPUPct: 80}},
 		Match: []matchRow{{Name: "flood-first-knocks", NsPerOp: 600, MinNs: 500, MaxNs: 700, Runs: 5, Mpps: 1.67}},
 	}
+	r.Flood = append(r.Flood, floodRow{Variant: sesameShell, Mode: modeFloodReplay, Family: 4, Rate: 100000, Knockers: knockers(100, 100),
+		HWMKiB: 40 << 10, Gen: &genReport{PPS: 99000}, StderrLines: 1234, LogFileLines: 567, FloodSeconds: 8})
 	var b bytes.Buffer
 	report(&b, r)
 	md := b.String()
@@ -121,6 +129,8 @@ func TestReport(t *testing.T) {
 		"| first, IPv4 | 100000 | 98000 | sesamed, shell `iptables -I` | 97 / 100 |",
 		"| 1234 | 900000 |",
 		"| flood-first-knocks | 600.0 | 500.0 – 700.0 | 1.67 |",
+		"## Repeat knocks and one-port opens",
+		"| replay, 50 sources | 100000 | 99000 | sesamed, shell `iptables -I` | 100 / 100 | 5.00 / 5.00 | 0.0% | 40.0 MiB | 1234 | 567 | 8.0 |",
 		"97 of 100 | **missed**: 2 knockers short",
 		"**Missed: flood.**",
 		"block timeout 50 ms",

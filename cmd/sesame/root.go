@@ -139,8 +139,11 @@ func grantsCmd(stdout io.Writer) *cobra.Command {
 				}
 				for _, r := range recs {
 					state := "pending"
-					if r.RevokeStarted {
+					switch {
+					case r.RevokeStarted:
 						state = "revoking"
+					case r.StartPending:
+						state = "start pending"
 					}
 					gs = append(gs, grant.Grant{ID: r.ID, Door: r.Door, Source: r.Source, Open: r.Open,
 						Ports: knock.FormatSequence(r.Open), StopCmd: r.StopCmd, Start: r.Start, Deadline: r.Deadline, State: state})
@@ -190,19 +193,34 @@ func printGrants(w io.Writer, gs []grant.Grant, now time.Time) {
 		if left < 0 {
 			left = 0
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, g.Door, g.Source, opens, left, g.State)
+		state := g.State
+		if g.LastError != "" {
+			state += fmt.Sprintf(" (%d tries, last: %s)", g.Attempts, g.LastError)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, g.Door, g.Source, opens, left, state)
 	}
 	tw.Flush()
 }
 
 func revokeCmd(stdout io.Writer) *cobra.Command {
 	var socket string
+	var forget bool
 	c := &cobra.Command{
-		Use:   "revoke ID|ADDRESS",
+		Use:   "revoke [--forget] ID|ADDRESS",
 		Short: "Revoke a grant now",
-		Long:  "Revoke now the grant with this ID, or every grant held by this source address: the stop command runs and native access is removed.",
-		Args:  cobra.ExactArgs(1),
+		Long: "Revoke now the grant with this ID, or every grant held by this source address: the stop command runs and native access is removed. " +
+			"A grant whose stop keeps failing (state \"stop failing\" in sesame grants) is retried at once.\n\n" +
+			"With --forget ID, end a grant whose stop keeps failing without running it again, after closing by hand what it opened: " +
+			"the journal records it as forgotten.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if forget {
+				if err := control.NewClient(socket).Forget(cmd.Context(), args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintln(stdout, "forgotten", args[0])
+				return nil
+			}
 			ids, err := control.NewClient(socket).Revoke(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -214,5 +232,6 @@ func revokeCmd(stdout io.Writer) *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&socket, "socket", control.DefaultSocket, "the daemon's control socket")
+	c.Flags().BoolVar(&forget, "forget", false, "end the grant ID whose stop keeps failing, without running it again")
 	return c
 }

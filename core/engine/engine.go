@@ -16,6 +16,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/sesame-knock/sesame/core/config"
+	"github.com/sesame-knock/sesame/core/eventlog"
 	"github.com/sesame-knock/sesame/core/grant"
 	"github.com/sesame-knock/sesame/core/knock"
 	"github.com/sesame-knock/sesame/core/match"
@@ -53,7 +54,18 @@ type Options struct {
 	// SkipIPv6 ignores IPv6 knocks (sesamed -4), IPv4-mapped sources
 	// included: they came in IPv6 packets.
 	SkipIPv6 bool
+	// OpenLogEvery is how often OPEN SESAME lines held back are summarised
+	// (default 10 s); see OpenLogBurst.
+	OpenLogEvery time.Duration
 }
+
+// An open that makes a new grant (or runs a start command) is always
+// logged. Other opens (a holder's repeat knock, a door that opens
+// nothing) log OpenLogBurst lines per door and one per second after
+// that; the rest are counted into one line per door per OpenLogEvery.
+// Opens the rate limit refused are not logged one by one: the grant
+// manager summarises them.
+const OpenLogBurst = 20
 
 // Stats are the engine's counters.
 type Stats struct {
@@ -89,6 +101,8 @@ type Engine struct {
 	// are never limited. suppressed counts what was left out.
 	stageLog   *rate.Limiter
 	suppressed uint64
+	// openLog limits OPEN SESAME lines of opens that grant nothing new.
+	openLog *eventlog.Limiter
 }
 
 // New returns an Engine for cfg. It opens the doors' one-time files.
@@ -101,6 +115,11 @@ func New(cfg *config.Config, opts Options) (*Engine, error) {
 	}
 	e := &Engine{opts: opts, log: opts.Logger, in: make(chan knock.Packet, opts.Queue), ctl: make(chan func()), trace: opts.Logger.IsTrace(),
 		stageLog: rate.NewLimiter(StageLogRate, StageLogBurst)}
+	e.openLog = eventlog.NewLimiter(eventlog.LimiterOptions{Rate: 1, Burst: OpenLogBurst, Every: opts.OpenLogEvery,
+		Report: func(door string, n uint64, every time.Duration) {
+			e.log.Info(fmt.Sprintf("%s: %d more OPEN SESAME in the last %v (repeat knocks by holders, or a door that opens nothing; not logged one by one)", door, n, every),
+				"event", "open", "door", door, "suppressed", n)
+		}})
 	ot, err := openOneTime(cfg, nil, e.log)
 	if err != nil {
 		return nil, err
@@ -338,6 +357,7 @@ func (e *Engine) Close() {
 	for _, f := range e.oneTime {
 		f.Close()
 	}
+	e.openLog.Close()
 }
 
 // Run owns the matcher until ctx ends; it may be called again after it
@@ -444,8 +464,11 @@ func (e *Engine) handle(evs []match.Event, now time.Time) {
 			e.log.Info(fmt.Sprintf("%s: %s: Stage %d", src, d.Name, ev.Stage), "event", "stage", "door", d.Name, "source", src, "stage", ev.Stage)
 		case match.Open:
 			e.opens.Add(1)
-			e.log.Info(fmt.Sprintf("%s: %s: OPEN SESAME", src, d.Name), "event", "open", "door", d.Name, "source", src)
-			e.opts.Grants.Open(d, ev.Src, now)
+			switch out := e.opts.Grants.Open(d, ev.Src, now); {
+			case out == grant.Granted || out == grant.RanStart,
+				out != grant.RateLimited && e.openLog.Allow(d.Name, now):
+				e.log.Info(fmt.Sprintf("%s: %s: OPEN SESAME", src, d.Name), "event", "open", "door", d.Name, "source", src, "outcome", out.String())
+			}
 			e.useOneTime(ev.Door)
 		case match.Timeout:
 			if !e.stageLog.AllowN(now, 1) {

@@ -24,15 +24,25 @@ type opened struct {
 }
 
 type fakeGrants struct {
-	mu  sync.Mutex
-	got []opened
+	mu      sync.Mutex
+	got     []opened
+	outcome grant.Outcome // what Open returns; the zero value means Granted
 }
 
 func (f *fakeGrants) Open(d *config.Door, src netip.Addr, now time.Time) grant.Outcome {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.got = append(f.got, opened{d.Name, src})
-	return grant.Granted
+	if f.outcome == grant.Ignored {
+		return grant.Granted
+	}
+	return f.outcome
+}
+
+func (f *fakeGrants) set(o grant.Outcome) {
+	f.mu.Lock()
+	f.outcome = o
+	f.mu.Unlock()
 }
 
 func (f *fakeGrants) opens() []opened {
@@ -51,7 +61,7 @@ type filterCall struct {
 	targets []netip.Addr
 }
 
-func start(t *testing.T, conf string) (*Engine, *fakeGrants, *syncbuf.Buffer, chan filterCall) {
+func start(t *testing.T, conf string, tweak ...func(*Options)) (*Engine, *fakeGrants, *syncbuf.Buffer, chan filterCall) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "sesame.conf")
 	os.WriteFile(path, []byte(conf), 0o600)
@@ -62,15 +72,24 @@ func start(t *testing.T, conf string) (*Engine, *fakeGrants, *syncbuf.Buffer, ch
 	g := &fakeGrants{}
 	var buf syncbuf.Buffer
 	filters := make(chan filterCall, 16)
-	e, err := New(cfg, Options{Grants: g, Logger: hclog.New(&hclog.LoggerOptions{Output: &buf, Level: hclog.Debug}),
-		OnFilter: func(p []knock.Port, tg []netip.Addr) { filters <- filterCall{knock.FormatSequence(p), tg} }})
+	opts := Options{Grants: g, Logger: hclog.New(&hclog.LoggerOptions{Output: &buf, Level: hclog.Debug}),
+		OnFilter: func(p []knock.Port, tg []netip.Addr) {
+			select {
+			case filters <- filterCall{knock.FormatSequence(p), tg}:
+			default:
+			}
+		}}
+	for _, f := range tweak {
+		f(&opts)
+	}
+	e, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { e.Run(ctx, nil, 0); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() { cancel(); <-done; e.Close() })
 	if err := e.SetLocal(ctx, []netip.Addr{local}); err != nil {
 		t.Fatal(err)
 	}
@@ -200,5 +219,38 @@ func TestStageLinesAreLimitedButOpensAreNot(t *testing.T) {
 	}
 	if n := strings.Count(buf.String(), ": ssh: Stage 1"); n > StageLogBurst+50 || n < StageLogBurst {
 		t.Errorf("%d stage lines logged for 3000 first knocks; want about the burst of %d", n, StageLogBurst)
+	}
+}
+
+// A replayed knock floods opens that grant nothing new: they are
+// counted, not logged one by one; new grants are always logged.
+func TestOpenLinesOfRepeatKnocksAreSummarised(t *testing.T) {
+	e, g, buf, _ := start(t, "[ping]\nsequence=7000\ntcpflags=syn\nstart_command=true\nstop_command=true\n",
+		func(o *Options) { o.OpenLogEvery = 200 * time.Millisecond })
+	g.set(grant.Extended)
+	const n = 3000
+	for i := 0; i < n; i++ {
+		knockAt(e, 7000)
+		if i%1000 == 999 {
+			waitFor(t, "opens", func() bool { return len(g.opens()) == i+1 })
+		}
+	}
+	g.set(grant.RateLimited)
+	for i := 0; i < n; i++ {
+		e.Submit(knock.Packet{Src: netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), Dst: local, Port: 7000, Proto: knock.TCP, Flags: knock.SYN})
+		if i%1000 == 999 {
+			waitFor(t, "opens", func() bool { return len(g.opens()) == n+i+1 })
+		}
+	}
+	g.set(grant.Granted)
+	fresh := netip.MustParseAddr("192.0.2.99")
+	e.Submit(knock.Packet{Src: fresh, Dst: local, Port: 7000, Proto: knock.TCP, Flags: knock.SYN})
+	waitFor(t, "summary", func() bool { return strings.Contains(buf.String(), "more OPEN SESAME in the last 200ms") })
+	logs := buf.String()
+	if c := strings.Count(logs, "OPEN SESAME: event=open"); c > OpenLogBurst+5 {
+		t.Errorf("%d OPEN SESAME lines for %d opens that granted nothing new", c, 2*n)
+	}
+	if !strings.Contains(logs, "192.0.2.99: ping: OPEN SESAME") {
+		t.Error("a new grant's open was not logged")
 	}
 }

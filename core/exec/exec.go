@@ -13,7 +13,6 @@ import (
 	"net/netip"
 	"os"
 	osexec "os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -99,21 +98,28 @@ func (r *Runner) Allow(door string, now time.Time) bool {
 // waits for a free slot first (ctx ends the wait). extraEnv is added to
 // the command's environment.
 func (r *Runner) Run(ctx context.Context, door, cmd string, extraEnv ...string) Result {
-	return r.run(ctx, door, cmd, []string{r.opts.Shell, "-c", cmd}, extraEnv)
+	return r.run(ctx, door, cmd, "", []string{r.opts.Shell, "-c", cmd}, extraEnv)
 }
 
-// RunMarked is Run for a command that must not run twice: a wrapper
-// shell writes its pid to marker+".pid" before cmd starts and, once cmd
-// has finished, cmd's exit status to marker. The wrapper is in the
-// command's process group, not the daemon, so the mark is written even if
-// the daemon is killed while cmd runs; a daemon restarted after a crash
-// reads the mark (see Marked) instead of running cmd again.
+// RunMarked is Run for a command whose fate must be known after a crash
+// (see Mark): before the command starts, RunMarked removes what an
+// earlier run left at marker and creates marker+".pid" (the launch
+// record), locked (flock) by an open file the command's wrapper shell
+// inherits at the fork; the wrapper writes its pid there and, once cmd
+// has finished, cmd's exit status to marker, and holds the lock until it
+// exits. The wrapper is in the command's process group, not the daemon's,
+// so the mark is written even if the daemon is killed while cmd runs,
+// and the lock says "still running" from the fork on, before the wrapper
+// has run a line. cmd itself does not inherit the lock. The launch record
+// is made once a slot is free, right before the fork: a command that
+// never got a slot leaves none. When it cannot be created, cmd is not run
+// and Result.Err wraps ErrNoMarker.
 func (r *Runner) RunMarked(ctx context.Context, door, cmd, marker string, extraEnv ...string) Result {
-	const wrapper = `echo $$ > "$2.pid"; "$0" -c "$1"; rc=$?; echo "$rc" > "$2"; rm -f "$2.pid"; exit "$rc"`
-	return r.run(ctx, door, cmd, []string{r.opts.Shell, "-c", wrapper, r.opts.Shell, cmd, marker}, extraEnv)
+	const wrapper = `echo $$ > "$2.pid"; "$0" -c "$1" 3>&-; rc=$?; echo "$rc" > "$2"; rm -f "$2.pid"; exit "$rc"`
+	return r.run(ctx, door, cmd, marker, []string{r.opts.Shell, "-c", wrapper, r.opts.Shell, cmd, marker}, extraEnv)
 }
 
-func (r *Runner) run(ctx context.Context, door, cmd string, argv, extraEnv []string) Result {
+func (r *Runner) run(ctx context.Context, door, cmd, marker string, argv, extraEnv []string) Result {
 	res := Result{Cmd: cmd, ExitCode: -1}
 	select {
 	case r.sem <- struct{}{}:
@@ -122,6 +128,15 @@ func (r *Runner) run(ctx context.Context, door, cmd string, argv, extraEnv []str
 		return res
 	}
 	defer func() { <-r.sem }()
+	var lock *os.File
+	if marker != "" {
+		var err error
+		if lock, err = launchRecord(marker); err != nil {
+			r.log.Error(fmt.Sprintf("%s: command not run: %v", door, err), "door", door, "command", cmd)
+			res.Err = fmt.Errorf("door %q: %w", door, err)
+			return res
+		}
+	}
 
 	r.log.Info(door+": running command: "+cmd, "door", door, "command", cmd)
 	start := time.Now()
@@ -133,7 +148,18 @@ func (r *Runner) run(ctx context.Context, door, cmd string, argv, extraEnv []str
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out := &limitedBuffer{max: 4096}
 	c.Stdout, c.Stderr = out, out
-	if err := c.Start(); err != nil {
+	if lock != nil {
+		c.ExtraFiles = []*os.File{lock} // fd 3 in the wrapper: it holds the lock
+	}
+	err := c.Start()
+	if lock != nil {
+		// The wrapper holds the lock now (or nothing was started).
+		lock.Close()
+		if err != nil {
+			RemoveMark(marker)
+		}
+	}
+	if err != nil {
 		res.Err = fmt.Errorf("door %q: start command: %w", door, err)
 		r.log.Error("error: command fork failed!", "door", door, "error", err)
 		return res
@@ -142,7 +168,6 @@ func (r *Runner) run(ctx context.Context, door, cmd string, argv, extraEnv []str
 	go func() { done <- c.Wait() }()
 	timer := time.NewTimer(r.opts.Timeout)
 	defer timer.Stop()
-	var err error
 	select {
 	case err = <-done:
 	case <-timer.C:
@@ -194,33 +219,4 @@ func (l *limitedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return string(l.b)
-}
-
-// Marked reports what RunMarked left at marker: done is true when the
-// command finished (status is its exit status). When it is still running
-// under a wrapper that outlived a killed daemon, Marked waits for it, up
-// to wait.
-func Marked(marker string, wait time.Duration) (done bool, status int) {
-	deadline := time.Now().Add(wait)
-	for {
-		if b, err := os.ReadFile(marker); err == nil {
-			n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-			return true, n
-		}
-		b, err := os.ReadFile(marker + ".pid")
-		if err != nil {
-			return false, 0
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil || pid <= 0 || syscall.Kill(pid, 0) != nil || time.Now().After(deadline) {
-			// No wrapper left to finish the mark: the command did not
-			// complete (or was killed with its group).
-			if b, err := os.ReadFile(marker); err == nil {
-				n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-				return true, n
-			}
-			return false, 0
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -4,21 +4,29 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/sesame-knock/sesame/core/exec"
 	"github.com/sesame-knock/sesame/core/firewall"
 	"github.com/sesame-knock/sesame/core/journal"
+	"github.com/sesame-knock/sesame/internal/syncbuf"
 )
+
+// The tests run in synctest bubbles: the manager uses the real clock
+// (time.Now, time.AfterFunc), which is fake inside a bubble, so time
+// passes only when every goroutine waits, and a trace shows exact times.
 
 // trace is a shared, ordered log of what the fakes were asked to do, so
 // tests can assert ordering across journal, commands and firewall.
 type trace struct {
 	mu    sync.Mutex
+	t0    time.Time
 	lines []string
 }
 
@@ -27,6 +35,8 @@ func (t *trace) add(format string, args ...any) {
 	t.lines = append(t.lines, fmt.Sprintf(format, args...))
 	t.mu.Unlock()
 }
+
+func (t *trace) rel(at time.Time) string { return "+" + at.Sub(t.t0).String() }
 
 func (t *trace) all() []string {
 	t.mu.Lock()
@@ -45,180 +55,275 @@ func (t *trace) count(prefix string) int {
 }
 
 type fakeJournal struct {
-	tr      *trace
-	clock   *fakeClock
-	failAll bool
+	tr *trace
+	mu sync.Mutex
+	// failAll fails every write; failRevoked fails that many Revoked
+	// writes.
+	failAll     bool
+	failRevoked int
+	// block, when not nil, holds every Extend until it is closed.
+	block              chan struct{}
+	inFlight, maxPeak  int
+	extends            int
+	lastExtendDeadline time.Time
+}
+
+func (j *fakeJournal) fail() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.failAll
 }
 
 func (j *fakeJournal) Grant(r journal.Record) error {
-	if j.failAll {
+	if j.fail() {
 		return fmt.Errorf("journal: append grant %s: no space left on device", r.ID)
 	}
-	j.tr.add("journal grant %s %s stop=%q open=%v deadline=%s", r.Door, r.Source, r.StopCmd, r.Open, j.clock.rel(r.Deadline))
+	j.tr.add("journal grant %s %s stop=%q open=%v deadline=%s pending=%v", r.Door, r.Source, r.StopCmd, r.Open, j.tr.rel(r.Deadline), r.StartPending)
 	return nil
 }
+
 func (j *fakeJournal) Extend(id string, dl time.Time) error {
-	j.tr.add("journal extend %s", j.clock.rel(dl))
+	j.mu.Lock()
+	j.inFlight++
+	j.maxPeak = max(j.maxPeak, j.inFlight)
+	block := j.block
+	j.mu.Unlock()
+	if block != nil {
+		<-block
+	}
+	j.mu.Lock()
+	j.inFlight--
+	j.extends++
+	j.lastExtendDeadline = dl
+	fail := j.failAll
+	j.mu.Unlock()
+	if fail {
+		return fmt.Errorf("journal: append extend %s: no space left on device", id)
+	}
+	j.tr.add("journal extend %s", j.tr.rel(dl))
 	return nil
 }
-func (j *fakeJournal) Revoking(id string) error { j.tr.add("journal revoking"); return nil }
+
+func (j *fakeJournal) Started(id string, at, dl time.Time) error {
+	if j.fail() {
+		return fmt.Errorf("journal: append started %s: no space left on device", id)
+	}
+	j.tr.add("journal started at %s deadline %s", j.tr.rel(at), j.tr.rel(dl))
+	return nil
+}
+
+func (j *fakeJournal) Revoking(id string) error {
+	if j.fail() {
+		return fmt.Errorf("journal: append revoking %s: no space left on device", id)
+	}
+	j.tr.add("journal revoking")
+	return nil
+}
+
 func (j *fakeJournal) Revoked(id string, at time.Time) error {
-	j.tr.add("journal revoked at %s", j.clock.rel(at))
+	j.mu.Lock()
+	fail := j.failAll || j.failRevoked > 0
+	if j.failRevoked > 0 {
+		j.failRevoked--
+	}
+	j.mu.Unlock()
+	if fail {
+		return fmt.Errorf("journal: append revoked %s: no space left on device", id)
+	}
+	j.tr.add("journal revoked at %s", j.tr.rel(at))
+	return nil
+}
+
+func (j *fakeJournal) Forgotten(id string, at time.Time) error {
+	if j.fail() {
+		return fmt.Errorf("journal: append revoked %s: no space left on device", id)
+	}
+	j.tr.add("journal forgotten at %s", j.tr.rel(at))
 	return nil
 }
 
 type fakeFirewall struct {
-	tr    *trace
-	clock *fakeClock
+	tr       *trace
+	mu       sync.Mutex
+	failures int // Revoke fails this many times
 }
 
 func (f *fakeFirewall) Name() string { return "fake" }
 func (f *fakeFirewall) Grant(ctx context.Context, g firewall.Grant, now time.Time) error {
-	f.tr.add("fw grant %s %v until %s", g.Src, g.Ports, f.clock.rel(g.Deadline))
+	f.tr.add("fw grant %s %v until %s", g.Src, g.Ports, f.tr.rel(g.Deadline))
 	return nil
 }
 func (f *fakeFirewall) Revoke(ctx context.Context, g firewall.Grant) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failures > 0 {
+		f.failures--
+		f.tr.add("fw revoke %s failed", g.Src)
+		return fmt.Errorf("netlink: operation not permitted")
+	}
 	f.tr.add("fw revoke %s", g.Src)
 	return nil
 }
 
-// fakeCommands records commands; a command's "duration" advances the
-// fake clock, and results can be scripted per command text.
+// fakeCommands records commands; a command takes duration of (bubble)
+// time, and results can be scripted per command text. Marked commands
+// leave the files exec's wrapper leaves, dated with bubble time.
 type fakeCommands struct {
 	tr       *trace
-	clock    *fakeClock
 	duration time.Duration
-	deny     bool
 	mu       sync.Mutex
+	deny     bool
 	fails    map[string]int // command -> remaining failures
 }
 
-func (c *fakeCommands) Allow(door string, now time.Time) bool { return !c.deny }
+func (c *fakeCommands) Allow(door string, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.deny
+}
 func (c *fakeCommands) Run(ctx context.Context, door, cmd string, env ...string) exec.Result {
 	return c.run(door, cmd, "")
 }
 func (c *fakeCommands) RunMarked(ctx context.Context, door, cmd, marker string, env ...string) exec.Result {
+	if err := os.WriteFile(marker+".pid", nil, 0o600); err != nil {
+		return exec.Result{Cmd: cmd, ExitCode: -1, Err: fmt.Errorf("%w: %v", exec.ErrNoMarker, err)}
+	}
+	os.Remove(marker)
 	return c.run(door, cmd, marker)
 }
 func (c *fakeCommands) run(door, cmd, marker string) exec.Result {
 	c.tr.add("run %s: %s", door, cmd)
-	c.clock.Advance(c.duration)
+	time.Sleep(c.duration)
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	rc := 0
 	if c.fails[cmd] > 0 {
 		c.fails[cmd]--
-		return exec.Result{Cmd: cmd, ExitCode: 1}
+		rc = 1
 	}
-	if marker != "" {
-		os.WriteFile(marker, []byte("0\n"), 0o600)
-	}
-	return exec.Result{Cmd: cmd, ExitCode: 0}
-}
-
-// fakeClock fires AfterFunc callbacks when Advance passes their time.
-type fakeClock struct {
-	mu     sync.Mutex
-	t0     time.Time
-	now    time.Time
-	timers []*fakeTimer
-}
-
-type fakeTimer struct {
-	c       *fakeClock
-	at      time.Time
-	f       func()
-	stopped bool
-}
-
-func newClock() *fakeClock {
-	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	return &fakeClock{t0: t0, now: t0}
-}
-
-func (c *fakeClock) rel(t time.Time) string { return "+" + t.Sub(c.t0).String() }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) AfterFunc(d time.Duration, f func()) Timer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{c: c, at: c.now.Add(d), f: f}
-	c.timers = append(c.timers, t)
-	return t
-}
-
-func (t *fakeTimer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := !t.stopped
-	t.stopped = true
-	return was
-}
-
-// Advance moves time forward, running due callbacks in time order.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	end := c.now.Add(d)
 	c.mu.Unlock()
-	for {
-		c.mu.Lock()
-		sort.SliceStable(c.timers, func(i, j int) bool { return c.timers[i].at.Before(c.timers[j].at) })
-		var due *fakeTimer
-		for i, t := range c.timers {
-			if !t.stopped && !t.at.After(end) {
-				due = t
-				c.timers = append(c.timers[:i], c.timers[i+1:]...)
-				break
-			}
-		}
-		if due == nil {
-			c.now = end
-			c.mu.Unlock()
-			return
-		}
-		if due.at.After(c.now) {
-			c.now = due.at
-		}
-		due.stopped = true
-		c.mu.Unlock()
-		due.f()
+	if marker != "" {
+		writeMark(marker, rc, time.Now())
+		os.Remove(marker + ".pid")
 	}
+	return exec.Result{Cmd: cmd, ExitCode: rc}
 }
+
+func writeMark(marker string, rc int, at time.Time) {
+	os.WriteFile(marker, []byte(fmt.Sprintf("%d\n", rc)), 0o600)
+	os.Chtimes(marker, at, at)
+}
+
+// fakeMarks reads real marker files, except for wrappers a test says
+// are still running (left by a "killed" daemon): running[marker] is when
+// that command finishes.
+type fakeMarks struct {
+	tr      *trace
+	mu      sync.Mutex
+	running map[string]time.Time
+}
+
+func (f *fakeMarks) ReadMark(marker string) exec.Mark {
+	f.mu.Lock()
+	end, ok := f.running[marker]
+	f.mu.Unlock()
+	if ok && time.Now().Before(end) {
+		return exec.Mark{State: exec.Running, Pid: 4242}
+	}
+	return exec.ReadMark(marker)
+}
+
+func (f *fakeMarks) WaitMark(ctx context.Context, marker string, until time.Time) exec.Mark {
+	f.mu.Lock()
+	end, ok := f.running[marker]
+	f.mu.Unlock()
+	if !ok {
+		return exec.ReadMark(marker)
+	}
+	wake := end
+	if until.Before(end) {
+		wake = until
+	}
+	select {
+	case <-ctx.Done():
+		return exec.Mark{State: exec.Running, Pid: 4242}
+	case <-time.After(time.Until(wake)):
+	}
+	f.mu.Lock()
+	delete(f.running, marker)
+	f.mu.Unlock()
+	if until.Before(end) {
+		f.tr.add("killed orphan at %s", f.tr.rel(time.Now()))
+		os.Remove(marker + ".pid")
+		return exec.Mark{State: exec.Lost, Killed: true}
+	}
+	f.tr.add("orphan finished at %s", f.tr.rel(time.Now()))
+	writeMark(marker, 0, time.Now())
+	os.Remove(marker + ".pid")
+	return exec.ReadMark(marker)
+}
+
+func (f *fakeMarks) RemoveMark(marker string) { exec.RemoveMark(marker) }
 
 type rig struct {
 	t     *testing.T
 	tr    *trace
-	clock *fakeClock
 	j     *fakeJournal
 	fw    *fakeFirewall
 	cmds  *fakeCommands
+	marks *fakeMarks
+	log   *syncbuf.Buffer
+	dir   string
+	opts  Options
 	m     *Manager
 }
 
-func newRig(t *testing.T) *rig {
-	tr := &trace{}
-	clock := newClock()
-	r := &rig{t: t, tr: tr, clock: clock,
-		j:    &fakeJournal{tr: tr, clock: clock},
-		fw:   &fakeFirewall{tr: tr, clock: clock},
-		cmds: &fakeCommands{tr: tr, clock: clock, fails: map[string]int{}},
+// bubble runs f in a synctest bubble with a fresh rig, and closes the
+// rig's manager at the end.
+func bubble(t *testing.T, f func(t *testing.T, r *rig), tweak ...func(*Options)) {
+	t.Helper()
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, tweak...)
+		f(t, r)
+		r.m.Close(context.Background())
+		synctest.Wait()
+	})
+}
+
+func newRig(t *testing.T, tweak ...func(*Options)) *rig {
+	tr := &trace{t0: time.Now()}
+	r := &rig{t: t, tr: tr,
+		j:     &fakeJournal{tr: tr},
+		fw:    &fakeFirewall{tr: tr},
+		cmds:  &fakeCommands{tr: tr, fails: map[string]int{}},
+		marks: &fakeMarks{tr: tr, running: map[string]time.Time{}},
+		log:   &syncbuf.Buffer{},
+		dir:   t.TempDir(),
 	}
-	r.m = New(Options{Journal: r.j, Firewall: r.fw, Commands: r.cmds, Clock: clock,
-		MarkerDir: t.TempDir(), RetryBase: time.Millisecond, RetryMax: 2 * time.Millisecond, Retries: 3})
-	t.Cleanup(func() { r.m.Close(context.Background()) })
+	r.opts = Options{Journal: r.j, Firewall: r.fw, Commands: r.cmds, Marks: r.marks,
+		MarkerDir: r.dir, RetryBase: time.Second, RetryMax: 8 * time.Second,
+		Logger: hclog.New(&hclog.LoggerOptions{Output: r.log, Level: hclog.Debug})}
+	for _, f := range tweak {
+		f(&r.opts)
+	}
+	r.m = New(r.opts)
 	return r
 }
 
-// settle waits for the manager's goroutines (begin, revoke) to finish.
-func (r *rig) settle() { r.m.wg.Wait() }
+// restart is a new manager on the same fakes and marker directory, as
+// after a crash of the first (which is closed without revoking).
+func (r *rig) restart() {
+	r.m.Close(context.Background())
+	synctest.Wait()
+	r.m = New(r.opts)
+}
+
+// settle waits until every goroutine of the manager is blocked (on a
+// timer, a retry back-off or the fakes).
+func (r *rig) settle() { synctest.Wait() }
 
 func (r *rig) advance(d time.Duration) {
-	r.clock.Advance(d)
-	r.settle()
+	time.Sleep(d)
+	synctest.Wait()
 }
 
 func (r *rig) expect(want ...string) {
@@ -227,4 +332,13 @@ func (r *rig) expect(want ...string) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		r.t.Fatalf("trace:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 	}
+}
+
+func (r *rig) state(id string) string {
+	for _, g := range r.m.List() {
+		if g.ID == id {
+			return g.State
+		}
+	}
+	return "gone"
 }

@@ -3,7 +3,7 @@
 // applied, applied (native firewall access and/or the door's start
 // command), extended by a repeat knock instead of applied twice, and
 // revoked at its deadline (stop command and/or native revoke), durably
-// recorded, retried when a stop fails, and resumed after a restart.
+// recorded, retried until the stop succeeds, and resumed after a restart.
 // It decides when commands run; package exec runs them and package
 // firewall applies native rules.
 package grant
@@ -13,8 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -23,6 +21,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/sesame-knock/sesame/core/config"
+	"github.com/sesame-knock/sesame/core/eventlog"
 	"github.com/sesame-knock/sesame/core/exec"
 	"github.com/sesame-knock/sesame/core/firewall"
 	"github.com/sesame-knock/sesame/core/journal"
@@ -33,8 +32,10 @@ import (
 type Journal interface {
 	Grant(r journal.Record) error
 	Extend(id string, deadline time.Time) error
+	Started(id string, at, deadline time.Time) error
 	Revoking(id string) error
 	Revoked(id string, at time.Time) error
+	Forgotten(id string, at time.Time) error
 }
 
 // Firewall applies native grants (package firewall's backends).
@@ -51,7 +52,17 @@ type Commands interface {
 	RunMarked(ctx context.Context, door, cmd, marker string, env ...string) exec.Result
 }
 
-// Clock is time as the manager sees it; tests replace it.
+// Marks reads what Commands.RunMarked left behind (package exec's
+// marker protocol).
+type Marks interface {
+	ReadMark(marker string) exec.Mark
+	WaitMark(ctx context.Context, marker string, until time.Time) exec.Mark
+	RemoveMark(marker string)
+}
+
+// Clock is time as the manager sees it; tests replace it. Now must carry
+// a monotonic reading (time.Now's does): deadlines are enforced on it, so
+// a step of the wall clock does not move them.
 type Clock interface {
 	Now() time.Time
 	AfterFunc(d time.Duration, f func()) Timer
@@ -65,39 +76,63 @@ type realClock struct{}
 func (realClock) Now() time.Time                            { return time.Now() }
 func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 
+// MaxRetryDelay caps the delay between two attempts of a failing stop
+// command, native revoke or journal write.
+const MaxRetryDelay = 30 * time.Second
+
 // Options configure a Manager. Commands is required; Journal and
 // Firewall may be nil (no durability; no native grants).
 type Options struct {
 	Journal  Journal
 	Firewall Firewall
 	Commands Commands
-	// MarkerDir receives a file per running stop command holding its exit
-	// status, so a stop that finished while the daemon was dead is not run
-	// again. Empty disables markers (a resumed, interrupted stop reruns).
+	// Marks reads command markers; nil means package exec's.
+	Marks Marks
+	// MarkerDir receives the markers of start and stop commands (see
+	// exec.RunMarked), so that after a crash a start that is still
+	// running is waited for, a finished one dates its grant's deadline,
+	// and a stop that finished is not run again. Empty disables markers:
+	// a resumed grant whose start had not been journaled as finished is
+	// then given its full timeout from the restart, and an interrupted
+	// stop reruns.
 	MarkerDir string
-	// MarkerWait bounds how long Resume waits for a stop command that a
-	// killed daemon left running (default 2 min, exec's kill timeout).
-	MarkerWait time.Duration
-	Logger     hclog.Logger
-	Clock      Clock
-	// RetryBase is the first delay before a failed stop is retried; it
-	// doubles up to RetryMax per attempt, for at most Retries attempts.
+	// CommandLimit is how long a command may run (exec's Timeout; default
+	// 2 min). A start command that outlived a killed daemon is waited
+	// for until its grant's start plus CommandLimit, then killed.
+	CommandLimit time.Duration
+	Logger       hclog.Logger
+	Clock        Clock
+	// RetryBase is the first delay before a failed stop, native revoke or
+	// journal write is retried; it doubles per attempt up to RetryMax
+	// (default and at most MaxRetryDelay). Retries never stop: a
+	// revocation is recorded only when the stop succeeded (or an admin
+	// forgot the grant).
 	RetryBase time.Duration
 	RetryMax  time.Duration
-	Retries   int
+	// ExtendEvery is the least time between two journal writes (and
+	// native firewall updates) for one grant's extensions (default 1 s;
+	// a quarter of the grant's timeout when that is longer, at most half
+	// of it); the extensions in between are coalesced, the latest
+	// deadline wins.
+	ExtendEvery time.Duration
+	// LogEvery is how often held-back extension and refusal lines are
+	// summarised (default 10 s).
+	LogEvery time.Duration
 }
 
 // State is where a grant is in its life.
 type State int
 
 const (
-	Starting State = iota // journaled; being applied
-	Active                // applied; revoked at its deadline
-	Revoking              // being revoked
+	Starting    State = iota // journaled; being applied (or a resumed start being waited for)
+	Active                   // applied; revoked at its deadline
+	Revoking                 // its stop command or native revoke is running
+	StopFailing              // its stop or native revoke failed; retried until it succeeds
+	Unrecorded               // revoked, but the journal could not record it yet; retried
 )
 
 func (s State) String() string {
-	return [...]string{"starting", "active", "revoking"}[s]
+	return [...]string{"starting", "active", "revoking", "stop failing", "revoked, not journaled"}[s]
 }
 
 // Grant is a read-only view of a grant, for `sesame grants`.
@@ -111,6 +146,10 @@ type Grant struct {
 	Start    time.Time    `json:"start"`
 	Deadline time.Time    `json:"deadline"`
 	State    string       `json:"state"`
+	// Attempts and LastError describe a failing stop (StopFailing) or
+	// journal write (Unrecorded).
+	Attempts  int    `json:"attempts,omitempty"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 type key struct {
@@ -118,32 +157,70 @@ type key struct {
 	src  netip.Addr
 }
 
-// entry is one grant. Fields other than rec.Deadline, state, timer,
-// extendTo and revokeNow are fixed once the entry is published.
+// entry is one grant. rec's fields other than Deadline and StartPending,
+// and the fields not marked otherwise, are fixed once the entry is
+// published.
 type entry struct {
-	rec      journal.Record
-	timeout  time.Duration
+	rec      journal.Record // rec.Deadline, rec.StartPending: guarded by Manager.mu
 	startCmd string
-	state    State     // guarded by Manager.mu
-	timer    Timer     // guarded by Manager.mu
-	extendTo time.Time // guarded by Manager.mu: a knock while Starting
+	// startKnown: startCmd is the start command the grant ran (false for
+	// resumed grants: the journal does not keep start commands).
+	startKnown bool
+	// after, when not nil, is closed when the grant this one replaces has
+	// settled (a re-knock after a reload changed the door's commands).
+	after <-chan struct{}
 	// interrupted: resumed from a journal whose Revoking had no Revoked.
 	interrupted bool
-	// revokeNow asks begin to revoke as soon as the grant is applied
-	// (an admin revoked it while it was starting). Guarded by Manager.mu.
-	revokeNow bool
 
-	persistMu sync.Mutex // serialises journal writes of this grant's deadline
-	persisted time.Time  // guarded by persistMu
+	// Guarded by Manager.mu.
+	timeout   time.Duration // the door's grant timeout; bounds every deadline
+	state     State
+	timer     Timer
+	gen       uint64    // bumped by every (re)schedule; a timer acts only for its own
+	extendTo  time.Time // a knock while Starting
+	revokeNow bool      // revoke as soon as it is applied (admin, or a reload's re-knock)
+	revokeWhy string
+	noStop    bool // the start command never ran: nothing for the stop to undo
+	// Extension writes: persisting while a writer owns them; persisted is
+	// the deadline the journal holds; lastWrite when the writer last wrote.
+	persisting bool
+	persisted  time.Time
+	lastWrite  time.Time
+	// A failing revocation.
+	attempts  int
+	lastErr   string
+	forget    bool          // an admin asked to forget it (sesame revoke --forget)
+	poke      chan struct{} // cuts a retry wait short (buffered, 1)
+	settled   chan struct{} // closed when the revocation finished or first failed
+	isSettled bool
+	done      chan struct{} // closed when the grant left the manager
+}
+
+func newEntry(r journal.Record, timeout time.Duration) *entry {
+	return &entry{rec: r, timeout: timeout, poke: make(chan struct{}, 1),
+		settled: make(chan struct{}), done: make(chan struct{})}
 }
 
 // Manager holds the live grants. Open is called by the engine goroutine
 // and returns without blocking on I/O; journal writes, commands and
 // firewall calls run on goroutines the Manager tracks and Close waits for.
+//
+// Memory is bounded under any flood of knocks: a grant costs one entry
+// (well under 1 KiB with its record) and, only while its deadline is
+// being written, one goroutine; repeat knocks add nothing (their
+// extensions are coalesced: at most one journal write and one firewall
+// update in flight per grant, at most one per second or quarter of its
+// timeout, the latest deadline wins). New grants per door are rate limited (Commands.Allow
+// for doors with commands, NativeRate/NativeBurst for native-only doors),
+// so a door holds at most burst + rate × its timeout grants; log lines a
+// flood multiplies are summarised by an eventlog.Limiter with a bounded
+// key set.
 type Manager struct {
 	opts   Options
 	log    hclog.Logger
 	clock  Clock
+	marks  Marks
+	lines  *eventlog.Limiter
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -153,15 +230,15 @@ type Manager struct {
 	// (it would remove it as stale). Never taken while holding mu.
 	fwMu sync.Mutex
 
-	mu     sync.Mutex // guards byKey, byID, closed, and the fields of entries marked so
+	mu     sync.Mutex // guards byKey, byID, closed, native, and the fields of entries marked so
 	byKey  map[key]*entry
 	byID   map[string]*entry
 	closed bool
-	// limited counts, per door, opens refused by the rate limit since
-	// the last warning about them.
-	limited map[string]limitNote
 	// native limits opens of doors that only grant natively, per door.
 	native map[string]*rate.Limiter
+	// unrecorded are the grants whose revocation the journal has not
+	// taken yet; a journal write that succeeds retries them at once.
+	unrecorded map[*entry]bool
 }
 
 // Native-only doors may open NativeRate grants per second, in bursts of
@@ -180,11 +257,6 @@ func (m *Manager) nativeLimit(door string) *rate.Limiter {
 	return l
 }
 
-type limitNote struct {
-	n    int
-	last time.Time
-}
-
 // New returns a Manager.
 func New(opts Options) *Manager {
 	if opts.Logger == nil {
@@ -193,23 +265,36 @@ func New(opts Options) *Manager {
 	if opts.Clock == nil {
 		opts.Clock = realClock{}
 	}
+	if opts.Marks == nil {
+		opts.Marks = exec.Marks{}
+	}
 	if opts.RetryBase <= 0 {
 		opts.RetryBase = time.Second
 	}
-	if opts.RetryMax <= 0 {
-		opts.RetryMax = time.Minute
+	if opts.RetryMax <= 0 || opts.RetryMax > MaxRetryDelay {
+		opts.RetryMax = MaxRetryDelay
 	}
-	if opts.Retries <= 0 {
-		opts.Retries = 6
+	if opts.CommandLimit <= 0 {
+		opts.CommandLimit = 2 * time.Minute
 	}
-	if opts.MarkerWait <= 0 {
-		opts.MarkerWait = 2 * time.Minute
+	if opts.ExtendEvery <= 0 {
+		opts.ExtendEvery = time.Second
+	}
+	if opts.LogEvery <= 0 {
+		opts.LogEvery = 10 * time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{
-		opts: opts, log: opts.Logger, clock: opts.Clock, ctx: ctx, cancel: cancel,
-		byKey: make(map[key]*entry), byID: make(map[string]*entry), limited: make(map[string]limitNote), native: make(map[string]*rate.Limiter),
+	m := &Manager{
+		opts: opts, log: opts.Logger, clock: opts.Clock, marks: opts.Marks, ctx: ctx, cancel: cancel,
+		byKey: make(map[key]*entry), byID: make(map[string]*entry), native: make(map[string]*rate.Limiter),
+		unrecorded: make(map[*entry]bool),
 	}
+	m.lines = eventlog.NewLimiter(eventlog.LimiterOptions{Rate: 1, Burst: 10, Every: opts.LogEvery,
+		Report: m.reportHeld,
+		AfterFunc: func(d time.Duration, f func()) interface{ Stop() bool } {
+			return opts.Clock.AfterFunc(d, f)
+		}})
+	return m
 }
 
 // Outcome says what Open did.
@@ -224,19 +309,41 @@ const (
 	Closed                     // the manager is shutting down
 )
 
+func (o Outcome) String() string {
+	return [...]string{"ignored", "granted", "extended", "ran start", "rate limited", "closed"}[o]
+}
+
 // Open gives src what door d opens, at now: a new grant, or an extension
 // of the one src already holds for d. It never blocks on I/O.
+//
+// When a reload changed what d runs or opens (its start or stop command,
+// or its ports) since src's grant was made, the knock gets the new door:
+// the old grant ends at once as its own door said (its stop command and
+// native revoke run now), and the new grant is applied once that stop
+// has finished (or first failed). A reload that changes only the
+// timeout keeps the grant; the new timeout applies from this extension.
 func (m *Manager) Open(d *config.Door, src netip.Addr, now time.Time) Outcome {
 	src = src.Unmap()
 	timeout := d.GrantTimeout()
 	start, stop := d.Commands(src.Is6())
 	native := len(d.Open) > 0 && m.opts.Firewall != nil
-	if len(d.Open) > 0 && m.opts.Firewall == nil {
+	if len(d.Open) > 0 && m.opts.Firewall == nil && m.lines.Allow("nofw\x00"+d.Name, now) {
 		m.log.Error("door opens ports but no firewall backend is available", "door", d.Name)
 	}
 	// knockd: no start command means nothing runs, not even the stop.
 	if start == "" {
 		stop = ""
+	}
+	var startCmd, stopCmd string
+	var ports []knock.Port
+	if start != "" {
+		startCmd = exec.Expand(start, src)
+	}
+	if stop != "" {
+		stopCmd = exec.Expand(stop, src)
+	}
+	if native {
+		ports = d.Open
 	}
 
 	m.mu.Lock()
@@ -245,53 +352,50 @@ func (m *Manager) Open(d *config.Door, src netip.Addr, now time.Time) Outcome {
 		return Closed
 	}
 	k := key{d.Name, src}
-	if e := m.byKey[k]; e != nil {
-		return m.extendLocked(e, now)
+	old := m.byKey[k]
+	if old != nil && old.sameBehaviour(startCmd, stopCmd, ports) {
+		return m.extendLocked(old, now, timeout)
 	}
-	if start == "" && !native {
+	if startCmd == "" && !native {
+		if old != nil {
+			m.replaceLocked(old)
+		}
 		return Ignored
 	}
 	// Commands are limited hard (each is a fork); a native grant is a
 	// journal record and a set element, so its limit only bounds what a
 	// flood of spoofed opens can pile up.
 	allowed := false
-	if start != "" {
+	if startCmd != "" {
 		allowed = m.opts.Commands.Allow(d.Name, now)
 	} else {
 		allowed = m.nativeLimit(d.Name).AllowN(now, 1)
 	}
 	if !allowed {
-		// One line per door per second: a door that fires on every
-		// packet of a flood must not flood the log instead.
-		l := m.limited[d.Name]
-		l.n++
-		if now.Sub(l.last) >= time.Second {
-			m.log.Warn(fmt.Sprintf("%s: %s: grant refused: rate limit reached, %d opens refused in the last second", src, d.Name, l.n),
-				"event", "refused", "door", d.Name, "source", src.String(), "refused", l.n)
-			l.n, l.last = 0, now
+		if m.lines.Allow("refused\x00"+d.Name, now) {
+			m.log.Warn(fmt.Sprintf("%s: %s: grant refused: rate limit reached", src, d.Name),
+				"event", "refused", "door", d.Name, "source", src.String())
 		}
-		m.limited[d.Name] = l
 		return RateLimited
 	}
-	if stop == "" && !native {
+	var after <-chan struct{}
+	if old != nil {
+		after = m.replaceLocked(old)
+	}
+	if stopCmd == "" && !native {
 		// Nothing to undo, so nothing to track: knockd's behaviour.
-		cmd := exec.Expand(start, src)
-		m.goTracked(func() { m.opts.Commands.Run(m.ctx, d.Name, cmd) })
+		m.goTracked(func() {
+			if m.wait(after) {
+				m.opts.Commands.Run(m.ctx, d.Name, startCmd)
+			}
+		})
 		return RanStart
 	}
-	e := &entry{
-		rec: journal.Record{
-			ID: journal.NewID(), Door: d.Name, Source: src,
-			Start: now, Deadline: now.Add(timeout),
-		},
-		timeout: timeout,
-	}
-	if stop != "" {
-		e.rec.StopCmd = exec.Expand(stop, src)
-	}
-	if start != "" {
-		e.startCmd = exec.Expand(start, src)
-	}
+	e := newEntry(journal.Record{
+		ID: journal.NewID(), Door: d.Name, Source: src, StopCmd: stopCmd,
+		Start: now, Deadline: now.Add(timeout), Timeout: timeout, StartPending: startCmd != "",
+	}, timeout)
+	e.startCmd, e.startKnown, e.after = startCmd, true, after
 	if native {
 		e.rec.Open = append([]knock.Port(nil), d.Open...)
 		e.rec.Backend = m.opts.Firewall.Name()
@@ -302,6 +406,45 @@ func (m *Manager) Open(d *config.Door, src netip.Addr, now time.Time) Outcome {
 	return Granted
 }
 
+// sameBehaviour reports whether a grant made now by its door would run
+// and open what e does.
+func (e *entry) sameBehaviour(startCmd, stopCmd string, ports []knock.Port) bool {
+	if e.rec.StopCmd != stopCmd || (e.startKnown && e.startCmd != startCmd) || len(e.rec.Open) != len(ports) {
+		return false
+	}
+	for i := range ports {
+		if e.rec.Open[i] != ports[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// replaceLocked ends old, whose door changed under it, and returns what
+// its successor waits for.
+func (m *Manager) replaceLocked(old *entry) <-chan struct{} {
+	m.log.Info(fmt.Sprintf("%s: %s: the door's commands changed since grant %s; ending it with the old stop command before granting again",
+		old.rec.Source, old.rec.Door, old.rec.ID), m.fields(old, "revoke")...)
+	if m.byKey[key{old.rec.Door, old.rec.Source}] == old {
+		delete(m.byKey, key{old.rec.Door, old.rec.Source})
+	}
+	m.startRevokeLocked(old, "reload")
+	return old.settled
+}
+
+// wait waits for ch (nil: no wait); false when the manager closed first.
+func (m *Manager) wait(ch <-chan struct{}) bool {
+	if ch == nil {
+		return true
+	}
+	select {
+	case <-ch:
+		return true
+	case <-m.ctx.Done():
+		return false
+	}
+}
+
 func (m *Manager) goTracked(f func()) {
 	m.wg.Add(1)
 	go func() {
@@ -310,366 +453,133 @@ func (m *Manager) goTracked(f func()) {
 	}()
 }
 
+// sleep waits d on the manager's clock; a poke cuts it short. It returns
+// false when the manager closed first.
+func (m *Manager) sleep(d time.Duration, poke <-chan struct{}) bool {
+	ch := make(chan struct{})
+	t := m.clock.AfterFunc(d, func() { close(ch) })
+	select {
+	case <-ch:
+		return true
+	case <-poke:
+		t.Stop()
+		return true
+	case <-m.ctx.Done():
+		t.Stop()
+		return false
+	}
+}
+
+// fieldsNow is fields for a grant that may be Active, whose deadline an
+// extension can move meanwhile; it takes mu.
+func (m *Manager) fieldsNow(e *entry, event string) []any {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.fields(e, event)
+}
+
+// fields are the structured fields of a log line about e. Call it with mu
+// held, or for a grant whose deadline no longer moves (starting or being
+// revoked).
 func (m *Manager) fields(e *entry, event string) []any {
 	return []any{"event", event, "door", e.rec.Door, "source", e.rec.Source.String(),
 		"grant_id", e.rec.ID, "deadline", e.rec.Deadline.UTC().Format(time.RFC3339Nano)}
 }
 
-// extendLocked moves e's deadline to now plus its timeout.
-func (m *Manager) extendLocked(e *entry, now time.Time) Outcome {
-	dl := now.Add(e.timeout)
-	switch e.state {
-	case Starting:
-		if dl.After(e.extendTo) {
-			e.extendTo = dl
-		}
-		return Extended
-	case Active:
-		if !dl.After(e.rec.Deadline) {
-			return Extended
-		}
-		e.rec.Deadline = dl
-		m.scheduleLocked(e)
-		m.log.Info(fmt.Sprintf("%s: %s: grant extended until %s", e.rec.Source, e.rec.Door, dl.Format(time.RFC3339)), m.fields(e, "extend")...)
-		m.goTracked(func() {
-			m.persistDeadline(e)
-			m.applyNative(e)
-		})
-		return Extended
-	}
-	return Ignored
-}
-
-// begin journals and applies a new grant.
-func (m *Manager) begin(e *entry) {
-	if j := m.opts.Journal; j != nil {
-		if err := j.Grant(e.rec); err != nil {
-			// Without a durable record a crash could leak this grant:
-			// refuse it, keep serving the ones already journaled.
-			m.log.Error(fmt.Sprintf("%s: %s: grant refused: %v", e.rec.Source, e.rec.Door, err), m.fields(e, "refused")...)
-			m.mu.Lock()
-			m.forgetLocked(e)
-			m.mu.Unlock()
-			return
-		}
-		e.persistMu.Lock()
-		e.persisted = e.rec.Deadline
-		e.persistMu.Unlock()
-	}
-	m.log.Info(fmt.Sprintf("%s: %s: access granted", e.rec.Source, e.rec.Door), append(m.fields(e, "grant"), "ports", knock.FormatSequence(e.rec.Open), "stop_command", e.rec.StopCmd)...)
-	m.applyNative(e)
-	deadline := e.rec.Deadline
-	if e.startCmd != "" {
-		m.opts.Commands.Run(m.ctx, e.rec.Door, e.startCmd)
-		// knockd's cmd_timeout runs from the end of the start command.
-		deadline = m.clock.Now().Add(e.timeout)
-	}
-	m.mu.Lock()
-	if e.extendTo.After(deadline) {
-		deadline = e.extendTo
-	}
-	if deadline.After(e.rec.Deadline) {
-		e.rec.Deadline = deadline
-	}
-	e.state = Active
-	revokeNow := e.revokeNow
-	if !revokeNow {
-		m.scheduleLocked(e)
-	}
-	m.mu.Unlock()
-	if revokeNow {
-		m.startRevoke(e, "admin")
-		return
-	}
-	m.persistDeadline(e)
-	m.applyNative(e)
-}
-
-// applyNative (re)applies e's native grant with its current deadline; a
-// repeat is an extension in the backend.
-func (m *Manager) applyNative(e *entry) {
-	if len(e.rec.Open) == 0 || m.opts.Firewall == nil {
-		return
-	}
-	m.fwMu.Lock()
-	defer m.fwMu.Unlock()
-	m.mu.Lock()
-	g := nativeGrant(e)
-	state := e.state
-	m.mu.Unlock()
-	if state == Revoking {
-		return // a revoke overtook this (re)apply
-	}
-	if err := m.opts.Firewall.Grant(m.ctx, g, m.clock.Now()); err != nil {
-		// The reconcile loop puts back what is missing.
-		m.log.Error(fmt.Sprintf("%s: %s: native grant: %v", e.rec.Source, e.rec.Door, err), m.fields(e, "grant")...)
+// reportHeld summarises log lines the limiter held back.
+func (m *Manager) reportHeld(k string, n uint64, every time.Duration) {
+	kind, door, _ := cut(k)
+	switch kind {
+	case "extend":
+		m.log.Info(fmt.Sprintf("%s: %d more grant extensions in the last %v (not logged one by one)", door, n, every),
+			"event", "extend", "door", door, "suppressed", n)
+	case "refused":
+		m.log.Warn(fmt.Sprintf("%s: grant refused: rate limit reached, %d more opens refused in the last %v (not logged one by one)", door, n, every),
+			"event", "refused", "door", door, "refused", n)
+	default:
+		m.log.Warn(fmt.Sprintf("%d grant log lines held back in the last %v", n, every), "suppressed", n)
 	}
 }
 
-func nativeGrant(e *entry) firewall.Grant {
-	return firewall.Grant{ID: e.rec.ID, Door: e.rec.Door, Src: e.rec.Source, Ports: e.rec.Open, Deadline: e.rec.Deadline}
-}
-
-// persistDeadline journals e's current deadline if it moved. Writes for
-// one grant are serialised and always write the latest value, so a slow
-// fsync cannot leave an older deadline last in the journal.
-func (m *Manager) persistDeadline(e *entry) {
-	j := m.opts.Journal
-	if j == nil {
-		return
-	}
-	e.persistMu.Lock()
-	defer e.persistMu.Unlock()
-	m.mu.Lock()
-	dl := e.rec.Deadline
-	m.mu.Unlock()
-	if dl.Equal(e.persisted) {
-		return
-	}
-	if err := j.Extend(e.rec.ID, dl); err != nil {
-		// The journal keeps the earlier deadline: after a crash the grant
-		// would close early, never late.
-		m.log.Error(fmt.Sprintf("%s: %s: journal extend: %v", e.rec.Source, e.rec.Door, err), m.fields(e, "extend")...)
-		return
-	}
-	e.persisted = dl
-}
-
-// scheduleLocked (re)arms e's revoke timer at its deadline.
-func (m *Manager) scheduleLocked(e *entry) {
-	if e.timer != nil {
-		e.timer.Stop()
-	}
-	d := e.rec.Deadline.Sub(m.clock.Now())
-	if d < 0 {
-		d = 0
-	}
-	e.timer = m.clock.AfterFunc(d, func() { m.expire(e) })
-}
-
-func (m *Manager) expire(e *entry) {
-	m.mu.Lock()
-	if e.state != Active || m.closed {
-		m.mu.Unlock()
-		return
-	}
-	if now := m.clock.Now(); now.Before(e.rec.Deadline) {
-		// Extended after this timer fired: wait for the new deadline.
-		m.scheduleLocked(e)
-		m.mu.Unlock()
-		return
-	}
-	m.mu.Unlock()
-	m.startRevoke(e, "expire")
-}
-
-// startRevoke takes e out of the live set and revokes it on a tracked
-// goroutine.
-func (m *Manager) startRevoke(e *entry, why string) {
-	m.mu.Lock()
-	if e.state == Revoking {
-		m.mu.Unlock()
-		return
-	}
-	e.state = Revoking
-	if e.timer != nil {
-		e.timer.Stop()
-	}
-	if m.byKey[key{e.rec.Door, e.rec.Source}] == e {
-		delete(m.byKey, key{e.rec.Door, e.rec.Source})
-	}
-	m.mu.Unlock()
-	if why == "expire" {
-		msg := fmt.Sprintf("%s: %s: command timeout", e.rec.Source, e.rec.Door)
-		if e.rec.StopCmd == "" {
-			msg = fmt.Sprintf("%s: %s: grant expired", e.rec.Source, e.rec.Door)
-		}
-		m.log.Info(msg, m.fields(e, "expire")...)
-	}
-	m.goTracked(func() { m.revoke(e, why) })
-}
-
-func (m *Manager) marker(id string) string {
-	if m.opts.MarkerDir == "" {
-		return ""
-	}
-	return filepath.Join(m.opts.MarkerDir, id+".stopped")
-}
-
-// revoke runs the stop command and the native revoke, with retries, and
-// records the revocation.
-func (m *Manager) revoke(e *entry, why string) {
-	ok := true
-	stop := e.rec.StopCmd
-	if stop != "" && e.interrupted {
-		if mk := m.marker(e.rec.ID); mk != "" {
-			if done, rc := exec.Marked(mk, m.opts.MarkerWait); done {
-				// It ran to completion while no daemon watched.
-				m.log.Info(fmt.Sprintf("%s: %s: stop command had finished before the restart (status %d)", e.rec.Source, e.rec.Door, rc), m.fields(e, "replay")...)
-				stop = ""
-			}
+func cut(k string) (kind, door string, ok bool) {
+	for i := 0; i < len(k); i++ {
+		if k[i] == 0 {
+			return k[:i], k[i+1:], true
 		}
 	}
-	if stop != "" {
-		if j := m.opts.Journal; j != nil {
-			if err := j.Revoking(e.rec.ID); err != nil {
-				m.log.Error(fmt.Sprintf("%s: %s: journal: %v", e.rec.Source, e.rec.Door, err), m.fields(e, "revoke")...)
-			}
-		}
-		ok = m.retry(e, "stop command", func() error {
-			var res exec.Result
-			if mk := m.marker(e.rec.ID); mk != "" {
-				res = m.opts.Commands.RunMarked(m.ctx, e.rec.Door, stop, mk)
-			} else {
-				res = m.opts.Commands.Run(m.ctx, e.rec.Door, stop)
-			}
-			if res.Err != nil {
-				return res.Err
-			}
-			if res.ExitCode != 0 {
-				return fmt.Errorf("exit status %d", res.ExitCode)
-			}
-			return nil
-		})
-	}
-	if len(e.rec.Open) > 0 && m.opts.Firewall != nil {
-		ok = m.retry(e, "native revoke", func() error {
-			m.fwMu.Lock()
-			defer m.fwMu.Unlock()
-			return m.opts.Firewall.Revoke(m.ctx, nativeGrant(e))
-		}) && ok
-	}
-	m.finish(e, why, ok)
-}
-
-// retry calls f until it succeeds, the attempts run out, or the manager
-// closes (the journal then still holds the grant for the next start).
-func (m *Manager) retry(e *entry, what string, f func() error) bool {
-	delay := m.opts.RetryBase
-	for attempt := 1; ; attempt++ {
-		err := f()
-		if err == nil {
-			return true
-		}
-		if attempt >= m.opts.Retries || m.ctx.Err() != nil {
-			m.log.Error(fmt.Sprintf("%s: %s: %s failed %d times, giving up: %v", e.rec.Source, e.rec.Door, what, attempt, err), m.fields(e, "revoke")...)
-			return false
-		}
-		m.log.Warn(fmt.Sprintf("%s: %s: %s failed (%v), retrying in %v", e.rec.Source, e.rec.Door, what, err, delay), m.fields(e, "revoke")...)
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-m.ctx.Done():
-			t.Stop()
-			return false
-		}
-		delay = min(2*delay, m.opts.RetryMax)
-	}
-}
-
-func (m *Manager) finish(e *entry, why string, ok bool) {
-	if m.ctx.Err() != nil && !ok {
-		// Shutting down mid-revoke: leave the grant journaled.
-		return
-	}
-	if j := m.opts.Journal; j != nil {
-		if err := j.Revoked(e.rec.ID, m.clock.Now()); err != nil {
-			// The marker stays, so a restart records this without rerunning the stop.
-			m.log.Error(fmt.Sprintf("%s: %s: journal: %v", e.rec.Source, e.rec.Door, err), m.fields(e, "revoke")...)
-		} else if mk := m.marker(e.rec.ID); mk != "" {
-			os.Remove(mk)
-			os.Remove(mk + ".pid")
-		}
-	}
-	m.mu.Lock()
-	m.forgetLocked(e)
-	m.mu.Unlock()
-	status := "done"
-	if !ok {
-		status = "failed"
-	}
-	m.log.Info(fmt.Sprintf("%s: %s: access revoked", e.rec.Source, e.rec.Door), append(m.fields(e, "revoke"), "reason", why, "status", status)...)
-}
-
-func (m *Manager) forgetLocked(e *entry) {
-	if m.byKey[key{e.rec.Door, e.rec.Source}] == e {
-		delete(m.byKey, key{e.rec.Door, e.rec.Source})
-	}
-	delete(m.byID, e.rec.ID)
-}
-
-// Resume takes over grants a previous run journaled and did not revoke:
-// overdue ones are revoked now, the others at their original deadline. A
-// stop that was interrupted is run again unless its marker shows it
-// finished. Call it before capture starts.
-func (m *Manager) Resume(recs []journal.Record, doors []*config.Door) {
-	now := m.clock.Now()
-	timeouts := make(map[string]time.Duration)
-	for _, d := range doors {
-		if _, ok := timeouts[d.Name]; !ok {
-			timeouts[d.Name] = d.GrantTimeout()
-		}
-	}
-	for _, r := range recs {
-		e := &entry{rec: r, persisted: r.Deadline, state: Active}
-		e.timeout = timeouts[r.Door]
-		if e.timeout == 0 {
-			e.timeout = r.Deadline.Sub(r.Start)
-		}
-		m.log.Info(fmt.Sprintf("%s: %s: resuming grant %s", r.Source, r.Door, r.ID), m.fields(e, "replay")...)
-		// A stop interrupted by the crash: revoke now; revoke first checks
-		// whether the stop in fact finished (or is still finishing).
-		e.interrupted = r.RevokeStarted
-		m.mu.Lock()
-		m.byID[r.ID] = e
-		if old := m.byKey[key{r.Door, r.Source}]; old == nil || old.rec.Deadline.Before(r.Deadline) {
-			m.byKey[key{r.Door, r.Source}] = e
-		}
-		if !r.Deadline.After(now) || r.RevokeStarted {
-			m.mu.Unlock()
-			m.startRevoke(e, "replay")
-			continue
-		}
-		m.scheduleLocked(e)
-		m.mu.Unlock()
-		m.goTracked(func() { m.applyNative(e) })
-	}
+	return k, "", false
 }
 
 // Revoke revokes now every grant whose ID is target or whose source is
-// the address target, and returns their IDs.
+// the address target, and returns their IDs. A grant whose stop is
+// failing is retried at once.
 func (m *Manager) Revoke(target string) ([]string, error) {
 	addr, aerr := netip.ParseAddr(target)
 	m.mu.Lock()
-	var hits []*entry
+	var ids []string
 	for _, e := range m.byID {
-		if e.rec.ID == target || (aerr == nil && e.rec.Source == addr.Unmap()) {
-			if e.state != Revoking {
-				hits = append(hits, e)
-			}
+		if e.rec.ID != target && (aerr != nil || e.rec.Source != addr.Unmap()) {
+			continue
 		}
-	}
-	var now []*entry
-	for _, e := range hits {
-		if e.state == Starting {
-			e.revokeNow = true
-		} else {
-			now = append(now, e)
+		switch e.state {
+		case Starting, Active:
+			m.startRevokeLocked(e, "admin")
+		case StopFailing, Unrecorded:
+			poke(e)
+		default:
+			continue
 		}
-	}
-	m.mu.Unlock()
-	for _, e := range now {
-		m.startRevoke(e, "admin")
-	}
-	ids := make([]string, 0, len(hits))
-	for _, e := range hits {
 		ids = append(ids, e.rec.ID)
 	}
+	m.mu.Unlock()
 	sort.Strings(ids)
 	if len(ids) == 0 {
 		return nil, fmt.Errorf("no active grant matches %q", target)
 	}
 	return ids, nil
+}
+
+func poke(e *entry) {
+	select {
+	case e.poke <- struct{}{}:
+	default:
+	}
+}
+
+// ErrNotFailing is returned by Forget for a grant whose stop is not
+// failing: such a grant ends the usual way (Revoke).
+var ErrNotFailing = errors.New("its stop is not failing")
+
+// Forget ends the grant id whose stop command (or native revoke) keeps
+// failing, without running it again: an admin closed by hand what it
+// opened. The journal records it as forgotten. When a stop attempt is
+// running, Forget waits for it (until ctx ends): if it succeeds the grant
+// is revoked the usual way. Outcomes: nil once the grant is gone; an
+// error wrapping ErrNotFailing, or saying there is no such grant, or that
+// the running attempt outlasted ctx (the grant is then forgotten when it
+// ends).
+func (m *Manager) Forget(ctx context.Context, id string) error {
+	m.mu.Lock()
+	e := m.byID[id]
+	if e == nil {
+		m.mu.Unlock()
+		return fmt.Errorf("no grant %q", id)
+	}
+	if e.state != StopFailing {
+		st := e.state
+		m.mu.Unlock()
+		return fmt.Errorf("grant %s is %s: %w (sesame revoke %s ends it)", id, st, ErrNotFailing, id)
+	}
+	e.forget = true
+	poke(e)
+	done := e.done
+	m.mu.Unlock()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("grant %s: a stop attempt is still running; the grant is forgotten when it ends", id)
+	}
 }
 
 // List returns the live grants, soonest deadline first.
@@ -681,6 +591,7 @@ func (m *Manager) List() []Grant {
 			ID: e.rec.ID, Door: e.rec.Door, Source: e.rec.Source, Open: e.rec.Open,
 			Ports: knock.FormatSequence(e.rec.Open), StopCmd: e.rec.StopCmd,
 			Start: e.rec.Start, Deadline: e.rec.Deadline, State: e.state.String(),
+			Attempts: e.attempts, LastError: e.lastErr,
 		})
 	}
 	m.mu.Unlock()
@@ -703,7 +614,7 @@ func (m *Manager) Native() []firewall.Grant {
 	defer m.mu.Unlock()
 	var out []firewall.Grant
 	for _, e := range m.byID {
-		if len(e.rec.Open) > 0 && e.state != Revoking {
+		if len(e.rec.Open) > 0 && (e.state == Starting || e.state == Active) {
 			out = append(out, nativeGrant(e))
 		}
 	}
@@ -734,6 +645,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		m.wg.Wait()
 		close(done)
 	}()
+	defer m.lines.Close()
 	select {
 	case <-done:
 		return nil

@@ -1,15 +1,11 @@
 package grant
 
 import (
-	"context"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/sesame-knock/sesame/core/config"
-	"github.com/sesame-knock/sesame/core/journal"
 	"github.com/sesame-knock/sesame/core/knock"
 )
 
@@ -25,62 +21,62 @@ func cmdDoor() *config.Door {
 }
 
 func TestCommandGrantLifecycle(t *testing.T) {
-	r := newRig(t)
-	r.cmds.duration = 2 * time.Second // a slow start command
-	if got := r.m.Open(cmdDoor(), src4, r.clock.Now()); got != Granted {
-		t.Fatalf("Open = %v", got)
-	}
-	r.settle()
-	// Journaled before the start command; cmd_timeout counts from the
-	// end of the start command (+2s), so the deadline moves to +12s.
-	r.expect(
-		`journal grant ssh 192.0.2.7 stop="close 192.0.2.7" open=[] deadline=+10s`,
-		"run ssh: open 192.0.2.7",
-		"journal extend +12s",
-	)
-	r.advance(9*time.Second + 999*time.Millisecond) // now +11.999s
-	if n := r.tr.count("run ssh: close"); n != 0 {
-		t.Fatal("stop ran early")
-	}
-	r.advance(time.Millisecond)
-	r.expect(
-		`journal grant ssh 192.0.2.7 stop="close 192.0.2.7" open=[] deadline=+10s`,
-		"run ssh: open 192.0.2.7",
-		"journal extend +12s",
-		"journal revoking",
-		"run ssh: close 192.0.2.7",
-		"journal revoked at +14s",
-	)
-	if len(r.m.List()) != 0 {
-		t.Errorf("grants left: %+v", r.m.List())
-	}
+	bubble(t, func(t *testing.T, r *rig) {
+		r.cmds.duration = 2 * time.Second // a slow start command
+		if got := r.m.Open(cmdDoor(), src4, time.Now()); got != Granted {
+			t.Fatalf("Open = %v", got)
+		}
+		r.advance(2 * time.Second)
+		// Journaled before the start command; cmd_timeout counts from the
+		// end of the start command (+2s), journaled as the new deadline.
+		r.expect(
+			`journal grant ssh 192.0.2.7 stop="close 192.0.2.7" open=[] deadline=+10s pending=true`,
+			"run ssh: open 192.0.2.7",
+			"journal started at +2s deadline +12s",
+		)
+		r.advance(9*time.Second + 999*time.Millisecond) // now +11.999s
+		if n := r.tr.count("run ssh: close"); n != 0 {
+			t.Fatal("stop ran early")
+		}
+		r.advance(time.Millisecond + 2*time.Second)
+		r.expect(
+			`journal grant ssh 192.0.2.7 stop="close 192.0.2.7" open=[] deadline=+10s pending=true`,
+			"run ssh: open 192.0.2.7",
+			"journal started at +2s deadline +12s",
+			"journal revoking",
+			"run ssh: close 192.0.2.7",
+			"journal revoked at +14s",
+		)
+		if len(r.m.List()) != 0 {
+			t.Errorf("grants left: %+v", r.m.List())
+		}
+	})
 }
 
 func TestRepeatKnockExtendsInsteadOfRerunning(t *testing.T) {
-	r := newRig(t)
-	r.m.Open(cmdDoor(), src4, r.clock.Now())
-	r.settle()
-	r.advance(5 * time.Second)
-	if got := r.m.Open(cmdDoor(), src4, r.clock.Now()); got != Extended {
-		t.Fatalf("second Open = %v", got)
-	}
-	r.settle()
-	r.advance(6 * time.Second) // +11s: the original deadline (+10s) passed
-	if r.tr.count("run ssh: close") != 0 {
-		t.Fatal("stop ran at the original deadline after an extension")
-	}
-	r.advance(4 * time.Second) // +15s
-	if r.tr.count("run ssh: open") != 1 || r.tr.count("run ssh: close") != 1 || r.tr.count("journal extend +15s") != 1 {
-		t.Fatalf("trace %q", r.tr.all())
-	}
-	// A knock after revocation is a new grant.
-	if got := r.m.Open(cmdDoor(), src4, r.clock.Now()); got != Granted {
-		t.Fatalf("Open after revoke = %v", got)
-	}
-	r.settle()
-	if r.tr.count("run ssh: open") != 2 {
-		t.Errorf("start not run for a new grant")
-	}
+	bubble(t, func(t *testing.T, r *rig) {
+		r.m.Open(cmdDoor(), src4, time.Now())
+		r.advance(5 * time.Second)
+		if got := r.m.Open(cmdDoor(), src4, time.Now()); got != Extended {
+			t.Fatalf("second Open = %v", got)
+		}
+		r.advance(6 * time.Second) // +11s: the original deadline (+10s) passed
+		if r.tr.count("run ssh: close") != 0 {
+			t.Fatal("stop ran at the original deadline after an extension")
+		}
+		r.advance(4 * time.Second) // +15s
+		if r.tr.count("run ssh: open") != 1 || r.tr.count("run ssh: close") != 1 || r.tr.count("journal extend +15s") != 1 {
+			t.Fatalf("trace %q", r.tr.all())
+		}
+		// A knock after revocation is a new grant.
+		if got := r.m.Open(cmdDoor(), src4, time.Now()); got != Granted {
+			t.Fatalf("Open after revoke = %v", got)
+		}
+		r.settle()
+		if r.tr.count("run ssh: open") != 2 {
+			t.Errorf("start not run for a new grant")
+		}
+	})
 }
 
 func TestDoorsWithoutRevokeAreNotTracked(t *testing.T) {
@@ -96,199 +92,163 @@ func TestDoorsWithoutRevokeAreNotTracked(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := newRig(t)
-			for i := 0; i < 2; i++ {
-				if got := r.m.Open(tt.door, src4, r.clock.Now()); got != tt.want {
-					t.Fatalf("Open = %v, want %v", got, tt.want)
+			bubble(t, func(t *testing.T, r *rig) {
+				for i := 0; i < 2; i++ {
+					if got := r.m.Open(tt.door, src4, time.Now()); got != tt.want {
+						t.Fatalf("Open = %v, want %v", got, tt.want)
+					}
+					r.settle()
 				}
-				r.settle()
-			}
-			if n := r.tr.count("run "); n != 2*tt.runs {
-				t.Errorf("runs %d, want %d: %q", n, 2*tt.runs, r.tr.all())
-			}
-			if r.tr.count("journal") != 0 || len(r.m.List()) != 0 {
-				t.Errorf("tracked: %q", r.tr.all())
-			}
+				if n := r.tr.count("run "); n != 2*tt.runs {
+					t.Errorf("runs %d, want %d: %q", n, 2*tt.runs, r.tr.all())
+				}
+				if r.tr.count("journal") != 0 || len(r.m.List()) != 0 {
+					t.Errorf("tracked: %q", r.tr.all())
+				}
+			})
 		})
 	}
 }
 
 func TestIPv6UsesTheSixCommands(t *testing.T) {
-	r := newRig(t)
-	d := cmdDoor()
-	d.Start6 = config.Command{Text: "open6 %IP%", Set: true}
-	r.m.Open(d, src6, r.clock.Now())
-	r.settle()
-	r.advance(10 * time.Second)
-	// Start falls back independently: start_6 set, stop_6 not.
-	if r.tr.count("run ssh: open6 2001:db8::7") != 1 || r.tr.count("run ssh: close 2001:db8::7") != 1 {
-		t.Errorf("trace %q", r.tr.all())
-	}
+	bubble(t, func(t *testing.T, r *rig) {
+		d := cmdDoor()
+		d.Start6 = config.Command{Text: "open6 %IP%", Set: true}
+		r.m.Open(d, src6, time.Now())
+		r.advance(10 * time.Second)
+		// Start falls back independently: start_6 set, stop_6 not.
+		if r.tr.count("run ssh: open6 2001:db8::7") != 1 || r.tr.count("run ssh: close 2001:db8::7") != 1 {
+			t.Errorf("trace %q", r.tr.all())
+		}
+	})
+}
+
+func nativeDoor() *config.Door {
+	return &config.Door{Name: "web", CmdTimeout: 10 * time.Second, OpenTimeout: 30 * time.Second,
+		Open: []knock.Port{{Num: 22, Proto: knock.TCP}}}
 }
 
 func TestNativeGrant(t *testing.T) {
-	r := newRig(t)
-	d := &config.Door{Name: "web", CmdTimeout: 10 * time.Second, OpenTimeout: 30 * time.Second,
-		Open: []knock.Port{{Num: 22, Proto: knock.TCP}}}
-	r.m.Open(d, src4, r.clock.Now())
-	r.settle()
-	if ng := r.m.Native(); len(ng) != 1 || ng[0].Src != src4 {
-		t.Fatalf("Native() = %+v", ng)
-	}
-	r.advance(30 * time.Second)
-	r.expect(
-		`journal grant web 192.0.2.7 stop="" open=[22:tcp] deadline=+30s`,
-		"fw grant 192.0.2.7 [22:tcp] until +30s",
-		"fw grant 192.0.2.7 [22:tcp] until +30s",
-		"fw revoke 192.0.2.7",
-		"journal revoked at +30s",
-	)
+	bubble(t, func(t *testing.T, r *rig) {
+		r.m.Open(nativeDoor(), src4, time.Now())
+		r.settle()
+		if ng := r.m.Native(); len(ng) != 1 || ng[0].Src != src4 {
+			t.Fatalf("Native() = %+v", ng)
+		}
+		r.advance(30 * time.Second)
+		r.expect(
+			`journal grant web 192.0.2.7 stop="" open=[22:tcp] deadline=+30s pending=false`,
+			"fw grant 192.0.2.7 [22:tcp] until +30s",
+			"fw revoke 192.0.2.7",
+			"journal revoked at +30s",
+		)
+	})
 }
 
 func TestJournalFailureRefusesTheGrant(t *testing.T) {
-	r := newRig(t)
-	r.j.failAll = true
-	r.m.Open(cmdDoor(), src4, r.clock.Now())
-	r.settle()
-	if r.tr.count("run") != 0 || len(r.m.List()) != 0 {
-		t.Errorf("grant applied without a journal record: %q", r.tr.all())
-	}
+	bubble(t, func(t *testing.T, r *rig) {
+		r.j.failAll = true
+		r.m.Open(cmdDoor(), src4, time.Now())
+		r.settle()
+		if r.tr.count("run") != 0 || len(r.m.List()) != 0 {
+			t.Errorf("grant applied without a journal record: %q", r.tr.all())
+		}
+	})
 }
 
-func TestFailingStopIsRetriedThenGivenUpLoudly(t *testing.T) {
-	r := newRig(t)
-	r.cmds.fails["close 192.0.2.7"] = 2
-	r.m.Open(cmdDoor(), src4, r.clock.Now())
-	r.settle()
-	r.advance(10 * time.Second)
-	if n := r.tr.count("run ssh: close"); n != 3 {
-		t.Fatalf("stop ran %d times, want 3 (2 failures then success)", n)
-	}
-	if r.tr.count("journal revoked") != 1 {
-		t.Fatal("not recorded as revoked")
-	}
-
-	r2 := newRig(t)
-	r2.cmds.fails["close 192.0.2.7"] = 100
-	r2.m.Open(cmdDoor(), src4, r2.clock.Now())
-	r2.settle()
-	r2.advance(10 * time.Second)
-	if n := r2.tr.count("run ssh: close"); n != 3 {
-		t.Fatalf("stop ran %d times, want Retries=3", n)
-	}
+// A start whose marker cannot be written is not run: a crash could
+// orphan it with nothing to say it ran.
+func TestStartWithoutMarkerRoomIsNotRun(t *testing.T) {
+	bubble(t, func(t *testing.T, r *rig) {
+		r.m.Open(cmdDoor(), src4, time.Now())
+		r.settle()
+		if r.tr.count("run ssh: open") != 0 || r.tr.count("run ssh: close") != 0 || r.tr.count("journal revoked") != 1 {
+			t.Errorf("trace %q", r.tr.all())
+		}
+	}, func(o *Options) { o.MarkerDir = o.MarkerDir + "/missing" })
 }
 
 func TestRateLimited(t *testing.T) {
-	r := newRig(t)
-	r.cmds.deny = true
-	if got := r.m.Open(cmdDoor(), src4, r.clock.Now()); got != RateLimited {
-		t.Fatalf("Open = %v", got)
-	}
-}
-
-func rec(id string, start, deadline time.Time) journal.Record {
-	return journal.Record{ID: id, Door: "ssh", Source: src4, StopCmd: "close " + id, Start: start, Deadline: deadline}
-}
-
-func TestResume(t *testing.T) {
-	r := newRig(t)
-	now := r.clock.Now()
-	done := rec("done", now.Add(-time.Minute), now.Add(-30*time.Second))
-	done.RevokeStarted = true
-	os.WriteFile(filepath.Join(r.m.opts.MarkerDir, "done.stopped"), []byte("0\n"), 0o600)
-	cut := rec("cut", now.Add(-time.Minute), now.Add(time.Minute))
-	cut.RevokeStarted = true
-	cut.Source = netip.MustParseAddr("192.0.2.9")
-	later := rec("later", now.Add(-5*time.Second), now.Add(5*time.Second))
-	later.Source = netip.MustParseAddr("192.0.2.8")
-	r.m.Resume([]journal.Record{
-		rec("overdue", now.Add(-time.Minute), now.Add(-time.Second)),
-		done, cut, later,
-	}, []*config.Door{cmdDoor()})
-	r.settle()
-	if r.tr.count("run ssh: close overdue") != 1 {
-		t.Errorf("overdue grant not revoked at once: %q", r.tr.all())
-	}
-	if r.tr.count("run ssh: close done") != 0 {
-		t.Errorf("a stop that had finished ran again: %q", r.tr.all())
-	}
-	if r.tr.count("run ssh: close cut") != 1 {
-		t.Errorf("an interrupted stop without a marker was not rerun: %q", r.tr.all())
-	}
-	if r.tr.count("run ssh: close later") != 0 {
-		t.Fatal("future grant revoked early")
-	}
-	if r.tr.count("journal revoked") != 3 {
-		t.Errorf("revoked records: %q", r.tr.all())
-	}
-	// A re-knock of a resumed grant extends it.
-	if got := r.m.Open(cmdDoor(), later.Source, r.clock.Now()); got != Extended {
-		t.Errorf("re-knock of resumed grant = %v", got)
-	}
-	r.settle()
-	r.advance(5 * time.Second)
-	if r.tr.count("run ssh: close later") != 0 {
-		t.Error("extended resumed grant revoked at its old deadline")
-	}
-	r.advance(5 * time.Second)
-	if r.tr.count("run ssh: close later") != 1 {
-		t.Errorf("resumed grant not revoked: %q", r.tr.all())
-	}
+	bubble(t, func(t *testing.T, r *rig) {
+		r.cmds.deny = true
+		if got := r.m.Open(cmdDoor(), src4, time.Now()); got != RateLimited {
+			t.Fatalf("Open = %v", got)
+		}
+	})
 }
 
 func TestAdminRevoke(t *testing.T) {
-	r := newRig(t)
-	r.m.Open(cmdDoor(), src4, r.clock.Now())
-	r.settle()
-	ids, err := r.m.Revoke("192.0.2.7")
-	if err != nil || len(ids) != 1 {
-		t.Fatalf("Revoke = %v %v", ids, err)
-	}
-	r.settle()
-	if r.tr.count("run ssh: close 192.0.2.7") != 1 || len(r.m.List()) != 0 {
-		t.Fatalf("trace %q", r.tr.all())
-	}
-	if _, err := r.m.Revoke("192.0.2.7"); err == nil {
-		t.Error("revoking nothing is not reported")
-	}
-	r.advance(time.Minute)
-	if r.tr.count("run ssh: close") != 1 {
-		t.Error("stop ran again at the old deadline")
-	}
+	bubble(t, func(t *testing.T, r *rig) {
+		r.m.Open(cmdDoor(), src4, time.Now())
+		r.settle()
+		ids, err := r.m.Revoke("192.0.2.7")
+		if err != nil || len(ids) != 1 {
+			t.Fatalf("Revoke = %v %v", ids, err)
+		}
+		r.settle()
+		if r.tr.count("run ssh: close 192.0.2.7") != 1 || len(r.m.List()) != 0 {
+			t.Fatalf("trace %q", r.tr.all())
+		}
+		if _, err := r.m.Revoke("192.0.2.7"); err == nil {
+			t.Error("revoking nothing is not reported")
+		}
+		r.advance(time.Minute)
+		if r.tr.count("run ssh: close") != 1 {
+			t.Error("stop ran again at the old deadline")
+		}
+	})
+}
+
+// An admin revoke while the start command runs revokes once it is done.
+func TestAdminRevokeWhileStarting(t *testing.T) {
+	bubble(t, func(t *testing.T, r *rig) {
+		r.cmds.duration = time.Second
+		r.m.Open(cmdDoor(), src4, time.Now())
+		r.settle()
+		if _, err := r.m.Revoke("192.0.2.7"); err != nil {
+			t.Fatal(err)
+		}
+		r.advance(3 * time.Second)
+		r.expect(
+			`journal grant ssh 192.0.2.7 stop="close 192.0.2.7" open=[] deadline=+10s pending=true`,
+			"run ssh: open 192.0.2.7",
+			"journal revoking",
+			"run ssh: close 192.0.2.7",
+			"journal revoked at +2s",
+		)
+	})
 }
 
 func TestCloseLeavesGrantsJournaled(t *testing.T) {
-	r := newRig(t)
-	r.m.Open(cmdDoor(), src4, r.clock.Now())
-	r.settle()
-	if err := r.m.Close(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	r.advance(time.Minute)
-	if r.tr.count("run ssh: close") != 0 || r.tr.count("journal revoked") != 0 {
-		t.Errorf("clean shutdown revoked a grant: %q", r.tr.all())
-	}
-	if got := r.m.Open(cmdDoor(), src6, r.clock.Now()); got != Closed {
-		t.Errorf("Open after Close = %v", got)
-	}
+	bubble(t, func(t *testing.T, r *rig) {
+		r.m.Open(cmdDoor(), src4, time.Now())
+		r.settle()
+		r.restart()
+		r.advance(time.Minute)
+		if r.tr.count("run ssh: close") != 0 || r.tr.count("journal revoked") != 0 {
+			t.Errorf("clean shutdown revoked a grant: %q", r.tr.all())
+		}
+	})
 }
 
 func TestNativeOnlyDoorsHaveTheirOwnLimit(t *testing.T) {
-	r := newRig(t)
-	r.cmds.deny = true // the command limit must not apply to a native-only door
-	d := &config.Door{Name: "web", CmdTimeout: 10 * time.Second, Open: []knock.Port{{Num: 22, Proto: knock.TCP}}}
-	granted, limited := 0, 0
-	for i := 0; i < NativeBurst+50; i++ {
-		src := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
-		switch r.m.Open(d, src, r.clock.Now()) {
-		case Granted:
-			granted++
-		case RateLimited:
-			limited++
+	bubble(t, func(t *testing.T, r *rig) {
+		r.cmds.deny = true // the command limit must not apply to a native-only door
+		d := nativeDoor()
+		granted, limited := 0, 0
+		now := time.Now()
+		for i := 0; i < NativeBurst+50; i++ {
+			src := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
+			switch r.m.Open(d, src, now) {
+			case Granted:
+				granted++
+			case RateLimited:
+				limited++
+			}
 		}
-	}
-	r.settle()
-	if granted != NativeBurst || limited != 50 {
-		t.Errorf("granted %d, limited %d; want %d and 50", granted, limited, NativeBurst)
-	}
+		r.settle()
+		if granted != NativeBurst || limited != 50 {
+			t.Errorf("granted %d, limited %d; want %d and 50", granted, limited, NativeBurst)
+		}
+	})
 }

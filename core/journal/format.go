@@ -32,6 +32,8 @@ const (
 	typeExtend   recType = 2
 	typeRevoking recType = 3
 	typeRevoked  recType = 4
+	typeStarted  recType = 5
+	typeLast             = typeStarted
 )
 
 func (t recType) String() string {
@@ -44,6 +46,8 @@ func (t recType) String() string {
 		return "revoking"
 	case typeRevoked:
 		return "revoked"
+	case typeStarted:
+		return "started"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -64,6 +68,9 @@ type (
 		Backend  string     `json:"backend,omitempty"`
 		Start    time.Time  `json:"start"`
 		Deadline time.Time  `json:"deadline"`
+		// Timeout is a Go duration ("30s"); absent in older logs.
+		Timeout      string `json:"timeout,omitempty"`
+		StartPending bool   `json:"start_pending,omitempty"`
 	}
 	extendWire struct {
 		ID       string    `json:"id"`
@@ -75,6 +82,16 @@ type (
 	revokedWire struct {
 		ID string    `json:"id"`
 		At time.Time `json:"at"`
+		// Forgotten: an admin ended the grant without its stop command
+		// succeeding (sesame revoke --forget).
+		Forgotten bool `json:"forgotten,omitempty"`
+	}
+	// startedWire: the start command finished at At; the grant's
+	// deadline is now Deadline.
+	startedWire struct {
+		ID       string    `json:"id"`
+		At       time.Time `json:"at"`
+		Deadline time.Time `json:"deadline"`
 	}
 )
 
@@ -115,7 +132,7 @@ func parseFrame(data []byte) (t recType, payload []byte, n int, reason string) {
 		return 0, nil, 0, fmt.Sprintf("checksum mismatch (stored %08x, computed %08x)", want, got)
 	}
 	t = recType(data[typeOff])
-	if t < typeGrant || t > typeRevoked {
+	if t < typeGrant || t > typeLast {
 		return 0, nil, 0, fmt.Sprintf("unknown record type %d", t)
 	}
 	return t, data[headerLen:n], n, ""
@@ -124,7 +141,10 @@ func parseFrame(data []byte) (t recType, payload []byte, n int, reason string) {
 func encodeGrant(r *Record) ([]byte, error) {
 	w := grantWire{
 		ID: r.ID, Door: r.Door, Source: r.Source, StopCmd: r.StopCmd, Backend: r.Backend,
-		Start: r.Start.UTC(), Deadline: r.Deadline.UTC(),
+		Start: r.Start.UTC(), Deadline: r.Deadline.UTC(), StartPending: r.StartPending,
+	}
+	if r.Timeout > 0 {
+		w.Timeout = r.Timeout.String()
 	}
 	for _, p := range r.Open {
 		w.Open = append(w.Open, portWire{Port: p.Num, Proto: p.Proto.String()})
@@ -139,7 +159,14 @@ func decodeGrant(payload []byte) (Record, error) {
 	}
 	r := Record{
 		ID: w.ID, Door: w.Door, Source: w.Source, StopCmd: w.StopCmd, Backend: w.Backend,
-		Start: w.Start.UTC(), Deadline: w.Deadline.UTC(),
+		Start: w.Start.UTC(), Deadline: w.Deadline.UTC(), StartPending: w.StartPending,
+	}
+	if w.Timeout != "" {
+		d, err := time.ParseDuration(w.Timeout)
+		if err != nil {
+			return Record{}, fmt.Errorf("bad timeout: %w", err)
+		}
+		r.Timeout = d
 	}
 	for _, p := range w.Open {
 		proto, err := knock.ParseProto(p.Proto)

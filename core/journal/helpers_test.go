@@ -26,6 +26,10 @@ func rec(i int) Record {
 		Start:    t0.Add(time.Duration(i) * time.Second),
 		Deadline: t0.Add(time.Duration(i)*time.Second + 30*time.Second),
 	}
+	if i%2 == 0 {
+		r.Timeout = 30 * time.Second
+		r.StartPending = i%4 == 0
+	}
 	if i%2 == 1 {
 		r.StopCmd = ""
 		r.Open = []knock.Port{{Num: 22, Proto: knock.TCP}, {Num: 60000 + uint16(i%1000), Proto: knock.UDP}}

@@ -185,6 +185,20 @@ func (j *Journal) Extend(id string, deadline time.Time) error {
 	})
 }
 
+// Started durably records that a grant's start command finished at at,
+// and that the grant's deadline is now deadline (a deadline runs from the
+// end of the start command). It clears Record.StartPending.
+func (j *Journal) Started(id string, at, deadline time.Time) error {
+	if deadline.IsZero() || at.IsZero() {
+		return fmt.Errorf("journal: started %s: zero time", id)
+	}
+	deadline = deadline.UTC()
+	return j.update(typeStarted, id, startedWire{ID: id, At: at.UTC(), Deadline: deadline}, func(e *entry) {
+		e.rec.StartPending = false
+		e.rec.Deadline = deadline
+	})
+}
+
 // Revoking durably records that the stop for a live grant is about to run,
 // so a replay after a crash knows it may have run (Record.RevokeStarted).
 func (j *Journal) Revoking(id string) error {
@@ -198,6 +212,15 @@ func (j *Journal) Revoking(id string) error {
 // returned (the revocation itself is durable).
 func (j *Journal) Revoked(id string, at time.Time) error {
 	return j.update(typeRevoked, id, revokedWire{ID: id, At: at.UTC()}, func(*entry) {
+		delete(j.st.live, id)
+	})
+}
+
+// Forgotten durably ends a grant whose stop never succeeded, on an
+// admin's word (sesame revoke --forget): like Revoked, the grant leaves
+// Pending; the record says it was forgotten, not revoked.
+func (j *Journal) Forgotten(id string, at time.Time) error {
+	return j.update(typeRevoked, id, revokedWire{ID: id, At: at.UTC(), Forgotten: true}, func(*entry) {
 		delete(j.st.live, id)
 	})
 }

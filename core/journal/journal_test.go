@@ -12,7 +12,7 @@ import (
 
 // op is one journal call in a table-driven sequence.
 type op struct {
-	kind string // grant, extend, revoking, revoked
+	kind string // grant, extend, started, revoking, revoked, forgotten
 	i    int    // record number (rec(i))
 	at   time.Time
 }
@@ -35,6 +35,13 @@ func runOps(t *testing.T, j *Journal, ops []op) []Record {
 		case "extend":
 			err = j.Extend(r.ID, o.at)
 			model[r.ID].Deadline = o.at.UTC()
+		case "started":
+			err = j.Started(r.ID, o.at.Add(-30*time.Second), o.at)
+			model[r.ID].Deadline = o.at.UTC()
+			model[r.ID].StartPending = false
+		case "forgotten":
+			err = j.Forgotten(r.ID, o.at)
+			delete(model, r.ID)
 		case "revoking":
 			err = j.Revoking(r.ID)
 			model[r.ID].RevokeStarted = true
@@ -82,6 +89,9 @@ func TestSequences(t *testing.T) {
 			{kind: "grant", i: 1}, {kind: "grant", i: 2}, {kind: "extend", i: 1, at: later},
 			{kind: "revoking", i: 2}, {kind: "revoked", i: 2, at: later}, {kind: "grant", i: 3}, {kind: "extend", i: 3, at: later},
 		}},
+		{"start finished", []op{{kind: "grant", i: 4}, {kind: "grant", i: 8}, {kind: "started", i: 4, at: later}}},
+		{"start finished then extended", []op{{kind: "grant", i: 4}, {kind: "started", i: 4, at: later}, {kind: "extend", i: 4, at: later.Add(time.Minute)}}},
+		{"stop failing then forgotten", []op{{kind: "grant", i: 2}, {kind: "grant", i: 4}, {kind: "revoking", i: 2}, {kind: "forgotten", i: 2, at: later}}},
 		{"local-time deadline is stored as UTC", []op{{kind: "grant", i: 6}, {kind: "extend", i: 6, at: later.In(time.FixedZone("X", 3600))}}},
 	}
 	for _, tt := range tests {
@@ -116,6 +126,7 @@ func TestRoundTripFields(t *testing.T) {
 		Backend:  "iptables",
 		Start:    time.Date(2026, 1, 2, 3, 4, 5, 6, time.FixedZone("CET", 3600)),
 		Deadline: time.Date(2026, 1, 2, 3, 4, 35, 999999999, time.FixedZone("CET", 3600)),
+		Timeout:  1500 * time.Millisecond, StartPending: true,
 	}
 	mustGrant(t, j, r)
 	j.Close()
@@ -126,7 +137,8 @@ func TestRoundTripFields(t *testing.T) {
 	g := got[0]
 	if g.ID != r.ID || g.Door != r.Door || g.Source != r.Source || g.StopCmd != r.StopCmd || g.Backend != r.Backend ||
 		len(g.Open) != 2 || g.Open[0] != r.Open[0] || g.Open[1] != r.Open[1] ||
-		!g.Start.Equal(r.Start) || !g.Deadline.Equal(r.Deadline) || g.RevokeStarted {
+		!g.Start.Equal(r.Start) || !g.Deadline.Equal(r.Deadline) || g.RevokeStarted ||
+		g.Timeout != r.Timeout || !g.StartPending {
 		t.Fatalf("round trip:\n got  %+v\n want %+v", g, r)
 	}
 }

@@ -21,7 +21,16 @@ type Record struct {
 	Open     []knock.Port // native grant ports, nil when none
 	Backend  string       // native backend name ("iptables", "nftables"), "" when none
 	Start    time.Time    // wall clock
-	Deadline time.Time    // wall clock; moved by Extend
+	Deadline time.Time    // wall clock; moved by Extend and Started
+	// Timeout is the door's grant timeout when the grant was made (0 in
+	// records written before it was journaled): a resumed grant is never
+	// given more time than this.
+	Timeout time.Duration
+	// StartPending is set by the writer of a grant whose start command
+	// has not finished yet; a Started record clears it. A replayed record
+	// with StartPending set means the start command may still be running
+	// or may have finished while no daemon was watching.
+	StartPending bool
 
 	// RevokeStarted is set when a Revoking record was journaled without a
 	// following Revoked: the stop command may or may not have run. It is
@@ -94,6 +103,9 @@ func (r *Record) validate() error {
 	}
 	if r.Start.IsZero() || r.Deadline.IsZero() {
 		return fmt.Errorf("missing start or deadline")
+	}
+	if r.Timeout < 0 {
+		return fmt.Errorf("negative timeout %v", r.Timeout)
 	}
 	return nil
 }

@@ -57,6 +57,20 @@ func (s *state) apply(t recType, payload []byte) error {
 			return fmt.Errorf("revoking: %w", err)
 		}
 		e.rec.RevokeStarted = true
+	case typeStarted:
+		var w startedWire
+		if err := json.Unmarshal(payload, &w); err != nil {
+			return fmt.Errorf("bad started record: %w", err)
+		}
+		if w.Deadline.IsZero() {
+			return fmt.Errorf("started %q: no deadline", w.ID)
+		}
+		e, err := s.lookup(w.ID)
+		if err != nil {
+			return fmt.Errorf("started: %w", err)
+		}
+		e.rec.StartPending = false
+		e.rec.Deadline = w.Deadline.UTC()
 	case typeRevoked:
 		var w revokedWire
 		if err := json.Unmarshal(payload, &w); err != nil {

@@ -29,6 +29,9 @@ const DefaultSocket = "/run/sesame/control.sock"
 type Handler interface {
 	Grants() []grant.Grant
 	Revoke(target string) ([]string, error)
+	// Forget ends a grant whose stop keeps failing without running it
+	// again (sesame revoke --forget).
+	Forget(ctx context.Context, id string) error
 	Status() Status
 }
 
@@ -41,6 +44,9 @@ type Status struct {
 	Grants     int      `json:"grants"`
 	Attempts   int      `json:"attempts"`
 	ConfigErr  string   `json:"config_error,omitempty"`
+	// StopFailing counts grants whose stop command or native revoke keeps
+	// failing (state "stop failing" in sesame grants).
+	StopFailing int `json:"stop_failing,omitempty"`
 }
 
 // Listen opens the socket at path, mode 0600, replacing a stale socket
@@ -109,6 +115,14 @@ func Serve(ctx context.Context, ln net.Listener, h Handler) error {
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string][]string{"revoked": ids})
+	})
+	mux.HandleFunc("POST /v1/forget", func(w http.ResponseWriter, r *http.Request) {
+		id := r.URL.Query().Get("id")
+		if err := h.Forget(r.Context(), id); err != nil {
+			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string][]string{"forgotten": {id}})
 	})
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, h.Status())
@@ -204,6 +218,13 @@ func (c *Client) Grants(ctx context.Context) ([]grant.Grant, error) {
 func (c *Client) Revoke(ctx context.Context, target string) ([]string, error) {
 	var r struct{ Revoked []string }
 	return r.Revoked, c.call(ctx, http.MethodPost, "/v1/revoke?target="+url.QueryEscape(target), &r)
+}
+
+// Forget ends the grant id whose stop keeps failing, without running it
+// again; the daemon waits a few seconds for a stop attempt in progress.
+func (c *Client) Forget(ctx context.Context, id string) error {
+	var r struct{ Forgotten []string }
+	return c.call(ctx, http.MethodPost, "/v1/forget?id="+url.QueryEscape(id), &r)
 }
 
 // Status fetches the daemon's status.

@@ -13,7 +13,7 @@ import (
 	"github.com/sesame-knock/sesame/core/grant"
 )
 
-type fakeHandler struct{ revoked []string }
+type fakeHandler struct{ revoked, forgotten []string }
 
 func (f *fakeHandler) Grants() []grant.Grant {
 	return []grant.Grant{{ID: "g1", Door: "ssh", Source: netip.MustParseAddr("192.0.2.1"), State: "active"}}
@@ -24,6 +24,13 @@ func (f *fakeHandler) Revoke(t string) ([]string, error) {
 	}
 	f.revoked = append(f.revoked, t)
 	return []string{"g1"}, nil
+}
+func (f *fakeHandler) Forget(ctx context.Context, id string) error {
+	if id != "g1" {
+		return errors.New("grant " + id + " is active: its stop is not failing")
+	}
+	f.forgotten = append(f.forgotten, id)
+	return nil
 }
 func (f *fakeHandler) Status() Status { return Status{Doors: []string{"ssh"}, Grants: 1} }
 
@@ -58,6 +65,12 @@ func TestRoundTrip(t *testing.T) {
 	}
 	if _, err := c.Revoke(ctx, "nobody & co"); err == nil || !strings.Contains(err.Error(), "nobody & co") {
 		t.Errorf("Revoke of unknown: %v", err)
+	}
+	if err := c.Forget(ctx, "g1"); err != nil || len(h.forgotten) != 1 {
+		t.Fatalf("Forget = %v %v", h.forgotten, err)
+	}
+	if err := c.Forget(ctx, "g2"); err == nil || !strings.Contains(err.Error(), "not failing") {
+		t.Errorf("Forget of a grant that is not failing: %v", err)
 	}
 	if st, err := c.Status(ctx); err != nil || st.Grants != 1 {
 		t.Errorf("Status = %+v %v", st, err)
