@@ -12,12 +12,12 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sesame-knock/sesame/core/config"
 	"github.com/sesame-knock/sesame/core/grant"
 	"github.com/sesame-knock/sesame/core/journal"
 	"github.com/sesame-knock/sesame/core/knock"
 	"github.com/sesame-knock/sesame/internal/control"
 	"github.com/sesame-knock/sesame/internal/knockclient"
+	"github.com/sesame-knock/sesame/internal/preflight"
 	"github.com/sesame-knock/sesame/internal/version"
 )
 
@@ -89,18 +89,44 @@ func knockCmd(stdout, stderr io.Writer) *cobra.Command {
 }
 
 func checkCmd(stdout io.Writer) *cobra.Command {
-	return &cobra.Command{
-		Use:   "check FILE",
-		Short: "Validate a config file (knockd.conf syntax with Sesame's extensions)",
-		Long:  "Parse FILE as sesamed would, including its one-time sequence files, and report every problem with its file and line. Exit status 0 when the file is usable, 1 otherwise.",
-		Args:  cobra.ExactArgs(1),
+	var unit string
+	c := &cobra.Command{
+		Use:   "check [--unit FILE|none] FILE",
+		Short: "Check a config file and what sesamed needs to start with it",
+		Long: "Parse FILE as sesamed would, including its one-time sequence files, and check what sesamed needs at start: " +
+			"that it can write LogFile, PidFile and the one-time files (also under the sandbox of the installed sesamed.service, " +
+			"with the fix when it forbids one), that the interfaces exist, and that the firewall native grants and the rescue port " +
+			"need is there (run as root for the permissions and the firewall). Every problem names its file and line. " +
+			"Warnings (a door that opens nothing, two doors with one sequence, an interface that is not up yet) do not fail the check.\n\n" +
+			"Exit status 0 when sesamed can start with FILE, 1 otherwise.",
+		Example: "  sesame check /etc/sesame/sesame.conf\n  sesame check /etc/knockd.conf",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := config.Load(args[0])
-			if err != nil {
-				return exitError{1, err.Error()}
+			opts := preflight.Options{}
+			switch unit {
+			case "none":
+			case "":
+				sb, err := preflight.InstalledUnit()
+				if err != nil {
+					return exitError{1, err.Error()}
+				}
+				opts.Sandbox = sb
+			default:
+				sb, err := preflight.LoadUnit(unit)
+				if err != nil {
+					return exitError{1, err.Error()}
+				}
+				opts.Sandbox = sb
 			}
-			for _, w := range cfg.Warnings {
+			cfg, rep := preflight.Load(cmd.Context(), args[0], opts)
+			for _, n := range rep.Notes {
+				fmt.Fprintln(stdout, "note:", n)
+			}
+			for _, w := range rep.Warnings {
 				fmt.Fprintln(stdout, "warning:", w)
+			}
+			if err := rep.Err(); err != nil {
+				return exitError{1, err.Error()}
 			}
 			fmt.Fprintf(stdout, "%s: OK, %d door(s)\n", args[0], len(cfg.Doors))
 			for _, d := range cfg.Doors {
@@ -120,6 +146,8 @@ func checkCmd(stdout io.Writer) *cobra.Command {
 			return nil
 		},
 	}
+	c.Flags().StringVar(&unit, "unit", "", "check against the sandbox of this systemd unit `FILE` instead of the installed sesamed.service (none: no sandbox)")
+	return c
 }
 
 func grantsCmd(stdout io.Writer) *cobra.Command {

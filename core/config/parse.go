@@ -18,14 +18,20 @@ import (
 	"github.com/sesame-knock/sesame/core/knock"
 )
 
-// Error is a problem at one line of a config file.
+// Error is a problem at one line of a config file. Line is 0 for a
+// problem of the file as a whole (a default it leaves in place).
 type Error struct {
 	File string
 	Line int
 	Msg  string
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg) }
+func (e *Error) Error() string {
+	if e.Line <= 0 {
+		return fmt.Sprintf("%s: %s", e.File, e.Msg)
+	}
+	return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+}
 
 // Load reads and parses path, then checks the one-time sequence files the
 // doors name and reads each one's current sequence.
@@ -401,8 +407,9 @@ func (p *parser) finish() {
 
 // likelyMistakes warns about what works but is seldom meant: two doors
 // with one sequence, a door that opens nothing, a stop command that never
-// runs.
+// runs. Past maxSameWarnings doors of one kind, one line counts the rest.
 func (p *parser) likelyMistakes() {
+	var same, idle, stop, stop6 warnCount
 	// Keyed by a hash (no string per door: a config may have 100k doors);
 	// equal hashes are compared element by element.
 	seqs := make(map[uint64]*Door, len(p.cfg.Doors))
@@ -411,22 +418,46 @@ func (p *parser) likelyMistakes() {
 			h := seqHash(d.Sequence)
 			if first, ok := seqs[h]; !ok {
 				seqs[h] = d
-			} else if slices.Equal(first.Sequence, d.Sequence) {
+			} else if slices.Equal(first.Sequence, d.Sequence) && same.more() {
 				p.warnf(d.KeyLine(KeySequence), "door %q has the same sequence as door %q (line %d): one knock opens both", d.Name, first.Name, first.KeyLine(KeySequence))
 			}
 		}
 		start4, _ := d.Commands(false)
 		start6, _ := d.Commands(true)
-		if start4 == "" && start6 == "" && len(d.Open) == 0 {
+		if start4 == "" && start6 == "" && len(d.Open) == 0 && idle.more() {
 			p.warnf(d.Line, "door %q has neither a start_command nor Open: a knock only logs OPEN SESAME", d.Name)
 		}
 		// knockd runs no stop command without a start command (nor does
 		// Sesame): nothing would undo anything.
 		if d.Stop.Text != "" && start4 == "" && start6 == "" {
-			p.warnf(d.KeyLine(KeyStopCommand), "door %q: stop_command without start_command never runs", d.Name)
-		} else if d.Stop6.Text != "" && start6 == "" {
+			if stop.more() {
+				p.warnf(d.KeyLine(KeyStopCommand), "door %q: stop_command without start_command never runs", d.Name)
+			}
+		} else if d.Stop6.Text != "" && start6 == "" && stop6.more() {
 			p.warnf(d.KeyLine(KeyStopCommand6), "door %q: stop_command_6 without a start command for IPv6 never runs", d.Name)
 		}
+	}
+	same.summary(p, "doors have the same sequence as an earlier one")
+	idle.summary(p, "doors have neither a start_command nor Open")
+	stop.summary(p, "doors have a stop_command without start_command")
+	stop6.summary(p, "doors have a stop_command_6 without a start command for IPv6")
+}
+
+// maxSameWarnings bounds the warnings of one kind: a generated config of
+// 30,000 doors that all open nothing needs one line about it, not 30,000.
+const maxSameWarnings = 10
+
+type warnCount int
+
+// more counts one more case and reports whether it gets its own line.
+func (n *warnCount) more() bool {
+	*n++
+	return *n <= maxSameWarnings
+}
+
+func (n warnCount) summary(p *parser, what string) {
+	if n > maxSameWarnings {
+		p.cfg.Warnings = append(p.cfg.Warnings, fmt.Sprintf("%s: %d more %s (not listed one by one)", p.file, n-maxSameWarnings, what))
 	}
 }
 
