@@ -29,6 +29,7 @@ var wantFiles = []wantFile{
 	{path: "/usr/sbin/sesamed", mode: 0o755},
 	{path: "/usr/bin/sesame", mode: 0o755},
 	{path: "/usr/lib/systemd/system/sesamed.service", mode: 0o644, same: "packaging/sesamed.service"},
+	{path: "/usr/lib/tmpfiles.d/sesame.conf", mode: 0o644, same: "packaging/tmpfiles.conf"},
 	{path: "/etc/sesame", mode: fs.ModeDir | 0o700},
 	{path: "/etc/sesame/sesame.conf", mode: 0o600, conf: true, same: "packaging/sesame.conf"},
 	{path: "/var/lib/sesame", mode: fs.ModeDir | 0o700},
