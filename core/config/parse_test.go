@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -381,5 +382,19 @@ func TestKeyLines(t *testing.T) {
 	}
 	if got := c.Options.Lines.Of(KeyPidFile); got != 0 {
 		t.Errorf("unset PidFile line %d, want 0", got)
+	}
+}
+
+func TestLikelyMistakesAreCounted(t *testing.T) {
+	var b strings.Builder
+	for i := 0; i < 25; i++ {
+		fmt.Fprintf(&b, "[d%d]\nsequence=%d\n", i, 1000+i)
+	}
+	c, err := Parse("t.conf", []byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) != maxSameWarnings+1 || c.Warnings[maxSameWarnings] != "t.conf: 15 more doors have neither a start_command nor Open (not listed one by one)" {
+		t.Errorf("warnings %q", c.Warnings)
 	}
 }
