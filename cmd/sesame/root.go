@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sesame-knock/sesame/core/grant"
-	"github.com/sesame-knock/sesame/core/journal"
 	"github.com/sesame-knock/sesame/core/knock"
 	"github.com/sesame-knock/sesame/internal/control"
 	"github.com/sesame-knock/sesame/internal/knockclient"
@@ -155,28 +153,18 @@ func grantsCmd(stdout io.Writer) *cobra.Command {
 	var socket, stateDir string
 	c := &cobra.Command{
 		Use:   "grants [--json] [--socket PATH | --state-dir DIR]",
-		Short: "List active grants",
-		Long:  "List the grants a running sesamed holds (door, source, ports or stop command, time left). With --state-dir, read the journal in DIR directly, which works while the daemon is down.",
-		Args:  cobra.NoArgs,
+		Short: "List the grants sesamed holds",
+		Long: "List the grants a running sesamed holds: id, door, source, ports or stop command, time left and state " +
+			"(starting, active, revoking, stop failing, or revoked, not journaled). With --state-dir, read the journal in DIR " +
+			"directly, which works while the daemon is down; the states mean the same, read from the journal and the command markers.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var gs []grant.Grant
 			if stateDir != "" {
-				recs, err := journal.ReadPending(stateDir)
-				if err != nil {
+				var err error
+				if gs, err = grant.Journaled(stateDir); err != nil {
 					return err
 				}
-				for _, r := range recs {
-					state := "pending"
-					switch {
-					case r.RevokeStarted:
-						state = "revoking"
-					case r.StartPending:
-						state = "start pending"
-					}
-					gs = append(gs, grant.Grant{ID: r.ID, Door: r.Door, Source: r.Source, Open: r.Open,
-						Ports: knock.FormatSequence(r.Open), StopCmd: r.StopCmd, Start: r.Start, Deadline: r.Deadline, State: state})
-				}
-				sort.Slice(gs, func(i, j int) bool { return gs[i].Deadline.Before(gs[j].Deadline) })
 			} else {
 				var err error
 				gs, err = control.NewClient(socket).Grants(cmd.Context())
@@ -222,8 +210,11 @@ func printGrants(w io.Writer, gs []grant.Grant, now time.Time) {
 			left = 0
 		}
 		state := g.State
-		if g.LastError != "" {
+		switch {
+		case g.LastError != "" && g.Attempts > 0:
 			state += fmt.Sprintf(" (%d tries, last: %s)", g.Attempts, g.LastError)
+		case g.LastError != "":
+			state += fmt.Sprintf(" (last: %s)", g.LastError)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, g.Door, g.Source, opens, left, state)
 	}
@@ -237,6 +228,7 @@ func revokeCmd(stdout io.Writer) *cobra.Command {
 		Use:   "revoke [--forget] ID|ADDRESS",
 		Short: "Revoke a grant now",
 		Long: "Revoke now the grant with this ID, or every grant held by this source address: the stop command runs and native access is removed. " +
+			"An ID may be shortened to a prefix of at least 4 characters that names one grant; a prefix that names several lists them. " +
 			"A grant whose stop keeps failing (state \"stop failing\" in sesame grants) is retried at once.\n\n" +
 			"With --forget ID, end a grant whose stop keeps failing without running it again, after closing by hand what it opened: " +
 			"the journal records it as forgotten.",
