@@ -69,6 +69,13 @@ func TestCheckAcceptsOnlyWhatStarts(t *testing.T) {
 `, setup: func(t *testing.T, dir string) {
 			os.WriteFile(filepath.Join(dir, "smtp_sequences"), []byte(" 2000,3000\n 2001,3001\n"), 0o600)
 		}},
+		{name: "iptables-legacy with a rescue port", conf: baseConf + `[options]
+	Firewall = iptables-legacy
+	Rescue_Ports = 2223/tcp
+[native]
+	sequence = 7100,7200
+	Open = 2222/tcp
+`},
 		{name: "an interface that is not there yet", conf: strings.Replace(baseConf, "Interface = sesame0", "Interface = sesame0,later0", 1),
 			warn: "interface later0 does not exist (yet)"},
 		{name: "knockd(1) example 2, logfile moved", conf: baseConf + `[options]
@@ -91,7 +98,11 @@ func TestCheckAcceptsOnlyWhatStarts(t *testing.T) {
 			}
 			path := filepath.Join(dir, "sesame.conf")
 			os.WriteFile(path, []byte(expand(c.conf, dir)), 0o600)
+			before := firewallState(t, p.Server)
 			outs, codes := checks(t, p.Server, dir, path)
+			if after := firewallState(t, p.Server); after != before {
+				t.Errorf("the checks changed the firewall:\nbefore:\n%s\nafter:\n%s", before, after)
+			}
 			for i, code := range codes {
 				if code != 0 {
 					t.Fatalf("check %d refused it (exit %d):\n%s", i, code, outs[i])
@@ -160,4 +171,25 @@ func TestCheckAcceptsOnlyWhatStarts(t *testing.T) {
 			}
 		})
 	}
+}
+
+// firewallState is everything the checks could have touched in ns: the
+// nftables ruleset (iptables-nft's tables included), iptables-legacy's
+// rules and the ipsets.
+func firewallState(t *testing.T, ns *netnstest.NS) string {
+	t.Helper()
+	var b strings.Builder
+	for _, argv := range [][]string{{"nft", "list", "ruleset"}, {"iptables-legacy-save"}, {"ip6tables-legacy-save"}, {"ipset", "list", "-n"}} {
+		out, err := ns.Run(argv...)
+		if err != nil {
+			t.Fatalf("%v: %v", argv, err)
+		}
+		// Save tools stamp the time: keep the rules.
+		for _, l := range strings.Split(out, "\n") {
+			if !strings.HasPrefix(l, "#") {
+				b.WriteString(l + "\n")
+			}
+		}
+	}
+	return b.String()
 }
