@@ -46,11 +46,16 @@ func TestAdminGrantsAndRevoke(t *testing.T) {
 		t.Errorf("deadline %v away, want about 60 s", left)
 	}
 
-	// The daemon is killed: the journal still tells.
+	// The daemon is killed: the journal still tells, in the same words.
 	e.d.kill()
 	out, err = exec.Command(bin("sesame"), "grants", "--state-dir", state).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), gs[0].ID) {
 		t.Fatalf("sesame grants --state-dir: %v\n%s", err, out)
+	}
+	out, err = exec.Command(bin("sesame"), "grants", "--json", "--state-dir", state).Output()
+	var offline []struct{ ID, State string }
+	if err != nil || json.Unmarshal(out, &offline) != nil || len(offline) != 1 || offline[0].ID != gs[0].ID || offline[0].State != gs[0].State || gs[0].State != "active" {
+		t.Errorf("the same grant over the socket: %+v; with --state-dir: %v\n%s", gs[0], err, out)
 	}
 	out, _ = exec.Command(bin("sesame"), "grants", "--socket", socket).CombinedOutput()
 	if !strings.Contains(string(out), "is sesamed running?") {
@@ -64,9 +69,10 @@ func TestAdminGrantsAndRevoke(t *testing.T) {
 	stop_command = echo stop %IP% >> {{DIR}}/held
 	cmd_timeout = 60
 `)
-	out, err = exec.Command(bin("sesame"), "revoke", "--socket", socket, client).CombinedOutput()
+	// By a prefix of its id, as git takes a short hash.
+	out, err = exec.Command(bin("sesame"), "revoke", "--socket", socket, gs[0].ID[:8]).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "revoked "+gs[0].ID) {
-		t.Fatalf("sesame revoke: %v\n%s", err, out)
+		t.Fatalf("sesame revoke %s: %v\n%s", gs[0].ID[:8], err, out)
 	}
 	if !poll(5*time.Second, func() bool { return slices.Equal(e.d.file("held"), []string{"start " + client, "stop " + client}) }) {
 		t.Fatalf("revoke did not run the stop command: %q", e.d.file("held"))
@@ -110,6 +116,11 @@ func TestFailingStopIsShownRetriedAndForgotten(t *testing.T) {
 	e.d.waitLog("stop command failed (attempt 1)", time.Second)
 	// Across a restart the stop is still owed: retried, still failing.
 	e.d.kill()
+	// Meanwhile the journal and the stop's marker say what the socket said.
+	if out, err := exec.Command(bin("sesame"), "grants", "--state-dir", state).CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "stop failing (last: stop command: exit status 1)") {
+		t.Errorf("sesame grants --state-dir of a failing stop: %v\n%s", err, out)
+	}
 	tries := strings.Count(strings.Join(e.d.file("held"), "\n"), "try ")
 	e.d = startSesamedIn(t, e.pair.Server, e.d.dir, conf)
 	if !poll(10*time.Second, func() bool {

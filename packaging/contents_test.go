@@ -29,6 +29,7 @@ var wantFiles = []wantFile{
 	{path: "/usr/sbin/sesamed", mode: 0o755},
 	{path: "/usr/bin/sesame", mode: 0o755},
 	{path: "/usr/lib/systemd/system/sesamed.service", mode: 0o644, same: "packaging/sesamed.service"},
+	{path: "/usr/lib/tmpfiles.d/sesame.conf", mode: 0o644, same: "packaging/tmpfiles.conf"},
 	{path: "/etc/sesame", mode: fs.ModeDir | 0o700},
 	{path: "/etc/sesame/sesame.conf", mode: 0o600, conf: true, same: "packaging/sesame.conf"},
 	{path: "/var/lib/sesame", mode: fs.ModeDir | 0o700},
@@ -134,18 +135,20 @@ func checkTree(t *testing.T, root, version string) {
 	run(t, filepath.Join(root, "usr/sbin/sesamed"), "--check", "-c", filepath.Join(root, "etc/sesame/sesame.conf"))
 
 	for page, th := range map[string]string{
-		"usr/share/man/man8/sesamed.8.gz":      `.TH "SESAMED" "8"`,
-		"usr/share/man/man1/sesame.1.gz":       `.TH "SESAME" "1"`,
-		"usr/share/man/man1/sesame-knock.1.gz": `.TH "SESAME" "1"`,
-		"usr/share/man/man5/sesame.conf.5.gz":  `.TH sesame.conf 5`,
+		"usr/share/man/man8/sesamed.8.gz":       `.TH SESAMED 8`,
+		"usr/share/man/man1/sesame.1.gz":        `.TH "SESAME" "1"`,
+		"usr/share/man/man1/sesame-knock.1.gz":  `.TH "SESAME-KNOCK" "1"`,
+		"usr/share/man/man1/sesame-rescue.1.gz": `.TH "SESAME-RESCUE" "1"`,
+		"usr/share/man/man5/sesame.conf.5.gz":   `.TH sesame.conf 5`,
 	} {
 		text := gunzip(t, filepath.Join(root, page))
 		if !strings.Contains(text, th) || !strings.Contains(text, "Sesame "+version) {
 			t.Errorf("%s: want %s and version %s in:\n%.300s", page, th, version, text)
 		}
 	}
-	if text := gunzip(t, filepath.Join(root, "usr/share/man/man8/sesamed.8.gz")); !strings.Contains(text, "--teardown") || strings.Contains(text, "gen-man") {
-		t.Errorf("sesamed.8 should list --teardown and hide --gen-man")
+	if text := gunzip(t, filepath.Join(root, "usr/share/man/man8/sesamed.8.gz")); !strings.Contains(text, "--teardown") || strings.Contains(text, "gen-man") ||
+		!strings.Contains(text, ".SH EXIT STATUS") || strings.Contains(text, "[=false]") {
+		t.Errorf("sesamed.8 should list --teardown, have EXIT STATUS, and hide --gen-man and cobra's [=false]")
 	}
 	for path, marker := range map[string]string{
 		"usr/share/bash-completion/completions/sesame":    "__start_sesame",

@@ -211,6 +211,10 @@ func TestDebUnderSystemd(t *testing.T) {
 		"/etc/sesame 700 root:root\n/etc/sesame/sesame.conf 600 root:root\n/var/lib/sesame 700 root:root\n/usr/sbin/sesamed 755 root:root\n" {
 		t.Errorf("installed modes:\n%s", got)
 	}
+	// knockd's log, for an unchanged knockd.conf (tmpfiles.d/sesame.conf).
+	if got := m.must("stat", "-c", "%n %a %U:%G %s", "/var/log/knockd.log"); got != "/var/log/knockd.log 600 root:root 0\n" {
+		t.Errorf("after install: %s", got)
+	}
 	// Clean: no output at all, with the binaries and man pages in place.
 	if out := m.must("systemd-analyze", "verify", "/usr/lib/systemd/system/"+unit); out != "" {
 		t.Errorf("systemd-analyze verify:\n%s", out)
@@ -370,7 +374,8 @@ func TestDebUnderSystemd(t *testing.T) {
 	if st := m.pkgStatus(); strings.HasPrefix(st, "installed") || strings.HasPrefix(st, "config-files") {
 		t.Errorf("dpkg status %q after purge", st)
 	}
-	for _, p := range []string{"/var/lib/sesame", "/etc/sesame", "/var/log/sesame", "/usr/lib/systemd/system/" + unit} {
+	// The empty /var/log/knockd.log tmpfiles.d made goes too.
+	for _, p := range []string{"/var/lib/sesame", "/etc/sesame", "/var/log/sesame", "/usr/lib/systemd/system/" + unit, "/var/log/knockd.log"} {
 		m.fails("purged "+p, "test", "-e", p)
 	}
 	if objs := m.sesameFirewallObjects(); len(objs) > 0 {

@@ -23,7 +23,9 @@ func genManCmd(root *cobra.Command) *cobra.Command {
 			// The completion command is added when the tree executes, which
 			// is before this runs, so it gets its pages too.
 			root.DisableAutoGenTag = true
-			hdr := &doc.GenManHeader{Title: "SESAME", Section: "1", Source: "Sesame " + version.Version, Manual: "Sesame Manual"}
+			// No Title: cobra titles each page for its command
+			// (SESAME-KNOCK), which man -k and the page's header show.
+			hdr := &doc.GenManHeader{Section: "1", Source: "Sesame " + version.Version, Manual: "Sesame Manual"}
 			if err := doc.GenManTree(root, hdr, args[0]); err != nil {
 				return fmt.Errorf("gen-man %s: %w", args[0], err)
 			}

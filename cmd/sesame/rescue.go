@@ -65,8 +65,11 @@ func rescueCmd(stdout, stderr io.Writer) *cobra.Command {
 		&cobra.Command{
 			Use:   "status",
 			Short: "Show whether the rescue port is open, and how long the heartbeat lasts",
-			Args:  cobra.NoArgs,
-			RunE:  func(cmd *cobra.Command, _ []string) error { return f.status(cmd.Context(), stdout, stderr) },
+			Long: "Show whether the rescue port is open, and how long the heartbeat lasts. For scripts and monitoring, " +
+				"the exit status says it: 0 when the rescue is closed (or off: no Rescue_Ports), 1 when it is open, " +
+				"2 when it is not installed in the firewall or its state cannot be read.",
+			Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error { return f.status(cmd.Context(), stdout, stderr) },
 		},
 		&cobra.Command{
 			Use:   "remove",
@@ -95,7 +98,13 @@ func (f *rescueFlags) say(w io.Writer, format string, args ...any) {
 // load reads the config and builds the rescue's Switch; sw is nil, with a
 // notice printed, when the config has no rescue.
 func (f *rescueFlags) load(log *eventlog.Logger, stdout io.Writer, what string) (*rescue.Switch, error) {
-	cfg, err := config.Load(f.config)
+	// Parse only: the rescue needs [options], not the doors' one-time
+	// sequence files (a knockd.conf may name ones this user cannot open).
+	data, err := os.ReadFile(f.config)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := config.Parse(f.config, data)
 	if err != nil {
 		return nil, err
 	}
@@ -172,15 +181,22 @@ func (f *rescueFlags) close(ctx context.Context, stdout, stderr io.Writer) error
 	return nil
 }
 
+// Exit statuses of `sesame rescue status`.
+const (
+	statusClosed  = 0 // closed, or off
+	statusOpen    = 1
+	statusUnknown = 2 // not installed, or the state cannot be read
+)
+
 func (f *rescueFlags) status(ctx context.Context, stdout, stderr io.Writer) error {
 	log, err := f.logger(stderr)
 	if err != nil {
-		return err
+		return exitError{statusUnknown, "sesame: " + err.Error()}
 	}
 	defer log.Close()
 	sw, err := f.load(log, io.Discard, "show")
 	if err != nil {
-		return err
+		return exitError{statusUnknown, "sesame: " + err.Error()}
 	}
 	if sw == nil {
 		fmt.Fprintf(stdout, "rescue off (no Rescue_Ports in %s)\n", f.config)
@@ -188,9 +204,15 @@ func (f *rescueFlags) status(ctx context.Context, stdout, stderr io.Writer) erro
 	}
 	st, err := sw.Status(ctx)
 	if err != nil {
-		return err
+		return exitError{statusUnknown, "sesame: " + err.Error()}
 	}
 	fmt.Fprintf(stdout, "%s [%s]\n", st, sw.Backend())
+	switch {
+	case !st.Installed:
+		return exitError{code: statusUnknown}
+	case st.Open:
+		return exitError{code: statusOpen}
+	}
 	return nil
 }
 

@@ -110,6 +110,10 @@ func TestRescueCommand(t *testing.T) {
 			writeFile(t, off, "[options]\n Firewall = "+fw+"\n"+door)
 			broken := filepath.Join(dir, "broken.conf")
 			writeFile(t, broken, "[options]\n Rescue_Ports = 2222/tcp\n Bogus = 1\n"+door)
+			// A knockd.conf whose one-time sequence file is not there: the
+			// rescue reads only [options].
+			knockd := filepath.Join(dir, "knockd.conf")
+			writeFile(t, knockd, fmt.Sprintf("[options]\n Firewall = %s\n Rescue_Ports = %d/tcp\n Rescue_After = 30\n[smtp]\n one_time_sequences = %s\n", fw, rescuePort, filepath.Join(dir, "missing")))
 
 			steps := []struct {
 				name      string
@@ -118,33 +122,37 @@ func TestRescueCommand(t *testing.T) {
 				wantOut   string // prefix of stdout ("" means empty)
 				wantOpen  bool
 				wantErrIn string // substring of stderr
+				wantCode  int
 			}{
 				{"status before anything", nil, []string{"rescue", "status", "-c", conf},
-					"rescue NOT INSTALLED (2222:tcp, " + fw + "):", fw == "nftables", ""},
+					"rescue NOT INSTALLED (2222:tcp, " + fw + "):", fw == "nftables", "", 2},
 				{"close installs with a heartbeat", nil, []string{"rescue", "close", "-c", conf},
-					"rescue closed: 2222:tcp opens 30s after the last heartbeat", false, ""},
-				{"status closed", nil, []string{"rescue", "status", "-c", conf}, "rescue closed: 2222:tcp", false, ""},
+					"rescue closed: 2222:tcp opens 30s after the last heartbeat", false, "", 0},
+				{"status closed", nil, []string{"rescue", "status", "-c", conf}, "rescue closed: 2222:tcp", false, "", 0},
+				{"status from a knockd.conf with a missing one-time file", nil, []string{"rescue", "status", "-c", knockd}, "rescue closed: 2222:tcp", false, "", 0},
+				{"status off", nil, []string{"rescue", "status", "-c", off}, "rescue off (no Rescue_Ports in " + off + ")", false, "", 0},
 				{"open", nil, []string{"rescue", "open", "-v", "-c", conf},
-					"rescue OPEN: 2222:tcp reachable (held open by an admin", true, "event=rescue-open"},
-				{"status open", nil, []string{"rescue", "status", "-c", conf}, "rescue OPEN: 2222:tcp reachable", true, ""},
-				{"close", nil, []string{"rescue", "close", "-v", "-c", conf}, "rescue closed:", false, "event=rescue-close"},
+					"rescue OPEN: 2222:tcp reachable (held open by an admin", true, "event=rescue-open", 0},
+				{"status open", nil, []string{"rescue", "status", "-c", conf}, "rescue OPEN: 2222:tcp reachable", true, "", 1},
+				{"close", nil, []string{"rescue", "close", "-v", "-c", conf}, "rescue closed:", false, "event=rescue-close", 0},
 				{"if-failed after a clean stop does nothing", []string{"SERVICE_RESULT=success"},
-					[]string{"rescue", "open", "--if-failed", "-c", conf}, "", false, ""},
+					[]string{"rescue", "open", "--if-failed", "-c", conf}, "", false, "", 0},
 				{"if-failed after a crash opens, quietly", []string{"SERVICE_RESULT=signal", "EXIT_CODE=killed", "EXIT_STATUS=KILL"},
-					[]string{"rescue", "open", "--if-failed", "--quiet", "-v", "-c", conf}, "", true, "SERVICE_RESULT=signal"},
-				{"close again", nil, []string{"rescue", "close", "-q", "-c", conf}, "", false, ""},
+					[]string{"rescue", "open", "--if-failed", "--quiet", "-v", "-c", conf}, "", true, "SERVICE_RESULT=signal", 0},
+				{"close again", nil, []string{"rescue", "close", "-q", "-c", conf}, "", false, "", 0},
 				{"no rescue configured: notice, exit 0", nil, []string{"rescue", "open", "-c", off},
-					"no rescue port configured in " + off, false, ""},
-				{"no rescue configured, quiet", nil, []string{"rescue", "open", "-q", "-c", off}, "", false, ""},
+					"no rescue port configured in " + off, false, "", 0},
+				{"no rescue configured, quiet", nil, []string{"rescue", "open", "-q", "-c", off}, "", false, "", 0},
 				{"broken config: opens what is installed", nil, []string{"rescue", "open", "-c", broken},
-					"cannot read the config", true, ""},
-				{"remove", nil, []string{"rescue", "remove", "-c", conf}, "rescue removed", fw == "nftables", ""},
-				{"status after remove", nil, []string{"rescue", "status", "-c", conf}, "rescue NOT INSTALLED", fw == "nftables", ""},
+					"cannot read the config", true, "", 0},
+				{"remove", nil, []string{"rescue", "remove", "-c", conf}, "rescue removed", fw == "nftables", "", 0},
+				{"status after remove", nil, []string{"rescue", "status", "-c", conf}, "rescue NOT INSTALLED", fw == "nftables", "", 2},
+				{"status of a config that cannot be read", nil, []string{"rescue", "status", "-c", filepath.Join(dir, "none.conf")}, "", fw == "nftables", "no such file", 2},
 			}
 			for _, s := range steps {
 				out, errOut, code := sesame(t, p.Server, s.env, s.args...)
-				if code != 0 {
-					t.Fatalf("%s: exit %d\nstdout: %s\nstderr: %s", s.name, code, out, errOut)
+				if code != s.wantCode {
+					t.Fatalf("%s: exit %d, want %d\nstdout: %s\nstderr: %s", s.name, code, s.wantCode, out, errOut)
 				}
 				if (s.wantOut == "" && out != "") || !strings.HasPrefix(out, s.wantOut) {
 					t.Errorf("%s: stdout %q, want prefix %q", s.name, out, s.wantOut)

@@ -5,19 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/sesame-knock/sesame/core/config"
 	"github.com/sesame-knock/sesame/core/grant"
-	"github.com/sesame-knock/sesame/core/journal"
 	"github.com/sesame-knock/sesame/core/knock"
 	"github.com/sesame-knock/sesame/internal/control"
 	"github.com/sesame-knock/sesame/internal/knockclient"
+	"github.com/sesame-knock/sesame/internal/preflight"
 	"github.com/sesame-knock/sesame/internal/version"
 )
 
@@ -89,18 +87,44 @@ func knockCmd(stdout, stderr io.Writer) *cobra.Command {
 }
 
 func checkCmd(stdout io.Writer) *cobra.Command {
-	return &cobra.Command{
-		Use:   "check FILE",
-		Short: "Validate a config file (knockd.conf syntax with Sesame's extensions)",
-		Long:  "Parse FILE as sesamed would, including its one-time sequence files, and report every problem with its file and line. Exit status 0 when the file is usable, 1 otherwise.",
-		Args:  cobra.ExactArgs(1),
+	var unit string
+	c := &cobra.Command{
+		Use:   "check [--unit FILE|none] FILE",
+		Short: "Check a config file and what sesamed needs to start with it",
+		Long: "Parse FILE as sesamed would, including its one-time sequence files, and check what sesamed needs at start: " +
+			"that it can write LogFile, PidFile and the one-time files (also under the sandbox of the installed sesamed.service, " +
+			"with the fix when it forbids one), that the interfaces exist, and that the firewall native grants and the rescue port " +
+			"need is there (run as root for the permissions and the firewall). Every problem names its file and line. " +
+			"Warnings (a door that opens nothing, two doors with one sequence, an interface that is not up yet) do not fail the check.\n\n" +
+			"Exit status 0 when sesamed can start with FILE, 1 otherwise.",
+		Example: "  sesame check /etc/sesame/sesame.conf\n  sesame check /etc/knockd.conf",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := config.Load(args[0])
-			if err != nil {
-				return exitError{1, err.Error()}
+			opts := preflight.Options{}
+			switch unit {
+			case "none":
+			case "":
+				sb, err := preflight.InstalledUnit()
+				if err != nil {
+					return exitError{1, err.Error()}
+				}
+				opts.Sandbox = sb
+			default:
+				sb, err := preflight.LoadUnit(unit)
+				if err != nil {
+					return exitError{1, err.Error()}
+				}
+				opts.Sandbox = sb
 			}
-			for _, w := range cfg.Warnings {
+			cfg, rep := preflight.Load(cmd.Context(), args[0], opts)
+			for _, n := range rep.Notes {
+				fmt.Fprintln(stdout, "note:", n)
+			}
+			for _, w := range rep.Warnings {
 				fmt.Fprintln(stdout, "warning:", w)
+			}
+			if err := rep.Err(); err != nil {
+				return exitError{1, err.Error()}
 			}
 			fmt.Fprintf(stdout, "%s: OK, %d door(s)\n", args[0], len(cfg.Doors))
 			for _, d := range cfg.Doors {
@@ -120,6 +144,8 @@ func checkCmd(stdout io.Writer) *cobra.Command {
 			return nil
 		},
 	}
+	c.Flags().StringVar(&unit, "unit", "", "check against the sandbox of this systemd unit `FILE` instead of the installed sesamed.service (none: no sandbox)")
+	return c
 }
 
 func grantsCmd(stdout io.Writer) *cobra.Command {
@@ -127,28 +153,18 @@ func grantsCmd(stdout io.Writer) *cobra.Command {
 	var socket, stateDir string
 	c := &cobra.Command{
 		Use:   "grants [--json] [--socket PATH | --state-dir DIR]",
-		Short: "List active grants",
-		Long:  "List the grants a running sesamed holds (door, source, ports or stop command, time left). With --state-dir, read the journal in DIR directly, which works while the daemon is down.",
-		Args:  cobra.NoArgs,
+		Short: "List the grants sesamed holds",
+		Long: "List the grants a running sesamed holds: id, door, source, ports or stop command, time left and state " +
+			"(starting, active, revoking, stop failing, or revoked, not journaled). With --state-dir, read the journal in DIR " +
+			"directly, which works while the daemon is down; the states mean the same, read from the journal and the command markers.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var gs []grant.Grant
 			if stateDir != "" {
-				recs, err := journal.ReadPending(stateDir)
-				if err != nil {
+				var err error
+				if gs, err = grant.Journaled(stateDir); err != nil {
 					return err
 				}
-				for _, r := range recs {
-					state := "pending"
-					switch {
-					case r.RevokeStarted:
-						state = "revoking"
-					case r.StartPending:
-						state = "start pending"
-					}
-					gs = append(gs, grant.Grant{ID: r.ID, Door: r.Door, Source: r.Source, Open: r.Open,
-						Ports: knock.FormatSequence(r.Open), StopCmd: r.StopCmd, Start: r.Start, Deadline: r.Deadline, State: state})
-				}
-				sort.Slice(gs, func(i, j int) bool { return gs[i].Deadline.Before(gs[j].Deadline) })
 			} else {
 				var err error
 				gs, err = control.NewClient(socket).Grants(cmd.Context())
@@ -194,8 +210,11 @@ func printGrants(w io.Writer, gs []grant.Grant, now time.Time) {
 			left = 0
 		}
 		state := g.State
-		if g.LastError != "" {
+		switch {
+		case g.LastError != "" && g.Attempts > 0:
 			state += fmt.Sprintf(" (%d tries, last: %s)", g.Attempts, g.LastError)
+		case g.LastError != "":
+			state += fmt.Sprintf(" (last: %s)", g.LastError)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, g.Door, g.Source, opens, left, state)
 	}
@@ -209,6 +228,7 @@ func revokeCmd(stdout io.Writer) *cobra.Command {
 		Use:   "revoke [--forget] ID|ADDRESS",
 		Short: "Revoke a grant now",
 		Long: "Revoke now the grant with this ID, or every grant held by this source address: the stop command runs and native access is removed. " +
+			"An ID may be shortened to a prefix of at least 4 characters that names one grant; a prefix that names several lists them. " +
 			"A grant whose stop keeps failing (state \"stop failing\" in sesame grants) is retried at once.\n\n" +
 			"With --forget ID, end a grant whose stop keeps failing without running it again, after closing by hand what it opened: " +
 			"the journal records it as forgotten.",

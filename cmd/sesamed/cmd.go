@@ -10,7 +10,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
 
-	"github.com/sesame-knock/sesame/core/config"
 	"github.com/sesame-knock/sesame/core/firewall"
 	"github.com/sesame-knock/sesame/internal/control"
 	"github.com/sesame-knock/sesame/internal/version"
@@ -55,7 +54,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fl.BoolVarP(&f.debug, "debug", "D", false, "log every captured packet (trace level)")
 	fl.BoolVarP(&f.only4, "only-ip-v4", "4", false, "ignore IPv6 knocks")
 	fl.BoolVarP(&f.version, "version", "V", false, "print the version and exit")
-	fl.BoolVar(&f.check, "check", false, "validate the configuration and exit 0 (valid) or 1")
+	fl.BoolVar(&f.check, "check", false, "check the configuration and what starting with it needs, and exit 0 (it would start) or 1")
 	fl.StringVar(&f.stateDir, "state-dir", "/var/lib/sesame", "keep the grants journal in `DIR`")
 	fl.StringVar(&f.socket, "socket", control.DefaultSocket, "serve sesame grants/revoke on the unix socket `PATH`")
 	fl.BoolVar(&f.teardown, "teardown", false, "remove Sesame's firewall objects (for uninstalling) and exit")
@@ -79,16 +78,7 @@ func (f *flags) exec(ctx context.Context, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if f.check {
-		cfg, err := config.Load(f.config)
-		if err != nil {
-			fmt.Fprintln(stderr, err)
-			return 1
-		}
-		for _, w := range cfg.Warnings {
-			fmt.Fprintln(stderr, "warning:", w)
-		}
-		fmt.Fprintf(stdout, "%s: OK, %d door(s)\n", f.config, len(cfg.Doors))
-		return 0
+		return f.checkConfig(ctx, stdout, stderr)
 	}
 	if f.teardown {
 		return teardown(ctx, f.config, stderr)

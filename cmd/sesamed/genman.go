@@ -1,45 +1,30 @@
 package main
 
 import (
+	"bytes"
+	_ "embed"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"text/template"
+	"time"
 
+	"github.com/cpuguy83/go-md2man/v2/md2man"
 	"github.com/spf13/cobra"
-	"github.com/spf13/cobra/doc"
 
 	"github.com/sesame-knock/sesame/internal/version"
 )
 
-// manExtra is the part of sesamed(8) that is not about flags: signals,
-// files and related pages. It is roff appended to cobra's page.
-const manExtra = `.SH SIGNALS
-.TP
-\fBSIGHUP\fP
-Re-read the configuration (this is what \fBsystemctl reload sesamed\fP sends). A file with errors is logged and the running configuration is kept.
-.TP
-\fBSIGTERM\fP, \fBSIGINT\fP
-Shut down cleanly. Grants stay in the journal; the next start resumes them and revokes each at its deadline.
-.SH FILES
-.TP
-\fI/etc/sesame/sesame.conf\fP
-The configuration, see \fBsesame.conf\fP(5).
-.TP
-\fI/var/lib/sesame\fP
-The grants journal (\fB\-\-state\-dir\fP).
-.TP
-\fI/run/sesame/control.sock\fP
-The control socket \fBsesame grants\fP and \fBsesame revoke\fP use (\fB\-\-socket\fP).
-.TP
-\fI/usr/lib/systemd/system/sesamed.service\fP
-The systemd unit (Type=notify, with a watchdog). Its comments list what its sandbox allows door commands to write.
-.SH SEE ALSO
-\fBsesame\fP(1), \fBsesame.conf\fP(5), \fBknockd\fP(1), \fBsystemd.exec\fP(5)
-`
+// manPage is sesamed(8) in markdown, written for people rather than
+// generated from the flags; TestManPageDescribesEveryFlag keeps the two
+// together.
+//
+//go:embed sesamed.8.md
+var manPage string
 
 // addGenMan gives cmd a hidden --gen-man DIR flag that writes sesamed(8)
-// into DIR and exits, so the page is generated from the flags that
-// parse the command line. `make package` uses it.
+// into DIR and exits. `make package` uses it.
 func addGenMan(cmd *cobra.Command) {
 	var dir string
 	cmd.Flags().StringVar(&dir, "gen-man", "", "write the man page into `DIR` and exit")
@@ -49,26 +34,39 @@ func addGenMan(cmd *cobra.Command) {
 		if dir == "" {
 			return run(c, args)
 		}
-		return genMan(c, dir)
+		return genMan(dir)
 	}
 }
 
-func genMan(cmd *cobra.Command, dir string) error {
-	cmd.DisableAutoGenTag = true
-	path := filepath.Join(dir, "sesamed.8")
-	f, err := os.Create(path)
+// renderMan returns sesamed(8) as roff, dated by SOURCE_DATE_EPOCH when
+// set (reproducible builds), else now.
+func renderMan() ([]byte, error) {
+	date := time.Now()
+	if e := os.Getenv("SOURCE_DATE_EPOCH"); e != "" {
+		s, err := strconv.ParseInt(e, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("SOURCE_DATE_EPOCH %q: %w", e, err)
+		}
+		date = time.Unix(s, 0)
+	}
+	t, err := template.New("sesamed.8").Option("missingkey=error").Parse(manPage)
+	if err != nil {
+		return nil, err
+	}
+	var md bytes.Buffer
+	if err := t.Execute(&md, map[string]string{"Version": version.Version, "Date": date.UTC().Format("January 2006")}); err != nil {
+		return nil, err
+	}
+	return md2man.Render(md.Bytes()), nil
+}
+
+func genMan(dir string) error {
+	page, err := renderMan()
 	if err != nil {
 		return fmt.Errorf("gen-man: %w", err)
 	}
-	hdr := &doc.GenManHeader{Title: "SESAMED", Section: "8", Source: "Sesame " + version.Version, Manual: "System Manager's Manual"}
-	err = doc.GenMan(cmd, hdr, f)
-	if err == nil {
-		_, err = f.WriteString(manExtra)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	path := filepath.Join(dir, "sesamed.8")
+	if err := os.WriteFile(path, page, 0o644); err != nil {
 		return fmt.Errorf("gen-man %s: %w", path, err)
 	}
 	return nil

@@ -30,8 +30,9 @@ type Config struct {
 	File    string
 	Options Options
 	Doors   []*Door
-	// Warnings are problems that do not stop Sesame (a one-time file with
-	// no sequences left disables its door rather than the daemon).
+	// Warnings are problems that do not stop Sesame, as "file:line: text"
+	// (a one-time file with no sequences left disables its door rather
+	// than the daemon; two doors with one sequence both open).
 	Warnings []string
 }
 
@@ -55,6 +56,8 @@ type Options struct {
 	RescuePorts []knock.Port
 	RescueAfter time.Duration
 	RescueFrom  []netip.Prefix
+	// Lines says where each global key was set (Lines.Of(KeyLogFile)).
+	Lines Lines
 }
 
 // Command is a knockd command string. Set distinguishes "absent" from
@@ -87,6 +90,18 @@ type Door struct {
 	// Open lists ports granted natively to the knocker (Sesame extension).
 	Open        []knock.Port
 	OpenTimeout time.Duration // 0 means CmdTimeout
+
+	// Lines says where each of the door's keys was set.
+	Lines Lines
+}
+
+// KeyLine is the line where the door set k, or its header's line when
+// it did not.
+func (d *Door) KeyLine(k Key) int {
+	if l := d.Lines.Of(k); l > 0 {
+		return l
+	}
+	return d.Line
 }
 
 // Commands returns the start and stop command templates for a knocker of

@@ -12,6 +12,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("[d]\nsequence=0\n"))
 	f.Add([]byte("[d]\none_time_sequences=/nonexistent\n"))
 	f.Add([]byte("x=1\n[]\n[d\n"))
+	f.Add([]byte("[d\nsequence=1\nSEQ_TIMOUT=2\n[e] x\nLogFile=/l\n[options\nsequence=1\n"))
+	f.Add([]byte("[a]\nsequence=1\nstop_command=x\n[b]\nsequence=1\nstop_command_6=y\nstart_command_6=\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse("fuzz.conf", data)
 		if err != nil {
@@ -36,6 +38,12 @@ func FuzzParse(f *testing.F) {
 			}
 			if d.SeqTimeout <= 0 || d.CmdTimeout < 0 {
 				t.Fatalf("door %q accepted timeouts %v %v", d.Name, d.SeqTimeout, d.CmdTimeout)
+			}
+		}
+		for _, w := range c.Warnings {
+			// Every warning is located too.
+			if !strings.HasPrefix(w, "fuzz.conf:") || strings.HasPrefix(w, "fuzz.conf:0:") {
+				t.Fatalf("unlocated warning %q", w)
 			}
 		}
 		if c.Options.MaxAttempts < 1 {

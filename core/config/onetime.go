@@ -21,9 +21,9 @@ func (c *Config) loadOneTime() error {
 		switch {
 		case errors.Is(err, onetime.ErrExhausted):
 			d.Disabled = true
-			c.Warnings = append(c.Warnings, fmt.Sprintf("%s:%d: door %q: %s: no more sequences left, door disabled", d.File, d.Line, d.Name, d.OneTimeFile))
+			c.Warnings = append(c.Warnings, fmt.Sprintf("%s:%d: door %q: %s: no more sequences left, door disabled", d.File, d.KeyLine(KeyOneTimeSequences), d.Name, d.OneTimeFile))
 		case err != nil:
-			errs = append(errs, &Error{File: d.File, Line: d.Line, Msg: fmt.Sprintf("door %q: %v", d.Name, err)})
+			errs = append(errs, &Error{File: d.File, Line: d.KeyLine(KeyOneTimeSequences), Msg: fmt.Sprintf("door %q: %v", d.Name, err)})
 			continue
 		default:
 			d.Sequence = f.Current()

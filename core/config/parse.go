@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,14 +18,20 @@ import (
 	"github.com/sesame-knock/sesame/core/knock"
 )
 
-// Error is a problem at one line of a config file.
+// Error is a problem at one line of a config file. Line is 0 for a
+// problem of the file as a whole (a default it leaves in place).
 type Error struct {
 	File string
 	Line int
 	Msg  string
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg) }
+func (e *Error) Error() string {
+	if e.Line <= 0 {
+		return fmt.Sprintf("%s: %s", e.File, e.Msg)
+	}
+	return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+}
 
 // Load reads and parses path, then checks the one-time sequence files the
 // doors name and reads each one's current sequence.
@@ -88,6 +95,7 @@ type parser struct {
 	section string         // "" before the first section
 	door    *Door          // nil in [options]
 	badSeq  map[*Door]bool // a Sequence line was rejected: no second "empty" error
+	broken  bool           // the current section's header was bad (already reported)
 	names   map[string]int // door name -> line of its first section
 	errs    []error
 }
@@ -100,35 +108,21 @@ func (p *parser) parseLine(line string) {
 	if line == "" || line[0] == '#' {
 		return
 	}
-	if line[0] == '[' && line[len(line)-1] == ']' && len(line) >= 2 {
-		name := line[1 : len(line)-1]
-		if name == "" {
-			p.errorf("bad section name")
-			return
-		}
-		p.section = name
-		p.door = nil
-		// Only the exact "options" is global: knockd treats [Options] as a door.
-		if name != "options" {
-			p.checkDoorName(name)
-			p.door = &Door{
-				Name: name, File: p.file, Line: p.line,
-				SeqTimeout: DefaultSeqTimeout,
-				CmdTimeout: DefaultCmdTimeout,
-			}
-			p.cfg.Doors = append(p.cfg.Doors, p.door)
-		}
+	if line[0] == '[' {
+		p.header(line)
 		return
 	}
 	if p.section == "" {
 		p.errorf("all directives must belong to a section")
 		return
 	}
-	key, val, hasEq := strings.Cut(line, "=")
-	key = strings.ToUpper(strings.TrimSpace(key))
+	rawKey, val, hasEq := strings.Cut(line, "=")
+	rawKey = strings.TrimSpace(rawKey)
 	val = strings.TrimSpace(val)
-	if key == "USESYSLOG" {
+	key := keySpellings[strings.ToUpper(rawKey)]
+	if key == KeyUseSyslog {
 		// knockd accepts the bare key anywhere; Sesame also takes = yes|no.
+		p.cfg.Options.Lines.set(KeyUseSyslog, p.line)
 		if !hasEq {
 			p.cfg.Options.UseSyslog = true
 			return
@@ -145,11 +139,90 @@ func (p *parser) parseLine(line string) {
 		p.errorf("syntax error: %q is not \"key = value\"", line)
 		return
 	}
-	if p.door == nil {
+	global := p.door == nil
+	switch {
+	case p.broken:
+		// The header of this section was bad (one error already): check
+		// the values, but not where the keys stand.
+		if key == keyNone {
+			p.unknownKey(rawKey, global)
+		} else if keyInfos[key].global {
+			p.optionKey(key, val)
+		} else if p.door != nil {
+			p.doorKey(p.door, key, val)
+		}
+	case key == keyNone:
+		p.unknownKey(rawKey, global)
+	case global && !keyInfos[key].global:
+		p.errorf("%s can only be used within a door section", shown(rawKey))
+	case !global && keyInfos[key].global:
+		p.errorf("%s is a global option: it belongs in [options]", shown(rawKey))
+	case global:
 		p.optionKey(key, val)
-	} else {
+	default:
 		p.doorKey(p.door, key, val)
 	}
+}
+
+// unknownKey reports a key no section takes, suggesting the closest
+// known one when it looks like a misspelling.
+func (p *parser) unknownKey(rawKey string, global bool) {
+	if s := suggest(rawKey, global); s != "" {
+		p.errorf("unknown option %s; did you mean %s?", shown(rawKey), s)
+		return
+	}
+	if s := suggest(rawKey, !global); s != "" {
+		where := "a door section"
+		if !global {
+			where = "[options]"
+		}
+		p.errorf("unknown option %s; did you mean %s (which belongs in %s)?", shown(rawKey), s, where)
+		return
+	}
+	p.errorf("unknown option %s", shown(rawKey))
+}
+
+// header opens the section a "[name]" line names. A header without its
+// closing bracket, or with text after it, is one error; the lines after
+// it still belong to that section, so that they are checked without an
+// error each for standing in the wrong section.
+func (p *parser) header(line string) {
+	name, rest, closed := strings.Cut(line[1:], "]")
+	p.broken = false
+	switch {
+	case !closed:
+		p.errorf("section header %s lacks its closing ]", line)
+		p.broken = true
+		name = strings.TrimSpace(name)
+	case rest != "":
+		p.errorf("text after ] in section header %s (there are no comments after values)", line)
+		p.broken = true
+	}
+	if name == "" {
+		if !p.broken {
+			p.errorf("bad section name")
+		}
+		p.broken = true
+		p.section, p.door = "[]", nil
+		return
+	}
+	p.section = name
+	p.door = nil
+	// Only the exact "options" is global: knockd treats [Options] as a door.
+	if name == "options" {
+		return
+	}
+	p.door = &Door{
+		Name: name, File: p.file, Line: p.line,
+		SeqTimeout: DefaultSeqTimeout,
+		CmdTimeout: DefaultCmdTimeout,
+	}
+	if p.broken {
+		// Its keys are checked, but it is not a door anyone asked for.
+		return
+	}
+	p.checkDoorName(name)
+	p.cfg.Doors = append(p.cfg.Doors, p.door)
 }
 
 // checkDoorName refuses a door name the rest of Sesame cannot keep apart
@@ -172,49 +245,50 @@ func (p *parser) checkDoorName(name string) {
 	}
 }
 
-func (p *parser) optionKey(key, val string) {
+func (p *parser) optionKey(key Key, val string) {
 	o := &p.cfg.Options
+	o.Lines.set(key, p.line)
 	switch key {
-	case "LOGFILE":
+	case KeyLogFile:
 		o.LogFile = val
-	case "PIDFILE":
+	case KeyPidFile:
 		o.PidFile = val
-	case "INTERFACE":
+	case KeyInterface:
 		ifs, err := parseInterfaces(val)
 		if err != nil {
 			p.errorf("Interface: %v", err)
 			return
 		}
 		o.Interfaces = ifs
-	case "MAXATTEMPTS":
+	case KeyMaxAttempts:
 		n, err := parseInt(val, 1, 1<<24)
 		if err != nil {
 			p.errorf("MaxAttempts: %v", err)
 			return
 		}
 		o.MaxAttempts = n
-	case "FIREWALL":
+	case KeyFirewall:
 		switch v := strings.ToLower(val); v {
 		case "auto", "iptables", "iptables-nft", "iptables-legacy", "nftables":
 			o.Firewall = v
 		default:
 			p.errorf("Firewall: unknown backend %q (want auto, iptables, iptables-nft, iptables-legacy or nftables)", val)
 		}
-	case "RECONCILE_INTERVAL":
+	case KeyReconcileInterval:
 		d, err := parseSeconds(val, false)
 		if err != nil {
 			p.errorf("Reconcile_Interval: %v", err)
 			return
 		}
 		o.ReconcileInterval = d
-	case "RESCUE_PORTS":
+	case KeyRescuePorts:
 		ps, err := knock.ParsePortList(val)
 		if err != nil {
 			p.errorf("Rescue_Ports: %v", err)
 			return
 		}
 		o.RescuePorts = ps
-	case "RESCUE_AFTER":
+	case KeyRescueAfter:
 		d, err := parseSeconds(val, false)
 		if err != nil {
 			p.errorf("Rescue_After: %v", err)
@@ -226,39 +300,27 @@ func (p *parser) optionKey(key, val string) {
 			return
 		}
 		o.RescueAfter = d
-	case "RESCUE_FROM":
+	case KeyRescueFrom:
 		pfx, err := parsePrefixes(val)
 		if err != nil {
 			p.errorf("Rescue_From: %v", err)
 			return
 		}
 		o.RescueFrom = pfx
-	default:
-		if doorKeys[key] {
-			p.errorf("%q can only be used within a door section", key)
-			return
-		}
-		p.errorf("unknown option %q", key)
 	}
 }
 
-var doorKeys = map[string]bool{
-	"TARGET": true, "SEQUENCE": true, "ONE_TIME_SEQUENCES": true, "SEQ_TIMEOUT": true, "TIMEOUT": true,
-	"START_COMMAND": true, "COMMAND": true, "START_COMMAND_6": true, "COMMAND_6": true,
-	"STOP_COMMAND": true, "STOP_COMMAND_6": true, "CMD_TIMEOUT": true, "TCPFLAGS": true,
-	"OPEN": true, "OPEN_TIMEOUT": true,
-}
-
-func (p *parser) doorKey(d *Door, key, val string) {
+func (p *parser) doorKey(d *Door, key Key, val string) {
+	d.Lines.set(key, p.line)
 	switch key {
-	case "TARGET":
+	case KeyTarget:
 		a, err := netip.ParseAddr(val)
 		if err != nil {
 			p.errorf("Target: %q is not an IP address", val)
 			return
 		}
 		d.Target = a.Unmap()
-	case "SEQUENCE":
+	case KeySequence:
 		seq, err := knock.ParseSequence(val)
 		if err != nil {
 			p.errorf("Sequence: %v", err)
@@ -270,42 +332,42 @@ func (p *parser) doorKey(d *Door, key, val string) {
 			return
 		}
 		d.Sequence = seq
-	case "ONE_TIME_SEQUENCES":
+	case KeyOneTimeSequences:
 		if val == "" {
 			p.errorf("One_Time_Sequences: empty path")
 			return
 		}
 		d.OneTimeFile = val
-	case "SEQ_TIMEOUT", "TIMEOUT":
+	case KeySeqTimeout:
 		t, err := parseSeconds(val, false)
 		if err != nil {
 			p.errorf("Seq_Timeout: %v", err)
 			return
 		}
 		d.SeqTimeout = t
-	case "CMD_TIMEOUT":
+	case KeyCmdTimeout:
 		t, err := parseSeconds(val, true)
 		if err != nil {
 			p.errorf("Cmd_Timeout: %v", err)
 			return
 		}
 		d.CmdTimeout = t
-	case "OPEN_TIMEOUT":
+	case KeyOpenTimeout:
 		t, err := parseSeconds(val, false)
 		if err != nil {
 			p.errorf("Open_Timeout: %v", err)
 			return
 		}
 		d.OpenTimeout = t
-	case "START_COMMAND", "COMMAND":
+	case KeyStartCommand:
 		d.Start = Command{Text: val, Set: true}
-	case "START_COMMAND_6", "COMMAND_6":
+	case KeyStartCommand6:
 		d.Start6 = Command{Text: val, Set: true}
-	case "STOP_COMMAND":
+	case KeyStopCommand:
 		d.Stop = Command{Text: val, Set: true}
-	case "STOP_COMMAND_6":
+	case KeyStopCommand6:
 		d.Stop6 = Command{Text: val, Set: true}
-	case "TCPFLAGS":
+	case KeyTCPFlags:
 		// Repeated lines accumulate, as in knockd.
 		m, err := parseFlags(val, d.Flags)
 		if err != nil {
@@ -313,15 +375,13 @@ func (p *parser) doorKey(d *Door, key, val string) {
 			return
 		}
 		d.Flags = m
-	case "OPEN":
+	case KeyOpen:
 		ps, err := knock.ParsePortList(val)
 		if err != nil {
 			p.errorf("Open: %v", err)
 			return
 		}
 		d.Open = ps
-	default:
-		p.errorf("unknown door key %q", key)
 	}
 }
 
@@ -330,7 +390,7 @@ func (p *parser) finish() {
 	for _, d := range p.cfg.Doors {
 		if d.OneTimeFile != "" {
 			if len(d.Sequence) > 0 {
-				p.cfg.Warnings = append(p.cfg.Warnings, fmt.Sprintf("%s:%d: door %q: Sequence is ignored: One_Time_Sequences supplies it", d.File, d.Line, d.Name))
+				p.warnf(d.KeyLine(KeySequence), "door %q: Sequence is ignored: One_Time_Sequences supplies it", d.Name)
 				d.Sequence = nil
 			}
 			continue
@@ -339,6 +399,82 @@ func (p *parser) finish() {
 			p.errs = append(p.errs, &Error{File: d.File, Line: d.Line, Msg: fmt.Sprintf("door %q has an empty knock sequence", d.Name)})
 		}
 	}
+	if len(p.errs) > 0 {
+		return
+	}
+	p.likelyMistakes()
+}
+
+// likelyMistakes warns about what works but is seldom meant: two doors
+// with one sequence, a door that opens nothing, a stop command that never
+// runs. Past maxSameWarnings doors of one kind, one line counts the rest.
+func (p *parser) likelyMistakes() {
+	var same, idle, stop, stop6 warnCount
+	// Keyed by a hash (no string per door: a config may have 100k doors);
+	// equal hashes are compared element by element.
+	seqs := make(map[uint64]*Door, len(p.cfg.Doors))
+	for _, d := range p.cfg.Doors {
+		if len(d.Sequence) > 0 {
+			h := seqHash(d.Sequence)
+			if first, ok := seqs[h]; !ok {
+				seqs[h] = d
+			} else if slices.Equal(first.Sequence, d.Sequence) && same.more() {
+				p.warnf(d.KeyLine(KeySequence), "door %q has the same sequence as door %q (line %d): one knock opens both", d.Name, first.Name, first.KeyLine(KeySequence))
+			}
+		}
+		start4, _ := d.Commands(false)
+		start6, _ := d.Commands(true)
+		if start4 == "" && start6 == "" && len(d.Open) == 0 && idle.more() {
+			p.warnf(d.Line, "door %q has neither a start_command nor Open: a knock only logs OPEN SESAME", d.Name)
+		}
+		// knockd runs no stop command without a start command (nor does
+		// Sesame): nothing would undo anything.
+		if d.Stop.Text != "" && start4 == "" && start6 == "" {
+			if stop.more() {
+				p.warnf(d.KeyLine(KeyStopCommand), "door %q: stop_command without start_command never runs", d.Name)
+			}
+		} else if d.Stop6.Text != "" && start6 == "" && stop6.more() {
+			p.warnf(d.KeyLine(KeyStopCommand6), "door %q: stop_command_6 without a start command for IPv6 never runs", d.Name)
+		}
+	}
+	same.summary(p, "doors have the same sequence as an earlier one")
+	idle.summary(p, "doors have neither a start_command nor Open")
+	stop.summary(p, "doors have a stop_command without start_command")
+	stop6.summary(p, "doors have a stop_command_6 without a start command for IPv6")
+}
+
+// maxSameWarnings bounds the warnings of one kind: a generated config of
+// 30,000 doors that all open nothing needs one line about it, not 30,000.
+const maxSameWarnings = 10
+
+type warnCount int
+
+// more counts one more case and reports whether it gets its own line.
+func (n *warnCount) more() bool {
+	*n++
+	return *n <= maxSameWarnings
+}
+
+func (n warnCount) summary(p *parser, what string) {
+	if n > maxSameWarnings {
+		p.cfg.Warnings = append(p.cfg.Warnings, fmt.Sprintf("%s: %d more %s (not listed one by one)", p.file, n-maxSameWarnings, what))
+	}
+}
+
+// seqHash is FNV-1a over the sequence's ports and protocols.
+func seqHash(seq []knock.Port) uint64 {
+	h := uint64(14695981039346656037)
+	for _, p := range seq {
+		for _, b := range [3]byte{byte(p.Num >> 8), byte(p.Num), byte(p.Proto)} {
+			h ^= uint64(b)
+			h *= 1099511628211
+		}
+	}
+	return h
+}
+
+func (p *parser) warnf(line int, format string, args ...any) {
+	p.cfg.Warnings = append(p.cfg.Warnings, fmt.Sprintf("%s:%d: ", p.file, line)+fmt.Sprintf(format, args...))
 }
 
 func parseBool(s string) (bool, error) {

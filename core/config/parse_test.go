@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -174,9 +175,17 @@ func TestParseErrors(t *testing.T) {
 		{"directive before section", "sequence=1\n", 1, "must belong to a section"},
 		{"bad section name", "[]\n", 1, "bad section name"},
 		{"no equals", "[d]\nsequence=1\nbogus\n", 3, "syntax error"},
-		{"unknown door key", "[d]\nsequence=1\ncolour=red\n", 3, `unknown door key "COLOUR"`},
-		{"unknown option", "[options]\nfoo=1\n", 2, `unknown option "FOO"`},
+		{"unknown door key", "[d]\nsequence=1\ncolour=red\n", 3, `unknown option colour`},
+		{"unknown option", "[options]\nfoo=1\n", 2, `unknown option foo`},
+		{"misspelt door key keeps the user's spelling", "[d]\nsequence=1\nSEQ_TIMOUT=5\n", 3, "unknown option SEQ_TIMOUT; did you mean seq_timeout?"},
+		{"misspelt option", "[options]\nLog_Fiel = /x\n", 2, "unknown option Log_Fiel; did you mean LogFile?"},
+		{"misspelt alias", "[d]\nsequence=1\ncomand=x\n", 3, "unknown option comand; did you mean command?"},
+		{"misspelt key of the other section", "[options]\nsequense=1\n", 2, "did you mean sequence (which belongs in a door section)?"},
+		{"odd characters quoted", "[d]\nsequence=1\nseq timeout!=1\n", 3, `unknown option "seq timeout!"`},
 		{"door key in options", "[options]\nsequence=1\n", 2, "within a door section"},
+		{"option in a door", "[d]\nsequence=1\nLogFile=/x\n", 3, "LogFile is a global option: it belongs in [options]"},
+		{"header without ]", "[d]\nsequence=1\n[e\nsequence=2\n", 3, "section header [e lacks its closing ]"},
+		{"text after ]", "[d] # ssh\nsequence=1\n", 1, "text after ] in section header"},
 		{"port zero", "[d]\nsequence=0\n", 2, "out of range"},
 		{"port too big", "[d]\nsequence=65536\n", 2, "out of range"},
 		{"port not numeric", "[d]\nsequence=7000,abc\n", 2, "not a number"},
@@ -255,8 +264,9 @@ func TestLoadOneTime(t *testing.T) {
 		t.Errorf("warnings %q, want the unparsable line 2", c.Warnings)
 	}
 
+	// Errors name the One_Time_Sequences line.
 	write("[d]\none_time_sequences = " + filepath.Join(dir, "missing") + "\n")
-	if _, err := Load(conf); err == nil || !strings.Contains(err.Error(), conf+":1:") {
+	if _, err := Load(conf); err == nil || !strings.Contains(err.Error(), conf+":2:") {
 		t.Errorf("missing file: err = %v", err)
 	}
 
@@ -266,11 +276,11 @@ func TestLoadOneTime(t *testing.T) {
 		t.Errorf("directory: err = %v", err)
 	}
 
-	// A symlink is refused (sesame check says so at the door's line).
+	// A symlink is refused (sesame check says so at the key's line).
 	link := filepath.Join(dir, "link")
 	os.Symlink(seqs, link)
 	write("[d]\none_time_sequences = " + link + "\n")
-	if _, err := Load(conf); err == nil || !strings.Contains(err.Error(), conf+":1:") || !strings.Contains(err.Error(), "symbolic link") {
+	if _, err := Load(conf); err == nil || !strings.Contains(err.Error(), conf+":2:") || !strings.Contains(err.Error(), "symbolic link") {
 		t.Errorf("symlink: err = %v", err)
 	}
 
@@ -292,5 +302,99 @@ func TestLoadOneTime(t *testing.T) {
 	}
 	if !c.Doors[0].Disabled || len(c.Warnings) == 0 {
 		t.Errorf("exhausted file: disabled=%v warnings=%q", c.Doors[0].Disabled, c.Warnings)
+	}
+}
+
+// A section header missing its ] is one error, not one per line after
+// it: the lines below belong to that section, whatever they set.
+func TestBrokenHeaderIsOneError(t *testing.T) {
+	for _, conf := range []string{
+		"[options]\nLogFile=/x\n[openSSH\nsequence=7000,8000,9000\nseq_timeout=5\ncommand=true\ntcpflags=syn\n",
+		"[openSSH\nsequence=7000,8000,9000\nseq_timeout=5\ncommand=true\n[closeSSH]\nsequence=9000\n",
+		"[options\nLogFile=/x\nInterface=eth0\n[d]\nsequence=1\n",
+		"[a]\nsequence=1\n[b] [c]\nsequence=2\nstart_command=x\n",
+	} {
+		_, err := Parse("t.conf", []byte(conf))
+		if err == nil {
+			t.Fatalf("%q: no error", conf)
+		}
+		if n := len(strings.Split(err.Error(), "\n")); n != 1 {
+			t.Errorf("%q: %d errors, want 1:\n%v", conf, n, err)
+		}
+	}
+	// The values under a broken header are still checked.
+	_, err := Parse("t.conf", []byte("[d\nsequence=1\nseq_timeout=abc\n"))
+	if err == nil || !strings.Contains(err.Error(), "t.conf:1: section header") || !strings.Contains(err.Error(), "t.conf:3: Seq_Timeout") {
+		t.Errorf("err = %v, want the header and the bad value", err)
+	}
+}
+
+func TestLikelyMistakesWarn(t *testing.T) {
+	tests := []struct {
+		name, conf string
+		want       []string // substrings, one warning each, in order
+	}{
+		{"same sequence", "[a]\nsequence=1,2\nstart_command=x\n[b]\nsequence=1:tcp, 2\nstart_command=y\n",
+			[]string{`t.conf:5: door "b" has the same sequence as door "a" (line 2): one knock opens both`}},
+		{"different protocols differ", "[a]\nsequence=1,2\nstart_command=x\n[b]\nsequence=1,2:udp\nstart_command=y\n", nil},
+		{"no command nor Open", "[options]\n[quiet]\nsequence=1\n", []string{`t.conf:2: door "quiet" has neither a start_command nor Open`}},
+		{"empty start command", "[d]\nsequence=1\nstart_command=\n", []string{`t.conf:1: door "d" has neither`}},
+		{"IPv6 command only is a command", "[d]\nsequence=1\nstart_command_6=x\n", nil},
+		{"Open only", "[d]\nsequence=1\nOpen=22\n", nil},
+		{"stop without start", "[d]\nsequence=1\nOpen=22\nstop_command=iptables -D\n",
+			[]string{`t.conf:4: door "d": stop_command without start_command never runs`}},
+		{"stop_6 without a start for IPv6", "[d]\nsequence=1\nstart_command=a\nstart_command_6=\nstop_command_6=b\n",
+			[]string{`t.conf:5: door "d": stop_command_6 without a start command for IPv6 never runs`}},
+		{"stop falls back for IPv6: fine", "[d]\nsequence=1\nstart_command=a\nstart_command_6=\nstop_command=b\n", nil},
+		{"knockd's default config", knockdDefault, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse("t.conf", []byte(tt.conf))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(c.Warnings) != len(tt.want) {
+				t.Fatalf("warnings %q, want %d", c.Warnings, len(tt.want))
+			}
+			for i, w := range tt.want {
+				if !strings.Contains(c.Warnings[i], w) {
+					t.Errorf("warning %q, want %q in it", c.Warnings[i], w)
+				}
+			}
+		})
+	}
+}
+
+func TestKeyLines(t *testing.T) {
+	c, err := Parse("t.conf", []byte("[options]\n\tLogFile = /a\n\n[d]\n  timeout = 3\nsequence=1\ncommand=x\nSEQ_TIMEOUT=4\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := c.Doors[0]
+	for k, want := range map[Key]int{KeySeqTimeout: 8, KeySequence: 6, KeyStartCommand: 7, KeyOpen: 4} {
+		if got := d.KeyLine(k); got != want {
+			t.Errorf("door line of %v = %d, want %d", k, got, want)
+		}
+	}
+	if got := c.Options.Lines.Of(KeyLogFile); got != 2 {
+		t.Errorf("LogFile line %d, want 2", got)
+	}
+	if got := c.Options.Lines.Of(KeyPidFile); got != 0 {
+		t.Errorf("unset PidFile line %d, want 0", got)
+	}
+}
+
+func TestLikelyMistakesAreCounted(t *testing.T) {
+	var b strings.Builder
+	for i := 0; i < 25; i++ {
+		fmt.Fprintf(&b, "[d%d]\nsequence=%d\n", i, 1000+i)
+	}
+	c, err := Parse("t.conf", []byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) != maxSameWarnings+1 || c.Warnings[maxSameWarnings] != "t.conf: 15 more doors have neither a start_command nor Open (not listed one by one)" {
+		t.Errorf("warnings %q", c.Warnings)
 	}
 }

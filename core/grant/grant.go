@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -510,17 +511,32 @@ func cut(k string) (kind, door string, ok bool) {
 	return k, "", false
 }
 
-// Revoke revokes now every grant whose ID is target or whose source is
-// the address target, and returns their IDs. A grant whose stop is
-// failing is retried at once.
+// Revoke revokes now every grant whose ID is target, or begins with
+// target (a prefix of at least MinIDPrefix characters that names one
+// grant, as git takes a short hash), or whose source is the address
+// target, and returns their IDs. A grant whose stop is failing is
+// retried at once. Outcomes: the IDs; an error wrapping ErrAmbiguousID
+// that lists the grants a prefix names; an error saying nothing matches.
 func (m *Manager) Revoke(target string) ([]string, error) {
 	addr, aerr := netip.ParseAddr(target)
 	m.mu.Lock()
-	var ids []string
-	for _, e := range m.byID {
-		if e.rec.ID != target && (aerr != nil || e.rec.Source != addr.Unmap()) {
-			continue
+	var es []*entry
+	if aerr == nil {
+		for _, e := range m.byID {
+			if e.rec.Source == addr.Unmap() {
+				es = append(es, e)
+			}
 		}
+	} else {
+		e, err := m.byIDLocked(target)
+		if err != nil {
+			m.mu.Unlock()
+			return nil, err
+		}
+		es = append(es, e)
+	}
+	var ids []string
+	for _, e := range es {
 		switch e.state {
 		case Starting, Active:
 			m.startRevokeLocked(e, "admin")
@@ -539,6 +555,43 @@ func (m *Manager) Revoke(target string) ([]string, error) {
 	return ids, nil
 }
 
+// MinIDPrefix is the shortest prefix of a grant ID that Revoke and
+// Forget take for the whole ID.
+const MinIDPrefix = 4
+
+// ErrAmbiguousID is wrapped by the error for an ID prefix that names
+// more than one grant.
+var ErrAmbiguousID = errors.New("ambiguous grant id")
+
+// byIDLocked finds the grant whose ID is id, or the one grant whose ID
+// begins with it.
+func (m *Manager) byIDLocked(id string) (*entry, error) {
+	if e := m.byID[id]; e != nil {
+		return e, nil
+	}
+	if len(id) < MinIDPrefix {
+		return nil, fmt.Errorf("no grant %q (a shortened id needs at least %d characters)", id, MinIDPrefix)
+	}
+	var found []*entry
+	for gid, e := range m.byID {
+		if strings.HasPrefix(gid, id) {
+			found = append(found, e)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, fmt.Errorf("no grant %q", id)
+	case 1:
+		return found[0], nil
+	}
+	sort.Slice(found, func(i, j int) bool { return found[i].rec.ID < found[j].rec.ID })
+	var names []string
+	for _, e := range found {
+		names = append(names, fmt.Sprintf("%s (%s, %s)", e.rec.ID, e.rec.Door, e.rec.Source))
+	}
+	return nil, fmt.Errorf("%w: %q names %d grants: %s", ErrAmbiguousID, id, len(found), strings.Join(names, ", "))
+}
+
 func poke(e *entry) {
 	select {
 	case e.poke <- struct{}{}:
@@ -550,7 +603,8 @@ func poke(e *entry) {
 // failing: such a grant ends the usual way (Revoke).
 var ErrNotFailing = errors.New("its stop is not failing")
 
-// Forget ends the grant id whose stop command (or native revoke) keeps
+// Forget ends the grant id (or the one a prefix of it names, see
+// Revoke) whose stop command (or native revoke) keeps
 // failing, without running it again: an admin closed by hand what it
 // opened. The journal records it as forgotten. When a stop attempt is
 // running, Forget waits for it (until ctx ends): if it succeeds the grant
@@ -560,11 +614,12 @@ var ErrNotFailing = errors.New("its stop is not failing")
 // ends).
 func (m *Manager) Forget(ctx context.Context, id string) error {
 	m.mu.Lock()
-	e := m.byID[id]
-	if e == nil {
+	e, err := m.byIDLocked(id)
+	if err != nil {
 		m.mu.Unlock()
-		return fmt.Errorf("no grant %q", id)
+		return err
 	}
+	id = e.rec.ID
 	if e.state != StopFailing {
 		st := e.state
 		m.mu.Unlock()

@@ -3,6 +3,7 @@ package grant
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -219,6 +220,67 @@ func TestReknockAfterReloadGetsTheNewDoor(t *testing.T) {
 		r.advance(61 * time.Second)
 		if r.tr.count("run ssh: open2") != 1 || r.tr.count("run ssh: close2") != 1 || r.tr.count("journal extend +1m22s") != 1 {
 			t.Errorf("trace %q", r.tr.all())
+		}
+	})
+}
+
+// `sesame revoke` takes a unique prefix of a grant id, as git takes a
+// short hash; an ambiguous one names the grants it could mean.
+func TestRevokeByIDPrefix(t *testing.T) {
+	bubble(t, func(t *testing.T, r *rig) {
+		other := netip.MustParseAddr("192.0.2.8")
+		r.m.Open(cmdDoor(), src4, time.Now())
+		r.m.Open(cmdDoor(), other, time.Now())
+		r.settle()
+		gs := r.m.List()
+		if len(gs) != 2 {
+			t.Fatalf("List = %+v", gs)
+		}
+		a, b := gs[0].ID, gs[1].ID
+		common := 0
+		for common < len(a) && a[common] == b[common] {
+			common++
+		}
+		if common < MinIDPrefix {
+			t.Fatalf("ids %s and %s share %d characters; the test needs %d", a, b, common, MinIDPrefix)
+		}
+		_, err := r.m.Revoke(a[:common])
+		if !errors.Is(err, ErrAmbiguousID) || !strings.Contains(err.Error(), a+" (ssh, ") || !strings.Contains(err.Error(), b+" (ssh, ") {
+			t.Fatalf("ambiguous prefix: %v", err)
+		}
+		if _, err := r.m.Revoke(a[:MinIDPrefix-1]); err == nil || !strings.Contains(err.Error(), "at least 4 characters") {
+			t.Errorf("too short a prefix: %v", err)
+		}
+		if _, err := r.m.Revoke("ffffffffffff"); err == nil || errors.Is(err, ErrAmbiguousID) {
+			t.Errorf("prefix of nothing: %v", err)
+		}
+		ids, err := r.m.Revoke(a[:common+1])
+		if err != nil || len(ids) != 1 || ids[0] != a {
+			t.Fatalf("unique prefix: %v %v", ids, err)
+		}
+		r.settle()
+		if gs := r.m.List(); len(gs) != 1 || gs[0].ID != b {
+			t.Fatalf("after revoking %s: %+v", a, gs)
+		}
+	})
+}
+
+// Forget takes a prefix too.
+func TestForgetByIDPrefix(t *testing.T) {
+	bubble(t, func(t *testing.T, r *rig) {
+		r.cmds.fails["close 192.0.2.7"] = 1 << 30
+		r.m.Open(cmdDoor(), src4, time.Now())
+		r.advance(10 * time.Second)
+		gs := r.m.List()
+		if len(gs) != 1 || gs[0].State != "stop failing" {
+			t.Fatalf("List = %+v", gs)
+		}
+		if err := r.m.Forget(context.Background(), gs[0].ID[:8]); err != nil {
+			t.Fatal(err)
+		}
+		r.settle()
+		if r.tr.count("journal forgotten") != 1 || len(r.m.List()) != 0 {
+			t.Fatalf("not forgotten: %+v", r.m.List())
 		}
 	})
 }

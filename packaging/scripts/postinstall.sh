@@ -18,6 +18,11 @@ esac
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload || true
 fi
+# /var/log/knockd.log (tmpfiles.d/sesame.conf), which the unit lets
+# sesamed write when it exists; at boot systemd-tmpfiles-setup makes it.
+if [ "$action" != none ] && command -v systemd-tmpfiles >/dev/null 2>&1; then
+	systemd-tmpfiles --create sesame.conf || true
+fi
 
 case "$action" in
 install)

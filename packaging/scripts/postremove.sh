@@ -13,6 +13,11 @@ set -e
 case "$1" in
 purge)
 	rm -rf /var/lib/sesame /var/log/sesame
+	# The empty knockd log tmpfiles.d/sesame.conf made, unless something
+	# wrote to it.
+	if [ -f /var/log/knockd.log ] && [ ! -s /var/log/knockd.log ]; then
+		rm -f /var/log/knockd.log
+	fi
 	# dpkg removed the conffile; keep the directory if the admin put
 	# other files (one-time sequences) there.
 	rmdir /etc/sesame 2>/dev/null || true

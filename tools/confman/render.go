@@ -30,9 +30,9 @@ func Markdown(doc *Doc, tmpl []byte, version string, date time.Time) ([]byte, er
 	for _, s := range doc.Sections {
 		switch {
 		case s.Name == "options" && p.Options == "":
-			p.Options = entries(s.Entries)
+			p.Options = entries(s.Entries, true)
 		case s.Name != "options" && p.Doors == "":
-			p.Doors, p.DoorName = entries(s.Entries), s.Name
+			p.Doors, p.DoorName = entries(s.Entries, false), s.Name
 		}
 	}
 	if p.Options == "" || p.Doors == "" {
@@ -52,9 +52,11 @@ func Markdown(doc *Doc, tmpl []byte, version string, date time.Time) ([]byte, er
 // Roff renders markdown as a man page.
 func Roff(md []byte) []byte { return md2man.Render(md) }
 
-// entries writes a definition list: the key lines as the term, the
-// comment paragraphs as the definition. Notes become plain paragraphs.
-func entries(es []Entry) string {
+// entries writes a definition list: the keys as the term, the comment
+// paragraphs as the definition, and last what the shipped file's key
+// lines show, told apart: its default (the "Default:" paragraph) or an
+// example. Notes become plain paragraphs.
+func entries(es []Entry, global bool) string {
 	var b strings.Builder
 	for _, e := range es {
 		if len(e.Keys) == 0 {
@@ -63,24 +65,41 @@ func entries(es []Entry) string {
 			}
 			continue
 		}
-		var terms []string
+		var terms, examples []string
 		for _, k := range e.Keys {
-			t := "**" + escape(k.Key) + "**"
-			if k.HasValue {
-				t += " = " + escape(k.Value)
+			terms = append(terms, "**"+escape(k.Key)+"**")
+			if isDefault(global, k.Key, k.Value, k.HasValue) {
+				continue
 			}
-			terms = append(terms, t)
+			ex := k.Key
+			if k.HasValue {
+				ex += " = " + k.Value
+			}
+			examples = append(examples, "`"+ex+"`")
 		}
 		b.WriteString(strings.Join(terms, ", "))
 		b.WriteString("\n")
-		for i, t := range e.Text {
-			if i > 0 {
+		var defaults []string
+		n := 0
+		for _, t := range e.Text {
+			if strings.HasPrefix(t, defaultPrefix) {
+				defaults = append(defaults, t)
+				continue
+			}
+			if n > 0 {
 				b.WriteString("\n")
 			}
+			n++
 			fmt.Fprintf(&b, ":   %s\n", escape(t))
 		}
-		if len(e.Text) == 0 {
+		if n == 0 {
 			b.WriteString(":   (undocumented)\n")
+		}
+		for _, d := range defaults {
+			fmt.Fprintf(&b, "\n:   %s\n", escape(d))
+		}
+		if len(examples) > 0 {
+			fmt.Fprintf(&b, "\n:   Example: %s.\n", strings.Join(examples, ", "))
 		}
 		b.WriteString("\n")
 	}

@@ -31,7 +31,7 @@ func loadShipped(t *testing.T) ([]byte, *Doc) {
 	return data, doc
 }
 
-// parserKeys asks the real parser which of the upper-case string
+// parserKeys asks the real parser which of the key-like string
 // literals in package config's source it accepts, in [options] and in a
 // door. The literals are only candidates: the parser decides.
 func parserKeys(t *testing.T) (options, door []string) {
@@ -40,7 +40,9 @@ func parserKeys(t *testing.T) (options, door []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ident := regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)
+	// Key names as package config spells them (LogFile, seq_timeout,
+	// COMMAND_6), upper-cased as the parser matches them.
+	ident := regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]*$`)
 	cands := map[string]bool{}
 	fset := token.NewFileSet()
 	for _, f := range files {
@@ -54,7 +56,7 @@ func parserKeys(t *testing.T) (options, door []string) {
 		ast.Inspect(af, func(n ast.Node) bool {
 			if lit, ok := n.(*ast.BasicLit); ok && lit.Kind == token.STRING {
 				if s, err := strconv.Unquote(lit.Value); err == nil && ident.MatchString(s) {
-					cands[s] = true
+					cands[strings.ToUpper(s)] = true
 				}
 			}
 			return true
@@ -66,7 +68,7 @@ func parserKeys(t *testing.T) (options, door []string) {
 			options = append(options, k)
 		}
 		if _, err := config.Parse("probe", []byte("[d]\nsequence = 1\n"+k+" = x\n")); err == nil ||
-			!strings.Contains(err.Error(), "unknown door key") && !strings.Contains(err.Error(), "UseSyslog") {
+			!strings.Contains(err.Error(), "unknown option") && !strings.Contains(err.Error(), "is a global option") && !strings.Contains(err.Error(), "UseSyslog") {
 			door = append(door, k)
 		}
 	}
@@ -193,7 +195,87 @@ func TestManPage(t *testing.T) {
 			}
 		}
 	}
+	// Defaults and examples apart: a key shown at its default has no
+	// example; one shown with an example also states its default.
+	for _, want := range []string{`Default: \fB65536\fR`, `Default: \fB25\fR`, `Example: \fBseq_timeout = 5\fR`} {
+		if !strings.Contains(roff, want) {
+			t.Errorf("man page lacks %q", want)
+		}
+	}
+	if strings.Contains(roff, `Example: \fBMaxAttempts`) {
+		t.Errorf("man page shows MaxAttempts' default as an example")
+	}
 	if strings.Contains(roff, "{{") || strings.Contains(roff, "(undocumented)") {
 		t.Errorf("man page has template residue or an undocumented key:\n%s", roff)
 	}
+}
+
+// TestShippedDefaultsAgreeWithTheParser: every key of the shipped file
+// states its default, and each default written as a value (`25`) is
+// what package config uses when the key is left out; a key line that
+// shows the default shows that value.
+func TestShippedDefaultsAgreeWithTheParser(t *testing.T) {
+	_, doc := loadShipped(t)
+	literal := regexp.MustCompile("^Default: `([^`]*)`")
+	for _, s := range doc.Sections {
+		global := s.Name == "options"
+		for _, e := range s.Entries {
+			if len(e.Keys) == 0 {
+				continue
+			}
+			var defaults []string
+			for _, p := range e.Text {
+				if strings.HasPrefix(p, defaultPrefix) {
+					defaults = append(defaults, p)
+				}
+			}
+			if len(defaults) != 1 {
+				t.Errorf("[%s] %s: %d \"Default:\" paragraphs, want 1", s.Name, e.Keys[0].Key, len(defaults))
+				continue
+			}
+			m := literal.FindStringSubmatch(defaults[0])
+			for _, k := range e.Keys {
+				switch {
+				case m != nil && !isDefault(global, k.Key, m[1], true):
+					t.Errorf("[%s] %s: %q, but the parser's default is not %s = %s", s.Name, k.Key, defaults[0], k.Key, m[1])
+				case isDefault(global, k.Key, k.Value, k.HasValue) && (m == nil || m[1] != k.Value):
+					t.Errorf("[%s] line %d: %s = %s is the default, but the comment says %q", s.Name, k.Line, k.Key, k.Value, defaults[0])
+				}
+			}
+		}
+	}
+	// The classifier itself: a default, an example, a bare key.
+	for _, c := range []struct {
+		global     bool
+		key, value string
+		want       bool
+	}{{true, "MaxAttempts", "65536", true}, {true, "MaxAttempts", "100", false}, {false, "seq_timeout", "25", true},
+		{false, "seq_timeout", "5", false}, {false, "cmd_timeout", "10.0", true}, {true, "Firewall", "nftables", false}} {
+		if got := isDefault(c.global, c.key, c.value, true); got != c.want {
+			t.Errorf("isDefault(%s = %s) = %v", c.key, c.value, got)
+		}
+	}
+}
+
+// TestShippedConfigWarnsBeforeSuggestingTheStateDir: purge deletes
+// /var/lib/sesame, so the advice to keep one-time sequences there says so.
+func TestShippedConfigWarnsBeforeSuggestingTheStateDir(t *testing.T) {
+	_, doc := loadShipped(t)
+	for _, s := range doc.Sections {
+		for _, e := range s.Entries {
+			for _, k := range e.Keys {
+				if k.Key == "one_time_sequences" {
+					text := strings.Join(e.Text, " ")
+					if i, j := strings.Index(text, "apt purge"), strings.Index(text, "/var/lib/sesame"); i < 0 || j < 0 || !strings.Contains(text[i:], "/var/lib/sesame") {
+						t.Errorf("one_time_sequences does not say that apt purge deletes /var/lib/sesame: %q", text)
+					}
+					if !strings.HasPrefix(k.Value, "/var/lib/sesame/") {
+						t.Errorf("example %s moved; review this test", k.Value)
+					}
+					return
+				}
+			}
+		}
+	}
+	t.Fatal("no one_time_sequences entry")
 }
