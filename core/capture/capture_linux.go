@@ -13,6 +13,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket/pcapgo"
+	"golang.org/x/sys/unix"
 
 	"github.com/sesame-knock/sesame/core/knock"
 )
@@ -48,7 +49,7 @@ type Handle struct {
 	inRead   atomic.Bool
 	progress atomic.Uint64
 
-	read, decoded, delivered, unfiltered atomic.Uint64
+	reads, read, decoded, delivered, unfiltered atomic.Uint64
 
 	kernelMu    sync.Mutex // guards kernelDrops
 	kernelDrops uint64
@@ -76,6 +77,7 @@ type Handle struct {
 
 // Stats counts what a Handle has seen since Open.
 type Stats struct {
+	Reads     uint64 // system calls that returned frames (one returns up to readBatch)
 	Read      uint64 // frames read from the socket
 	Decoded   uint64 // frames that were TCP or UDP over IP
 	Delivered uint64 // candidate knocks passed to deliver
@@ -170,6 +172,14 @@ func open(iface string, spec FilterSpec, useEBPF bool) (*Handle, error) {
 		return nil, err
 	}
 	h.rcvbuf, h.rcvbufErr = setReceiveBuffer(eth, ReceiveBuffer)
+	// pcapgo asks for a timestamp and auxiliary data with every frame;
+	// Run reads neither, and a socket asking for timestamps makes the
+	// kernel stamp every frame the host receives.
+	_ = h.control(func(fd int) error {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 0)
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMP, 0)
+		return unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_AUXDATA, 0)
+	})
 	h.set.Store(newSpecSet(n))
 	// The first PACKET_STATISTICS read covers everything since the socket
 	// was opened; it also resets the kernel's counters.
@@ -336,9 +346,15 @@ func (h *Handle) Run(ctx context.Context, deliver func(knock.Packet), heartbeat 
 		defer close(done)
 	}
 	dec := NewDecoder(h.link)
+	rc, err := socketConn(h.eth)
+	if err != nil {
+		h.Close()
+		return fmt.Errorf("capture: read %s: %w", h.iface, err)
+	}
+	r := newBatchReader(rc)
 	for {
 		h.inRead.Store(true)
-		frame, _, err := h.eth.ZeroCopyReadPacketData()
+		n, err := r.read()
 		h.inRead.Store(false)
 		if err != nil {
 			if h.closed.Load() {
@@ -347,15 +363,18 @@ func (h *Handle) Run(ctx context.Context, deliver func(knock.Packet), heartbeat 
 			h.Close()
 			return fmt.Errorf("capture: read %s: %w", h.iface, err)
 		}
-		h.read.Add(1)
-		if pkt, ok := dec.Decode(frame); ok {
-			h.decoded.Add(1)
-			if h.set.Load().has(pkt) {
-				h.delivered.Add(1)
-				deliver(pkt)
+		h.reads.Add(1)
+		h.read.Add(uint64(n))
+		for i := 0; i < n; i++ {
+			if pkt, ok := dec.Decode(r.frame(i)); ok {
+				h.decoded.Add(1)
+				if h.set.Load().has(pkt) {
+					h.delivered.Add(1)
+					deliver(pkt)
+				}
 			}
+			h.progress.Add(1)
 		}
-		h.progress.Add(1)
 	}
 }
 
@@ -401,6 +420,7 @@ func (h *Handle) Stats() Stats {
 	kd, kk := h.kernDropped, h.kernKept
 	h.filterMu.Unlock()
 	return Stats{
+		Reads:       h.reads.Load(),
 		Read:        h.read.Load(),
 		Decoded:     h.decoded.Load(),
 		Delivered:   h.delivered.Load(),

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sesame-knock/sesame/core/knock"
 	"github.com/sesame-knock/sesame/internal/netnstest"
+	"github.com/sesame-knock/sesame/internal/rawsend"
 )
 
 // waitFor is how long a privileged test waits for something that should
@@ -571,4 +572,95 @@ func TestReceiveBufferIsEnlarged(t *testing.T) {
 	if st.ReceiveBuffer < ReceiveBuffer {
 		t.Errorf("receive buffer %d, want at least %d", st.ReceiveBuffer, ReceiveBuffer)
 	}
+}
+
+// TestCaptureReadsInBatches: frames queued while the reader is busy are
+// read many per system call, and none is lost.
+func TestCaptureReadsInBatches(t *testing.T) {
+	netnstest.RequireRoot(t)
+	p := netnstest.NewPair(t)
+	var h *Handle
+	if err := p.Server.Do(func() (err error) {
+		h, err = Open(netnstest.ServerIf, FilterSpec{Dsts: []netip.Addr{s4}, Ports: []knock.Port{{Num: 7000, Proto: knock.UDP}}})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	tx, mac := rawsend.ForPair(t, p)
+	const burst = 1000
+	entered, release := make(chan struct{}), make(chan struct{})
+	got := make(chan knock.Packet, burst+1)
+	done := make(chan error, 1)
+	first := true
+	go func() {
+		done <- h.Run(context.Background(), func(pkt knock.Packet) {
+			if first {
+				first = false
+				close(entered)
+				<-release // hold the reader while the burst queues up
+			}
+			got <- pkt
+		}, nil)
+	}()
+	waitUnfilteredRead(t, h)
+	send := func(sport uint16) {
+		s := udp(c4, s4, 7000)
+		s.SrcPort, s.SrcMAC, s.DstMAC = sport, tx.MAC(), mac
+		if err := tx.Send(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(1)
+	<-entered
+	base := h.Stats()
+	for i := 0; i < burst; i++ {
+		send(uint16(2 + i))
+	}
+	close(release)
+	<-got // the first
+	for i := 0; i < burst; i++ {
+		select {
+		case pkt := <-got:
+			if pkt != udpKnock(c4, s4, 7000) {
+				t.Fatalf("frame %d: %v", i, pkt)
+			}
+		case <-time.After(waitFor):
+			t.Fatalf("%d of %d frames delivered", i, burst)
+		}
+	}
+	st := h.Stats()
+	reads, frames := st.Reads-base.Reads, st.Read-base.Read
+	t.Logf("%d frames in %d reads", frames, reads)
+	if frames != burst || reads > burst/readBatch+burst/10 {
+		t.Fatalf("%d frames in %d reads: want %d frames in about %d", frames, reads, burst, burst/readBatch)
+	}
+	h.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCaptureLongFrames: a knock in a frame longer than the reader's
+// buffer (a jumbo frame) is read cut short and still decoded.
+func TestCaptureLongFrames(t *testing.T) {
+	netnstest.RequireRoot(t)
+	p := netnstest.NewPair(t)
+	p.Server.MustRun("ip", "link", "set", netnstest.ServerIf, "mtu", "9000")
+	p.Client.MustRun("ip", "link", "set", netnstest.ClientIf, "mtu", "9000")
+	c := startCapture(t, p.Server, netnstest.ServerIf, FilterSpec{Dsts: []netip.Addr{s4, s6}, Ports: []knock.Port{{Num: 7000, Proto: knock.UDP}}})
+	waitUnfilteredRead(t, c.h)
+	tx, mac := rawsend.ForPair(t, p)
+	for _, dst := range []netip.Addr{s4, s6} {
+		src := c4
+		if dst.Is6() {
+			src = c6
+		}
+		s := udp(src, dst, 7000)
+		s.SrcMAC, s.DstMAC, s.Payload = tx.MAC(), mac, make([]byte, 2*frameBuf)
+		if err := tx.Send(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.expect(t, []knock.Packet{udpKnock(c4, s4, 7000), udpKnock(c6, s6, 7000)}, func() { sendUDP(t, p.Client, s4, sentinel) })
 }
