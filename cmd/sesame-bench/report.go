@@ -105,6 +105,9 @@ func report(w io.Writer, r *results) {
 		}
 	}
 
+	captureReport(w, r)
+	sweepReport(w, r)
+
 	p("\n## Matcher cost per packet\n\n")
 	if r.MatchErr != "" {
 		p("Not measured: %s\n", oneLine(r.MatchErr))
