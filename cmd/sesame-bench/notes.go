@@ -165,6 +165,10 @@ func orUnknown(s string) string {
 	return s
 }
 
+// coreBound is the CPU share (percent of a core) from which a daemon that
+// drops frames counts as bound by one core.
+const coreBound = 90.0
+
 // captureNotes explain the capture and drop-point rows from this run's
 // numbers.
 func captureNotes(r *results) []string {
@@ -217,9 +221,19 @@ func captureNotes(r *results) []string {
 				"the limit, PACKET_FANOUT_HASH across sockets keeps one source on one reader, which the matcher "+
 				"needs.)", top.Gen.PPS, top.CPUPct)
 		case first != nil:
-			add("**Drop point.** sesamed's capture first lost frames at %.0f packets/s, at %.0f%% of a core "+
+			line := fmt.Sprintf("**Drop point.** sesamed's capture first lost frames at %.0f packets/s, at %.0f%% of a core "+
 				"(%d socket drops, %d of %d knockers in); below that, none up to %.0f packets/s.",
 				first.Gen.PPS, first.CPUPct, max(first.SocketDrops, 0), okCount(first), len(first.Knockers), lossless)
+			if first.CPUPct >= coreBound {
+				line += " Its reader had a core to itself and used it up: one core is the limit, which is what " +
+					"AF_PACKET fanout (PACKET_FANOUT_HASH, one source on one reader) would lift on a machine with cores to spare."
+			} else {
+				line += fmt.Sprintf(" It used less than a core (under %.0f%%), so it was not short of one: it lost frames "+
+					"while waiting for a CPU that the generator, the kernel's packet path and the machine's other work "+
+					"(load average %s at the end) held. More readers (AF_PACKET fanout) would wait for the same cores, "+
+					"so the capture stays one socket read by one goroutine.", coreBound, r.Machine.LoadEnd)
+			}
+			add("%s", line)
 		}
 	}
 	return out

@@ -189,7 +189,13 @@ func TestCaptureNotes(t *testing.T) {
 	}
 	r.Sweep[1].SocketDrops = 3
 	notes = strings.Join(captureNotes(r), "\n")
-	if !strings.Contains(notes, "**Drop point.** sesamed's capture first lost frames at 250000 packets/s") {
+	if !strings.Contains(notes, "**Drop point.** sesamed's capture first lost frames at 250000 packets/s") ||
+		!strings.Contains(notes, "it was not short of one") {
+		t.Errorf("notes: %s", notes)
+	}
+	r.Sweep[1].CPUPct = 99
+	notes = strings.Join(captureNotes(r), "\n")
+	if !strings.Contains(notes, "one core is the limit") {
 		t.Errorf("notes: %s", notes)
 	}
 }
