@@ -238,6 +238,9 @@ func (h *Handle) attach(n normSpec) error {
 	}
 	if h.kern != nil {
 		// The classic program replaced it on the socket.
+		if d, k, err := h.kern.read(); err == nil {
+			h.kernDropped, h.kernKept = d, k
+		}
 		h.kern.close()
 		h.kern = nil
 	}

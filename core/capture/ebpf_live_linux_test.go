@@ -196,3 +196,34 @@ func TestCaptureEBPFFollowsSetFilter(t *testing.T) {
 		t.Fatalf("read %d frames after growing, want 2", got)
 	}
 }
+
+// TestCaptureEBPFUpdateFailureFallsBack: when the eBPF filter's maps
+// cannot be updated, SetFilter puts the classic program for the new spec
+// on the socket instead (the kernel must never keep dropping a new
+// knock), says why, and keeps to it.
+func TestCaptureEBPFUpdateFailureFallsBack(t *testing.T) {
+	netnstest.RequireRoot(t)
+	p := netnstest.NewPair(t)
+	c := startCapture(t, p.Server, netnstest.ServerIf, FilterSpec{Dsts: []netip.Addr{s4}, Ports: []knock.Port{{Num: 7000, Proto: knock.TCP}}})
+	waitUnfilteredRead(t, c.h)
+	// Break the ports map under the filter: its file descriptor closed,
+	// every update fails.
+	c.h.filterMu.Lock()
+	c.h.kern.ports.Close()
+	c.h.filterMu.Unlock()
+	err := c.h.SetFilter(FilterSpec{Dsts: []netip.Addr{s4}, Ports: []knock.Port{{Num: 7100, Proto: knock.TCP}, {Num: sentinel, Proto: knock.UDP}}})
+	if err != nil {
+		t.Fatalf("SetFilter: %v", err)
+	}
+	st := c.h.Stats()
+	if st.Filter != FilterClassic || st.EBPFErr == nil || !st.FilterExact {
+		t.Fatalf("after a failed map update: filter %s, exact %v, eBPF error %v; want the exact classic filter and why", st.Filter, st.FilterExact, st.EBPFErr)
+	}
+	t.Logf("eBPF: %v", st.EBPFErr)
+	dialTCP(t, p.Client, s4, 7000)
+	dialTCP(t, p.Client, s4, 7100)
+	c.expect(t, []knock.Packet{tcpKnock(c4, s4, 7100)}, func() { sendUDP(t, p.Client, s4, sentinel) })
+	if got := c.h.Stats().Read - st.Read; got != 2 {
+		t.Errorf("read %d frames after the fallback, want the knock and the sentinel", got)
+	}
+}
