@@ -36,6 +36,29 @@ type results struct {
 		Mpps float64 `json:"mpkt_per_s"`
 	} `json:"match"`
 	MatchErr string `json:"match_error"`
+	Capture  []struct {
+		Variant struct {
+			Name    string `json:"name"`
+			Daemon  string `json:"daemon"`
+			Classic bool   `json:"classic"`
+		} `json:"variant"`
+		Ports  int    `json:"ports"`
+		Addrs  int    `json:"addrs"`
+		Filter string `json:"filter"`
+		Gen    *struct {
+			Sent uint64 `json:"sent"`
+		} `json:"gen"`
+		Err string `json:"error"`
+	} `json:"capture"`
+	Filter []struct {
+		Name       string  `json:"name"`
+		NsPerFrame float64 `json:"ns_per_frame"`
+	} `json:"filter"`
+	FilterErr string `json:"filter_error"`
+	Sweep     []struct {
+		Knockers []sample `json:"knockers"`
+		Err      string   `json:"error"`
+	} `json:"sweep"`
 }
 
 type variant struct{ Daemon, Action string }
@@ -90,7 +113,8 @@ func TestQuickRun(t *testing.T) {
 	}
 	for _, want := range []string{
 		"## Targets", "## Knock-to-connect latency", "## Knock-to-connect under noise", "## Under a spoofed flood",
-		"## Matcher cost per packet", "| knockd, shell `iptables -I` | IPv4 |", "| sesamed, native nftables | IPv4 |",
+		"## Matcher cost per packet", "## Capture: traffic that is not a knock", "## Drop point under a spoofed first-knock flood",
+		"| knockd, shell `iptables -I` | IPv4 |", "| sesamed, native nftables | IPv4 |",
 		"| sesamed, native iptables-nft | IPv4 |", "| sesamed, native iptables-legacy | IPv4 |", "| Cores |",
 	} {
 		if !strings.Contains(string(report), want) {
@@ -172,5 +196,42 @@ func TestQuickRun(t *testing.T) {
 	}
 	if res.MatchErr != "" || len(res.Match) == 0 {
 		t.Errorf("matcher benchmark: %d rows, error %q", len(res.Match), res.MatchErr)
+	}
+	// Capture rows: sesamed runs the eBPF filter, and the classic one
+	// without CAP_BPF; knockd cannot compile a filter for 10,000 ports
+	// on 2,000 addresses (libpcap runs out of memory).
+	if len(res.Capture) != 6 {
+		t.Errorf("%d capture rows, want 6 (sesamed eBPF, classic and knockd on two configs)", len(res.Capture))
+	}
+	for _, c := range res.Capture {
+		if c.Err != "" {
+			if c.Variant.Daemon != "knockd" || c.Addrs == 0 {
+				t.Errorf("capture %s, %d ports: %s", c.Variant.Name, c.Ports, c.Err)
+			}
+			continue
+		}
+		if c.Gen == nil || c.Gen.Sent == 0 {
+			t.Errorf("capture %s, %d ports: the generator sent nothing", c.Variant.Name, c.Ports)
+		}
+		want := map[bool]string{false: "eBPF, exact", true: "classic BPF"}[c.Variant.Classic]
+		if c.Variant.Daemon == "sesamed" && !strings.HasPrefix(c.Filter, want) {
+			t.Errorf("capture %s, %d ports: filter %q, want %q", c.Variant.Name, c.Ports, c.Filter, want)
+		}
+	}
+	if res.FilterErr != "" || len(res.Filter) == 0 {
+		t.Errorf("eBPF filter benchmark: %d rows, error %q", len(res.Filter), res.FilterErr)
+	}
+	for _, f := range res.Filter {
+		if f.NsPerFrame <= 0 {
+			t.Errorf("eBPF filter benchmark %s: %v ns per frame", f.Name, f.NsPerFrame)
+		}
+	}
+	if len(res.Sweep) == 0 {
+		t.Error("no drop-point row ran")
+	}
+	for _, f := range res.Sweep {
+		if f.Err != "" || len(f.Knockers) == 0 {
+			t.Errorf("drop point: %d knockers, error %q", len(f.Knockers), f.Err)
+		}
 	}
 }

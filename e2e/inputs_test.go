@@ -253,9 +253,11 @@ func bigDoorsConf(rng *rand.Rand) (string, [][]uint16) {
 	return b.String(), doors
 }
 
-// A config whose exact filter exceeds the kernel's 4096 instructions
-// still captures: the kernel runs a coarser filter and user space checks
-// the rest. It used to capture nothing while reporting itself healthy.
+// A config whose exact classic filter exceeds the kernel's 4096
+// instructions still captures: with the eBPF filter, exactly; without
+// CAP_BPF and CAP_SYS_ADMIN (the kernel refuses eBPF), with a coarser
+// classic filter and user space checking the rest. It used to capture
+// nothing while reporting itself healthy.
 func TestLargeConfigStillCaptures(t *testing.T) {
 	netnstest.RequireRoot(t)
 	t.Parallel()
@@ -264,20 +266,35 @@ func TestLargeConfigStillCaptures(t *testing.T) {
 		seed, _ = strconv.ParseInt(s, 10, 64)
 	}
 	t.Logf("seed %d (SESAME_TEST_SEED=%d replays it)", seed, seed)
-	big, doors := bigDoorsConf(rand.New(rand.NewSource(seed)))
-	p := netnstest.NewPair(t)
-	e := &env{t: t, pair: p, k: knockers[0], raw: newRaw(t, p)}
-	e.d = startSesamed(t, p.Server, baseConf+big)
-	e.knock("7000", "8000", "9000")
-	var ports []string
-	for _, port := range doors[42] {
-		ports = append(ports, strconv.Itoa(int(port)))
+	for _, tc := range []struct {
+		name string
+		wrap []string
+		logs []string
+	}{
+		{"ebpf", nil, []string{"capture filter on sesame0: eBPF, exact"}},
+		{"classic without CAP_BPF", []string{"setpriv", "--bounding-set=-bpf,-sys_admin,-perfmon", "--"},
+			[]string{"capture filter on sesame0: classic BPF", "eBPF not available: capture: eBPF not permitted",
+				"capture filter on sesame0 is coarser than the doors ask"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			big, doors := bigDoorsConf(rand.New(rand.NewSource(seed)))
+			p := netnstest.NewPair(t)
+			e := &env{t: t, pair: p, k: knockers[0], raw: newRaw(t, p)}
+			e.d = startSesamedWrapped(t, p.Server, t.TempDir(), baseConf+big, tc.wrap)
+			e.knock("7000", "8000", "9000")
+			var ports []string
+			for _, port := range doors[42] {
+				ports = append(ports, strconv.Itoa(int(port)))
+			}
+			e.knock(ports...)
+			if got := e.barrier(); !slices.Equal(got, []string{client + " base", client + " big42"}) {
+				t.Errorf("opened %q", got)
+			}
+			for _, l := range tc.logs {
+				e.d.waitLog(l, time.Second)
+			}
+		})
 	}
-	e.knock(ports...)
-	if got := e.barrier(); !slices.Equal(got, []string{client + " base", client + " big42"}) {
-		t.Errorf("opened %q", got)
-	}
-	e.d.waitLog("capture filter on sesame0 is coarser than the doors ask", time.Second)
 }
 
 // notifySocket listens where sesamed's sd_notify messages go.

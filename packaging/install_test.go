@@ -231,7 +231,7 @@ func TestDebUnderSystemd(t *testing.T) {
 	for prop, want := range map[string]string{
 		"Type": "notify", "NotifyAccess": "main", "WatchdogUSec": "30s", "Restart": "on-failure",
 		"PrivateNetwork": "no", "ProtectSystem": "strict", "NoNewPrivileges": "yes",
-		"CapabilityBoundingSet": "cap_net_admin cap_net_raw", "UnitFileState": "enabled",
+		"CapabilityBoundingSet": "cap_net_admin cap_net_raw cap_bpf", "UnitFileState": "enabled",
 	} {
 		if got := m.show(prop); got != want {
 			t.Errorf("%s = %q, want %q", prop, got, want)
@@ -239,6 +239,10 @@ func TestDebUnderSystemd(t *testing.T) {
 	}
 	if st := m.show("StatusText"); st == "" {
 		t.Errorf("no STATUS= from sesamed")
+	}
+	// The unit lets sesamed load its eBPF capture filter (CAP_BPF, bpf()).
+	if j := m.journal(); !strings.Contains(j, "capture filter on sesame0: eBPF, exact") {
+		t.Errorf("the packaged unit's sesamed does not run the eBPF capture filter:\n%s", j)
 	}
 	// ExecStartPre made iptables-legacy's lock, so door commands using it
 	// serialise (the sandbox's read-only /run could not create it).

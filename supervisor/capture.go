@@ -38,11 +38,20 @@ type captures struct {
 	// (capture.ErrFilterAttach): the capture then misses knocks or never
 	// starts, and the daemon is unhealthy until a filter attaches.
 	noFilter map[string]error
+	// filters holds, per interface, the kernel filter last logged.
+	filters map[string]filterState
+}
+
+// filterState is what is logged about a capture's kernel filter.
+type filterState struct {
+	kind  capture.FilterKind
+	exact bool
 }
 
 func newCaptures(ifaces []string, log hclog.Logger) *captures {
 	c := &captures{ifaces: ifaces, log: log, handles: map[string]*capture.Handle{},
-		state: map[string]string{}, wakeups: map[string]chan struct{}{}, noFilter: map[string]error{}}
+		state: map[string]string{}, wakeups: map[string]chan struct{}{}, noFilter: map[string]error{},
+		filters: map[string]filterState{}}
 	for _, i := range ifaces {
 		c.wakeups[i] = make(chan struct{}, 1)
 	}
@@ -91,6 +100,8 @@ func (c *captures) apply() {
 		}
 		if err != nil {
 			c.log.Error("updating capture filter: "+err.Error(), "interface", iface, "error", err)
+		} else {
+			c.logFilter(iface, h.Stats(), false)
 		}
 		c.noteFilter(iface, err)
 	}
@@ -162,11 +173,39 @@ func (c *captures) open(iface string) (*capture.Handle, error) {
 	}
 	c.handles[iface] = h
 	c.state[iface] = "up"
-	if st := h.Stats(); !st.FilterExact {
-		c.log.Info(fmt.Sprintf("capture filter on %s is coarser than the doors ask (%d instructions): the kernel lets more through, checked in user space", iface, st.FilterInstructions),
-			"interface", iface, "instructions", st.FilterInstructions)
-	}
+	c.logFilterLocked(iface, h.Stats(), true)
 	return h, nil
+}
+
+func (c *captures) logFilter(iface string, st capture.Stats, opened bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.logFilterLocked(iface, st, opened)
+}
+
+// logFilterLocked says which kernel filter iface's capture runs: when it
+// opens, and when a filter update changed its kind or exactness.
+func (c *captures) logFilterLocked(iface string, st capture.Stats, opened bool) {
+	now := filterState{kind: st.Filter, exact: st.FilterExact}
+	if last, ok := c.filters[iface]; ok && last == now && !opened {
+		return
+	}
+	c.filters[iface] = now
+	switch st.Filter {
+	case capture.FilterEBPF:
+		c.log.Info(fmt.Sprintf("capture filter on %s: eBPF, exact (the doors' ports and addresses in kernel maps)", iface),
+			"interface", iface, "filter", st.Filter.String(), "instructions", st.FilterInstructions)
+	case capture.FilterClassic:
+		msg := fmt.Sprintf("capture filter on %s: classic BPF (%d instructions)", iface, st.FilterInstructions)
+		if st.EBPFErr != nil {
+			msg += "; eBPF not available: " + st.EBPFErr.Error()
+		}
+		c.log.Info(msg, "interface", iface, "filter", st.Filter.String(), "instructions", st.FilterInstructions, "ebpf_error", st.EBPFErr)
+		if !st.FilterExact {
+			c.log.Info(fmt.Sprintf("capture filter on %s is coarser than the doors ask (%d instructions): the kernel lets more through, checked in user space", iface, st.FilterInstructions),
+				"interface", iface, "instructions", st.FilterInstructions)
+		}
+	}
 }
 
 // serve is the "capture IFACE" component: it runs the handle and reopens

@@ -41,3 +41,38 @@ func TestCaptureWithoutFilterIsUnhealthy(t *testing.T) {
 		t.Errorf("still unhealthy once the filter attached: %q", why)
 	}
 }
+
+// The log says which kernel filter each capture runs, and why not eBPF:
+// at every open, and when a filter update changes it.
+func TestCaptureFilterLogged(t *testing.T) {
+	var buf strings.Builder
+	c := newCaptures([]string{"eth7"}, hclog.New(&hclog.LoggerOptions{Output: &buf, Level: hclog.Info}))
+	ebpf := capture.Stats{Filter: capture.FilterEBPF, FilterExact: true, FilterInstructions: 262}
+	refused := fmt.Errorf("capture: eBPF not permitted: operation not permitted")
+	classic := capture.Stats{Filter: capture.FilterClassic, FilterInstructions: 1022, EBPFErr: refused}
+	steps := []struct {
+		st     capture.Stats
+		opened bool
+		want   []string // nil: nothing logged
+	}{
+		{ebpf, true, []string{"capture filter on eth7: eBPF, exact"}},
+		{ebpf, false, nil},
+		{ebpf, true, []string{"capture filter on eth7: eBPF, exact"}},
+		{classic, false, []string{"capture filter on eth7: classic BPF (1022 instructions); eBPF not available: capture: eBPF not permitted",
+			"capture filter on eth7 is coarser than the doors ask (1022 instructions)"}},
+		{classic, false, nil},
+	}
+	for i, s := range steps {
+		buf.Reset()
+		c.logFilter("eth7", s.st, s.opened)
+		got := buf.String()
+		if s.want == nil && got != "" {
+			t.Errorf("step %d: logged %q, want nothing", i, got)
+		}
+		for _, w := range s.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("step %d: logged %q, want %q", i, got, w)
+			}
+		}
+	}
+}

@@ -28,7 +28,10 @@ type allOptions struct {
 	FloodKnockers int
 	FloodWarm     time.Duration
 	FloodStagger  time.Duration
-	Extras        bool // wrong-stage, IPv6 and native-backend flood rows
+	Extras        bool          // wrong-stage, IPv6 and native-backend flood rows
+	CaptureRates  []float64     // unrelated traffic for the capture rows (0: as fast as it can)
+	SweepRates    []float64     // first-knock floods for the drop point (0: as fast as it can)
+	LoadWindow    time.Duration // measured window of a capture or drop-point row
 	Interval      time.Duration
 	Out, JSON     string
 	Repo, Go      string
@@ -40,13 +43,13 @@ type allOptions struct {
 	Only          map[string]bool // sections to run; empty: all
 }
 
-var sections = []string{"latency", "noise", "flood", "match"}
+var sections = []string{"latency", "noise", "flood", "match", "capture", "drop-point"}
 
 func (o allOptions) runs(section string) bool { return len(o.Only) == 0 || o.Only[section] }
 
 func allCmd(stdout, stderr io.Writer) *cobra.Command {
 	var o allOptions
-	var rates, only string
+	var rates, only, captureRates, sweepRates string
 	c := &cobra.Command{
 		Use:   "all",
 		Short: "Run every benchmark, knockd and sesamed one after the other, and print the markdown report",
@@ -57,17 +60,24 @@ func allCmd(stdout, stderr io.Writer) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.Quick {
-				quick(cmd, &o, &rates)
+				quick(cmd, &o, &rates, &captureRates, &sweepRates)
 			}
-			for _, f := range strings.Split(rates, ",") {
-				if f = strings.TrimSpace(f); f == "" {
-					continue
+			for _, l := range []struct {
+				flag, list string
+				zero       bool // 0 (as fast as it can) allowed
+				dst        *[]float64
+			}{{"--flood-rates", rates, false, &o.FloodRates}, {"--capture-rates", captureRates, true, &o.CaptureRates},
+				{"--sweep-rates", sweepRates, true, &o.SweepRates}} {
+				for _, f := range strings.Split(l.list, ",") {
+					if f = strings.TrimSpace(f); f == "" {
+						continue
+					}
+					v, err := strconv.ParseFloat(f, 64)
+					if err != nil || v < 0 || (v == 0 && !l.zero) {
+						return fmt.Errorf("%s: bad rate %q", l.flag, f)
+					}
+					*l.dst = append(*l.dst, v)
 				}
-				v, err := strconv.ParseFloat(f, 64)
-				if err != nil || v <= 0 {
-					return fmt.Errorf("--flood-rates: bad rate %q", f)
-				}
-				o.FloodRates = append(o.FloodRates, v)
 			}
 			for _, s := range strings.Split(only, ",") {
 				if s = strings.TrimSpace(s); s == "" {
@@ -95,6 +105,11 @@ func allCmd(stdout, stderr io.Writer) *cobra.Command {
 		"spacing of the real knockers' starts (sesamed runs at most 10 start commands per second per door, burst 20)")
 	f.DurationVar(&o.FloodWarm, "flood-warm", time.Second, "flood time before the real knockers start")
 	f.BoolVar(&o.Extras, "extras", true, "also flood with wrong-stage knocks and IPv6, and sesamed nftables, at the top rate")
+	f.StringVar(&captureRates, "capture-rates", "100000,250000,0",
+		"unrelated traffic `RATES` (packets/s, 0: as fast as the generator can) for the capture rows")
+	f.StringVar(&sweepRates, "sweep-rates", "100000,200000,300000,0",
+		"spoofed first-knock flood `RATES` (packets/s, 0: as fast as the generator can) for the drop point")
+	f.DurationVar(&o.LoadWindow, "load-window", 5*time.Second, "measured window of each capture and drop-point row")
 	f.DurationVar(&o.Interval, "interval", 100*time.Microsecond, "spacing of connection attempts while timing a knock")
 	f.StringVar(&o.Out, "out", "", "write the markdown report to `FILE` too")
 	f.StringVar(&o.JSON, "json", "", "write the raw results to `FILE`")
@@ -109,7 +124,7 @@ func allCmd(stdout, stderr io.Writer) *cobra.Command {
 }
 
 // quick lowers the defaults the user did not set.
-func quick(cmd *cobra.Command, o *allOptions, rates *string) {
+func quick(cmd *cobra.Command, o *allOptions, rates, captureRates, sweepRates *string) {
 	set := func(name string) bool { return cmd.Flags().Changed(name) }
 	if !set("samples") {
 		o.Samples = 10
@@ -135,6 +150,15 @@ func quick(cmd *cobra.Command, o *allOptions, rates *string) {
 	}
 	if !set("benchtime") {
 		o.BenchTime = "100ms"
+	}
+	if !set("capture-rates") {
+		*captureRates = "20000"
+	}
+	if !set("sweep-rates") {
+		*sweepRates = "20000"
+	}
+	if !set("load-window") {
+		o.LoadWindow = time.Second
 	}
 }
 
@@ -183,7 +207,7 @@ func runAll(ctx context.Context, o allOptions, stdout, stderr io.Writer) error {
 	}()
 	r := &runner{ctx: ctx, lab: l, self: self, sesamed: o.Sesamed, work: work, log: stderr, o: o}
 	res := &results{Machine: machine(o.Go), Command: o.Command, Quick: o.Quick, Started: time.Now(), Interval: o.Interval.String(),
-		FloodWarm: o.FloodWarm, Stagger: o.FloodStagger, NoiseRate: o.NoiseRate}
+		FloodWarm: o.FloodWarm, Stagger: o.FloodStagger, NoiseRate: o.NoiseRate, LoadWindow: o.LoadWindow}
 	if err := r.runAll(res); err != nil {
 		if errors.Is(err, context.Canceled) {
 			return errors.New("interrupted (its namespaces and daemons are removed)")
@@ -222,6 +246,14 @@ func (r *runner) runAll(res *results) error {
 			res.MatchErr = err.Error()
 		}
 	}
+	if r.o.runs("capture") {
+		r.progress("eBPF filter in the kernel: go test -bench EBPFFilter")
+		rows, line, err := runFilterBench(r.ctx, r.o.Go, r.o.Repo)
+		res.Filter, res.FilterCmd = rows, strings.Replace(line, r.o.Go+" ", "go ", 1)
+		if err != nil {
+			res.FilterErr = err.Error()
+		}
+	}
 	if r.o.runs("latency") {
 		if err := r.runLatency(res); err != nil {
 			return err
@@ -234,6 +266,16 @@ func (r *runner) runAll(res *results) error {
 	}
 	if r.o.runs("flood") {
 		if err := r.runFlood(res); err != nil {
+			return err
+		}
+	}
+	if r.o.runs("capture") && len(r.o.CaptureRates) > 0 {
+		if err := r.runCapture(res); err != nil {
+			return err
+		}
+	}
+	if r.o.runs("drop-point") && len(r.o.SweepRates) > 0 {
+		if err := r.runSweep(res); err != nil {
 			return err
 		}
 	}

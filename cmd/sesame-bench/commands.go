@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -76,7 +77,7 @@ func sameFamily(dst netip.Addr, srcs []netip.Addr) error {
 func genCmd(stdout io.Writer) *cobra.Command {
 	var t target
 	var o genOptions
-	var sources, spoof, avoid string
+	var sources, spoof, avoid, avoidFile string
 	c := &cobra.Command{
 		Use:   "gen",
 		Short: "Send raw knock, noise or flood traffic at a set rate and report the rate achieved (JSON)",
@@ -107,10 +108,20 @@ func genCmd(stdout io.Writer) *cobra.Command {
 					return fmt.Errorf("--spoof %s and --dst %s are of different families", o.Spoof, o.Dst)
 				}
 			}
-			if avoid != "" {
-				ps, err := knock.ParsePortList(avoid)
+			for flag, list := range map[string]string{"--avoid": avoid, "--avoid-file": ""} {
+				if flag == "--avoid-file" && avoidFile != "" {
+					b, err := os.ReadFile(avoidFile)
+					if err != nil {
+						return fmt.Errorf("--avoid-file: %w", err)
+					}
+					list = strings.TrimSpace(string(b))
+				}
+				if list == "" {
+					continue
+				}
+				ps, err := knock.ParsePortList(list)
 				if err != nil {
-					return fmt.Errorf("--avoid: %w", err)
+					return fmt.Errorf("%s: %w", flag, err)
 				}
 				for _, p := range ps {
 					o.Avoid = append(o.Avoid, p.Num)
@@ -132,6 +143,7 @@ func genCmd(stdout io.Writer) *cobra.Command {
 	f.StringVar(&sources, "sources", "", "real knockers' `ADDRESSES` for --mode knock (A,B or FIRST+N)")
 	f.StringVar(&spoof, "spoof", "10.128.0.0/10", "spoofed sources' `PREFIX`")
 	f.StringVar(&avoid, "avoid", "2222", "`PORTS` noise never hits besides the sequence's")
+	f.StringVar(&avoidFile, "avoid-file", "", "a `FILE` with more such ports (the same comma list)")
 	f.Float64Var(&o.Rate, "rate", 10000, "packets per `SECOND` (0: as fast as possible)")
 	f.Uint64Var(&o.Count, "count", 0, "stop after `N` packets")
 	f.DurationVar(&o.Duration, "duration", 5*time.Second, "stop after `D`")

@@ -57,16 +57,16 @@ func generate(ctx context.Context, o genOptions) (genReport, error) {
 	if o.Batch < 1 {
 		o.Batch = 64
 	}
-	tx, err := openFrameSender(o.Iface, o.Batch)
+	tx, err := rawsend.OpenBulk(o.Iface, o.Batch)
 	if err != nil {
 		return rep, err
 	}
-	defer tx.close()
+	defer tx.Close()
 	// One template per protocol; a slot per batch entry, re-patched for
 	// every packet, so the loop allocates nothing.
 	framers := map[knock.Proto]*framer{}
 	for _, proto := range []knock.Proto{knock.TCP, knock.UDP} {
-		spec := rawsend.Spec{SrcMAC: tx.mac, DstMAC: o.DstMAC, SrcIP: o.Dst, DstIP: o.Dst, SrcPort: 1, DstPort: 1, Proto: proto}
+		spec := rawsend.Spec{SrcMAC: tx.MAC(), DstMAC: o.DstMAC, SrcIP: o.Dst, DstIP: o.Dst, SrcPort: 1, DstPort: 1, Proto: proto}
 		if proto == knock.TCP {
 			spec.Flags = o.Flags
 		} else {
@@ -113,7 +113,7 @@ func generate(ctx context.Context, o genOptions) (genReport, error) {
 			batch = append(batch, buf)
 		}
 		i += uint64(n)
-		k, err := tx.send(batch)
+		k, err := tx.SendBatch(batch)
 		rep.Sent += uint64(k)
 		if k < n {
 			rep.Errors += uint64(n - k)

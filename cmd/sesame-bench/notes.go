@@ -99,6 +99,7 @@ func notes(r *results) []string {
 			"have. Doors that only grant natively (`Open`) allow 100 per second (burst 200). The flood rows use the "+
 			"shell-command door, so their knockers are paced to stay within its limit.", r.Stagger)
 	}
+	out = append(out, captureNotes(r)...)
 	add("**Reading the numbers.** A latency sample is accurate to the connection-attempt interval (%s in the "+
 		"latency tables, 5 ms in the flood table). p99 over fewer than 100 samples is the largest sample. CPU "+
 		"times come from /proc in clock ticks (10 ms). The VM is shared with other work; the load average above "+
@@ -162,4 +163,83 @@ func orUnknown(s string) string {
 		return "not seen"
 	}
 	return s
+}
+
+// coreBound is the CPU share (percent of a core) from which a daemon that
+// drops frames counts as bound by one core.
+const coreBound = 90.0
+
+// captureNotes explain the capture and drop-point rows from this run's
+// numbers.
+func captureNotes(r *results) []string {
+	var out []string
+	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
+	var ebpf, classic *captureRow
+	for i := range r.Capture {
+		c := &r.Capture[i]
+		if c.Err != "" || c.Gen == nil || c.Ports != 10000 {
+			continue
+		}
+		if c.Variant == captureEBPF && (ebpf == nil || c.Gen.PPS > ebpf.Gen.PPS) {
+			ebpf = c
+		}
+		if c.Variant == captureClassic && (classic == nil || c.Gen.PPS > classic.Gen.PPS) {
+			classic = c
+		}
+	}
+	if ebpf != nil && classic != nil {
+		_, ns, _ := classic.perPacket()
+		add("**Why the classic filter costs more.** With 10,000 knock ports on 2,000 addresses the classic program "+
+			"cannot check the spec exactly within the kernel's limits, so it merges ports into ranges and lets the "+
+			"frames between them through; sesamed reads, decodes and drops those in user space: %.1f%% of a core at "+
+			"%.0f packets/s (about %.0f ns per packet of the whole flood). The eBPF filter looks every frame up in its "+
+			"maps and drops it in the kernel: sesamed stayed at %.1f%% at %.0f packets/s, its idle work.",
+			classic.DaemonCPU, classic.Gen.PPS, ns, ebpf.DaemonCPU, ebpf.Gen.PPS)
+	}
+	for _, c := range r.Capture {
+		if c.Variant == captureKnockd && c.Err != "" && strings.Contains(c.Err, "before listening") {
+			add("**knockd and large configs.** knockd did not start on the %s config: it compiles one pcap "+
+				"filter naming every port and address, and libpcap's compiler gave up (`pcap_compile: out of "+
+				"memory`).", c.config())
+			break
+		}
+	}
+	if len(r.Sweep) > 0 {
+		lossless, first := r.dropPoint()
+		var top *floodRow
+		for i := range r.Sweep {
+			f := &r.Sweep[i]
+			if f.Err == "" && f.Gen != nil && (top == nil || f.Gen.PPS > top.Gen.PPS) {
+				top = f
+			}
+		}
+		switch {
+		case first == nil && top != nil:
+			add("**No AF_PACKET fanout.** Up to %.0f packets/s of spoofed first knocks (the generator's top rate "+
+				"on its core) sesamed lost no frame and every knocker got in, at %.0f%% of a core: one core is not "+
+				"the limit on this machine, so the capture stays one socket read by one goroutine. (Should it become "+
+				"the limit, PACKET_FANOUT_HASH across sockets keeps one source on one reader, which the matcher "+
+				"needs.)", top.Gen.PPS, top.CPUPct)
+		case first != nil:
+			line := fmt.Sprintf("**Drop point.** sesamed's capture first lost frames at %.0f packets/s, at %.0f%% of a core "+
+				"(%d socket drops, %d of %d knockers in); below that, none up to %.0f packets/s.",
+				first.Gen.PPS, first.CPUPct, max(first.SocketDrops, 0), okCount(first), len(first.Knockers), lossless)
+			if first.CPUPct >= coreBound {
+				line += " Its reader had a core to itself and used it up: one core is the limit, which is what " +
+					"AF_PACKET fanout (PACKET_FANOUT_HASH, one source on one reader) would lift on a machine with cores to spare."
+			} else {
+				line += fmt.Sprintf(" It used less than a core (under %.0f%%), so it was not short of one: it lost frames "+
+					"while waiting for a CPU that the generator, the kernel's packet path and the machine's other work "+
+					"(load average %s at the end) held. More readers (AF_PACKET fanout) would wait for the same cores, "+
+					"so the capture stays one socket read by one goroutine.", coreBound, r.Machine.LoadEnd)
+			}
+			add("%s", line)
+		}
+	}
+	return out
+}
+
+func okCount(f *floodRow) int {
+	ok, _ := f.in()
+	return ok
 }

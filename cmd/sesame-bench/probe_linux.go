@@ -54,7 +54,7 @@ type attempt struct {
 type loop struct {
 	o    knockerOptions
 	ep   int
-	tx   *frameSender
+	tx   *rawsend.Bulk
 	live map[int32]attempt // by fd
 	evs  []unix.EpollEvent
 }
@@ -72,11 +72,11 @@ func runKnockers(ctx context.Context, o knockerOptions) ([]sample, error) {
 	if o.Concurrency < 1 {
 		o.Concurrency = 1
 	}
-	tx, err := openFrameSender(o.Iface, len(o.Seq))
+	tx, err := rawsend.OpenBulk(o.Iface, len(o.Seq))
 	if err != nil {
 		return nil, err
 	}
-	defer tx.close()
+	defer tx.Close()
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
@@ -98,7 +98,7 @@ func (l *loop) build() ([]*knocker, error) {
 	for _, src := range l.o.Sources {
 		k := &knocker{src: src, s: sample{Src: src.String()}}
 		for i, p := range l.o.Seq {
-			spec := rawsend.Spec{SrcMAC: l.tx.mac, DstMAC: l.o.DstMAC, SrcIP: src, DstIP: l.o.Dst,
+			spec := rawsend.Spec{SrcMAC: l.tx.MAC(), DstMAC: l.o.DstMAC, SrcIP: src, DstIP: l.o.Dst,
 				SrcPort: uint16(30000 + i), DstPort: p.Num, Proto: p.Proto}
 			if p.Proto == knock.TCP {
 				spec.Flags = l.o.Flags
@@ -219,7 +219,7 @@ func (l *loop) knock(k *knocker) error {
 		if i == len(k.frames)-1 {
 			k.s.KnockNS = monoNow()
 		}
-		if n, err := l.tx.send([][]byte{f}); err != nil || n != 1 {
+		if n, err := l.tx.SendBatch([][]byte{f}); err != nil || n != 1 {
 			return fmt.Errorf("knock from %s: sent %d: %w", k.src, n, err)
 		}
 	}

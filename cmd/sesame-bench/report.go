@@ -138,6 +138,8 @@ func report(w io.Writer, r *results) {
 				f.StderrLines, f.LogFileLines, f.FloodSeconds)
 		}
 	}
+	captureReport(w, r)
+	sweepReport(w, r)
 
 	p("\n## Matcher cost per packet\n\n")
 	if r.MatchErr != "" {

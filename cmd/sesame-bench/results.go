@@ -33,7 +33,7 @@ type floodRow struct {
 	Variant  variant    `json:"variant"`
 	Mode     string     `json:"mode"` // one of the flood modes
 	Family   int        `json:"family"`
-	Rate     float64    `json:"rate"` // target packets/s; 0: no flood
+	Rate     float64    `json:"rate"` // target packets/s; 0: no flood, -1: as fast as the generator can
 	Gen      *genReport `json:"gen,omitempty"`
 	Knockers []sample   `json:"knockers"`
 	// CPUPct is the daemon's user+sys time over the flood, in percent of
@@ -74,4 +74,12 @@ type results struct {
 	Match     []matchRow    `json:"match"`
 	MatchCmd  string        `json:"match_cmd"`
 	MatchErr  string        `json:"match_error,omitempty"`
+	// The capture rows (unrelated traffic, 10,000 knock ports), the eBPF
+	// filter's own cost, and the first-knock flood sweep.
+	LoadWindow time.Duration `json:"load_window"`
+	Capture    []captureRow  `json:"capture"`
+	Filter     []filterRow   `json:"filter"`
+	FilterCmd  string        `json:"filter_cmd"`
+	FilterErr  string        `json:"filter_error,omitempty"`
+	Sweep      []floodRow    `json:"sweep"` // rate -1: the generator's top rate
 }

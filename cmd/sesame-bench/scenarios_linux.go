@@ -194,14 +194,14 @@ func detectTimes(ss []sample, lines []line) {
 
 // startGen starts the generator in the client namespace; its report
 // comes when it stops (count, duration, or SIGINT from stopGen).
-func (r *runner) startGen(s *stage, fam int, mode string, rate float64, dur time.Duration) (*proc, error) {
+func (r *runner) startGen(s *stage, fam int, mode string, rate float64, dur time.Duration, extra ...string) (*proc, error) {
 	spoof := spoof4
 	if fam == 6 {
 		spoof = spoof6
 	}
-	return r.lab.start(s.p.cli, "gen", []string{r.self, "gen", "-i", clientIf, "--dst-mac", s.p.srvMAC.String(),
+	return r.lab.start(s.p.cli, "gen", append([]string{r.self, "gen", "-i", clientIf, "--dst-mac", s.p.srvMAC.String(),
 		"--dst", serverAddr(fam).String(), "--sequence", floodSequence(mode), "--mode", mode, "--spoof", spoof.String(),
-		"--avoid", fmt.Sprint(protectedPort), "--rate", fmt.Sprint(rate), "--duration", dur.String()}, false, "")
+		"--avoid", fmt.Sprint(protectedPort), "--rate", fmt.Sprint(rate), "--duration", dur.String()}, extra...), false, "")
 }
 
 func stopGen(g *proc) (*genReport, error) {
@@ -284,11 +284,16 @@ func (r *runner) latency(v variant, fam, n int, noise bool) latencyRow {
 }
 
 // flood runs the real knockers while a spoofed flood of mode runs at
-// rate (no flood when rate is 0), and measures the daemon's CPU and peak
-// memory over the flood.
+// rate (no flood when rate is 0, as fast as the generator can when it is
+// negative), and measures the daemon's CPU and peak memory over the
+// flood.
 func (r *runner) flood(v variant, mode string, fam int, rate float64) floodRow {
 	row := floodRow{Variant: v, Mode: mode, Family: fam, Rate: rate, SocketDrops: -1}
-	r.progress("flood: %s, %s IPv%d at %.0f packets/s, %d knockers", v, mode, fam, rate, r.o.FloodKnockers)
+	what := fmt.Sprintf("%.0f packets/s", rate)
+	if rate < 0 {
+		what = "the generator's top rate"
+	}
+	r.progress("flood: %s, %s IPv%d at %s, %d knockers", v, mode, fam, what, r.o.FloodKnockers)
 	srcs := knockerAddrs(fam, 2, r.o.FloodKnockers)
 	s, err := r.setup(v, srcs, false, mode == modeFloodReplay || mode == modeFloodOpen)
 	defer r.teardown(s)
@@ -303,8 +308,8 @@ func (r *runner) flood(v variant, mode string, fam int, rate float64) floodRow {
 	pid := s.daemon.pid()
 	t0, cpu0 := monoNow(), procTicks(pid)
 	var gen *proc
-	if rate > 0 {
-		if gen, err = r.startGen(s, fam, mode, rate, 2*time.Minute); err != nil {
+	if rate != 0 {
+		if gen, err = r.startGen(s, fam, mode, max(rate, 0), 2*time.Minute); err != nil {
 			return fail(err)
 		}
 		// Let the flood fill the daemon's state before the real knockers come.

@@ -44,14 +44,14 @@ type pkt struct {
 // every daemon under test.
 type stream struct {
 	mode  string
-	seq   []knock.Port // the door's sequence
-	real  []netip.Addr // modeKnock sources
-	spoof netip.Prefix // other modes' sources
-	avoid []uint16     // ports noise never hits (knock ports, the protected port)
+	seq   []knock.Port   // the door's sequence
+	real  []netip.Addr   // modeKnock sources
+	spoof netip.Prefix   // other modes' sources
+	avoid *[1 << 16]bool // ports noise never hits (knock ports, the protected port)
 }
 
 func newStream(mode string, seq []knock.Port, real []netip.Addr, spoof netip.Prefix, avoid []uint16) (*stream, error) {
-	s := &stream{mode: mode, seq: seq, real: real, spoof: spoof.Masked(), avoid: avoid}
+	s := &stream{mode: mode, seq: seq, real: real, spoof: spoof.Masked(), avoid: new([1 << 16]bool)}
 	switch mode {
 	case modeKnock:
 		if len(real) == 0 {
@@ -67,8 +67,14 @@ func newStream(mode string, seq []knock.Port, real []netip.Addr, spoof netip.Pre
 	if len(seq) == 0 || (mode == modeFloodWrong && len(seq) < 2) {
 		return nil, fmt.Errorf("stream %s: sequence %s too short", mode, knock.FormatSequence(seq))
 	}
+	for _, p := range avoid {
+		s.avoid[p] = true
+	}
 	for _, p := range seq {
-		s.avoid = append(s.avoid, p.Num)
+		s.avoid[p.Num] = true
+	}
+	if mode == modeNoise && !slices.Contains(s.avoid[1:], false) {
+		return nil, fmt.Errorf("stream %s: every port is to be avoided", mode)
 	}
 	return s, nil
 }
@@ -104,7 +110,7 @@ func (s *stream) packet(i uint64) pkt {
 		}
 		// 7919 is prime to 65535, so the ports cycle through all of 1-65535.
 		port := uint16(1 + (i*7919)%65535)
-		for slices.Contains(s.avoid, port) {
+		for s.avoid[port] {
 			port++
 			if port == 0 {
 				port = 1

@@ -145,3 +145,35 @@ func TestStreamReplay(t *testing.T) {
 		}
 	}
 }
+
+// Noise avoids every listed port, however many (the capture rows avoid a
+// config's 10,000 knock ports), and still reaches the others.
+func TestStreamNoiseAvoidsManyPorts(t *testing.T) {
+	seq, _ := knock.ParseSequence("7000")
+	var avoid []uint16
+	for p := uint16(1024); p < 1024+10000; p++ {
+		avoid = append(avoid, p)
+	}
+	s, err := newStream(modeNoise, seq, nil, netip.MustParsePrefix("10.128.0.0/10"), avoid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hit := map[uint16]bool{}
+	for i := uint64(0); i < 200000; i++ {
+		p := s.packet(i)
+		if p.dport >= 1024 && p.dport < 1024+10000 || p.dport == 7000 || p.dport == 0 {
+			t.Fatalf("packet %d to avoided port %d", i, p.dport)
+		}
+		hit[p.dport] = true
+	}
+	if want := 65535 - 10000; len(hit) != want { // 7000 is among the avoided
+		t.Errorf("noise reached %d ports, want all %d others", len(hit), want)
+	}
+	all := make([]uint16, 0, 65535)
+	for p := 1; p < 1<<16; p++ {
+		all = append(all, uint16(p))
+	}
+	if _, err := newStream(modeNoise, seq, nil, netip.MustParsePrefix("10.128.0.0/10"), all); err == nil {
+		t.Error("noise with every port avoided: no error")
+	}
+}

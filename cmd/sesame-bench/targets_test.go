@@ -38,6 +38,16 @@ func TestVerdicts(t *testing.T) {
 					Gen: &genReport{PPS: 99000}},
 			},
 			Match: []matchRow{{Name: "sequences", Mpps: 4, AllocsPerOp: 0}, {Name: "flood-first-knocks", Mpps: 2.5, AllocsPerOp: 0}},
+			Capture: []captureRow{
+				{Variant: captureEBPF, Ports: 10000, Addrs: 2000, Rate: 100000, loadSample: loadSample{Gen: &genReport{PPS: 99000}, Seconds: 5, DaemonCPU: 0.2, DaemonTicks: 1}},
+				{Variant: captureEBPF, Ports: 10000, Addrs: 2000, Rate: 0, loadSample: loadSample{Gen: &genReport{PPS: 300000}, Seconds: 5, DaemonCPU: 0.4, DaemonTicks: 2}},
+				{Variant: captureClassic, Ports: 10000, Addrs: 2000, Rate: 0, loadSample: loadSample{Gen: &genReport{PPS: 250000}, Seconds: 5, DaemonCPU: 60, DaemonTicks: 300}},
+			},
+			Sweep: []floodRow{
+				{Variant: sesameShell, Rate: 100000, Knockers: knockers(100, 100), Gen: &genReport{PPS: 99000}},
+				{Variant: sesameShell, Rate: 200000, Knockers: knockers(100, 100), Gen: &genReport{PPS: 199000}},
+				{Variant: sesameShell, Rate: -1, Knockers: knockers(100, 100), Gen: &genReport{PPS: 300000}, SocketDrops: 10},
+			},
 		}
 	}
 	tests := []struct {
@@ -45,35 +55,41 @@ func TestVerdicts(t *testing.T) {
 		mod  func(*results)
 		want []string // "met", "missed" or "unknown" per target, in order
 	}{
-		{"all met", func(*results) {}, []string{"met", "met", "met", "met", "unknown", "unknown", "met", "met"}},
+		{"all met", func(*results) {}, []string{"met", "met", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
 		{"shell ratio below 5", func(r *results) { r.Latency[1].Samples = samplesMS(7, 7, 7) },
-			[]string{"met", "missed", "met", "met", "unknown", "unknown", "met", "met"}},
+			[]string{"met", "missed", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
 		{"nft ratio below 10", func(r *results) { r.Latency[2].Samples = samplesMS(3.5) },
-			[]string{"missed", "met", "met", "met", "unknown", "unknown", "met", "met"}},
+			[]string{"missed", "met", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
 		{"no knockd row", func(r *results) { r.Latency = r.Latency[1:] },
-			[]string{"unknown", "unknown", "met", "met", "unknown", "unknown", "met", "met"}},
+			[]string{"unknown", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
 		{"98 in", func(r *results) { r.Flood[1].Knockers = knockers(98, 100) },
-			[]string{"met", "met", "missed", "met", "unknown", "unknown", "met", "met"}},
+			[]string{"met", "met", "missed", "met", "unknown", "unknown", "met", "met", "met", "met"}},
 		{"quick run scales", func(r *results) { r.Flood[1].Knockers = knockers(20, 20) },
-			[]string{"met", "met", "met", "met", "unknown", "unknown", "met", "met"}},
+			[]string{"met", "met", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
 		{"RSS over", func(r *results) { r.Flood[1].HWMKiB = 70 << 10 },
-			[]string{"met", "met", "met", "missed", "unknown", "unknown", "met", "met"}},
+			[]string{"met", "met", "met", "missed", "unknown", "unknown", "met", "met", "met", "met"}},
 		{"top rate not run", func(r *results) { r.Flood = r.Flood[:1] },
-			[]string{"met", "met", "unknown", "unknown", "unknown", "unknown", "met", "met"}},
+			[]string{"met", "met", "unknown", "unknown", "unknown", "unknown", "met", "met", "met", "met"}},
 		{"failed flood row does not count", func(r *results) { r.Flood[1].Err = "boom" },
-			[]string{"met", "met", "unknown", "unknown", "unknown", "unknown", "met", "met"}},
+			[]string{"met", "met", "unknown", "unknown", "unknown", "unknown", "met", "met", "met", "met"}},
 		{"slow matcher", func(r *results) { r.Match[1].Mpps = 1.5 },
-			[]string{"met", "met", "met", "met", "unknown", "unknown", "missed", "met"}},
+			[]string{"met", "met", "met", "met", "unknown", "unknown", "missed", "met", "met", "met"}},
 		{"allocating matcher", func(r *results) { r.Match[0].AllocsPerOp = 1 },
-			[]string{"met", "met", "met", "met", "unknown", "unknown", "met", "missed"}},
+			[]string{"met", "met", "met", "met", "unknown", "unknown", "met", "missed", "met", "met"}},
 		{"replay flood", func(r *results) {
 			r.Flood = append(r.Flood, floodRow{Variant: sesameShell, Mode: modeFloodReplay, Family: 4, Rate: 100000, Knockers: knockers(100, 100), HWMKiB: 30 << 10})
-		}, []string{"met", "met", "met", "met", "met", "met", "met", "met"}},
+		}, []string{"met", "met", "met", "met", "met", "met", "met", "met", "met", "met"}},
 		{"replay flood over RSS", func(r *results) {
 			r.Flood = append(r.Flood, floodRow{Variant: sesameShell, Mode: modeFloodReplay, Family: 4, Rate: 100000, Knockers: knockers(90, 100), HWMKiB: 600 << 10})
-		}, []string{"met", "met", "met", "met", "missed", "missed", "met", "met"}},
+		}, []string{"met", "met", "met", "met", "missed", "missed", "met", "met", "met", "met"}},
 		{"no matcher", func(r *results) { r.Match = nil },
-			[]string{"met", "met", "met", "met", "unknown", "unknown", "unknown", "unknown"}},
+			[]string{"met", "met", "met", "met", "unknown", "unknown", "unknown", "unknown", "met", "met"}},
+		{"eBPF capture costs sesamed CPU", func(r *results) { r.Capture[1].DaemonCPU = 5 },
+			[]string{"met", "met", "met", "met", "unknown", "unknown", "met", "met", "missed", "met"}},
+		{"loss below 100k", func(r *results) { r.Sweep[0].Knockers = knockers(99, 100) },
+			[]string{"met", "met", "met", "met", "unknown", "unknown", "met", "met", "met", "missed"}},
+		{"no capture or sweep rows", func(r *results) { r.Capture, r.Sweep = nil, nil },
+			[]string{"met", "met", "met", "met", "unknown", "unknown", "met", "met", "unknown", "unknown"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -113,6 +129,18 @@ func TestReport(t *testing.T) {
 		Flood: []floodRow{{Variant: sesameShell, Mode: modeFloodFirst, Family: 4, Rate: 100000, Knockers: knockers(97, 100),
 			HWMKiB: 30 << 10, SocketDrops: 1234, Gen: &genReport{PPS: 98000, Sent: 1000000}, LogLines: 900000, CPUPct: 80}},
 		Match: []matchRow{{Name: "flood-first-knocks", NsPerOp: 600, MinNs: 500, MaxNs: 700, Runs: 5, Mpps: 1.67}},
+		Capture: []captureRow{
+			{Variant: captureEBPF, Ports: 10000, Addrs: 2000, Rate: 100000, Filter: "eBPF, exact", loadSample: loadSample{Gen: &genReport{PPS: 100000}, Seconds: 5}},
+			{Variant: captureClassic, Ports: 10000, Addrs: 2000, Rate: 100000, Filter: "classic BPF (4095 instructions)",
+				loadSample: loadSample{Gen: &genReport{PPS: 100000}, Seconds: 5, DaemonCPU: 30, DaemonTicks: 150, SocketDrops: 0}},
+			{Variant: captureKnockd, Ports: 10000, Addrs: 2000, Rate: 100000, loadSample: loadSample{Err: "knockd exited (exit status 1) before listening on: pcap_compile: out of memory"}},
+		},
+		Filter:    []filterRow{{Name: "10000 ports on 2000 addresses/unrelated IPv4 TCP", NsPerFrame: 45, MinNs: 40, MaxNs: 50, Runs: 5}},
+		FilterCmd: "go test -bench EBPFFilter ./core/capture/",
+		Sweep: []floodRow{
+			{Variant: sesameShell, Rate: 200000, Knockers: knockers(100, 100), Gen: &genReport{PPS: 198000}, CPUPct: 60},
+			{Variant: sesameShell, Rate: -1, Knockers: knockers(95, 100), Gen: &genReport{PPS: 400000}, CPUPct: 100, SocketDrops: 5000},
+		},
 	}
 	r.Flood = append(r.Flood, floodRow{Variant: sesameShell, Mode: modeFloodReplay, Family: 4, Rate: 100000, Knockers: knockers(100, 100),
 		HWMKiB: 40 << 10, Gen: &genReport{PPS: 99000}, StderrLines: 1234, LogFileLines: 567, FloodSeconds: 8})
@@ -135,6 +163,19 @@ func TestReport(t *testing.T) {
 		"**Missed: flood.**",
 		"block timeout 50 ms",
 		"**Missed: matcher.**",
+		"| 10000 ports, 2000 more addresses | sesamed, eBPF filter | 100000 | 100000 | 0.0% | 0.00% | 0 | — | 0% of a core |",
+		// 150 ticks against less than one: a lower bound.
+		"| 10000 ports, 2000 more addresses | sesamed without CAP_BPF, classic filter | 100000 | 100000 | 30.0% | 30.00% | 3000 | ≥ 150× | 300% of a core | 0 |",
+		"| 10000 ports, 2000 more addresses | knockd | 100000 | | error: knockd exited (exit status 1) before listening on: pcap_compile: out of memory |",
+		"**Why the classic filter costs more.** With 10,000 knock ports on 2,000 addresses",
+		"**knockd and large configs.** knockd did not start on the 10000 ports, 2000 more addresses config",
+		"**Drop point.** sesamed's capture first lost frames at 400000 packets/s, at 100% of a core (5000 socket drops, 95 of 100 knockers in); below that, none up to 198000 packets/s.",
+		"- 10000 ports, 2000 more addresses, sesamed, eBPF filter: `eBPF, exact`",
+		"| 10000 ports on 2000 addresses/unrelated IPv4 TCP | 45 | 40 – 50 | 4.5% of a core |",
+		"| 200000 | 198000 | 100 / 100 |",
+		"| max | 400000 | 95 / 100 |",
+		"First loss at 400000 packets/s (achieved); none up to 198000 packets/s.",
+		"no loss up to 198000 packets/s, loss at 400000 | **met**",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
@@ -142,5 +183,29 @@ func TestReport(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Log(md)
+	}
+}
+
+// Without loss up to the generator's top rate, the notes say why the
+// capture has no fanout; with loss, where it started.
+func TestCaptureNotes(t *testing.T) {
+	r := &results{Sweep: []floodRow{
+		{Variant: sesameShell, Rate: 100000, Knockers: knockers(100, 100), Gen: &genReport{PPS: 99000}, CPUPct: 40},
+		{Variant: sesameShell, Rate: -1, Knockers: knockers(100, 100), Gen: &genReport{PPS: 250000}, CPUPct: 70},
+	}}
+	notes := strings.Join(captureNotes(r), "\n")
+	if !strings.Contains(notes, "**No AF_PACKET fanout.** Up to 250000 packets/s") || !strings.Contains(notes, "at 70% of a core") {
+		t.Errorf("notes: %s", notes)
+	}
+	r.Sweep[1].SocketDrops = 3
+	notes = strings.Join(captureNotes(r), "\n")
+	if !strings.Contains(notes, "**Drop point.** sesamed's capture first lost frames at 250000 packets/s") ||
+		!strings.Contains(notes, "it was not short of one") {
+		t.Errorf("notes: %s", notes)
+	}
+	r.Sweep[1].CPUPct = 99
+	notes = strings.Join(captureNotes(r), "\n")
+	if !strings.Contains(notes, "one core is the limit") {
+		t.Errorf("notes: %s", notes)
 	}
 }

@@ -27,6 +27,9 @@ func setOptmem(t *testing.T, ns *netnstest.NS, bytes int) {
 	ns.MustRun("sh", "-c", "echo "+strconv.Itoa(bytes)+" > /proc/sys/net/core/optmem_max")
 }
 
+// TestCaptureFallsBackToACoarserFilter: the classic filter (what runs
+// where the kernel refuses the eBPF one) degrades to coarser programs
+// when the kernel refuses the exact one.
 func TestCaptureFallsBackToACoarserFilter(t *testing.T) {
 	netnstest.RequireRoot(t)
 	p := netnstest.NewPair(t)
@@ -38,7 +41,7 @@ func TestCaptureFallsBackToACoarserFilter(t *testing.T) {
 	spec := scaleSpec(scaleCases[1], rng)
 	spec.Dsts = append(spec.Dsts, s4)
 	spec.Ports = append(spec.Ports, knock.Port{Num: 7000, Proto: knock.TCP})
-	c := startCapture(t, p.Server, netnstest.ServerIf, spec)
+	c := startCaptureKind(t, p.Server, netnstest.ServerIf, spec, FilterClassic)
 	st := c.h.Stats()
 	t.Logf("attached %d instructions, exact %v", st.FilterInstructions, st.FilterExact)
 	if st.FilterExact || st.FilterInstructions >= MaxInstructions-100 || st.FilterInstructions == 0 {

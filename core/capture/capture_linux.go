@@ -11,7 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket/pcapgo"
+	"golang.org/x/sys/unix"
 
 	"github.com/sesame-knock/sesame/core/knock"
 )
@@ -47,15 +49,27 @@ type Handle struct {
 	inRead   atomic.Bool
 	progress atomic.Uint64
 
-	read, decoded, delivered, unfiltered atomic.Uint64
+	reads, read, decoded, delivered, unfiltered atomic.Uint64
 
 	kernelMu    sync.Mutex // guards kernelDrops
 	kernelDrops uint64
 
-	// The program attach put on the socket: its length, and whether it
-	// checks the spec exactly (else user space drops what it let by).
+	// The program attach put on the socket: its kind, its length, and
+	// whether it checks the spec exactly (else user space drops what it
+	// let by).
+	filterKind  atomic.Uint32 // a FilterKind
 	filterLen   atomic.Int64
 	filterExact atomic.Bool
+
+	// The eBPF filter and its maps while it is the one in force (guarded
+	// by filterMu). noEBPF is set once the kernel refused it (ebpfErr
+	// says why): the handle then keeps to the classic program.
+	kern    *ebpfFilter
+	noEBPF  bool
+	ebpfErr error
+	// The eBPF counters as last read (guarded by filterMu): Stats after
+	// Close, or after a fall back to the classic filter, reports these.
+	kernDropped, kernKept uint64
 
 	rcvbuf    int   // socket receive buffer the kernel granted (bytes, doubled as the kernel reports it)
 	rcvbufErr error // why it could not be set, if so
@@ -63,6 +77,7 @@ type Handle struct {
 
 // Stats counts what a Handle has seen since Open.
 type Stats struct {
+	Reads     uint64 // system calls that returned frames (one returns up to readBatch)
 	Read      uint64 // frames read from the socket
 	Decoded   uint64 // frames that were TCP or UDP over IP
 	Delivered uint64 // candidate knocks passed to deliver
@@ -73,16 +88,50 @@ type Stats struct {
 	// KernelDrops counts frames the kernel dropped because the socket's
 	// receive buffer was full (PACKET_STATISTICS).
 	KernelDrops uint64
-	// FilterInstructions is the length of the kernel filter in force;
-	// FilterExact is false when it is a coarser one (the spec did not
-	// fit the kernel's limits), which lets more frames reach the
-	// user-space check.
+	// Filter is the kind of kernel filter in force: FilterEBPF, or
+	// FilterClassic when the kernel refused the eBPF one, for the reason
+	// in EBPFErr.
+	Filter  FilterKind
+	EBPFErr error
+	// FilterInstructions is the length of the kernel filter in force
+	// (eBPF or classic instructions); FilterExact is false when it is a
+	// coarser one (a classic program for a spec that did not fit the
+	// kernel's limits), which lets more frames reach the user-space
+	// check. The eBPF filter is always exact.
 	FilterInstructions int
 	FilterExact        bool
+	// KernelDropped and KernelKept are the eBPF filter's own counts of
+	// the frames it dropped (not candidate knocks; the host's outgoing
+	// frames are not counted) and kept, since Open. The classic filter
+	// keeps no counts: both stay where the eBPF one left them.
+	KernelDropped, KernelKept uint64
 	// ReceiveBuffer is the socket's receive buffer as the kernel reports
 	// it; ReceiveBufferErr says why ReceiveBuffer could not be applied.
 	ReceiveBuffer    int
 	ReceiveBufferErr error
+}
+
+// FilterKind says which kernel filter a Handle runs.
+type FilterKind uint8
+
+const (
+	// FilterEBPF is the eBPF socket filter: the spec in hash maps, exact
+	// for any size, updated in place.
+	FilterEBPF FilterKind = iota + 1
+	// FilterClassic is the classic BPF program, exact while the spec fits
+	// the kernel's limits and coarser past them; it needs no privilege
+	// beyond the packet socket's.
+	FilterClassic
+)
+
+func (k FilterKind) String() string {
+	switch k {
+	case FilterEBPF:
+		return "ebpf"
+	case FilterClassic:
+		return "classic"
+	}
+	return "none"
 }
 
 // Open starts capturing on iface with spec's filter attached. The link
@@ -96,6 +145,12 @@ type Stats struct {
 // sent from this host to itself in that moment may be delivered twice,
 // which the matcher ignores as a repeat.
 func Open(iface string, spec FilterSpec) (*Handle, error) {
+	return open(iface, spec, true)
+}
+
+// open is Open; useEBPF false starts the handle on the classic filter
+// (tests and benchmarks compare the two).
+func open(iface string, spec FilterSpec, useEBPF bool) (*Handle, error) {
 	link, err := LinkTypeOf(iface)
 	if err != nil {
 		return nil, err
@@ -108,12 +163,23 @@ func Open(iface string, spec FilterSpec) (*Handle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("capture: open %s: %w", iface, err)
 	}
-	h := &Handle{iface: iface, link: link, eth: eth}
+	h := &Handle{iface: iface, link: link, eth: eth, noEBPF: !useEBPF}
 	if err := h.attach(n); err != nil {
 		eth.Close()
+		if h.kern != nil {
+			h.kern.close()
+		}
 		return nil, err
 	}
 	h.rcvbuf, h.rcvbufErr = setReceiveBuffer(eth, ReceiveBuffer)
+	// pcapgo asks for a timestamp and auxiliary data with every frame;
+	// Run reads neither, and a socket asking for timestamps makes the
+	// kernel stamp every frame the host receives.
+	_ = h.control(func(fd int) error {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 0)
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMP, 0)
+		return unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_AUXDATA, 0)
+	})
 	h.set.Store(newSpecSet(n))
 	// The first PACKET_STATISTICS read covers everything since the socket
 	// was opened; it also resets the kernel's counters.
@@ -150,13 +216,84 @@ func (h *Handle) SetFilter(spec FilterSpec) error {
 	return nil
 }
 
-// attach puts the most exact program for n that the kernel accepts on
-// the socket: it tries each of attachBudgets in turn. The kernel refuses
-// a program over BPF_MAXINSNS, and one that does not fit the socket's
-// option memory (net.core.optmem_max) once translated; a coarser program
-// costs only user-space checks of packets the exact one would have
-// dropped. Callers hold filterMu or own h alone.
+// attach puts the filter for n on the socket: the eBPF program with n in
+// its maps when the kernel takes it, else the most exact classic program
+// the kernel accepts (see attachClassic). Once the kernel has refused the
+// eBPF filter (no CAP_BPF or CAP_SYS_ADMIN, bpf(2) denied by a seccomp
+// filter, a kernel without it, a failed map update) the handle keeps to
+// the classic one. Callers hold filterMu or own h alone.
 func (h *Handle) attach(n normSpec) error {
+	if !h.noEBPF {
+		err := h.attachEBPF(n)
+		if err == nil {
+			h.filterKind.Store(uint32(FilterEBPF))
+			h.filterLen.Store(int64(h.kern.insns))
+			h.filterExact.Store(true)
+			return nil
+		}
+		h.noEBPF, h.ebpfErr = true, err
+	}
+	if err := h.attachClassic(n); err != nil {
+		return err
+	}
+	if h.kern != nil {
+		// The classic program replaced it on the socket.
+		if d, k, err := h.kern.read(); err == nil {
+			h.kernDropped, h.kernKept = d, k
+		}
+		h.kern.close()
+		h.kern = nil
+	}
+	return nil
+}
+
+// attachEBPF updates the eBPF filter's maps to n in place, or, the first
+// time or when n outgrows them, loads a filter sized for n and attaches
+// it in place of the old one.
+func (h *Handle) attachEBPF(n normSpec) error {
+	if h.kern != nil && h.kern.fits(n) {
+		return h.kern.update(n)
+	}
+	var counts *ebpf.Map
+	if h.kern != nil {
+		counts = h.kern.counts
+	}
+	f, err := newEBPFFilter(h.link, n, counts)
+	if err != nil {
+		return err
+	}
+	if err := h.control(f.attachTo); err != nil {
+		f.close()
+		return err
+	}
+	f.succeed(h.kern)
+	if h.kern != nil {
+		h.kern.close()
+	}
+	h.kern = f
+	return nil
+}
+
+// control runs fn on the socket's file descriptor.
+func (h *Handle) control(fn func(fd int) error) error {
+	rc, err := socketConn(h.eth)
+	if err != nil {
+		return fmt.Errorf("capture: %s: %w", h.iface, err)
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return fmt.Errorf("capture: %s: %w", h.iface, err)
+	}
+	return ferr
+}
+
+// attachClassic puts the most exact classic program for n that the
+// kernel accepts on the socket: it tries each of attachBudgets in turn.
+// The kernel refuses a program over BPF_MAXINSNS, and one that does not
+// fit the socket's option memory (net.core.optmem_max) once translated; a
+// coarser program costs only user-space checks of packets the exact one
+// would have dropped.
+func (h *Handle) attachClassic(n normSpec) error {
 	var sizes []string
 	var last error
 	for _, budget := range attachBudgets {
@@ -168,6 +305,7 @@ func (h *Handle) attach(n normSpec) error {
 			sizes = append(sizes, strconv.Itoa(len(prog)))
 			continue
 		}
+		h.filterKind.Store(uint32(FilterClassic))
 		h.filterLen.Store(int64(len(prog)))
 		h.filterExact.Store(exact)
 		return nil
@@ -211,9 +349,15 @@ func (h *Handle) Run(ctx context.Context, deliver func(knock.Packet), heartbeat 
 		defer close(done)
 	}
 	dec := NewDecoder(h.link)
+	rc, err := socketConn(h.eth)
+	if err != nil {
+		h.Close()
+		return fmt.Errorf("capture: read %s: %w", h.iface, err)
+	}
+	r := newBatchReader(rc)
 	for {
 		h.inRead.Store(true)
-		frame, _, err := h.eth.ZeroCopyReadPacketData()
+		n, err := r.read()
 		h.inRead.Store(false)
 		if err != nil {
 			if h.closed.Load() {
@@ -222,15 +366,18 @@ func (h *Handle) Run(ctx context.Context, deliver func(knock.Packet), heartbeat 
 			h.Close()
 			return fmt.Errorf("capture: read %s: %w", h.iface, err)
 		}
-		h.read.Add(1)
-		if pkt, ok := dec.Decode(frame); ok {
-			h.decoded.Add(1)
-			if h.set.Load().has(pkt) {
-				h.delivered.Add(1)
-				deliver(pkt)
+		h.reads.Add(1)
+		h.read.Add(uint64(n))
+		for i := 0; i < n; i++ {
+			if pkt, ok := dec.Decode(r.frame(i)); ok {
+				h.decoded.Add(1)
+				if h.set.Load().has(pkt) {
+					h.delivered.Add(1)
+					deliver(pkt)
+				}
 			}
+			h.progress.Add(1)
 		}
-		h.progress.Add(1)
 	}
 }
 
@@ -266,15 +413,29 @@ func (h *Handle) Stats() Stats {
 	}
 	drops := h.kernelDrops
 	h.kernelMu.Unlock()
+	h.filterMu.Lock()
+	ebpfErr := h.ebpfErr
+	if h.kern != nil && !h.closed.Load() {
+		if d, k, err := h.kern.read(); err == nil {
+			h.kernDropped, h.kernKept = d, k
+		}
+	}
+	kd, kk := h.kernDropped, h.kernKept
+	h.filterMu.Unlock()
 	return Stats{
+		Reads:       h.reads.Load(),
 		Read:        h.read.Load(),
 		Decoded:     h.decoded.Load(),
 		Delivered:   h.delivered.Load(),
 		Unfiltered:  h.unfiltered.Load(),
 		KernelDrops: drops,
 
+		Filter:             FilterKind(h.filterKind.Load()),
+		EBPFErr:            ebpfErr,
 		FilterInstructions: int(h.filterLen.Load()),
 		FilterExact:        h.filterExact.Load(),
+		KernelDropped:      kd,
+		KernelKept:         kk,
 
 		ReceiveBuffer:    h.rcvbuf,
 		ReceiveBufferErr: h.rcvbufErr,
@@ -293,6 +454,15 @@ func (h *Handle) Close() error {
 		if err := h.eth.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			h.closeErr = fmt.Errorf("capture: close %s: %w", h.iface, err)
 		}
+		h.filterMu.Lock()
+		if h.kern != nil {
+			if d, k, err := h.kern.read(); err == nil {
+				h.kernDropped, h.kernKept = d, k
+			}
+			h.kern.close()
+			h.kern = nil
+		}
+		h.filterMu.Unlock()
 	})
 	return h.closeErr
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sesame-knock/sesame/core/knock"
 	"github.com/sesame-knock/sesame/internal/netnstest"
+	"github.com/sesame-knock/sesame/internal/rawsend"
 )
 
 // waitFor is how long a privileged test waits for something that should
@@ -30,17 +31,31 @@ type liveCapture struct {
 	beats atomic.Int64
 }
 
-// startCapture opens a handle on iface inside ns and runs it; cleanup
-// closes it and checks that Run returned nil.
+// filterKinds are the kernel filters every live test runs with.
+var filterKinds = []FilterKind{FilterEBPF, FilterClassic}
+
+// startCapture opens a handle with the eBPF filter on iface inside ns
+// and runs it; cleanup closes it and checks that Run returned nil.
 func startCapture(t *testing.T, ns *netnstest.NS, iface string, spec FilterSpec) *liveCapture {
+	t.Helper()
+	return startCaptureKind(t, ns, iface, spec, FilterEBPF)
+}
+
+// startCaptureKind is startCapture with the given kind of kernel filter,
+// which the test requires the handle to run.
+func startCaptureKind(t *testing.T, ns *netnstest.NS, iface string, spec FilterSpec, kind FilterKind) *liveCapture {
 	t.Helper()
 	spec.Ports = append(spec.Ports, knock.Port{Num: sentinel, Proto: knock.UDP})
 	c := &liveCapture{pkts: make(chan knock.Packet, 1024), done: make(chan error, 1)}
 	if err := ns.Do(func() (err error) {
-		c.h, err = Open(iface, spec)
+		c.h, err = open(iface, spec, kind == FilterEBPF)
 		return err
 	}); err != nil {
 		t.Fatalf("Open %s: %v", iface, err)
+	}
+	if st := c.h.Stats(); st.Filter != kind {
+		c.h.Close()
+		t.Fatalf("Open %s: runs the %s filter, want %s (eBPF: %v)", iface, st.Filter, kind, st.EBPFErr)
 	}
 	go func() {
 		c.done <- c.h.Run(context.Background(), func(p knock.Packet) { c.pkts <- p }, func() { c.beats.Add(1) })
@@ -150,12 +165,18 @@ var (
 )
 
 func TestCaptureVeth(t *testing.T) {
+	for _, kind := range filterKinds {
+		t.Run(kind.String(), func(t *testing.T) { testCaptureVeth(t, kind) })
+	}
+}
+
+func testCaptureVeth(t *testing.T, kind FilterKind) {
 	netnstest.RequireRoot(t)
 	p := netnstest.NewPair(t)
-	c := startCapture(t, p.Server, netnstest.ServerIf, FilterSpec{
+	c := startCaptureKind(t, p.Server, netnstest.ServerIf, FilterSpec{
 		Dsts:  []netip.Addr{s4, s6},
 		Ports: []knock.Port{{Num: 7000, Proto: knock.TCP}, {Num: 8000, Proto: knock.UDP}},
-	})
+	}, kind)
 	if got := c.h.LinkType(); got != LinkEthernet {
 		t.Fatalf("veth link type %s", got)
 	}
@@ -200,13 +221,19 @@ func waitUnfilteredRead(t *testing.T, h *Handle) {
 // TestCaptureLoopbackOnce: on lo every frame passes the packet socket
 // twice (outgoing and incoming); the filter's prefix keeps one.
 func TestCaptureLoopbackOnce(t *testing.T) {
+	for _, kind := range filterKinds {
+		t.Run(kind.String(), func(t *testing.T) { testCaptureLoopbackOnce(t, kind) })
+	}
+}
+
+func testCaptureLoopbackOnce(t *testing.T, kind FilterKind) {
 	netnstest.RequireRoot(t)
 	ns := netnstest.NewNS(t, "lo")
 	lo4, lo6 := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")
-	c := startCapture(t, ns, "lo", FilterSpec{
+	c := startCaptureKind(t, ns, "lo", FilterSpec{
 		Dsts:  []netip.Addr{lo4, lo6},
 		Ports: []knock.Port{{Num: 7000, Proto: knock.TCP}, {Num: 8000, Proto: knock.UDP}},
-	})
+	}, kind)
 	waitUnfilteredRead(t, c.h)
 	dialTCP(t, ns, lo4, 7000)
 	sendUDP(t, ns, lo6, 8000)
@@ -215,12 +242,18 @@ func TestCaptureLoopbackOnce(t *testing.T) {
 }
 
 func TestCaptureSetFilterLive(t *testing.T) {
+	for _, kind := range filterKinds {
+		t.Run(kind.String(), func(t *testing.T) { testCaptureSetFilterLive(t, kind) })
+	}
+}
+
+func testCaptureSetFilterLive(t *testing.T, kind FilterKind) {
 	netnstest.RequireRoot(t)
 	p := netnstest.NewPair(t)
-	c := startCapture(t, p.Server, netnstest.ServerIf, FilterSpec{
+	c := startCaptureKind(t, p.Server, netnstest.ServerIf, FilterSpec{
 		Dsts:  []netip.Addr{s4},
 		Ports: []knock.Port{{Num: 7000, Proto: knock.TCP}},
-	})
+	}, kind)
 	waitUnfilteredRead(t, c.h)
 	dialTCP(t, p.Client, s4, 7100)
 	dialTCP(t, p.Client, s4, 7000)
@@ -478,6 +511,12 @@ func TestBeat(t *testing.T) {
 // TestCaptureTun captures on a tun device (ARPHRD_NONE: frames start at
 // the IP header), with packets written into it from user space.
 func TestCaptureTun(t *testing.T) {
+	for _, kind := range filterKinds {
+		t.Run(kind.String(), func(t *testing.T) { testCaptureTun(t, kind) })
+	}
+}
+
+func testCaptureTun(t *testing.T, kind FilterKind) {
 	netnstest.RequireRoot(t)
 	ns := netnstest.NewNS(t, "tun")
 	tun, err := openTun(ns, "sesametun0")
@@ -490,10 +529,10 @@ func TestCaptureTun(t *testing.T) {
 	ns.MustRun("ip", "link", "set", "sesametun0", "up")
 	t4, r4 := netip.MustParseAddr("10.88.0.1"), netip.MustParseAddr("10.88.0.2")
 	t6, r6 := netip.MustParseAddr("fd88::1"), netip.MustParseAddr("fd88::2")
-	c := startCapture(t, ns, "sesametun0", FilterSpec{
+	c := startCaptureKind(t, ns, "sesametun0", FilterSpec{
 		Dsts:  []netip.Addr{t4, t6},
 		Ports: []knock.Port{{Num: 7000, Proto: knock.TCP}, {Num: 8000, Proto: knock.UDP}},
-	})
+	}, kind)
 	if got := c.h.LinkType(); got != LinkRawIP {
 		t.Fatalf("tun link type %s, want %s", got, LinkRawIP)
 	}
@@ -533,4 +572,95 @@ func TestReceiveBufferIsEnlarged(t *testing.T) {
 	if st.ReceiveBuffer < ReceiveBuffer {
 		t.Errorf("receive buffer %d, want at least %d", st.ReceiveBuffer, ReceiveBuffer)
 	}
+}
+
+// TestCaptureReadsInBatches: frames queued while the reader is busy are
+// read many per system call, and none is lost.
+func TestCaptureReadsInBatches(t *testing.T) {
+	netnstest.RequireRoot(t)
+	p := netnstest.NewPair(t)
+	var h *Handle
+	if err := p.Server.Do(func() (err error) {
+		h, err = Open(netnstest.ServerIf, FilterSpec{Dsts: []netip.Addr{s4}, Ports: []knock.Port{{Num: 7000, Proto: knock.UDP}}})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	tx, mac := rawsend.ForPair(t, p)
+	const burst = 1000
+	entered, release := make(chan struct{}), make(chan struct{})
+	got := make(chan knock.Packet, burst+1)
+	done := make(chan error, 1)
+	first := true
+	go func() {
+		done <- h.Run(context.Background(), func(pkt knock.Packet) {
+			if first {
+				first = false
+				close(entered)
+				<-release // hold the reader while the burst queues up
+			}
+			got <- pkt
+		}, nil)
+	}()
+	waitUnfilteredRead(t, h)
+	send := func(sport uint16) {
+		s := udp(c4, s4, 7000)
+		s.SrcPort, s.SrcMAC, s.DstMAC = sport, tx.MAC(), mac
+		if err := tx.Send(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(1)
+	<-entered
+	base := h.Stats()
+	for i := 0; i < burst; i++ {
+		send(uint16(2 + i))
+	}
+	close(release)
+	<-got // the first
+	for i := 0; i < burst; i++ {
+		select {
+		case pkt := <-got:
+			if pkt != udpKnock(c4, s4, 7000) {
+				t.Fatalf("frame %d: %v", i, pkt)
+			}
+		case <-time.After(waitFor):
+			t.Fatalf("%d of %d frames delivered", i, burst)
+		}
+	}
+	st := h.Stats()
+	reads, frames := st.Reads-base.Reads, st.Read-base.Read
+	t.Logf("%d frames in %d reads", frames, reads)
+	if frames != burst || reads > burst/readBatch+burst/10 {
+		t.Fatalf("%d frames in %d reads: want %d frames in about %d", frames, reads, burst, burst/readBatch)
+	}
+	h.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCaptureLongFrames: a knock in a frame longer than the reader's
+// buffer (a jumbo frame) is read cut short and still decoded.
+func TestCaptureLongFrames(t *testing.T) {
+	netnstest.RequireRoot(t)
+	p := netnstest.NewPair(t)
+	p.Server.MustRun("ip", "link", "set", netnstest.ServerIf, "mtu", "9000")
+	p.Client.MustRun("ip", "link", "set", netnstest.ClientIf, "mtu", "9000")
+	c := startCapture(t, p.Server, netnstest.ServerIf, FilterSpec{Dsts: []netip.Addr{s4, s6}, Ports: []knock.Port{{Num: 7000, Proto: knock.UDP}}})
+	waitUnfilteredRead(t, c.h)
+	tx, mac := rawsend.ForPair(t, p)
+	for _, dst := range []netip.Addr{s4, s6} {
+		src := c4
+		if dst.Is6() {
+			src = c6
+		}
+		s := udp(src, dst, 7000)
+		s.SrcMAC, s.DstMAC, s.Payload = tx.MAC(), mac, make([]byte, 2*frameBuf)
+		if err := tx.Send(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.expect(t, []knock.Packet{udpKnock(c4, s4, 7000), udpKnock(c6, s6, 7000)}, func() { sendUDP(t, p.Client, s4, sentinel) })
 }

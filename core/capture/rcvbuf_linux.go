@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"reflect"
+	"syscall"
 
 	"github.com/gopacket/gopacket/pcapgo"
 	"golang.org/x/sys/unix"
@@ -18,17 +19,10 @@ const ReceiveBuffer = 8 << 20
 
 // setReceiveBuffer sets eth's SO_RCVBUF, past net.core.rmem_max with
 // SO_RCVBUFFORCE when the process has CAP_NET_ADMIN, and returns what the
-// kernel granted. pcapgo keeps its socket unexported and offers no option
-// for this, so the *os.File is reached through reflection; a gopacket
-// release that renames the field makes this return an error, which Open
-// logs through Stats rather than failing the capture, and a test notices.
+// kernel granted. pcapgo offers no option for this (see socketConn); an
+// error is reported through Stats rather than failing the capture.
 func setReceiveBuffer(eth *pcapgo.EthernetHandle, size int) (int, error) {
-	v := reflect.ValueOf(eth).Elem().FieldByName("file")
-	if !v.IsValid() || v.Kind() != reflect.Pointer || v.Type() != reflect.TypeOf((*os.File)(nil)) {
-		return 0, errors.New("pcapgo.EthernetHandle has no file field")
-	}
-	f := (*os.File)(v.UnsafePointer())
-	rc, err := f.SyscallConn()
+	rc, err := socketConn(eth)
 	if err != nil {
 		return 0, err
 	}
@@ -44,4 +38,17 @@ func setReceiveBuffer(eth *pcapgo.EthernetHandle, size int) (int, error) {
 		return 0, cerr
 	}
 	return got, serr
+}
+
+// socketConn reaches eth's packet socket, which pcapgo keeps in an
+// unexported *os.File: for the receive buffer and for an eBPF filter,
+// neither of which pcapgo offers. A gopacket release that renames the
+// field makes this an error (the capture then runs without either), and
+// a test notices.
+func socketConn(eth *pcapgo.EthernetHandle) (syscall.RawConn, error) {
+	v := reflect.ValueOf(eth).Elem().FieldByName("file")
+	if !v.IsValid() || v.Kind() != reflect.Pointer || v.Type() != reflect.TypeOf((*os.File)(nil)) {
+		return nil, errors.New("pcapgo.EthernetHandle has no file field")
+	}
+	return (*os.File)(v.UnsafePointer()).SyscallConn()
 }

@@ -1,4 +1,4 @@
-package main
+package rawsend
 
 import (
 	"fmt"
@@ -8,12 +8,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// frameSender writes batches of Ethernet frames to one interface with
+// Bulk writes batches of Ethernet frames to one interface with
 // sendmmsg(2) on an AF_PACKET socket: one system call per batch instead
-// of one per frame, which is what lets one core reach the flood rates.
-// It is owned by one goroutine. rawsend.Sender stays the tool for single
-// crafted packets; this is its bulk sibling.
-type frameSender struct {
+// of one per frame, which is what lets one core reach flood rates. It is
+// owned by one goroutine. Sender stays the tool for single crafted
+// packets; this is its bulk sibling (sesame-bench's generator, capture
+// benchmarks).
+type Bulk struct {
 	iface string
 	fd    int
 	mac   net.HardwareAddr
@@ -29,22 +30,22 @@ type mmsghdr struct {
 	_   [4]byte
 }
 
-// openFrameSender opens a send-only packet socket on iface in the calling
+// OpenBulk opens a send-only packet socket on iface in the calling
 // thread's network namespace, for batches of up to batch frames.
-func openFrameSender(iface string, batch int) (*frameSender, error) {
+func OpenBulk(iface string, batch int) (*Bulk, error) {
 	ifi, err := net.InterfaceByName(iface)
 	if err != nil {
-		return nil, fmt.Errorf("sendmmsg: open %s: %w", iface, err)
+		return nil, fmt.Errorf("rawsend.OpenBulk: open %s: %w", iface, err)
 	}
 	// Protocol 0: never hooked into receive.
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("sendmmsg: socket on %s: %w", iface, err)
+		return nil, fmt.Errorf("rawsend.OpenBulk: socket on %s: %w", iface, err)
 	}
 	// Bypassing the qdisc is what a traffic generator wants (pktgen does
 	// the same); a veth has no queue to speak of anyway.
 	_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1)
-	s := &frameSender{iface: iface, fd: fd, mac: ifi.HardwareAddr,
+	s := &Bulk{iface: iface, fd: fd, mac: ifi.HardwareAddr,
 		msgs: make([]mmsghdr, batch), iovs: make([]unix.Iovec, batch)}
 	s.sa.Family = unix.AF_PACKET
 	s.sa.Ifindex = int32(ifi.Index)
@@ -52,10 +53,12 @@ func openFrameSender(iface string, batch int) (*frameSender, error) {
 	return s, nil
 }
 
-// send transmits frames (at most the batch size, all of one ethertype,
-// addressed to their destination MAC) and returns how many the kernel
-// took.
-func (s *frameSender) send(frames [][]byte) (int, error) {
+// MAC returns the interface's hardware address.
+func (s *Bulk) MAC() net.HardwareAddr { return s.mac }
+
+// SendBatch transmits frames (at most the batch size, all of one
+// ethertype and destination MAC) and returns how many the kernel took.
+func (s *Bulk) SendBatch(frames [][]byte) (int, error) {
 	if len(frames) == 0 {
 		return 0, nil
 	}
@@ -83,4 +86,5 @@ func (s *frameSender) send(frames [][]byte) (int, error) {
 	return int(n), nil
 }
 
-func (s *frameSender) close() error { return unix.Close(s.fd) }
+// Close closes the socket.
+func (s *Bulk) Close() error { return unix.Close(s.fd) }
