@@ -125,16 +125,6 @@ func (e *testEnv) kernelEntries(bin string) []entry {
 	return parseTable("-N "+ipChain+"\n"+out, nil).entries
 }
 
-// entryText is an entry without its handle, for comparing views.
-func entryText(es []entry) []string {
-	var out []string
-	for _, e := range es {
-		out = append(out, e.entryKey.String()+" ["+e.comment()+"]")
-	}
-	slices.Sort(out)
-	return out
-}
-
 // wantViewIsKernel fails unless each family's view is fresh and holds
 // exactly the rules the kernel has.
 func (e *testEnv) wantViewIsKernel(b *ipTablesBackend, why string) {
