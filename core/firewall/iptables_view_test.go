@@ -262,7 +262,7 @@ func genReply(seq uint32, errno int32, attrs ...[]byte) []byte {
 	if errno != 0 {
 		typ = nlmsgError
 		body = binary.NativeEndian.AppendUint32(nil, uint32(errno)) // negative, as the kernel sends it
-		body = append(body, make([]byte, 16)...) // the request's header
+		body = append(body, make([]byte, 16)...)                    // the request's header
 	}
 	for _, a := range attrs {
 		body = append(body, a...)
