@@ -134,13 +134,12 @@ func TestPlanCommands(t *testing.T) {
 	a := listed(t, ent(src4, knock.TCP, "22", claim{"a", u}))
 	other := listed(t, ent(src6, knock.TCP, "22", claim{"z", u}))
 	for _, tc := range []struct {
-		name     string
-		view     []entry
-		g        Grant
-		revoke   string
-		withTime bool
-		want     []string
-		next     []string
+		name   string
+		view   []entry
+		g      Grant
+		revoke string
+		want   []string
+		next   []string
 	}{
 		{
 			name: "new grant: one append",
