@@ -3,7 +3,9 @@ package firewall
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -84,11 +86,15 @@ func newBenchEnv(b *testing.B, v variant) *benchEnv {
 }
 
 // BenchmarkGrantLatency times what a knock costs the firewall, per backend
-// and family: Grant of an address that holds nothing, an extension of a
-// live grant, Revoke; beside, for the iptables flavours, the same accept
-// put in by one exec of `iptables -I INPUT ...` and by `/bin/sh -c
-// 'iptables -I INPUT ...'` (a knockd-style start command), in the same run
-// and namespace. execs/op counts the programs the backend ran. Run with
+// and family. Each round, one after the other: Grant of an address that
+// holds nothing, an extension of that grant, Revoke; for the iptables
+// flavours also the same accept put in by one exec of `iptables -I INPUT
+// ...` and by `/bin/sh -c 'iptables -I INPUT ...'` (a knockd-style start
+// command). Interleaving them puts every row through the same load; each
+// is reported as its median in ms (the *-ms columns), with execs/op the
+// programs the backend ran per Grant, extension or Revoke. The two execs
+// run in the client namespace, so that their changes do not move the
+// server's nf_tables generation under the backend. Run with
 // go test -run '^$' -bench GrantLatency -benchtime 200x ./core/firewall/ (as root).
 func BenchmarkGrantLatency(b *testing.B) {
 	for _, v := range variants {
@@ -102,71 +108,84 @@ func BenchmarkGrantLatency(b *testing.B) {
 			}
 		}
 		for i, f := range families {
-			name := v.name + "/" + f.name
-			g := Grant{ID: "bench", Src: f.client, Ports: guardedPorts}
-			grant := func(dl time.Time) error {
-				g.Deadline = dl
-				return e.b.Grant(context.Background(), g, time.Now())
-			}
-			revoke := func() error { return e.b.Revoke(context.Background(), g) }
-			// timed runs op b.N times in the server namespace, with
-			// untimed before and after, and reports the programs the
-			// backend ran during op. The exec rows are not the backend's:
-			// its next command sees the nf_tables generation moved and
-			// re-reads its chain once.
-			timed := func(b *testing.B, backend bool, before, op, after func() error) {
-				err := e.pair.Server.Do(func() error {
-					var n int64
-					for b.Loop() {
-						b.StopTimer()
-						if err := before(); err != nil {
-							return err
+			b.Run(v.name+"/"+f.name, func(b *testing.B) {
+				ops := benchOps(e, v, i, f.client)
+				took := make([][]time.Duration, len(ops))
+				start := execs.Load()
+				for b.Loop() {
+					for j, op := range ops {
+						d, err := op.run()
+						if err != nil {
+							b.Fatalf("%s: %v", op.name, err)
 						}
-						start := execs.Load()
-						b.StartTimer()
-						if err := op(); err != nil {
-							return err
-						}
-						b.StopTimer()
-						n += execs.Load() - start
-						if err := after(); err != nil {
-							return err
-						}
-						b.StartTimer()
+						took[j] = append(took[j], d)
 					}
-					if backend && !v.isNFT() {
-						b.ReportMetric(float64(n)/float64(b.N), "execs/op")
-					}
-					return nil
-				})
-				if err != nil {
-					b.Fatal(err)
 				}
-			}
-			none := func() error { return nil }
-			b.Run(name+"/grant", func(b *testing.B) {
-				timed(b, true, none, func() error { return grant(time.Now().Add(time.Hour)) }, revoke)
-			})
-			dl := time.Now().Add(time.Hour)
-			b.Run(name+"/extend", func(b *testing.B) {
-				timed(b, true, none, func() error { dl = dl.Add(time.Second); return grant(dl) }, none)
-			})
-			b.Run(name+"/revoke", func(b *testing.B) {
-				timed(b, true, func() error { return grant(time.Now().Add(time.Hour)) }, revoke, none)
-			})
-			if v.isNFT() {
-				continue
-			}
-			rule := []string{"INPUT", "-s", f.client.String(), "-p", "tcp", "--dport", fmt.Sprint(guardedPort), "-j", "ACCEPT"}
-			bin := v.bins[i]
-			ins := append([]string{bin, "-w", "10", "-I"}, rule...)
-			del := func() error { return exec.Command(bin, append([]string{"-w", "10", "-D"}, rule...)...).Run() }
-			b.Run(name+"/exec-iptables-I", func(b *testing.B) {
-				timed(b, false, none, func() error { return exec.Command(ins[0], ins[1:]...).Run() }, del)
-			})
-			b.Run(name+"/sh-iptables-I", func(b *testing.B) {
-				timed(b, false, none, func() error { return exec.Command("/bin/sh", "-c", strings.Join(ins, " ")).Run() }, del)
+				for j, op := range ops {
+					b.ReportMetric(medianMS(took[j]), op.name+"-ms")
+				}
+				if !v.isNFT() {
+					b.ReportMetric(float64(execs.Load()-start)/float64(3*b.N), "execs/op")
+				}
 			})
 		}
 	}
+}
+
+type benchOp struct {
+	name string
+	run  func() (time.Duration, error)
+}
+
+// benchOps are one round of BenchmarkGrantLatency for the family of src.
+func benchOps(e *benchEnv, v variant, fam int, src netip.Addr) []benchOp {
+	ctx := context.Background()
+	g := Grant{ID: "bench", Src: src, Ports: guardedPorts}
+	// timed runs op in ns, timing it alone.
+	timed := func(ns *netnstest.NS, op func() error, after func() error) (d time.Duration, err error) {
+		err = ns.Do(func() error {
+			t := time.Now()
+			if err := op(); err != nil {
+				return err
+			}
+			d = time.Since(t)
+			return after()
+		})
+		return d, err
+	}
+	none := func() error { return nil }
+	ops := []benchOp{
+		{"grant", func() (time.Duration, error) {
+			g.Deadline = time.Now().Add(time.Hour)
+			return timed(e.pair.Server, func() error { return e.b.Grant(ctx, g, time.Now()) }, none)
+		}},
+		{"extend", func() (time.Duration, error) {
+			g.Deadline = g.Deadline.Add(time.Second)
+			return timed(e.pair.Server, func() error { return e.b.Grant(ctx, g, time.Now()) }, none)
+		}},
+		{"revoke", func() (time.Duration, error) {
+			return timed(e.pair.Server, func() error { return e.b.Revoke(ctx, g) }, none)
+		}},
+	}
+	if v.isNFT() {
+		return ops
+	}
+	rule := []string{"INPUT", "-s", src.String(), "-p", "tcp", "--dport", fmt.Sprint(guardedPort), "-j", "ACCEPT"}
+	bin := v.bins[fam]
+	ins := append([]string{bin, "-w", "10", "-I"}, rule...)
+	del := func() error { return exec.Command(bin, append([]string{"-w", "10", "-D"}, rule...)...).Run() }
+	return append(ops,
+		benchOp{"exec-iptables-I", func() (time.Duration, error) {
+			return timed(e.pair.Client, func() error { return exec.Command(ins[0], ins[1:]...).Run() }, del)
+		}},
+		benchOp{"sh-iptables-I", func() (time.Duration, error) {
+			return timed(e.pair.Client, func() error { return exec.Command("/bin/sh", "-c", strings.Join(ins, " ")).Run() }, del)
+		}},
+	)
+}
+
+func medianMS(ds []time.Duration) float64 {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return float64(s[len(s)/2]) / float64(time.Millisecond)
 }
