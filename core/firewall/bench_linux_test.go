@@ -189,3 +189,20 @@ func medianMS(ds []time.Duration) float64 {
 	slices.Sort(s)
 	return float64(s[len(s)/2]) / float64(time.Millisecond)
 }
+
+// BenchmarkNFTGen is what the iptables-nft backend adds to every change:
+// one read of the nf_tables generation.
+func BenchmarkNFTGen(b *testing.B) {
+	netnstest.RequireRoot(b)
+	ns := netnstest.NewNS(b, "gen")
+	if err := ns.Do(func() error {
+		for b.Loop() {
+			if _, err := nftGen(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		b.Fatal(err)
+	}
+}
