@@ -41,6 +41,9 @@ type allOptions struct {
 	Keep          bool
 	Command       string
 	Only          map[string]bool // sections to run; empty: all
+	// Latency, when set, is the knock-to-connect rows to run, on IPv4 and
+	// (with Extras) IPv6 each; nil: every row, the iptables ones on IPv4 only.
+	Latency []variant
 }
 
 var sections = []string{"latency", "noise", "flood", "match", "capture", "drop-point"}
@@ -49,7 +52,7 @@ func (o allOptions) runs(section string) bool { return len(o.Only) == 0 || o.Onl
 
 func allCmd(stdout, stderr io.Writer) *cobra.Command {
 	var o allOptions
-	var rates, only, captureRates, sweepRates string
+	var rates, only, captureRates, sweepRates, latency string
 	c := &cobra.Command{
 		Use:   "all",
 		Short: "Run every benchmark, knockd and sesamed one after the other, and print the markdown report",
@@ -91,6 +94,10 @@ func allCmd(stdout, stderr io.Writer) *cobra.Command {
 				}
 				o.Only[s] = true
 			}
+			var err error
+			if o.Latency, err = parseVariants(latency); err != nil {
+				return err
+			}
 			return runAll(cmd.Context(), o, stdout, stderr)
 		},
 	}
@@ -119,6 +126,8 @@ func allCmd(stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.Sesamed, "sesamed", "", "the sesamed binary (default: next to sesame-bench, else $PATH)")
 	f.StringVar(&o.Work, "work", "", "keep configs and logs under `DIR` (default: a temporary directory, removed)")
 	f.StringVar(&only, "only", "", "run only these `SECTIONS` (comma list of "+strings.Join(sections, ", ")+")")
+	f.StringVar(&latency, "latency", "", "run only these knock-to-connect `ROWS`, on IPv4 and (with --extras) IPv6 each "+
+		"(comma list of "+strings.Join(variantKeys(), ", ")+"); with --only latency, a run of just those rows")
 	f.StringVar(&o.Command, "command", "sesame-bench all", "the command line to quote in the report")
 	return c
 }
@@ -282,11 +291,41 @@ func (r *runner) runAll(res *results) error {
 	return r.ctx.Err()
 }
 
+// parseVariants reads --latency: a comma list of variant keys.
+func parseVariants(s string) ([]variant, error) {
+	var out []variant
+	for _, k := range strings.Split(s, ",") {
+		if k = strings.TrimSpace(k); k == "" {
+			continue
+		}
+		i := slices.IndexFunc(latencyVariants, func(v variant) bool { return v.key() == k })
+		if i < 0 {
+			return nil, fmt.Errorf("--latency: unknown row %q (one of %s)", k, strings.Join(variantKeys(), ", "))
+		}
+		if !slices.Contains(out, latencyVariants[i]) {
+			out = append(out, latencyVariants[i])
+		}
+	}
+	return out, nil
+}
+
+func variantKeys() []string {
+	var keys []string
+	for _, v := range latencyVariants {
+		keys = append(keys, v.key())
+	}
+	return keys
+}
+
 func (r *runner) runLatency(res *results) error {
+	vs := r.o.Latency
+	if vs == nil {
+		vs = latencyVariants
+	}
 	for _, fam := range r.families() {
-		for _, v := range []variant{knockdShell, sesameShell, sesameIPTNFT, sesameIPTLeg, sesameNFTables} {
-			if fam == 6 && (v == sesameIPTNFT || v == sesameIPTLeg) {
-				continue // IPv6 rows: knockd against the shell and nftables only
+		for _, v := range vs {
+			if fam == 6 && r.o.Latency == nil && (v == sesameIPTNFT || v == sesameIPTLeg) {
+				continue // IPv6 rows: knockd against the shell and nftables only, unless asked
 			}
 			res.Latency = append(res.Latency, r.latency(v, fam, r.o.Samples, false))
 			if err := r.ctx.Err(); err != nil {

@@ -41,6 +41,9 @@ func (v variant) String() string {
 	return v.Daemon + ", native " + v.Action
 }
 
+// key names v on the command line (--latency): "sesamed-iptables-nft".
+func (v variant) key() string { return v.Daemon + "-" + v.Action }
+
 var (
 	knockdShell    = variant{"knockd", actShell}
 	sesameShell    = variant{"sesamed", actShell}
@@ -48,6 +51,9 @@ var (
 	sesameIPTLeg   = variant{"sesamed", actIPTablesLegacy}
 	sesameNFTables = variant{"sesamed", actNFTables}
 )
+
+// latencyVariants are the knock-to-connect rows, in the report's order.
+var latencyVariants = []variant{knockdShell, sesameShell, sesameIPTNFT, sesameIPTLeg, sesameNFTables}
 
 // config is the knockd.conf both daemons read. dir holds the log file.
 // floodDoors adds the replay and one-port doors.

@@ -58,9 +58,11 @@ func notes(r *results) []string {
 			}
 			_, g := detects(*row)
 			if median(g) > median(gs) {
-				add("**Native %s is slower than the shell command** (grant %s ms against %s ms): core/firewall's "+
-					"iptables Grant runs the iptables binary several times in a row (check the SESAME chain, list INPUT "+
-					"for the jump, list SESAME, then append), where the shell row runs it once.", v.Action, ms(median(g)), ms(median(gs)))
+				add("**Native %s is slower than the shell command** (grant %s ms against %s ms), although "+
+					"core/firewall's iptables Grant runs the iptables binary once (`iptables -A SESAME`, or one "+
+					"`iptables-restore --noflush` for an extension, after one netlink read of the nf_tables generation), "+
+					"where the shell row runs /bin/sh and then iptables.",
+					v.Action, ms(median(g)), ms(median(gs)))
 			}
 		}
 	}

@@ -87,6 +87,27 @@ func (f *floodRow) in() (ok, total int) {
 	return ok, len(f.Knockers)
 }
 
+// iptablesVerdict is issue 16's target for native iptables-nft grants: no
+// slower, knock to connect, than sesamed running `iptables -I` from its
+// shell start command, both on IPv4 in the same run.
+func (r *results) iptablesVerdict() verdict {
+	vd := verdict{Target: "knock-to-connect median, sesamed native iptables-nft ÷ sesamed with the shell's `iptables -I`", Required: "≤ 1×"}
+	shell, ipt := r.latencyRow(sesameShell, 4), r.latencyRow(sesameIPTNFT, 4)
+	if shell == nil || ipt == nil {
+		return vd
+	}
+	sh, nf := shell.median(), ipt.median()
+	if math.IsNaN(sh) || math.IsNaN(nf) || sh <= 0 {
+		return vd
+	}
+	vd.Known, vd.Met = true, nf <= sh
+	vd.Measured = fmt.Sprintf("%.2f× (%.2f ms vs %.2f ms)", nf/sh, nf, sh)
+	if !vd.Met {
+		vd.Miss = fmt.Sprintf("%.2f ms slower", nf-sh)
+	}
+	return vd
+}
+
 func (r *results) verdicts() []verdict {
 	var out []verdict
 	for _, t := range []struct {
@@ -107,6 +128,7 @@ func (r *results) verdicts() []verdict {
 		}
 		out = append(out, vd)
 	}
+	out = append(out, r.iptablesVerdict())
 	in := verdict{Target: "real knockers in under a 100k packets/s spoofed first-knock flood (sesamed)", Required: fmt.Sprintf("≥ %d of 100", targetFloodIn)}
 	rss := verdict{Target: "sesamed peak RSS under that flood", Required: fmt.Sprintf("< %.0f MiB", targetRSSMiB)}
 	if f := r.floodAtTarget(sesameShell); f != nil && f.Rate >= targetFloodRate {

@@ -55,41 +55,50 @@ func TestVerdicts(t *testing.T) {
 		mod  func(*results)
 		want []string // "met", "missed" or "unknown" per target, in order
 	}{
-		{"all met", func(*results) {}, []string{"met", "met", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
+		{"all met", func(*results) {}, []string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
 		{"shell ratio below 5", func(r *results) { r.Latency[1].Samples = samplesMS(7, 7, 7) },
-			[]string{"met", "missed", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
+			[]string{"met", "missed", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
 		{"nft ratio below 10", func(r *results) { r.Latency[2].Samples = samplesMS(3.5) },
-			[]string{"missed", "met", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
+			[]string{"missed", "met", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
 		{"no knockd row", func(r *results) { r.Latency = r.Latency[1:] },
-			[]string{"unknown", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
+			[]string{"unknown", "unknown", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
 		{"98 in", func(r *results) { r.Flood[1].Knockers = knockers(98, 100) },
-			[]string{"met", "met", "missed", "met", "unknown", "unknown", "met", "met", "met", "met"}},
+			[]string{"met", "met", "unknown", "missed", "met", "unknown", "unknown", "met", "met", "met", "met"}},
 		{"quick run scales", func(r *results) { r.Flood[1].Knockers = knockers(20, 20) },
-			[]string{"met", "met", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
+			[]string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
 		{"RSS over", func(r *results) { r.Flood[1].HWMKiB = 70 << 10 },
-			[]string{"met", "met", "met", "missed", "unknown", "unknown", "met", "met", "met", "met"}},
+			[]string{"met", "met", "unknown", "met", "missed", "unknown", "unknown", "met", "met", "met", "met"}},
 		{"top rate not run", func(r *results) { r.Flood = r.Flood[:1] },
-			[]string{"met", "met", "unknown", "unknown", "unknown", "unknown", "met", "met", "met", "met"}},
+			[]string{"met", "met", "unknown", "unknown", "unknown", "unknown", "unknown", "met", "met", "met", "met"}},
 		{"failed flood row does not count", func(r *results) { r.Flood[1].Err = "boom" },
-			[]string{"met", "met", "unknown", "unknown", "unknown", "unknown", "met", "met", "met", "met"}},
+			[]string{"met", "met", "unknown", "unknown", "unknown", "unknown", "unknown", "met", "met", "met", "met"}},
 		{"slow matcher", func(r *results) { r.Match[1].Mpps = 1.5 },
-			[]string{"met", "met", "met", "met", "unknown", "unknown", "missed", "met", "met", "met"}},
+			[]string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "missed", "met", "met", "met"}},
 		{"allocating matcher", func(r *results) { r.Match[0].AllocsPerOp = 1 },
-			[]string{"met", "met", "met", "met", "unknown", "unknown", "met", "missed", "met", "met"}},
+			[]string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "met", "missed", "met", "met"}},
 		{"replay flood", func(r *results) {
 			r.Flood = append(r.Flood, floodRow{Variant: sesameShell, Mode: modeFloodReplay, Family: 4, Rate: 100000, Knockers: knockers(100, 100), HWMKiB: 30 << 10})
-		}, []string{"met", "met", "met", "met", "met", "met", "met", "met", "met", "met"}},
+		}, []string{"met", "met", "unknown", "met", "met", "met", "met", "met", "met", "met", "met"}},
 		{"replay flood over RSS", func(r *results) {
 			r.Flood = append(r.Flood, floodRow{Variant: sesameShell, Mode: modeFloodReplay, Family: 4, Rate: 100000, Knockers: knockers(90, 100), HWMKiB: 600 << 10})
-		}, []string{"met", "met", "met", "met", "missed", "missed", "met", "met", "met", "met"}},
+		}, []string{"met", "met", "unknown", "met", "met", "missed", "missed", "met", "met", "met", "met"}},
 		{"no matcher", func(r *results) { r.Match = nil },
-			[]string{"met", "met", "met", "met", "unknown", "unknown", "unknown", "unknown", "met", "met"}},
+			[]string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "unknown", "unknown", "met", "met"}},
 		{"eBPF capture costs sesamed CPU", func(r *results) { r.Capture[1].DaemonCPU = 5 },
-			[]string{"met", "met", "met", "met", "unknown", "unknown", "met", "met", "missed", "met"}},
+			[]string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "met", "met", "missed", "met"}},
 		{"loss below 100k", func(r *results) { r.Sweep[0].Knockers = knockers(99, 100) },
-			[]string{"met", "met", "met", "met", "unknown", "unknown", "met", "met", "met", "missed"}},
+			[]string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "missed"}},
 		{"no capture or sweep rows", func(r *results) { r.Capture, r.Sweep = nil, nil },
-			[]string{"met", "met", "met", "met", "unknown", "unknown", "met", "met", "unknown", "unknown"}},
+			[]string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "met", "met", "unknown", "unknown"}},
+		{"native iptables-nft as fast as the shell", func(r *results) {
+			r.Latency = append(r.Latency, latencyRow{Variant: sesameIPTNFT, Family: 4, Samples: samplesMS(5, 6, 6)})
+		}, []string{"met", "met", "met", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
+		{"native iptables-nft slower than the shell", func(r *results) {
+			r.Latency = append(r.Latency, latencyRow{Variant: sesameIPTNFT, Family: 4, Samples: samplesMS(6.5)})
+		}, []string{"met", "met", "missed", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
+		{"native iptables-nft on IPv6 only", func(r *results) {
+			r.Latency = append(r.Latency, latencyRow{Variant: sesameIPTNFT, Family: 6, Samples: samplesMS(1)})
+		}, []string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,7 +1,7 @@
 // Package firewall owns every kernel object Sesame makes: the native
 // grants, which let a knocker's address reach a door's ports until a
-// deadline, through iptables (a SESAME chain, via go-iptables) or nftables
-// (table inet sesame, via netlink), and the rescue's rule, heartbeat and
+// deadline, through iptables (a SESAME chain, iptables run as argv) or
+// nftables (table inet sesame, via netlink), and the rescue's rule, heartbeat and
 // hold marker (Rescue). It creates, inspects, repairs and removes them,
 // picks the family that holds the admin's rules (Detect), and puts grants
 // back after someone flushes the firewall (Reconcile). It is the only
@@ -49,6 +49,17 @@
 // inserts its own rules above Sesame's jump (fail2ban does), those decide
 // first; Sesame logs that and leaves them be.
 //
+// Sesame keeps the rules of its chain in memory and runs iptables once per
+// change: `iptables -A SESAME ...` for a new grant, `iptables -D SESAME
+// ...` for a revoke, and one `iptables-restore --noflush` (applied
+// atomically) when a rule is replaced, as when a grant is extended. It
+// lists the chain again (`iptables -S`), and puts back a missing chain or
+// jump in the same restore as the grant, when a command fails or, with
+// iptables-nft, when the nf_tables generation shows that something else
+// changed a table since its own last command. iptables-legacy offers no
+// such signal: a rule edited by hand there is noticed when a command on it
+// fails, and at the latest by the next Reconcile.
+//
 // # nftables backend
 //
 // On a native nftables host an accept in Sesame's table cannot override a
@@ -87,8 +98,9 @@
 // Reconcile(ctx, backend, live grants, now) recreates Sesame's chain and
 // jump or table if they are gone (`iptables -F`, `nft flush ruleset`, a
 // firewalld reload), restores missing grants and removes expired or
-// unwanted ones, and reports what it did. Teardown removes only Sesame's
-// objects.
+// unwanted ones, and reports what it did; for iptables it reads each
+// family once and refreshes the in-memory chain with it. Teardown removes
+// only Sesame's objects.
 //
 // # The rescue's objects
 //

@@ -39,16 +39,9 @@ func (r Report) Changed() bool { return r.Recreated || len(r.Restored) > 0 || le
 // since nothing can be compared without them.
 func Reconcile(ctx context.Context, b Backend, want []Grant, now time.Time) (Report, error) {
 	var rep Report
-	if bk, ok := b.(BaseKeeper); ok {
-		recreated, err := bk.EnsureBase(ctx)
-		rep.Recreated = recreated
-		if err != nil {
-			return rep, fmt.Errorf("firewall.Reconcile %s: base objects: %w", b.Name(), err)
-		}
-	}
-	got, err := b.List(ctx)
+	got, err := baseAndList(ctx, b, &rep)
 	if err != nil {
-		return rep, fmt.Errorf("firewall.Reconcile %s: %w", b.Name(), err)
+		return rep, err
 	}
 
 	var errs []error
@@ -110,6 +103,39 @@ func Reconcile(ctx context.Context, b Backend, want []Grant, now time.Time) (Rep
 		rep.Restored = append(rep.Restored, w)
 	}
 	return rep, errors.Join(errs...)
+}
+
+// syncer is implemented by backends that keep a view of their kernel
+// objects (iptables): sync re-reads the kernel once, repairs the base
+// objects and the view, and returns what List would: EnsureBase and List
+// with one read.
+type syncer interface {
+	sync(ctx context.Context) (recreated bool, got []Grant, err error)
+}
+
+// baseAndList repairs b's base objects and lists its grants, noting a repair
+// in rep.
+func baseAndList(ctx context.Context, b Backend, rep *Report) ([]Grant, error) {
+	if s, ok := b.(syncer); ok {
+		recreated, got, err := s.sync(ctx)
+		rep.Recreated = recreated
+		if err != nil {
+			return nil, fmt.Errorf("firewall.Reconcile %s: %w", b.Name(), err)
+		}
+		return got, nil
+	}
+	if bk, ok := b.(BaseKeeper); ok {
+		recreated, err := bk.EnsureBase(ctx)
+		rep.Recreated = recreated
+		if err != nil {
+			return nil, fmt.Errorf("firewall.Reconcile %s: base objects: %w", b.Name(), err)
+		}
+	}
+	got, err := b.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("firewall.Reconcile %s: %w", b.Name(), err)
+	}
+	return got, nil
 }
 
 // sameGrant compares what the kernel holds: source, ports and deadline at
