@@ -166,7 +166,7 @@ func (w *ConfigWatcher) Run(ctx context.Context) error {
 				return nil
 			}
 			if w.relevant(ev) {
-				w.log.Trace("config directory event", "event", ev.String())
+				w.log.Trace("config directory event", "change", ev.String())
 				schedule(time.Now())
 			}
 		case err, ok := <-w.fs.Errors:

@@ -23,6 +23,7 @@ import (
 	"github.com/sesame-knock/sesame/core/capture"
 	"github.com/sesame-knock/sesame/core/config"
 	"github.com/sesame-knock/sesame/core/engine"
+	"github.com/sesame-knock/sesame/core/event"
 	"github.com/sesame-knock/sesame/core/eventlog"
 	"github.com/sesame-knock/sesame/core/exec"
 	"github.com/sesame-knock/sesame/core/firewall"
@@ -170,7 +171,7 @@ func Run(ctx context.Context, opts DaemonOptions) error {
 	if serr != nil {
 		log.Error("a component keeps failing, exiting so the service manager restarts sesamed", "error", serr)
 	}
-	log.Info("shutting down")
+	log.Info("shutting down", event.KeyKind, event.Shutdown)
 	d.stop()
 	return serr
 }
@@ -292,7 +293,7 @@ func (d *sesamed) serve(ctx context.Context, hup <-chan os.Signal, ln net.Listen
 	}
 	hl := health{hb: sup.Heartbeats(), caps: d.caps}
 	goRun(func() { NewWatchdog(d.notify, hl, d.log.Named("watchdog")).Run(ctx) })
-	d.log.Info("starting up, listening on "+strings.Join(d.caps.ifaces, ","), "interfaces", strings.Join(d.caps.ifaces, ","), "attached", attached, "version", d.opts.Version)
+	d.log.Info("starting up, listening on "+strings.Join(d.caps.ifaces, ","), "interfaces", strings.Join(d.caps.ifaces, ","), "attached", attached, "version", d.opts.Version, event.KeyKind, event.Start)
 	d.notify.Ready()
 	// A healthy start closes a rescue port that a failure opened.
 	d.startRescue(ctx, d.config())
@@ -353,7 +354,7 @@ func (d *sesamed) sighup(ctx context.Context, w *ConfigWatcher) {
 	changed, err := w.Reload(ctx)
 	if err == nil && !changed {
 		// knockd logs every HUP; the content is the running config's.
-		d.log.Info("re-reading config file: "+d.opts.ConfigPath, "trigger", "SIGHUP", "changed", false)
+		d.log.Info("re-reading config file: "+d.opts.ConfigPath, event.KeyKind, event.Reload, "trigger", "SIGHUP", "changed", false)
 		d.notify.Reloading()
 		d.notify.Ready()
 	}
@@ -370,7 +371,7 @@ func (d *sesamed) applyConfig(content []byte, sum [32]byte) error {
 		d.notify.Ready()
 		d.updateStatus(ctx)
 	}()
-	d.log.Info("re-reading config file: "+d.opts.ConfigPath, "trigger", "change")
+	d.log.Info("re-reading config file: "+d.opts.ConfigPath, event.KeyKind, event.Reload, "trigger", "change")
 	return d.reload(ctx, content)
 }
 
@@ -520,10 +521,10 @@ func (d *sesamed) reconcile(ctx context.Context) {
 		d.log.Warn("reconcile: Sesame's firewall objects were missing (firewall flushed or reloaded) and were recreated", "backend", d.fw.Name())
 	}
 	for _, g := range rep.Restored {
-		d.log.Warn("reconcile: restored grant "+g.String(), "event", "grant", "grant_id", g.ID, "source", g.Src.String())
+		d.log.Warn("reconcile: restored grant "+g.String(), event.Event{Kind: event.Grant, Source: g.Src, GrantID: g.ID}.Args()...)
 	}
 	for _, g := range rep.Removed {
-		d.log.Info("reconcile: removed stale grant "+g.String(), "event", "expire", "grant_id", g.ID, "source", g.Src.String())
+		d.log.Info("reconcile: removed stale grant "+g.String(), event.Event{Kind: event.Expire, Source: g.Src, GrantID: g.ID}.Args()...)
 	}
 }
 
@@ -537,7 +538,7 @@ func (d *sesamed) followLinks(ctx context.Context, lm *LinkMonitor) {
 			if !ok {
 				return
 			}
-			d.log.Debug("link event", "event", ev.String())
+			d.log.Debug("link event", "change", ev.String())
 			switch ev.Kind {
 			case AddrAdded, AddrRemoved:
 				d.refreshAddrs(ctx)

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/sesame-knock/sesame/core/config"
+	"github.com/sesame-knock/sesame/core/event"
 	"github.com/sesame-knock/sesame/core/eventlog"
 	"github.com/sesame-knock/sesame/core/grant"
 	"github.com/sesame-knock/sesame/core/knock"
@@ -118,7 +119,7 @@ func New(cfg *config.Config, opts Options) (*Engine, error) {
 	e.openLog = eventlog.NewLimiter(eventlog.LimiterOptions{Rate: 1, Burst: OpenLogBurst, Every: opts.OpenLogEvery,
 		Report: func(door string, n uint64, every time.Duration) {
 			e.log.Info(fmt.Sprintf("%s: %d more OPEN SESAME in the last %v (repeat knocks by holders, or a door that opens nothing; not logged one by one)", door, n, every),
-				"event", "open", "door", door, "suppressed", n)
+				event.Event{Kind: event.Open, Door: door}.Args("suppressed", n)...)
 		}})
 	ot, err := openOneTime(cfg, nil, e.log)
 	if err != nil {
@@ -461,13 +462,13 @@ func (e *Engine) handle(evs []match.Event, now time.Time) {
 				e.suppressed++
 				continue
 			}
-			e.log.Info(fmt.Sprintf("%s: %s: Stage %d", src, d.Name, ev.Stage), "event", "stage", "door", d.Name, "source", src, "stage", ev.Stage)
+			e.log.Info(fmt.Sprintf("%s: %s: Stage %d", src, d.Name, ev.Stage), event.Event{Kind: event.Stage, Door: d.Name, Source: ev.Src}.Args(event.KeyStage, ev.Stage)...)
 		case match.Open:
 			e.opens.Add(1)
 			switch out := e.opts.Grants.Open(d, ev.Src, now); {
 			case out == grant.Granted || out == grant.RanStart,
 				out != grant.RateLimited && e.openLog.Allow(d.Name, now):
-				e.log.Info(fmt.Sprintf("%s: %s: OPEN SESAME", src, d.Name), "event", "open", "door", d.Name, "source", src, "outcome", out.String())
+				e.log.Info(fmt.Sprintf("%s: %s: OPEN SESAME", src, d.Name), event.Event{Kind: event.Open, Door: d.Name, Source: ev.Src}.Args("outcome", out.String())...)
 			}
 			e.useOneTime(ev.Door)
 		case match.Timeout:
@@ -475,9 +476,9 @@ func (e *Engine) handle(evs []match.Event, now time.Time) {
 				e.suppressed++
 				continue
 			}
-			e.log.Info(fmt.Sprintf("%s: %s: sequence timeout (stage %d)", src, d.Name, ev.Stage), "event", "timeout", "door", d.Name, "source", src, "stage", ev.Stage)
+			e.log.Info(fmt.Sprintf("%s: %s: sequence timeout (stage %d)", src, d.Name, ev.Stage), event.Event{Kind: event.Timeout, Door: d.Name, Source: ev.Src}.Args(event.KeyStage, ev.Stage)...)
 		case match.Reset:
-			e.log.Debug(fmt.Sprintf("%s: %s: sequence reset (stage %d)", src, d.Name, ev.Stage), "door", d.Name, "source", src, "stage", ev.Stage)
+			e.log.Debug(fmt.Sprintf("%s: %s: sequence reset (stage %d)", src, d.Name, ev.Stage), event.KeyDoor, d.Name, event.KeySource, src, event.KeyStage, ev.Stage)
 		}
 	}
 }
@@ -495,15 +496,15 @@ func (e *Engine) useOneTime(door int) {
 	}
 	switch {
 	case err == nil:
-		e.log.Info(fmt.Sprintf("new sequence for door %s: %s", d.Name, knock.FormatSequence(f.Current())), "door", d.Name)
+		e.log.Info(fmt.Sprintf("new sequence for door %s: %s", d.Name, knock.FormatSequence(f.Current())), event.KeyDoor, d.Name)
 		e.m.SetSequence(door, f.Current())
 	case err == onetime.ErrExhausted:
-		e.log.Warn(fmt.Sprintf("no more sequences left in the one time sequences file for door %s --> disabling the door", d.Name), "door", d.Name)
+		e.log.Warn(fmt.Sprintf("no more sequences left in the one time sequences file for door %s --> disabling the door", d.Name), event.KeyDoor, d.Name)
 		e.m.SetSequence(door, nil)
 	default:
 		// The used line could not be marked: disabling the door is the
 		// only way to keep the sequence one-time.
-		e.log.Error(fmt.Sprintf("error while disabling used one time sequence for door %s --> disabling the door: %v", d.Name, err), "door", d.Name)
+		e.log.Error(fmt.Sprintf("error while disabling used one time sequence for door %s --> disabling the door: %v", d.Name, err), event.KeyDoor, d.Name)
 		e.m.SetSequence(door, nil)
 	}
 	e.notifyFilter()

@@ -20,6 +20,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/time/rate"
+
+	"github.com/sesame-knock/sesame/core/event"
 )
 
 // Expand substitutes every %IP% in tmpl with ip's text. The address
@@ -132,13 +134,13 @@ func (r *Runner) run(ctx context.Context, door, cmd, marker string, argv, extraE
 	if marker != "" {
 		var err error
 		if lock, err = launchRecord(marker); err != nil {
-			r.log.Error(fmt.Sprintf("%s: command not run: %v", door, err), "door", door, "command", cmd)
+			r.log.Error(fmt.Sprintf("%s: command not run: %v", door, err), event.KeyDoor, door, "command", cmd)
 			res.Err = fmt.Errorf("door %q: %w", door, err)
 			return res
 		}
 	}
 
-	r.log.Info(door+": running command: "+cmd, "door", door, "command", cmd)
+	r.log.Info(door+": running command: "+cmd, event.Event{Kind: event.Command, Door: door}.Args("command", cmd)...)
 	start := time.Now()
 	c := osexec.Command(argv[0], argv[1:]...)
 	c.Env = append(os.Environ(), extraEnv...)
@@ -161,7 +163,7 @@ func (r *Runner) run(ctx context.Context, door, cmd, marker string, argv, extraE
 	}
 	if err != nil {
 		res.Err = fmt.Errorf("door %q: start command: %w", door, err)
-		r.log.Error("error: command fork failed!", "door", door, "error", err)
+		r.log.Error("error: command fork failed!", event.KeyDoor, door, "error", err)
 		return res
 	}
 	done := make(chan error, 1)
@@ -180,17 +182,17 @@ func (r *Runner) run(ctx context.Context, door, cmd, marker string, argv, extraE
 		res.ExitCode = c.ProcessState.ExitCode()
 	}
 	if o := strings.TrimSpace(out.String()); o != "" {
-		r.log.Debug(door+": command output", "door", door, "output", o)
+		r.log.Debug(door+": command output", event.KeyDoor, door, "output", o)
 	}
 	switch {
 	case res.Err != nil:
-		r.log.Error(res.Err.Error(), "door", door, "command", cmd)
+		r.log.Error(res.Err.Error(), event.KeyDoor, door, "command", cmd)
 	case res.ExitCode != 0:
 		var ee *osexec.ExitError
 		if err != nil && !errors.As(err, &ee) {
 			res.Err = fmt.Errorf("door %q: command: %w", door, err)
 		}
-		r.log.Warn(fmt.Sprintf("%s: command returned non-zero status code (%d)", door, res.ExitCode), "door", door, "status", res.ExitCode)
+		r.log.Warn(fmt.Sprintf("%s: command returned non-zero status code (%d)", door, res.ExitCode), event.Event{Kind: event.CommandFailed, Door: door}.Args("status", res.ExitCode)...)
 	}
 	return res
 }

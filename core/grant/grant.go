@@ -21,6 +21,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/sesame-knock/sesame/core/config"
+	"github.com/sesame-knock/sesame/core/event"
 	"github.com/sesame-knock/sesame/core/eventlog"
 	"github.com/sesame-knock/sesame/core/exec"
 	"github.com/sesame-knock/sesame/core/firewall"
@@ -328,7 +329,7 @@ func (m *Manager) Open(d *config.Door, src netip.Addr, now time.Time) Outcome {
 	start, stop := d.Commands(src.Is6())
 	native := len(d.Open) > 0 && m.opts.Firewall != nil
 	if len(d.Open) > 0 && m.opts.Firewall == nil && m.lines.Allow("nofw\x00"+d.Name, now) {
-		m.log.Error("door opens ports but no firewall backend is available", "door", d.Name)
+		m.log.Error("door opens ports but no firewall backend is available", event.KeyDoor, d.Name)
 	}
 	// knockd: no start command means nothing runs, not even the stop.
 	if start == "" {
@@ -374,7 +375,7 @@ func (m *Manager) Open(d *config.Door, src netip.Addr, now time.Time) Outcome {
 	if !allowed {
 		if m.lines.Allow("refused\x00"+d.Name, now) {
 			m.log.Warn(fmt.Sprintf("%s: %s: grant refused: rate limit reached", src, d.Name),
-				"event", "refused", "door", d.Name, "source", src.String())
+				event.Event{Kind: event.Refused, Door: d.Name, Source: src}.Args()...)
 		}
 		return RateLimited
 	}
@@ -424,7 +425,7 @@ func (e *entry) sameBehaviour(startCmd, stopCmd string, ports []knock.Port) bool
 // its successor waits for.
 func (m *Manager) replaceLocked(old *entry) <-chan struct{} {
 	m.log.Info(fmt.Sprintf("%s: %s: the door's commands changed since grant %s; ending it with the old stop command before granting again",
-		old.rec.Source, old.rec.Door, old.rec.ID), m.fields(old, "revoke")...)
+		old.rec.Source, old.rec.Door, old.rec.ID), m.fields(old, event.Revoke)...)
 	if m.byKey[key{old.rec.Door, old.rec.Source}] == old {
 		delete(m.byKey, key{old.rec.Door, old.rec.Source})
 	}
@@ -472,18 +473,18 @@ func (m *Manager) sleep(d time.Duration, poke <-chan struct{}) bool {
 
 // fieldsNow is fields for a grant that may be Active, whose deadline an
 // extension can move meanwhile; it takes mu.
-func (m *Manager) fieldsNow(e *entry, event string) []any {
+func (m *Manager) fieldsNow(e *entry, kind event.Kind) []any {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.fields(e, event)
+	return m.fields(e, kind)
 }
 
 // fields are the structured fields of a log line about e. Call it with mu
 // held, or for a grant whose deadline no longer moves (starting or being
 // revoked).
-func (m *Manager) fields(e *entry, event string) []any {
-	return []any{"event", event, "door", e.rec.Door, "source", e.rec.Source.String(),
-		"grant_id", e.rec.ID, "deadline", e.rec.Deadline.UTC().Format(time.RFC3339Nano)}
+func (m *Manager) fields(e *entry, kind event.Kind, extra ...any) []any {
+	return event.Event{Kind: kind, Door: e.rec.Door, Source: e.rec.Source,
+		GrantID: e.rec.ID, Deadline: e.rec.Deadline}.Args(extra...)
 }
 
 // reportHeld summarises log lines the limiter held back.
@@ -492,10 +493,10 @@ func (m *Manager) reportHeld(k string, n uint64, every time.Duration) {
 	switch kind {
 	case "extend":
 		m.log.Info(fmt.Sprintf("%s: %d more grant extensions in the last %v (not logged one by one)", door, n, every),
-			"event", "extend", "door", door, "suppressed", n)
+			event.Event{Kind: event.Extend, Door: door}.Args("suppressed", n)...)
 	case "refused":
 		m.log.Warn(fmt.Sprintf("%s: grant refused: rate limit reached, %d more opens refused in the last %v (not logged one by one)", door, n, every),
-			"event", "refused", "door", door, "refused", n)
+			event.Event{Kind: event.Refused, Door: door}.Args("refused", n)...)
 	default:
 		m.log.Warn(fmt.Sprintf("%d grant log lines held back in the last %v", n, every), "suppressed", n)
 	}

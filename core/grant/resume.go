@@ -2,6 +2,7 @@ package grant
 
 import (
 	"fmt"
+	"github.com/sesame-knock/sesame/core/event"
 	"time"
 
 	"github.com/sesame-knock/sesame/core/config"
@@ -45,7 +46,7 @@ func (m *Manager) Resume(recs []journal.Record, doors []*config.Door) {
 		e := newEntry(r, timeout)
 		e.persisted = r.Deadline
 		e.interrupted = r.RevokeStarted
-		m.log.Info(fmt.Sprintf("%s: %s: resuming grant %s", r.Source, r.Door, r.ID), m.fields(e, "replay")...)
+		m.log.Info(fmt.Sprintf("%s: %s: resuming grant %s", r.Source, r.Door, r.ID), m.fields(e, event.Replay)...)
 		m.mu.Lock()
 		m.byID[r.ID] = e
 		if old := m.byKey[key{r.Door, r.Source}]; old == nil || old.rec.Deadline.Before(r.Deadline) {
@@ -83,7 +84,7 @@ func (m *Manager) clampLocked(e *entry, left time.Duration, now time.Time) time.
 	if left > e.timeout {
 		m.log.Warn(fmt.Sprintf("%s: %s: resumed grant %s had %v left, more than its timeout (%v): the clock was stepped; closing it at %s",
 			e.rec.Source, e.rec.Door, e.rec.ID, left.Round(time.Millisecond), e.timeout, now.Add(e.timeout).UTC().Format(time.RFC3339)),
-			m.fields(e, "clamp")...)
+			m.fields(e, event.Clamp)...)
 		return e.timeout
 	}
 	return max(left, 0)
@@ -104,13 +105,13 @@ func (m *Manager) resumeStart(e *entry, resumed time.Time) {
 		if lim := resumed.Add(m.opts.CommandLimit); until.After(lim) || until.Before(e.rec.Start) {
 			until = lim
 		}
-		m.log.Info(fmt.Sprintf("%s: %s: start command still running after the restart (pid %d); waiting for it before anything else", e.rec.Source, e.rec.Door, mark.Pid), m.fields(e, "replay")...)
+		m.log.Info(fmt.Sprintf("%s: %s: start command still running after the restart (pid %d); waiting for it before anything else", e.rec.Source, e.rec.Door, mark.Pid), m.fields(e, event.Replay)...)
 		mark = m.marks.WaitMark(m.ctx, mk, until)
 		if m.ctx.Err() != nil {
 			return
 		}
 		if mark.Killed {
-			m.log.Warn(fmt.Sprintf("%s: %s: killed the start command left running by the previous run (over %v)", e.rec.Source, e.rec.Door, m.opts.CommandLimit), m.fields(e, "replay")...)
+			m.log.Warn(fmt.Sprintf("%s: %s: killed the start command left running by the previous run (over %v)", e.rec.Source, e.rec.Door, m.opts.CommandLimit), m.fields(e, event.Replay)...)
 		}
 	}
 	now := m.clock.Now()
@@ -118,7 +119,7 @@ func (m *Manager) resumeStart(e *entry, resumed time.Time) {
 	switch {
 	case mark.State == exec.NotRun:
 		// Journaled, then the daemon died before launching it.
-		m.log.Info(fmt.Sprintf("%s: %s: the start command never ran; nothing to undo", e.rec.Source, e.rec.Door), m.fields(e, "replay")...)
+		m.log.Info(fmt.Sprintf("%s: %s: the start command never ran; nothing to undo", e.rec.Source, e.rec.Door), m.fields(e, event.Replay)...)
 		m.mu.Lock()
 		e.noStop = true
 		e.state = Active
@@ -127,12 +128,12 @@ func (m *Manager) resumeStart(e *entry, resumed time.Time) {
 		return
 	case mark.State == exec.Done && !mark.Killed:
 		finish = mark.At
-		m.log.Info(fmt.Sprintf("%s: %s: start command had finished before the restart (status %d)", e.rec.Source, e.rec.Door, mark.Status), m.fields(e, "replay")...)
+		m.log.Info(fmt.Sprintf("%s: %s: start command had finished before the restart (status %d)", e.rec.Source, e.rec.Door, mark.Status), m.fields(e, event.Replay)...)
 	default:
 		// Lost or killed: it may have finished just now.
 		finish = now
 		if !mark.Killed {
-			m.log.Info(fmt.Sprintf("%s: %s: the start command left no status (killed with the daemon before it ran, or no room to record it); its deadline runs from now", e.rec.Source, e.rec.Door), m.fields(e, "replay")...)
+			m.log.Info(fmt.Sprintf("%s: %s: the start command left no status (killed with the daemon before it ran, or no room to record it); its deadline runs from now", e.rec.Source, e.rec.Door), m.fields(e, event.Replay)...)
 		}
 	}
 	m.mu.Lock()
