@@ -22,11 +22,11 @@ import (
 
 	"github.com/sesame-knock/sesame/core/config"
 	"github.com/sesame-knock/sesame/core/event"
-	"github.com/sesame-knock/sesame/core/eventlog"
 	"github.com/sesame-knock/sesame/core/exec"
 	"github.com/sesame-knock/sesame/core/firewall"
 	"github.com/sesame-knock/sesame/core/journal"
 	"github.com/sesame-knock/sesame/core/knock"
+	"github.com/sesame-knock/sesame/core/loglimit"
 )
 
 // Journal is the durable record of grants (package journal).
@@ -214,14 +214,14 @@ func newEntry(r journal.Record, timeout time.Duration) *entry {
 // timeout, the latest deadline wins). New grants per door are rate limited (Commands.Allow
 // for doors with commands, NativeRate/NativeBurst for native-only doors),
 // so a door holds at most burst + rate × its timeout grants; log lines a
-// flood multiplies are summarised by an eventlog.Limiter with a bounded
+// flood multiplies are summarised by an loglimit.Limiter with a bounded
 // key set.
 type Manager struct {
 	opts   Options
 	log    hclog.Logger
 	clock  Clock
 	marks  Marks
-	lines  *eventlog.Limiter
+	lines  *loglimit.Limiter
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -290,7 +290,7 @@ func New(opts Options) *Manager {
 		byKey: make(map[key]*entry), byID: make(map[string]*entry), native: make(map[string]*rate.Limiter),
 		unrecorded: make(map[*entry]bool),
 	}
-	m.lines = eventlog.NewLimiter(eventlog.LimiterOptions{Rate: 1, Burst: 10, Every: opts.LogEvery,
+	m.lines = loglimit.New(loglimit.Options{Rate: 1, Burst: 10, Every: opts.LogEvery,
 		Report: m.reportHeld,
 		AfterFunc: func(d time.Duration, f func()) interface{ Stop() bool } {
 			return opts.Clock.AfterFunc(d, f)

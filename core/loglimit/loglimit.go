@@ -1,4 +1,9 @@
-package eventlog
+// Package loglimit is Sesame's one limiter for log lines a flood could
+// multiply (a stage line per spoofed packet, an extension per repeat
+// knock): keyed token buckets that take the time as a parameter, and a
+// summary per key of what they held back. It decides whether a line is
+// logged; it logs nothing itself and knows no sink.
+package loglimit
 
 import (
 	"sort"
@@ -20,7 +25,7 @@ import (
 // share one overflow key, ""), and a key is forgotten once its bucket is
 // full again and it has nothing to report.
 type Limiter struct {
-	opts LimiterOptions
+	opts Options
 
 	mu    sync.Mutex // guards all following fields
 	keys  map[string]*lineBucket
@@ -34,8 +39,8 @@ type lineBucket struct {
 	last time.Time
 }
 
-// LimiterOptions configure a Limiter. Zero values take the defaults.
-type LimiterOptions struct {
+// Options configure a Limiter. Zero values take the defaults.
+type Options struct {
 	Rate    float64       // lines per second per key after the burst (default 1)
 	Burst   int           // lines at once per key (default 10)
 	Every   time.Duration // how often held-back lines are reported (default 10 s)
@@ -48,8 +53,8 @@ type LimiterOptions struct {
 	AfterFunc func(d time.Duration, f func()) interface{ Stop() bool }
 }
 
-// NewLimiter returns a Limiter.
-func NewLimiter(o LimiterOptions) *Limiter {
+// New returns a Limiter.
+func New(o Options) *Limiter {
 	if o.Rate <= 0 {
 		o.Rate = 1
 	}
@@ -71,14 +76,18 @@ func NewLimiter(o LimiterOptions) *Limiter {
 
 // Allow reports whether a line for key may be logged at now; when it may
 // not, the line is counted for the next report.
-func (l *Limiter) Allow(key string, now time.Time) bool {
+func (l *Limiter) Allow(key string, now time.Time) bool { return l.AllowN(key, 1, now) }
+
+// AllowN is Allow for a line that stands for n things (n attempts
+// evicted): when it is held back, n is added to the report's count.
+func (l *Limiter) AllowN(key string, n uint64, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.bucketLocked(key, now)
 	if b.lim.AllowN(now, 1) {
 		return true
 	}
-	l.holdLocked(b)
+	l.holdLocked(b, n)
 	return false
 }
 
@@ -87,7 +96,7 @@ func (l *Limiter) Allow(key string, now time.Time) bool {
 func (l *Limiter) Count(key string, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.holdLocked(l.bucketLocked(key, now))
+	l.holdLocked(l.bucketLocked(key, now), 1)
 }
 
 func (l *Limiter) bucketLocked(key string, now time.Time) *lineBucket {
@@ -122,8 +131,8 @@ func (l *Limiter) pruneLocked(now time.Time) {
 	}
 }
 
-func (l *Limiter) holdLocked(b *lineBucket) {
-	b.held++
+func (l *Limiter) holdLocked(b *lineBucket, n uint64) {
+	b.held += n
 	if l.timer == nil && !l.stop {
 		l.timer = l.opts.AfterFunc(l.opts.Every, l.report)
 	}

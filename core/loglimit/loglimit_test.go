@@ -1,4 +1,4 @@
-package eventlog
+package loglimit
 
 import (
 	"fmt"
@@ -13,7 +13,7 @@ func TestLimiterHoldsBackAndReports(t *testing.T) {
 		var mu sync.Mutex
 		got := map[string]uint64{}
 		reports := 0
-		l := NewLimiter(LimiterOptions{Rate: 1, Burst: 3, Every: 10 * time.Second, Report: func(k string, n uint64, every time.Duration) {
+		l := New(Options{Rate: 1, Burst: 3, Every: 10 * time.Second, Report: func(k string, n uint64, every time.Duration) {
 			mu.Lock()
 			got[k] += n
 			reports++
@@ -56,7 +56,7 @@ func TestLimiterKeysAreBounded(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var total uint64
 		var mu sync.Mutex
-		l := NewLimiter(LimiterOptions{Rate: 1, Burst: 1, MaxKeys: 16, Report: func(k string, n uint64, _ time.Duration) {
+		l := New(Options{Rate: 1, Burst: 1, MaxKeys: 16, Report: func(k string, n uint64, _ time.Duration) {
 			mu.Lock()
 			total += n
 			mu.Unlock()
@@ -74,5 +74,36 @@ func TestLimiterKeysAreBounded(t *testing.T) {
 		if total != 100000 {
 			t.Errorf("reported %d of 100000 held-back lines", total)
 		}
+	})
+}
+
+// AllowN counts what a held-back line stands for: the report says how
+// many things, not how many lines.
+func TestLimiterAllowNCountsWhatLinesStandFor(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var got uint64
+		l := New(Options{Rate: 0.1, Burst: 1, Every: 10 * time.Second, Report: func(k string, n uint64, _ time.Duration) {
+			mu.Lock()
+			got += n
+			mu.Unlock()
+		}})
+		now := time.Now()
+		if !l.AllowN("evicted", 57, now) {
+			t.Fatal("the first line was held back")
+		}
+		for i := 0; i < 3; i++ {
+			if l.AllowN("evicted", 100, now.Add(time.Duration(i)*time.Second)) {
+				t.Fatalf("line %d allowed within the interval", i+2)
+			}
+		}
+		time.Sleep(10*time.Second + time.Millisecond)
+		synctest.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		if got != 300 {
+			t.Errorf("reported %d held back, want 300", got)
+		}
+		l.Close()
 	})
 }
