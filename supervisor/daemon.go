@@ -31,6 +31,7 @@ import (
 	"github.com/sesame-knock/sesame/core/journal"
 	"github.com/sesame-knock/sesame/core/knock"
 	"github.com/sesame-knock/sesame/internal/control"
+	"github.com/sesame-knock/sesame/internal/netmon"
 	"github.com/sesame-knock/sesame/internal/trust"
 	"github.com/sesame-knock/sesame/rescue"
 )
@@ -256,9 +257,8 @@ func (d *sesamed) serve(ctx context.Context, hup <-chan os.Signal, ln net.Listen
 	// Address and link changes: the filter and the matcher follow the
 	// interfaces' addresses, and a capture waiting for its link retries
 	// at once when it appears or comes up.
-	if lm, err := NewLinkMonitor(LinkMonitorOptions{Logger: d.log.Named("links")}); err != nil {
-		d.log.Warn("no netlink notifications, polling interface addresses instead", "error", err)
-		goRun(func() { d.pollAddrs(ctx) })
+	if lm, err := netmon.New(netmon.Options{Logger: d.log.Named("links")}); err != nil {
+		d.log.Warn("network changes not followed", "error", err)
 	} else {
 		defer lm.Close()
 		goRun(func() { d.followLinks(ctx, lm) })
@@ -529,7 +529,7 @@ func (d *sesamed) reconcile(ctx context.Context) {
 }
 
 // followLinks keeps addresses and captures in step with netlink events.
-func (d *sesamed) followLinks(ctx context.Context, lm *LinkMonitor) {
+func (d *sesamed) followLinks(ctx context.Context, lm *netmon.Monitor) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -540,9 +540,9 @@ func (d *sesamed) followLinks(ctx context.Context, lm *LinkMonitor) {
 			}
 			d.log.Debug("link event", "change", ev.String())
 			switch ev.Kind {
-			case AddrAdded, AddrRemoved:
+			case netmon.AddrAdded, netmon.AddrRemoved:
 				d.refreshAddrs(ctx)
-			case LinkCreated, LinkUp:
+			case netmon.LinkCreated, netmon.LinkUp:
 				d.caps.wake(ev.Ifname)
 				d.refreshAddrs(ctx)
 			}
@@ -550,31 +550,14 @@ func (d *sesamed) followLinks(ctx context.Context, lm *LinkMonitor) {
 	}
 }
 
-// pollAddrs is the fallback when netlink notifications are unavailable.
-func (d *sesamed) pollAddrs(ctx context.Context) {
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			d.refreshAddrs(ctx)
-			for _, i := range d.caps.ifaces {
-				d.caps.wake(i)
-			}
-		}
-	}
-}
-
 func (d *sesamed) refreshAddrs(ctx context.Context) {
-	addrs := interfaceAddrs(d.caps.ifaces)
+	addrs := netmon.InterfaceAddrs(d.caps.ifaces)
 	if d.caps.setLocal(addrs) {
 		d.eng.SetLocal(ctx, addrs)
 	}
 	// Knocks from any of the host's addresses never count, whichever
 	// interface they are on (see match.Matcher.SetHost).
-	host := hostAddrs()
+	host := netmon.HostAddrs()
 	d.mu.Lock()
 	same := slices.Equal(host, d.host)
 	d.host = host
@@ -706,66 +689,10 @@ func (d *sesamed) Status() control.Status {
 // config names none (knockd would use eth0, which modern systems rarely
 // have); eth0 when there is no default route.
 func defaultInterfaces(log hclog.Logger) []string {
-	names := defaultRouteInterfaces()
+	names := netmon.DefaultRouteInterfaces()
 	if len(names) == 0 {
 		names = []string{config.DefaultInterface}
 	}
 	log.Info("no Interface configured, using " + strings.Join(names, ","))
 	return names
-}
-
-// hostAddrs lists every address of the host's interfaces and the
-// broadcast address of each IPv4 subnet on them (sorted): no knock comes
-// from those.
-func hostAddrs() []netip.Addr {
-	as, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil
-	}
-	var out []netip.Addr
-	for _, a := range as {
-		pn, ok := a.(*net.IPNet)
-		if !ok {
-			continue
-		}
-		ip, ok := netip.AddrFromSlice(pn.IP)
-		if !ok {
-			continue
-		}
-		ip = ip.Unmap()
-		out = append(out, ip)
-		if ones, bits := pn.Mask.Size(); ip.Is4() && bits == 32 && ones < 31 {
-			b := ip.As4()
-			for i := range b {
-				b[i] |= ^pn.Mask[len(pn.Mask)-4+i]
-			}
-			out = append(out, netip.AddrFrom4(b))
-		}
-	}
-	slices.SortFunc(out, netip.Addr.Compare)
-	return slices.Compact(out)
-}
-
-// interfaceAddrs lists the addresses on the named interfaces; missing
-// interfaces contribute none.
-func interfaceAddrs(names []string) []netip.Addr {
-	var out []netip.Addr
-	for _, n := range names {
-		ifi, err := net.InterfaceByName(n)
-		if err != nil {
-			continue
-		}
-		as, err := ifi.Addrs()
-		if err != nil {
-			continue
-		}
-		for _, a := range as {
-			if pn, ok := a.(*net.IPNet); ok {
-				if ip, ok := netip.AddrFromSlice(pn.IP); ok {
-					out = append(out, ip.Unmap())
-				}
-			}
-		}
-	}
-	return out
 }

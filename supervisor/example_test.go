@@ -15,7 +15,7 @@ import (
 // Example wires the building blocks the way sesamed's run function can:
 // supervised components that beat, a watchdog gated on their heartbeats,
 // readiness, config reload on file change and on SIGHUP (bracketed by
-// RELOADING=1 and READY=1), and link changes.
+// RELOADING=1 and READY=1).
 func Example() {
 	log := hclog.New(&hclog.LoggerOptions{Name: "sesamed"})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -62,15 +62,6 @@ func Example() {
 			n.Ready()
 		}
 	}()
-
-	if lm, err := supervisor.NewLinkMonitor(supervisor.LinkMonitorOptions{Logger: log}); err == nil {
-		defer lm.Close()
-		go func() {
-			for ev := range lm.Events() {
-				log.Info("network change", "event", ev.String())
-			}
-		}()
-	}
 
 	n.Ready()
 	err = sup.Serve(ctx)

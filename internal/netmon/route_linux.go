@@ -1,4 +1,4 @@
-package supervisor
+package netmon
 
 import (
 	"net"
@@ -6,9 +6,9 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// defaultRouteInterfaces names the interfaces that carry a default route
+// DefaultRouteInterfaces names the interfaces that carry a default route
 // (IPv4 or IPv6), in routing table order, without duplicates.
-func defaultRouteInterfaces() []string {
+func DefaultRouteInterfaces() []string {
 	routes, err := netlink.RouteList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return nil
