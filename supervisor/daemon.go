@@ -30,6 +30,7 @@ import (
 	"github.com/sesame-knock/sesame/core/grant"
 	"github.com/sesame-knock/sesame/core/journal"
 	"github.com/sesame-knock/sesame/core/knock"
+	"github.com/sesame-knock/sesame/internal/configwatch"
 	"github.com/sesame-knock/sesame/internal/control"
 	"github.com/sesame-knock/sesame/internal/netmon"
 	"github.com/sesame-knock/sesame/internal/trust"
@@ -85,7 +86,7 @@ type sesamed struct {
 // exits 1 rather than run a daemon with no doors that reports itself
 // started.
 func loadAtStart(opts DaemonOptions) (content []byte, cfg *config.Config, cfgErr, err error) {
-	content, _, cfgErr = ReadConfig(opts.ConfigPath)
+	content, _, cfgErr = configwatch.Read(opts.ConfigPath)
 	if cfgErr == nil {
 		if cfg, cfgErr = config.LoadBytes(opts.ConfigPath, content); cfgErr == nil {
 			return content, cfg, nil, nil
@@ -275,9 +276,9 @@ func (d *sesamed) serve(ctx context.Context, hup <-chan os.Signal, ln net.Listen
 	}
 
 	goRun(func() { control.Serve(ctx, ln, d) })
-	var watcher *ConfigWatcher
-	if _, sum, err := ReadConfig(d.opts.ConfigPath); err == nil {
-		watcher, err = NewConfigWatcher(d.opts.ConfigPath, sum, d.applyConfig, ConfigWatchOptions{Logger: d.log.Named("config")})
+	var watcher *configwatch.Watcher
+	if _, sum, err := configwatch.Read(d.opts.ConfigPath); err == nil {
+		watcher, err = configwatch.New(d.opts.ConfigPath, sum, d.applyConfig, configwatch.Options{Logger: d.log.Named("config")})
 		if err != nil {
 			d.log.Warn("config file not watched; reload with SIGHUP", "error", err)
 		} else {
@@ -338,12 +339,12 @@ func (d *sesamed) serve(ctx context.Context, hup <-chan os.Signal, ln net.Listen
 
 // sighup re-reads the config (the unit's ExecReload) and reopens the
 // log file, as knockd does on HUP.
-func (d *sesamed) sighup(ctx context.Context, w *ConfigWatcher) {
+func (d *sesamed) sighup(ctx context.Context, w *configwatch.Watcher) {
 	if err := d.log.Reopen(); err != nil {
 		d.log.Error("reopening log file", "error", err)
 	}
 	if w == nil {
-		content, sum, err := ReadConfig(d.opts.ConfigPath)
+		content, sum, err := configwatch.Read(d.opts.ConfigPath)
 		if err != nil {
 			d.log.Error("config not reloaded, keeping the running one: "+err.Error(), "error", err)
 			return

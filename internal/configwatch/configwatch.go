@@ -1,4 +1,9 @@
-package supervisor
+// Package configwatch notices changes to one config file, however it is
+// replaced (in-place writes, renames, symlink swaps, a deleted and
+// re-created directory), and hands new content to a callback; it also
+// re-reads the file on demand (SIGHUP). It does not parse configs or
+// decide whether one is acceptable: the callback does.
+package configwatch
 
 import (
 	"context"
@@ -20,8 +25,8 @@ import (
 // Reload (so a HUP repeats the error for the admin).
 type OnChange func(content []byte, sum [sha256.Size]byte) error
 
-// ConfigWatchOptions tunes a ConfigWatcher. Zero values pick the defaults.
-type ConfigWatchOptions struct {
+// Options tune a Watcher. Zero values pick the defaults.
+type Options struct {
 	// Debounce is how long the directory must be quiet after an event
 	// before the file is read (default 200ms), so that a burst of writes
 	// is read once, after the last.
@@ -33,7 +38,7 @@ type ConfigWatchOptions struct {
 	Logger hclog.Logger
 }
 
-// ConfigWatcher notices changes to one config file and hands new content
+// Watcher notices changes to one config file and hands new content
 // to an OnChange callback. It watches the file's directory, not the file:
 // editors, `sed -i` and config managers replace the file by rename, which
 // would end a watch on the file itself. It also watches the directories
@@ -49,7 +54,7 @@ type ConfigWatchOptions struct {
 // config manager replacing the whole directory), reading the file then.
 // The fsnotify watcher, the debounce timer and the running hash are owned
 // by the goroutine in Run; OnChange is called from it, never concurrently.
-type ConfigWatcher struct {
+type Watcher struct {
 	path     string // absolute path as configured, symlinks not resolved
 	onChange OnChange
 	debounce time.Duration
@@ -58,7 +63,7 @@ type ConfigWatcher struct {
 	fs       *fsnotify.Watcher
 	reloads  chan chan reloadResult
 
-	// Owned by the Run goroutine (and by NewConfigWatcher before Run).
+	// Owned by the Run goroutine (and by New before Run).
 	current     [sha256.Size]byte  // hash of the running (accepted) config
 	interesting map[string]bool    // the path, its symlink chain and its target
 	watched     map[string]bool    // directories added to fs
@@ -72,9 +77,9 @@ type reloadResult struct {
 	err     error
 }
 
-// ReadConfig reads path through its symlinks and returns the content and
+// Read reads path through its symlinks and returns the content and
 // its SHA-256, for the daemon's first load and for comparisons.
-func ReadConfig(path string) ([]byte, [sha256.Size]byte, error) {
+func Read(path string) ([]byte, [sha256.Size]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, [sha256.Size]byte{}, fmt.Errorf("read config %s: %w", path, err)
@@ -82,13 +87,13 @@ func ReadConfig(path string) ([]byte, [sha256.Size]byte, error) {
 	return b, sha256.Sum256(b), nil
 }
 
-// NewConfigWatcher starts watching path's directory (and those of its
+// New starts watching path's directory (and those of its
 // symlink chain) at once, so changes made before Run starts are not lost.
 // current is the hash of the config the daemon already runs (from
-// ReadConfig); the zero hash means none, and the first event delivers
+// Read); the zero hash means none, and the first event delivers
 // whatever the file holds. Call Run to process events and Close (or end
 // Run) to release the watch.
-func NewConfigWatcher(path string, current [sha256.Size]byte, onChange OnChange, opts ConfigWatchOptions) (*ConfigWatcher, error) {
+func New(path string, current [sha256.Size]byte, onChange OnChange, opts Options) (*Watcher, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("config watch %s: %w", path, err)
@@ -106,7 +111,7 @@ func NewConfigWatcher(path string, current [sha256.Size]byte, onChange OnChange,
 	if err != nil {
 		return nil, fmt.Errorf("config watch %s: fsnotify: %w", abs, err)
 	}
-	w := &ConfigWatcher{
+	w := &Watcher{
 		path:     abs,
 		onChange: onChange,
 		debounce: opts.Debounce,
@@ -128,7 +133,7 @@ func NewConfigWatcher(path string, current [sha256.Size]byte, onChange OnChange,
 
 // Close releases the fsnotify watch. Run returns soon after. Safe to call
 // more than once.
-func (w *ConfigWatcher) Close() error {
+func (w *Watcher) Close() error {
 	if err := w.fs.Close(); err != nil && !errors.Is(err, fsnotify.ErrClosed) {
 		return fmt.Errorf("config watch %s: close: %w", w.path, err)
 	}
@@ -137,7 +142,7 @@ func (w *ConfigWatcher) Close() error {
 
 // Run processes file events and Reload requests until ctx is done (then it
 // closes the watcher and returns nil) or the watcher is closed.
-func (w *ConfigWatcher) Run(ctx context.Context) error {
+func (w *Watcher) Run(ctx context.Context) error {
 	defer w.Close()
 	var (
 		timer        = time.NewTimer(time.Hour)
@@ -205,7 +210,7 @@ func (w *ConfigWatcher) Run(ctx context.Context) error {
 // reports whether a new config was accepted; the error says why the file
 // could not be read or OnChange rejected it. It needs Run to be running
 // and waits at most until ctx is done.
-func (w *ConfigWatcher) Reload(ctx context.Context) (changed bool, err error) {
+func (w *Watcher) Reload(ctx context.Context) (changed bool, err error) {
 	reply := make(chan reloadResult, 1)
 	select {
 	case w.reloads <- reply:
@@ -224,7 +229,7 @@ func (w *ConfigWatcher) Reload(ctx context.Context) (changed bool, err error) {
 // it names the path, a link on its chain or a `..` name; a watched
 // directory itself went away; or, while the config's directory is
 // missing, a directory on the way to it appeared.
-func (w *ConfigWatcher) relevant(ev fsnotify.Event) bool {
+func (w *Watcher) relevant(ev fsnotify.Event) bool {
 	name := filepath.Clean(ev.Name)
 	if w.interesting[name] || w.watched[name] {
 		return true
@@ -237,7 +242,7 @@ func (w *ConfigWatcher) relevant(ev fsnotify.Event) bool {
 }
 
 // check reads the file and delivers it if its hash changed.
-func (w *ConfigWatcher) check(forced bool) (changed bool, err error) {
+func (w *Watcher) check(forced bool) (changed bool, err error) {
 	if w.afterRead != nil {
 		defer func() { w.afterRead(changed) }()
 	}
@@ -248,7 +253,7 @@ func (w *ConfigWatcher) check(forced bool) (changed bool, err error) {
 	// The read may move the symlink chain; a directory that joins it
 	// after the read gets a second read (recheck).
 	w.refreshWatches()
-	content, sum, err := ReadConfig(w.path)
+	content, sum, err := Read(w.path)
 	if w.refreshWatches() {
 		w.recheck = true
 	}
@@ -275,7 +280,7 @@ func (w *ConfigWatcher) check(forced bool) (changed bool, err error) {
 // and is back (until then, the nearest directory above it that exists).
 // It reports whether it added a watch. Directories that left the chain
 // stay watched until they vanish; their events are filtered by relevant.
-func (w *ConfigWatcher) refreshWatches() (added bool) {
+func (w *Watcher) refreshWatches() (added bool) {
 	// The kernel drops a watch with its directory (deleted, or moved
 	// away); fsnotify then forgets it. Forget it here too, so that a
 	// directory re-created at that path is watched again.
@@ -329,7 +334,7 @@ func (w *ConfigWatcher) refreshWatches() (added bool) {
 
 // watchAncestor watches the nearest existing directory above a missing
 // config directory, so its return is an event.
-func (w *ConfigWatcher) watchAncestor(main string) {
+func (w *Watcher) watchAncestor(main string) {
 	for dir := filepath.Dir(main); ; dir = filepath.Dir(dir) {
 		if dir == w.ancestor {
 			if _, err := os.Stat(dir); err == nil {

@@ -1,4 +1,4 @@
-package supervisor
+package configwatch
 
 import (
 	"context"
@@ -12,12 +12,15 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/sesame-knock/sesame/internal/syncbuf"
 )
 
-// cw runs a ConfigWatcher over a temp dir and records what it delivers.
+// cw runs a Watcher over a temp dir and records what it delivers.
 type cw struct {
 	t     *testing.T
-	w     *ConfigWatcher
+	w     *Watcher
 	got   chan string  // accepted deliveries, in order
 	reads chan bool    // one per read: whether it delivered a change
 	calls atomic.Int32 // OnChange invocations, accepted or not
@@ -28,11 +31,11 @@ func startCW(t *testing.T, path string, debounce time.Duration) *cw {
 	t.Helper()
 	c := &cw{t: t, got: make(chan string, 100), reads: make(chan bool, 100)}
 	var current [sha256.Size]byte
-	if _, sum, err := ReadConfig(path); err == nil {
+	if _, sum, err := Read(path); err == nil {
 		current = sum
 	}
-	var sink logSink
-	w, err := NewConfigWatcher(path, current, func(content []byte, sum [sha256.Size]byte) error {
+	var sink syncbuf.Buffer
+	w, err := New(path, current, func(content []byte, sum [sha256.Size]byte) error {
 		c.calls.Add(1)
 		if sum != sha256.Sum256(content) {
 			t.Errorf("OnChange sum does not match content %q", content)
@@ -42,7 +45,7 @@ func startCW(t *testing.T, path string, debounce time.Duration) *cw {
 		}
 		c.got <- string(content)
 		return nil
-	}, ConfigWatchOptions{Debounce: debounce, Logger: sink.logger()})
+	}, Options{Debounce: debounce, Logger: hclog.New(&hclog.LoggerOptions{Output: &sink, Level: hclog.Trace})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +277,7 @@ func TestConfigWatcherRelevantEvents(t *testing.T) {
 	write(t, filepath.Join(dir, "real", "knockd.conf.v1"), "v1")
 	path := filepath.Join(dir, "knockd.conf")
 	must(t, os.Symlink(filepath.Join(dir, "real", "knockd.conf.v1"), path))
-	w, err := NewConfigWatcher(path, [sha256.Size]byte{}, func([]byte, [sha256.Size]byte) error { return nil }, ConfigWatchOptions{})
+	w, err := New(path, [sha256.Size]byte{}, func([]byte, [sha256.Size]byte) error { return nil }, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +378,7 @@ func TestConfigWatcherReloadNeedsRun(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "knockd.conf")
 	write(t, path, "v1")
-	w, err := NewConfigWatcher(path, [sha256.Size]byte{}, func([]byte, [sha256.Size]byte) error { return nil }, ConfigWatchOptions{})
+	w, err := New(path, [sha256.Size]byte{}, func([]byte, [sha256.Size]byte) error { return nil }, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
