@@ -139,7 +139,8 @@ func (m *Manager) activate(e *entry, finish, deadline time.Time) {
 // applyNative (re)applies e's native grant with its current deadline; a
 // repeat is an extension in the backend.
 func (m *Manager) applyNative(e *entry) {
-	if len(e.rec.Open) == 0 || m.opts.Firewall == nil {
+	fw := m.firewall()
+	if len(e.rec.Open) == 0 || fw == nil {
 		return
 	}
 	m.fwMu.Lock()
@@ -151,7 +152,7 @@ func (m *Manager) applyNative(e *entry) {
 	if state != Starting && state != Active {
 		return // a revoke overtook this (re)apply
 	}
-	if err := m.opts.Firewall.Grant(m.ctx, g, m.clock.Now()); err != nil {
+	if err := fw.Grant(m.ctx, g, m.clock.Now()); err != nil {
 		// The reconcile loop puts back what is missing.
 		m.log.Error(fmt.Sprintf("%s: %s: native grant: %v", e.rec.Source, e.rec.Door, err), m.fieldsNow(e, event.Grant)...)
 	}

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -82,7 +83,8 @@ func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterF
 const MaxRetryDelay = 30 * time.Second
 
 // Options configure a Manager. Commands is required; Journal and
-// Firewall may be nil (no durability; no native grants).
+// Firewall may be nil (no durability; no native grants until
+// SetFirewall).
 type Options struct {
 	Journal  Journal
 	Firewall Firewall
@@ -222,13 +224,19 @@ type Manager struct {
 	clock  Clock
 	marks  Marks
 	lines  *loglimit.Limiter
+	fw     atomic.Pointer[firewallRef] // nil until there is a firewall; then fixed
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	// fwMu serialises native firewall changes with Reconcile, which must
-	// not see a grant applied after it took its snapshot of what is wanted
-	// (it would remove it as stale). Never taken while holding mu.
+	// Lock order: fwMu, then mu. fwMu serialises native firewall changes
+	// with Reconcile, which must not see a grant applied after it took its
+	// snapshot of what is wanted (it would remove it as stale); it is held
+	// across the firewall call and takes mu only to read the entry, and it
+	// is never taken while holding mu. Under mu the Manager calls only
+	// what takes no lock of its own in return: lines and native (the
+	// limiters' internal locks) and Commands.Allow. Journal writes,
+	// commands and firewall calls are made without mu.
 	fwMu sync.Mutex
 
 	mu     sync.Mutex // guards byKey, byID, closed, native, and the fields of entries marked so
@@ -240,6 +248,25 @@ type Manager struct {
 	// unrecorded are the grants whose revocation the journal has not
 	// taken yet; a journal write that succeeds retries them at once.
 	unrecorded map[*entry]bool
+}
+
+// firewallRef holds the Manager's Firewall.
+type firewallRef struct{ Firewall }
+
+// firewall returns the firewall of native grants; nil when none.
+func (m *Manager) firewall() Firewall {
+	if r := m.fw.Load(); r != nil {
+		return r.Firewall
+	}
+	return nil
+}
+
+// SetFirewall gives a Manager made without a firewall one for native
+// grants (a reload added the first door with Open), and reports whether
+// it did: once there is a firewall it stays, since the grants made
+// through it are revoked through it.
+func (m *Manager) SetFirewall(fw Firewall) bool {
+	return fw != nil && m.fw.CompareAndSwap(nil, &firewallRef{fw})
 }
 
 // Native-only doors may open NativeRate grants per second, in bursts of
@@ -290,6 +317,9 @@ func New(opts Options) *Manager {
 		byKey: make(map[key]*entry), byID: make(map[string]*entry), native: make(map[string]*rate.Limiter),
 		unrecorded: make(map[*entry]bool),
 	}
+	if opts.Firewall != nil {
+		m.fw.Store(&firewallRef{opts.Firewall})
+	}
 	m.lines = loglimit.New(loglimit.Options{Rate: 1, Burst: 10, Every: opts.LogEvery,
 		Report: m.reportHeld,
 		AfterFunc: func(d time.Duration, f func()) interface{ Stop() bool } {
@@ -327,8 +357,9 @@ func (m *Manager) Open(d *config.Door, src netip.Addr, now time.Time) Outcome {
 	src = src.Unmap()
 	timeout := d.GrantTimeout()
 	start, stop := d.Commands(src.Is6())
-	native := len(d.Open) > 0 && m.opts.Firewall != nil
-	if len(d.Open) > 0 && m.opts.Firewall == nil && m.lines.Allow("nofw\x00"+d.Name, now) {
+	fw := m.firewall()
+	native := len(d.Open) > 0 && fw != nil
+	if len(d.Open) > 0 && fw == nil && m.lines.Allow("nofw\x00"+d.Name, now) {
 		m.log.Error("door opens ports but no firewall backend is available", event.KeyDoor, d.Name)
 	}
 	// knockd: no start command means nothing runs, not even the stop.
@@ -399,7 +430,7 @@ func (m *Manager) Open(d *config.Door, src netip.Addr, now time.Time) Outcome {
 	e.startCmd, e.startKnown, e.after = startCmd, true, after
 	if native {
 		e.rec.Open = append([]knock.Port(nil), d.Open...)
-		e.rec.Backend = m.opts.Firewall.Name()
+		e.rec.Backend = fw.Name()
 	}
 	m.byKey[k] = e
 	m.byID[e.rec.ID] = e

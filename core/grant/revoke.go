@@ -103,11 +103,11 @@ func (m *Manager) revoke(e *entry, why string) {
 			return
 		}
 	}
-	if len(e.rec.Open) > 0 && m.opts.Firewall != nil {
+	if fw := m.firewall(); len(e.rec.Open) > 0 && fw != nil {
 		ok, forgotten := m.untilDone(e, "native revoke", func() error {
 			m.fwMu.Lock()
 			defer m.fwMu.Unlock()
-			return m.opts.Firewall.Revoke(m.ctx, nativeGrant(e))
+			return fw.Revoke(m.ctx, nativeGrant(e))
 		})
 		if forgotten {
 			m.record(e, "forgotten")
