@@ -1,4 +1,4 @@
-package supervisor
+package daemon
 
 import (
 	"context"
@@ -14,24 +14,36 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/sesame-knock/sesame/core/capture"
-	"github.com/sesame-knock/sesame/core/engine"
 	"github.com/sesame-knock/sesame/core/knock"
+	"github.com/sesame-knock/sesame/supervisor"
 )
+
+// handle is what a capture loop asks of an open capture (capture.Handle).
+type handle interface {
+	Run(ctx context.Context, deliver func(knock.Packet), heartbeat func()) error
+	SetFilter(spec capture.FilterSpec) error
+	Stats() capture.Stats
+	Close() error
+}
+
+// packetSink takes captured packets (the engine).
+type packetSink interface{ Submit(knock.Packet) }
 
 // captures owns one capture handle per interface: the supervised
 // "capture IFACE" components run them, reopening a handle whose interface
 // went down, vanished or does not exist yet, and every handle's filter is
 // kept in step with the doors and the interfaces' addresses.
 type captures struct {
-	ifaces []string
-	log    hclog.Logger
-	eng    *engine.Engine
+	ifaces     []string
+	log        hclog.Logger
+	eng        packetSink
+	openHandle func(iface string, spec capture.FilterSpec) (handle, error) // capture.Open
 
 	mu      sync.Mutex // guards the fields below
 	ports   []knock.Port
 	targets []netip.Addr
 	local   []netip.Addr
-	handles map[string]*capture.Handle
+	handles map[string]handle
 	state   map[string]string        // iface -> "up" or why not
 	wakeups map[string]chan struct{} // a link came up: retry now
 	// noFilter holds, per interface, why the kernel refused every filter
@@ -41,7 +53,7 @@ type captures struct {
 }
 
 func newCaptures(ifaces []string, log hclog.Logger) *captures {
-	c := &captures{ifaces: ifaces, log: log, handles: map[string]*capture.Handle{},
+	c := &captures{ifaces: ifaces, log: log, handles: map[string]handle{},
 		state: map[string]string{}, wakeups: map[string]chan struct{}{}, noFilter: map[string]error{}}
 	for _, i := range ifaces {
 		c.wakeups[i] = make(chan struct{}, 1)
@@ -79,7 +91,7 @@ func (c *captures) setLocal(addrs []netip.Addr) bool {
 func (c *captures) apply() {
 	c.mu.Lock()
 	spec := c.specLocked()
-	hs := make(map[string]*capture.Handle, len(c.handles))
+	hs := make(map[string]handle, len(c.handles))
 	for i, h := range c.handles {
 		hs[i] = h
 	}
@@ -145,11 +157,11 @@ func (c *captures) openAll() int {
 	return n
 }
 
-func (c *captures) open(iface string) (*capture.Handle, error) {
+func (c *captures) open(iface string) (handle, error) {
 	c.mu.Lock()
 	spec := c.specLocked()
 	c.mu.Unlock()
-	h, err := capture.Open(iface, spec)
+	h, err := c.openHandle(iface, spec)
 	c.noteFilter(iface, err)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -173,7 +185,7 @@ func (c *captures) open(iface string) (*capture.Handle, error) {
 // it when it ends with an error (link down, interface deleted), beating
 // while it waits so the supervisor sees a healthy component. A panic or
 // an unexpected return is the supervisor's to restart.
-func (c *captures) serve(ctx context.Context, iface string, beat *Beater) error {
+func (c *captures) serve(ctx context.Context, iface string, beat *supervisor.Beater) error {
 	backoff := 100 * time.Millisecond
 	logged := ""
 	reopening := false // the previous handle ended with an error
@@ -226,7 +238,7 @@ func (c *captures) serve(ctx context.Context, iface string, beat *Beater) error 
 
 // wait sleeps for d or until iface is woken, beating meanwhile; false
 // when ctx ended.
-func (c *captures) wait(ctx context.Context, iface string, d time.Duration, beat *Beater) bool {
+func (c *captures) wait(ctx context.Context, iface string, d time.Duration, beat *supervisor.Beater) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	tick := time.NewTicker(capture.HeartbeatInterval)
@@ -273,7 +285,7 @@ func (c *captures) describe() string {
 // health is what the watchdog and the rescue's heartbeat consult: every
 // component beating, and every capture filtering as asked.
 type health struct {
-	hb   *Heartbeats
+	hb   *supervisor.Heartbeats
 	caps *captures
 }
 
@@ -281,4 +293,23 @@ func (h health) Healthy(now time.Time) (bool, []string) {
 	ok, stale := h.hb.Healthy(now)
 	capsOK, why := h.caps.healthy()
 	return ok && capsOK, append(stale, why...)
+}
+
+// capturesService opens every interface once, before READY, and has the
+// supervisor run one "capture IFACE" component per interface, which
+// reopens what is not open yet. Its stop closes the handles, which ends
+// their reads.
+func (d *daemon) capturesService() hook {
+	return hook{name: "captures", start: func(context.Context) error {
+		d.attach = d.caps.openAll()
+		for _, iface := range d.caps.ifaces {
+			d.sup.Add("capture "+iface, 3*capture.HeartbeatInterval+time.Second, supervisor.ServiceFunc(func(ctx context.Context, beat *supervisor.Beater) error {
+				return d.caps.serve(ctx, iface, beat)
+			}))
+		}
+		return nil
+	}, stop: func(context.Context) error {
+		d.caps.closeAll()
+		return nil
+	}}
 }

@@ -1,6 +1,7 @@
-package supervisor
+package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -38,4 +39,27 @@ func writePidFile(path string, pid int) error {
 		return fmt.Errorf("pid file %s: %w", path, err)
 	}
 	return f.Close()
+}
+
+// pidFileService writes the PidFile the config names (an error is logged,
+// not fatal, as knockd does) and removes it when the daemon stops.
+func (d *daemon) pidFileService() hook {
+	var written string
+	return hook{name: "pid file", start: func(context.Context) error {
+		pf := d.config().Options.PidFile
+		if pf == "" {
+			return nil
+		}
+		if err := writePidFile(pf, os.Getpid()); err != nil {
+			d.log.Error("cannot write pid file: "+err.Error(), "path", pf, "error", err)
+			return nil
+		}
+		written = pf
+		return nil
+	}, stop: func(context.Context) error {
+		if written == "" {
+			return nil
+		}
+		return os.Remove(written)
+	}}
 }

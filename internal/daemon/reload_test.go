@@ -1,4 +1,4 @@
-package supervisor
+package daemon
 
 import (
 	"context"
@@ -10,58 +10,28 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/sesame-knock/sesame/core/capture"
 	"github.com/sesame-knock/sesame/core/config"
 	"github.com/sesame-knock/sesame/core/engine"
 	"github.com/sesame-knock/sesame/core/eventlog"
-	"github.com/sesame-knock/sesame/core/firewall"
 	"github.com/sesame-knock/sesame/core/grant"
 	"github.com/sesame-knock/sesame/core/knock"
 	"github.com/sesame-knock/sesame/internal/syncbuf"
-	"github.com/sesame-knock/sesame/rescue"
 )
-
-// recordingFirewall is a firewall.Backend that records Setup calls and
-// fails them on demand.
-type recordingFirewall struct {
-	mu      sync.Mutex
-	setups  []string // guarded ports of each Setup
-	failing error
-}
-
-func (f *recordingFirewall) Name() string { return "nftables" }
-func (f *recordingFirewall) Setup(_ context.Context, guarded []knock.Port) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.failing != nil {
-		return f.failing
-	}
-	f.setups = append(f.setups, knock.FormatSequence(guarded))
-	return nil
-}
-func (f *recordingFirewall) Grant(context.Context, firewall.Grant, time.Time) error { return nil }
-func (f *recordingFirewall) Revoke(context.Context, firewall.Grant) error           { return nil }
-func (f *recordingFirewall) List(context.Context) ([]firewall.Grant, error)         { return nil, nil }
-func (f *recordingFirewall) Teardown(context.Context) error                         { return nil }
-
-func (f *recordingFirewall) calls() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.setups)
-}
 
 type noGrants struct{}
 
 func (noGrants) Open(*config.Door, netip.Addr, time.Time) grant.Outcome { return grant.Granted }
 
-// reloadDaemon is a sesamed with a real engine on conf, a recording
-// firewall and no rescue (which would touch the host's firewall); filters
-// receives the engine's knock ports at each change.
-func reloadDaemon(t *testing.T, conf string) (*sesamed, *recordingFirewall, chan string, *syncbuf.Buffer) {
+// reloadDaemon is a daemon with a real engine and grant manager on conf
+// and no rescue. fw is the backend the daemon makes (none can be made
+// when it is nil); it runs from the start when a door of conf opens
+// ports. filters receives the engine's knock ports at each change.
+func reloadDaemon(t *testing.T, conf string, fw *recordingFirewall) (*daemon, chan string, *syncbuf.Buffer) {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "sesame.conf")
@@ -76,24 +46,43 @@ func reloadDaemon(t *testing.T, conf string) (*sesamed, *recordingFirewall, chan
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { log.Close() })
+	d := newDaemon(Options{ConfigPath: path, StateDir: dir, Interfaces: []string{"eth0"}}, fakeDeps(fw, nil), log, cfg)
+	if fw != nil && len(guardedPorts(cfg)) > 0 {
+		d.fw.b = fw
+	}
+	gopts := grant.Options{Commands: noCommands{}, Logger: log}
+	if b := d.fw.backend(); b != nil {
+		gopts.Firewall = b
+	}
+	d.grants = grant.New(gopts)
+	t.Cleanup(func() { d.grants.Close(context.Background()) })
 	filters := make(chan string, 16)
-	eng, err := engine.New(cfg, engine.Options{Grants: noGrants{}, Logger: log,
+	eng, err := engine.New(cfg, engine.Options{Grants: d.grants, Logger: log,
 		OnFilter: func(p []knock.Port, _ []netip.Addr) { filters <- knock.FormatSequence(p) }})
 	if err != nil {
 		t.Fatal(err)
 	}
+	d.eng = eng
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { eng.Run(ctx, nil, time.Hour); close(done) }()
 	t.Cleanup(func() { cancel(); <-done; eng.Close() })
 	<-filters // the engine's first report
-	fw := &recordingFirewall{}
-	d := &sesamed{opts: DaemonOptions{ConfigPath: path, StateDir: dir}, log: log, fw: fw, eng: eng, cfg: cfg,
-		notify: NewNotifier(nil),
-		newRescue: func(*config.Config) (*rescue.Switch, error) {
-			return nil, errors.New("no rescue in this test")
-		}}
-	return d, fw, filters, &buf
+	if err := eng.SetLocal(ctx, []netip.Addr{local}); err != nil {
+		t.Fatal(err)
+	}
+	return d, filters, &buf
+}
+
+var (
+	local   = netip.MustParseAddr("10.0.0.1")
+	knocker = netip.MustParseAddr("192.0.2.7")
+)
+
+func knock1(d *daemon, ports ...uint16) {
+	for _, p := range ports {
+		d.eng.Submit(knock.Packet{Src: knocker, Dst: local, Port: p, Proto: knock.TCP, Flags: knock.SYN})
+	}
 }
 
 const runningConf = "[ssh]\nsequence = 7000,8000\nopen = 22/tcp\n"
@@ -102,7 +91,8 @@ const runningConf = "[ssh]\nsequence = 7000,8000\nopen = 22/tcp\n"
 // leaves the firewall's guarded ports, the doors and the last good
 // config as they were. The firewall used to be set up first.
 func TestRefusedReloadChangesNothing(t *testing.T) {
-	d, fw, filters, _ := reloadDaemon(t, runningConf)
+	fw := &recordingFirewall{}
+	d, filters, _ := reloadDaemon(t, runningConf, fw)
 	ctx := context.Background()
 	newConf := runningConf + "[web]\none_time_sequences = " + filepath.Join(t.TempDir(), "missing") + "\nopen = 443/tcp\n"
 	cfg, err := config.Parse(d.opts.ConfigPath, []byte(newConf)) // Parse opens no files
@@ -112,7 +102,7 @@ func TestRefusedReloadChangesNothing(t *testing.T) {
 	if err := d.apply(ctx, cfg, []byte(newConf)); err == nil {
 		t.Fatal("the engine accepted a one-time file it cannot open")
 	}
-	if got := fw.calls(); len(got) != 0 {
+	if got := fw.setupCalls(); len(got) != 0 {
 		t.Errorf("firewall set up with %q for a refused reload", got)
 	}
 	select {
@@ -128,7 +118,7 @@ func TestRefusedReloadChangesNothing(t *testing.T) {
 	}
 
 	// The firewall refuses: the engine keeps its doors too.
-	fw.failing = errors.New("nft: no such table")
+	fw.fail(errors.New("nft: no such table"))
 	seqs := filepath.Join(t.TempDir(), "seqs")
 	os.WriteFile(seqs, []byte(" 1111\n"), 0o600)
 	newConf = runningConf + "[web]\none_time_sequences = " + seqs + "\nopen = 443/tcp\n"
@@ -142,11 +132,11 @@ func TestRefusedReloadChangesNothing(t *testing.T) {
 	}
 
 	// Accepted: the firewall first, then the engine.
-	fw.failing = nil
+	fw.fail(nil)
 	if err := d.reload(ctx, []byte(newConf)); err != nil {
 		t.Fatal(err)
 	}
-	if got := fw.calls(); !slices.Equal(got, []string{"22:tcp,443:tcp"}) {
+	if got := fw.setupCalls(); !slices.Equal(got, []string{"22:tcp,443:tcp"}) {
 		t.Errorf("firewall setups %q", got)
 	}
 	if f := <-filters; f != "1111:tcp,7000:tcp,8000:tcp" {
@@ -154,6 +144,62 @@ func TestRefusedReloadChangesNothing(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(lastGoodPath(d.opts.StateDir)); string(b) != newConf {
 		t.Errorf("last good config %q", b)
+	}
+}
+
+// Any config `sesame check` accepts can be reached by a reload: the first
+// door with Open gets its firewall backend made, set up and handed to
+// the grants, and a knock then opens its port natively. It used to be
+// refused with "doors with Open need a restart to set up the firewall
+// backend".
+func TestReloadAddsTheFirstOpenDoor(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fw := &recordingFirewall{}
+		d, filters, _ := reloadDaemon(t, "[web]\nsequence = 5000\nstart_command = true\n", fw)
+		if d.fw.backend() != nil {
+			t.Fatal("a backend although no door opens ports")
+		}
+		ctx := context.Background()
+		if err := d.reload(ctx, []byte(runningConf)); err != nil {
+			t.Fatalf("reload adding the first door with Open: %v", err)
+		}
+		if got := fw.setupCalls(); !slices.Equal(got, []string{"22:tcp"}) {
+			t.Errorf("firewall setups %q, want the new door's port", got)
+		}
+		if d.fw.backend() == nil {
+			t.Fatal("the new backend is not the running one")
+		}
+		if f := <-filters; f != "7000:tcp,8000:tcp" {
+			t.Errorf("engine ports after the reload: %s", f)
+		}
+		knock1(d, 7000, 8000)
+		synctest.Wait()
+		if got := fw.grantCalls(); !slices.Equal(got, []string{"192.0.2.7 22:tcp"}) {
+			t.Errorf("native grants after a knock: %q", got)
+		}
+		d.reconcile(ctx) // reconcile follows the new backend
+	})
+}
+
+// When the backend the first door with Open needs cannot be made (its
+// tool is missing), the reload is refused and nothing changes.
+func TestReloadRefusedWithoutABackend(t *testing.T) {
+	d, filters, _ := reloadDaemon(t, "[web]\nsequence = 5000\nstart_command = true\n", nil)
+	running := d.config()
+	err := d.reload(context.Background(), []byte(runningConf))
+	if err == nil || !strings.Contains(err.Error(), "executable file not found") {
+		t.Fatalf("reload without a backend: %v", err)
+	}
+	if d.config() != running || d.fw.backend() != nil {
+		t.Error("a refused reload changed the config or the firewall")
+	}
+	if !strings.Contains(d.Status().ConfigErr, "executable file not found") {
+		t.Errorf("STATUS does not say why: %q", d.Status().ConfigErr)
+	}
+	select {
+	case f := <-filters:
+		t.Errorf("engine doors changed by a refused reload: ports %s", f)
+	default:
 	}
 }
 
@@ -199,11 +245,8 @@ func BenchmarkReload(b *testing.B) {
 			done := make(chan struct{})
 			go func() { eng.Run(ctx, nil, time.Hour); close(done) }()
 			defer func() { cancel(); <-done; eng.Close() }()
-			d := &sesamed{opts: DaemonOptions{ConfigPath: path, StateDir: dir}, log: log, eng: eng, cfg: cfg,
-				notify: NewNotifier(nil),
-				newRescue: func(*config.Config) (*rescue.Switch, error) {
-					return nil, errors.New("no rescue in this benchmark")
-				}}
+			d := newDaemon(Options{ConfigPath: path, StateDir: dir, Interfaces: []string{"eth0"}}, fakeDeps(nil, nil), log, cfg)
+			d.eng = eng
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {

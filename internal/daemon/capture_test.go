@@ -1,4 +1,4 @@
-package supervisor
+package daemon
 
 import (
 	"fmt"
@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/sesame-knock/sesame/core/capture"
+	"github.com/sesame-knock/sesame/supervisor"
 )
 
 // A capture whose filter the kernel refused makes the daemon unhealthy
@@ -16,7 +17,7 @@ import (
 // says why, until a filter attaches.
 func TestCaptureWithoutFilterIsUnhealthy(t *testing.T) {
 	c := newCaptures([]string{"eth7", "eth9"}, hclog.NewNullLogger())
-	hb := NewHeartbeats()
+	hb := supervisor.NewHeartbeats()
 	hb.Register("engine", time.Hour)
 	h := health{hb: hb, caps: c}
 	if ok, why := h.Healthy(time.Now()); !ok {
