@@ -28,10 +28,6 @@ type Grants interface {
 	Open(d *config.Door, src netip.Addr, now time.Time) grant.Outcome
 }
 
-// Filter is what the engine tells capture when the knock ports or
-// targets change (a one-time sequence was used, a reload).
-type Filter func(ports []knock.Port, targets []netip.Addr)
-
 // Stage and timeout log lines are limited to StageLogRate per second
 // with bursts of StageLogBurst: well under journald's default limit, so
 // the lines that matter (opens, grants, revocations) are never the ones
@@ -48,9 +44,11 @@ const (
 type Options struct {
 	Grants Grants
 	Logger hclog.Logger
-	// OnFilter is called, from the engine goroutine, whenever the ports
-	// or targets doors listen on change, and once at start.
-	OnFilter Filter
+	// OnFilter is called, from the engine goroutine, with the knock
+	// ports and door targets in force: once at start, and whenever they
+	// change (a one-time sequence was used, a reload). The daemon builds
+	// the capture filters from them.
+	OnFilter func(ports []knock.Port, targets []netip.Addr)
 	// Queue is how many packets may wait for the matcher (default 8192);
 	// beyond that, packets are dropped and counted.
 	Queue int

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/sesame-knock/sesame/core/exec"
+	"github.com/sesame-knock/sesame/core/command"
 	"github.com/sesame-knock/sesame/core/firewall"
 	"github.com/sesame-knock/sesame/core/knock"
 )
@@ -55,13 +55,13 @@ func (m *Manager) begin(e *entry) {
 		return
 	}
 	mk := m.marker(e.rec.ID, startSuffix)
-	var res exec.Result
+	var res command.Result
 	if mk != "" {
 		res = m.opts.Commands.RunMarked(m.ctx, e.rec.Door, e.startCmd, mk)
 	} else {
 		res = m.opts.Commands.Run(m.ctx, e.rec.Door, e.startCmd)
 	}
-	if errors.Is(res.Err, exec.ErrNoMarker) {
+	if errors.Is(res.Err, command.ErrNoMarker) {
 		// Not run: a start that a crash could orphan untracked is not
 		// started. Nothing ran, so the stop has nothing to undo.
 		m.log.Error(fmt.Sprintf("%s: %s: grant refused: %v", e.rec.Source, e.rec.Door, res.Err), m.fields(e, event.Refused)...)

@@ -4,7 +4,7 @@
 // command), extended by a repeat knock instead of applied twice, and
 // revoked at its deadline (stop command and/or native revoke), durably
 // recorded, retried until the stop succeeds, and resumed after a restart.
-// It decides when commands run; package exec runs them and package
+// It decides when commands run; package command runs them and package
 // firewall applies native rules.
 package grant
 
@@ -21,9 +21,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/time/rate"
 
+	"github.com/sesame-knock/sesame/core/command"
 	"github.com/sesame-knock/sesame/core/config"
 	"github.com/sesame-knock/sesame/core/event"
-	"github.com/sesame-knock/sesame/core/exec"
 	"github.com/sesame-knock/sesame/core/firewall"
 	"github.com/sesame-knock/sesame/core/journal"
 	"github.com/sesame-knock/sesame/core/knock"
@@ -47,18 +47,18 @@ type Firewall interface {
 	Revoke(ctx context.Context, g firewall.Grant) error
 }
 
-// Commands runs door commands (package exec).
+// Commands runs door commands (package command).
 type Commands interface {
 	Allow(door string, now time.Time) bool
-	Run(ctx context.Context, door, cmd string, env ...string) exec.Result
-	RunMarked(ctx context.Context, door, cmd, marker string, env ...string) exec.Result
+	Run(ctx context.Context, door, cmd string, env ...string) command.Result
+	RunMarked(ctx context.Context, door, cmd, marker string, env ...string) command.Result
 }
 
-// Marks reads what Commands.RunMarked left behind (package exec's
+// Marks reads what Commands.RunMarked left behind (package command's
 // marker protocol).
 type Marks interface {
-	ReadMark(marker string) exec.Mark
-	WaitMark(ctx context.Context, marker string, until time.Time) exec.Mark
+	ReadMark(marker string) command.Mark
+	WaitMark(ctx context.Context, marker string, until time.Time) command.Mark
 	RemoveMark(marker string)
 }
 
@@ -89,17 +89,17 @@ type Options struct {
 	Journal  Journal
 	Firewall Firewall
 	Commands Commands
-	// Marks reads command markers; nil means package exec's.
+	// Marks reads command markers; nil means package command's.
 	Marks Marks
 	// MarkerDir receives the markers of start and stop commands (see
-	// exec.RunMarked), so that after a crash a start that is still
+	// command.RunMarked), so that after a crash a start that is still
 	// running is waited for, a finished one dates its grant's deadline,
 	// and a stop that finished is not run again. Empty disables markers:
 	// a resumed grant whose start had not been journaled as finished is
 	// then given its full timeout from the restart, and an interrupted
 	// stop reruns.
 	MarkerDir string
-	// CommandLimit is how long a command may run (exec's Timeout; default
+	// CommandLimit is how long a command may run (command's Timeout; default
 	// 2 min). A start command that outlived a killed daemon is waited
 	// for until its grant's start plus CommandLimit, then killed.
 	CommandLimit time.Duration
@@ -294,7 +294,7 @@ func New(opts Options) *Manager {
 		opts.Clock = realClock{}
 	}
 	if opts.Marks == nil {
-		opts.Marks = exec.Marks{}
+		opts.Marks = command.Marks{}
 	}
 	if opts.RetryBase <= 0 {
 		opts.RetryBase = time.Second
@@ -369,10 +369,10 @@ func (m *Manager) Open(d *config.Door, src netip.Addr, now time.Time) Outcome {
 	var startCmd, stopCmd string
 	var ports []knock.Port
 	if start != "" {
-		startCmd = exec.Expand(start, src)
+		startCmd = command.Expand(start, src)
 	}
 	if stop != "" {
-		stopCmd = exec.Expand(stop, src)
+		stopCmd = command.Expand(stop, src)
 	}
 	if native {
 		ports = d.Open

@@ -5,8 +5,8 @@ import (
 	"github.com/sesame-knock/sesame/core/event"
 	"time"
 
+	"github.com/sesame-knock/sesame/core/command"
 	"github.com/sesame-knock/sesame/core/config"
-	"github.com/sesame-knock/sesame/core/exec"
 	"github.com/sesame-knock/sesame/core/journal"
 )
 
@@ -94,11 +94,11 @@ func (m *Manager) clampLocked(e *entry, left time.Duration, now time.Time) time.
 // journaled as finished, then makes it Active (or revokes it).
 func (m *Manager) resumeStart(e *entry, resumed time.Time) {
 	mk := m.marker(e.rec.ID, startSuffix)
-	mark := exec.Mark{State: exec.Lost} // no markers: nothing to go by
+	mark := command.Mark{State: command.Lost} // no markers: nothing to go by
 	if mk != "" {
 		mark = m.marks.ReadMark(mk)
 	}
-	if mark.State == exec.Running {
+	if mark.State == command.Running {
 		// Until its grant is CommandLimit old, as the runner would have
 		// allowed, but never longer than CommandLimit from now.
 		until := e.rec.Start.Add(m.opts.CommandLimit)
@@ -117,7 +117,7 @@ func (m *Manager) resumeStart(e *entry, resumed time.Time) {
 	now := m.clock.Now()
 	var finish time.Time
 	switch {
-	case mark.State == exec.NotRun:
+	case mark.State == command.NotRun:
 		// Journaled, then the daemon died before launching it.
 		m.log.Info(fmt.Sprintf("%s: %s: the start command never ran; nothing to undo", e.rec.Source, e.rec.Door), m.fields(e, event.Replay)...)
 		m.mu.Lock()
@@ -126,7 +126,7 @@ func (m *Manager) resumeStart(e *entry, resumed time.Time) {
 		m.startRevokeLocked(e, "replay")
 		m.mu.Unlock()
 		return
-	case mark.State == exec.Done && !mark.Killed:
+	case mark.State == command.Done && !mark.Killed:
 		finish = mark.At
 		m.log.Info(fmt.Sprintf("%s: %s: start command had finished before the restart (status %d)", e.rec.Source, e.rec.Door, mark.Status), m.fields(e, event.Replay)...)
 	default:

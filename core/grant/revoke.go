@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"github.com/sesame-knock/sesame/core/event"
 
-	"github.com/sesame-knock/sesame/core/exec"
+	"github.com/sesame-knock/sesame/core/command"
 	"github.com/sesame-knock/sesame/core/journal"
 )
 
@@ -53,7 +53,7 @@ func (m *Manager) revoke(e *entry, why string) {
 	mk := m.marker(e.rec.ID, stopSuffix)
 	if stop != "" && mk != "" && e.interrupted {
 		mark := m.marks.ReadMark(mk)
-		if mark.State == exec.Running {
+		if mark.State == command.Running {
 			m.log.Info(fmt.Sprintf("%s: %s: stop command still running after the restart (pid %d); waiting for it", e.rec.Source, e.rec.Door, mark.Pid), m.fields(e, event.Replay)...)
 			mark = m.marks.WaitMark(m.ctx, mk, m.clock.Now().Add(m.opts.CommandLimit))
 			if m.ctx.Err() != nil {
@@ -65,7 +65,7 @@ func (m *Manager) revoke(e *entry, why string) {
 			// It ran to completion while no daemon watched.
 			m.log.Info(fmt.Sprintf("%s: %s: stop command had finished before the restart (status 0)", e.rec.Source, e.rec.Door), m.fields(e, event.Replay)...)
 			stop = ""
-		case mark.State == exec.Done:
+		case mark.State == command.Done:
 			m.log.Warn(fmt.Sprintf("%s: %s: stop command had failed before the restart (status %d); running it again", e.rec.Source, e.rec.Door, mark.Status), m.fields(e, event.Replay)...)
 		}
 	}
@@ -76,10 +76,10 @@ func (m *Manager) revoke(e *entry, why string) {
 			}
 		}
 		ok, forgotten := m.untilDone(e, "stop command", func() error {
-			var res exec.Result
+			var res command.Result
 			if mk != "" {
 				res = m.opts.Commands.RunMarked(m.ctx, e.rec.Door, stop, mk)
-				if errors.Is(res.Err, exec.ErrNoMarker) {
+				if errors.Is(res.Err, command.ErrNoMarker) {
 					// No room for the marker: run it unmarked rather than
 					// leave the door open.
 					res = m.opts.Commands.Run(m.ctx, e.rec.Door, stop)

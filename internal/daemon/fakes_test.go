@@ -12,7 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/sesame-knock/sesame/core/capture"
-	"github.com/sesame-knock/sesame/core/exec"
+	"github.com/sesame-knock/sesame/core/command"
 	"github.com/sesame-knock/sesame/core/firewall"
 	"github.com/sesame-knock/sesame/core/knock"
 	"github.com/sesame-knock/sesame/internal/netmon"
@@ -205,9 +205,9 @@ func fakeDeps(fw *recordingFirewall, opened chan<- *fakeCapture) deps {
 type noCommands struct{}
 
 func (noCommands) Allow(string, time.Time) bool { return true }
-func (noCommands) Run(context.Context, string, string, ...string) exec.Result {
-	return exec.Result{}
+func (noCommands) Run(context.Context, string, string, ...string) command.Result {
+	return command.Result{}
 }
-func (noCommands) RunMarked(context.Context, string, string, string, ...string) exec.Result {
-	return exec.Result{}
+func (noCommands) RunMarked(context.Context, string, string, string, ...string) command.Result {
+	return command.Result{}
 }

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/sesame-knock/sesame/core/exec"
+	"github.com/sesame-knock/sesame/core/command"
 	"github.com/sesame-knock/sesame/core/grant"
 	"github.com/sesame-knock/sesame/core/journal"
 )
@@ -40,7 +40,7 @@ func (d *daemon) grantsService() hook {
 		if err := os.MkdirAll(markers, 0o700); err != nil {
 			return fmt.Errorf("state dir: %w", err)
 		}
-		runner := exec.New(exec.Options{Logger: d.log.Named("exec"), Timeout: commandLimit})
+		runner := command.New(command.Options{Logger: d.log.Named("exec"), Timeout: commandLimit})
 		opts := grant.Options{Journal: d.journal, Commands: runner, MarkerDir: markers,
 			CommandLimit: commandLimit, Logger: d.log.Named("grant")}
 		if b := d.fw.backend(); b != nil {

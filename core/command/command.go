@@ -1,10 +1,10 @@
-// Package exec runs knockd-compatible door commands: a template with
+// Package command runs knockd-compatible door commands: a template with
 // %IP% expanded from a validated address, run by /bin/sh -c as knockd's
 // system() does. It bounds what commands can do to the machine: a cap on
 // commands running at once, a per-door rate limit on start commands, and
 // a time limit after which a command's process group is killed. It does
 // not decide when commands run; package grant does.
-package exec
+package command
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	osexec "os/exec"
+	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -55,7 +55,7 @@ type Runner struct {
 	sem  chan struct{}
 	log  hclog.Logger
 
-	mu       sync.Mutex // guards limiter
+	mu       sync.Mutex // guards limiters
 	limiters map[string]*rate.Limiter
 }
 
@@ -142,7 +142,7 @@ func (r *Runner) run(ctx context.Context, door, cmd, marker string, argv, extraE
 
 	r.log.Info(door+": running command: "+cmd, event.Event{Kind: event.Command, Door: door}.Args("command", cmd)...)
 	start := time.Now()
-	c := osexec.Command(argv[0], argv[1:]...)
+	c := exec.Command(argv[0], argv[1:]...)
 	c.Env = append(os.Environ(), extraEnv...)
 	c.Stdin = nil
 	// Its own process group, so a timeout kills what it forked too, and a
@@ -188,7 +188,7 @@ func (r *Runner) run(ctx context.Context, door, cmd, marker string, argv, extraE
 	case res.Err != nil:
 		r.log.Error(res.Err.Error(), event.KeyDoor, door, "command", cmd)
 	case res.ExitCode != 0:
-		var ee *osexec.ExitError
+		var ee *exec.ExitError
 		if err != nil && !errors.As(err, &ee) {
 			res.Err = fmt.Errorf("door %q: command: %w", door, err)
 		}
