@@ -141,24 +141,7 @@ func keepsGrantsWhenStopped(b firewall.Backend) bool {
 // start, before any knock, and every ReconcileInterval while a backend
 // runs (a reload may add one, or change the interval).
 func (d *daemon) reconcileService() hook {
-	var w worker
-	return hook{name: "reconcile", start: func(ctx context.Context) error {
-		d.reconcile(ctx)
-		w.goRun(ctx, func(ctx context.Context) {
-			t := time.NewTimer(d.config().Options.ReconcileInterval)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					d.reconcile(ctx)
-					t.Reset(d.config().Options.ReconcileInterval)
-				}
-			}
-		})
-		return nil
-	}, stop: func(context.Context) error { w.stop(); return nil }}
+	return periodic("reconcile", func() time.Duration { return d.config().Options.ReconcileInterval }, d.reconcile)
 }
 
 // reconcile puts back the native grants the kernel lost and removes the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // hook pairs a service's start with its stop, as cilium's hive lifecycle
@@ -80,4 +81,28 @@ func (w *worker) stop() {
 		w.cancel()
 		<-w.done
 	}
+}
+
+// periodic is a service that calls f once at start and then every
+// every() (asked again after each call, so a reload can change it) until
+// it stops.
+func periodic(name string, every func() time.Duration, f func(ctx context.Context)) hook {
+	var w worker
+	return hook{name: name, start: func(ctx context.Context) error {
+		f(ctx)
+		w.goRun(ctx, func(ctx context.Context) {
+			t := time.NewTimer(every())
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					f(ctx)
+					t.Reset(every())
+				}
+			}
+		})
+		return nil
+	}, stop: func(context.Context) error { w.stop(); return nil }}
 }

@@ -3,8 +3,11 @@ package daemon
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
+	"testing/synctest"
+	"time"
 )
 
 // recorder names the hooks as they run.
@@ -57,4 +60,31 @@ func TestLifecycleFailedStartStopsWhatStarted(t *testing.T) {
 	if err := l.stop(context.Background()); err != nil || len(r) != 5 {
 		t.Errorf("stop after a failed start ran hooks again: %v %v", err, r)
 	}
+}
+
+// A periodic service runs at start, then every every(), asked anew after
+// each run (a reload changes ReconcileInterval), and not after its stop.
+func TestPeriodic(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		var runs []time.Duration
+		every := 5 * time.Second
+		h := periodic("reconcile", func() time.Duration { return every }, func(context.Context) {
+			runs = append(runs, time.Since(start))
+			every = 2 * time.Second
+		})
+		if err := h.start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(9*time.Second + time.Millisecond)
+		synctest.Wait()
+		if err := h.stop(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Minute)
+		want := []time.Duration{0, 2 * time.Second, 4 * time.Second, 6 * time.Second, 8 * time.Second}
+		if !slices.Equal(runs, want) {
+			t.Errorf("ran at %v, want %v", runs, want)
+		}
+	})
 }

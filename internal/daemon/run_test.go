@@ -14,6 +14,7 @@ import (
 
 	"github.com/sesame-knock/sesame/core/knock"
 	"github.com/sesame-knock/sesame/internal/control"
+	"github.com/sesame-knock/sesame/internal/notifytest"
 	"github.com/sesame-knock/sesame/internal/syncbuf"
 )
 
@@ -34,7 +35,7 @@ func TestRunWithoutRoot(t *testing.T) {
 	var stderr syncbuf.Buffer
 	opts := Options{ConfigPath: conf, StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "ctl.sock"),
 		Interfaces: []string{"lo"}, Stderr: &stderr, LogFile: logFile, Version: "test"}
-	notify := notifySocket(t)
+	notify := notifytest.Use(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -115,34 +116,13 @@ func TestRunWithoutRoot(t *testing.T) {
 	}
 }
 
-// notifySocket binds a unixgram socket in a fresh short temp dir (socket
-// paths are limited to 108 bytes) and points NOTIFY_SOCKET at it.
-func notifySocket(t *testing.T) *net.UnixConn {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sdn")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	path := filepath.Join(dir, "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	t.Setenv("NOTIFY_SOCKET", path)
-	return conn
-}
-
 // nextDatagram returns the next sd_notify datagram; the test fails when
 // none comes within 30 s.
 func nextDatagram(t *testing.T, conn *net.UnixConn) string {
 	t.Helper()
-	buf := make([]byte, 4096)
-	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-	n, err := conn.Read(buf)
+	s, err := notifytest.Next(conn, 30*time.Second)
 	if err != nil {
 		t.Fatalf("no sd_notify datagram: %v", err)
 	}
-	return string(buf[:n])
+	return s
 }

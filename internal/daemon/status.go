@@ -12,23 +12,7 @@ import (
 // statusService keeps systemd's STATUS= line current: at start, every
 // 2 s, and after each reload.
 func (d *daemon) statusService() hook {
-	var w worker
-	return hook{name: "status", start: func(ctx context.Context) error {
-		d.updateStatus()
-		w.goRun(ctx, func(ctx context.Context) {
-			t := time.NewTicker(2 * time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					d.updateStatus()
-				}
-			}
-		})
-		return nil
-	}, stop: func(context.Context) error { w.stop(); return nil }}
+	return periodic("status", func() time.Duration { return 2 * time.Second }, func(context.Context) { d.updateStatus() })
 }
 
 func (d *daemon) updateStatus() {
