@@ -43,6 +43,21 @@ func serveInBackground(t *testing.T, s *Supervisor) (context.CancelFunc, *served
 	return cancel, r
 }
 
+// beatUntilDone is a healthy component's life: a beat every 10ms until
+// ctx ends.
+func beatUntilDone(ctx context.Context, beat *Beater) error {
+	tk := time.NewTicker(10 * time.Millisecond)
+	defer tk.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tk.C:
+			beat.Beat()
+		}
+	}
+}
+
 func waitServe(t *testing.T, r *served) error {
 	t.Helper()
 	select {
@@ -64,16 +79,7 @@ func TestSupervisorRestartsPanickingService(t *testing.T) {
 				panic("matcher bug")
 			}
 			close(running)
-			tk := time.NewTicker(10 * time.Millisecond)
-			defer tk.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-tk.C:
-					beat.Beat()
-				}
-			}
+			return beatUntilDone(ctx, beat)
 		}))
 		cancel, done := serveInBackground(t, s)
 		select {
@@ -130,16 +136,7 @@ func TestSupervisorRestartsStaleComponent(t *testing.T) {
 				return ctx.Err()
 			}
 			close(second)
-			tk := time.NewTicker(10 * time.Millisecond)
-			defer tk.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-tk.C:
-					beat.Beat()
-				}
-			}
+			return beatUntilDone(ctx, beat)
 		}))
 		_, done := serveInBackground(t, s)
 		for _, ev := range []struct {

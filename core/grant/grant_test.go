@@ -129,6 +129,15 @@ func nativeDoor() *config.Door {
 		Open: []knock.Port{{Num: 22, Proto: knock.TCP}}}
 }
 
+// nativeLife is the trace of a native grant on nativeDoor from its knock
+// to its deadline.
+var nativeLife = []string{
+	`journal grant web 192.0.2.7 stop="" open=[22:tcp] deadline=+30s pending=false`,
+	"fw grant 192.0.2.7 [22:tcp] until +30s",
+	"fw revoke 192.0.2.7",
+	"journal revoked at +30s",
+}
+
 func TestNativeGrant(t *testing.T) {
 	bubble(t, func(t *testing.T, r *rig) {
 		r.m.Open(nativeDoor(), src4, time.Now())
@@ -137,12 +146,7 @@ func TestNativeGrant(t *testing.T) {
 			t.Fatalf("Native() = %+v", ng)
 		}
 		r.advance(30 * time.Second)
-		r.expect(
-			`journal grant web 192.0.2.7 stop="" open=[22:tcp] deadline=+30s pending=false`,
-			"fw grant 192.0.2.7 [22:tcp] until +30s",
-			"fw revoke 192.0.2.7",
-			"journal revoked at +30s",
-		)
+		r.expect(nativeLife...)
 	})
 }
 
@@ -164,12 +168,7 @@ func TestSetFirewallAfterStart(t *testing.T) {
 		}
 		r.m.Open(nativeDoor(), src4, time.Now())
 		r.advance(30 * time.Second)
-		r.expect(
-			`journal grant web 192.0.2.7 stop="" open=[22:tcp] deadline=+30s pending=false`,
-			"fw grant 192.0.2.7 [22:tcp] until +30s",
-			"fw revoke 192.0.2.7",
-			"journal revoked at +30s",
-		)
+		r.expect(nativeLife...)
 	}, func(o *Options) { o.Firewall = nil })
 }
 
