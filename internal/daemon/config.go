@@ -14,7 +14,33 @@ import (
 	"github.com/sesame-knock/sesame/core/knock"
 	"github.com/sesame-knock/sesame/internal/configwatch"
 	"github.com/sesame-knock/sesame/internal/netmon"
+	"github.com/sesame-knock/sesame/internal/trust"
 )
+
+// firstConfig checks the state directory and reads the config to start
+// with (see loadAtStart), with the command line's overrides.
+func firstConfig(opts Options) (content []byte, cfg *config.Config, cfgErr, err error) {
+	// The state directory's content runs commands as root (an overdue
+	// grant's stop command, the last good config): refuse one anybody
+	// else could have written, before reading anything from it.
+	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
+		return nil, nil, nil, fmt.Errorf("state directory: %w", err)
+	}
+	if err := trust.Tree(opts.StateDir); err != nil {
+		return nil, nil, nil, fmt.Errorf("state directory: %w", err)
+	}
+	content, cfg, cfgErr, err = loadAtStart(opts)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if opts.PidFile != "" {
+		cfg.Options.PidFile = opts.PidFile
+	}
+	if opts.LogFile != "" {
+		cfg.Options.LogFile = opts.LogFile
+	}
+	return content, cfg, cfgErr, nil
+}
 
 // loadAtStart reads the config for the first start. An invalid config
 // falls back to the last good one, which a bad edit followed by a crash

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -25,7 +24,6 @@ import (
 	"github.com/sesame-knock/sesame/core/journal"
 	"github.com/sesame-knock/sesame/internal/control"
 	"github.com/sesame-knock/sesame/internal/netmon"
-	"github.com/sesame-knock/sesame/internal/trust"
 	"github.com/sesame-knock/sesame/rescue"
 	"github.com/sesame-knock/sesame/supervisor"
 )
@@ -132,24 +130,9 @@ func run(ctx context.Context, opts Options, dp deps) error {
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = 10 * time.Second
 	}
-	// The state directory's content runs commands as root (an overdue
-	// grant's stop command, the last good config): refuse one anybody
-	// else could have written, before reading anything from it.
-	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
-		return fmt.Errorf("state directory: %w", err)
-	}
-	if err := trust.Tree(opts.StateDir); err != nil {
-		return fmt.Errorf("state directory: %w", err)
-	}
-	content, cfg, cfgErr, err := loadAtStart(opts)
+	content, cfg, cfgErr, err := firstConfig(opts)
 	if err != nil {
 		return err
-	}
-	if opts.PidFile != "" {
-		cfg.Options.PidFile = opts.PidFile
-	}
-	if opts.LogFile != "" {
-		cfg.Options.LogFile = opts.LogFile
 	}
 	log, err := eventlog.New(eventlog.Options{Name: "sesamed", Level: opts.Level, Stderr: opts.Stderr,
 		LogFile: cfg.Options.LogFile, UseSyslog: cfg.Options.UseSyslog})
