@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"strconv"
 	"strings"
@@ -12,29 +11,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/sesame-knock/sesame/internal/syncbuf"
 )
-
-// logSink is an hclog destination the test can wait on.
-type logSink struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *logSink) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *logSink) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
-
-func (s *logSink) logger() hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{Output: s, Level: hclog.Trace})
-}
 
 // pings records the watchdog's pings, at bubble time.
 type pings struct {
@@ -128,9 +107,9 @@ func TestWatchdogWithholdsPingsWhileStale(t *testing.T) {
 		}()
 		t.Cleanup(func() { close(stop); <-stopped })
 
-		var sink logSink
+		var sink syncbuf.Buffer
 		var p pings
-		startWatchdog(t, h, sink.logger(), &p)
+		startWatchdog(t, h, hclog.New(&hclog.LoggerOptions{Output: &sink, Level: hclog.Trace}), &p)
 		time.Sleep(interval + interval/4) // pings at 0, 100 and 200ms
 		synctest.Wait()
 		if n := p.count(); n != 3 {
