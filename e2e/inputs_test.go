@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"math/rand"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"github.com/sesame-knock/sesame/core/journal"
 	"github.com/sesame-knock/sesame/core/knock"
 	"github.com/sesame-knock/sesame/internal/netnstest"
+	"github.com/sesame-knock/sesame/internal/notifytest"
 	"github.com/sesame-knock/sesame/internal/rawsend"
 	"github.com/sesame-knock/sesame/internal/syncbuf"
 )
@@ -300,17 +300,7 @@ func TestLargeConfigStillCaptures(t *testing.T) {
 // notifySocket listens where sesamed's sd_notify messages go.
 func notifySocket(t *testing.T) (string, *syncbuf.Buffer) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "sd") // short: unix socket paths hold 108 bytes
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	path := filepath.Join(dir, "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn, path := notifytest.Listen(t)
 	var msgs syncbuf.Buffer
 	go func() {
 		buf := make([]byte, 4096)

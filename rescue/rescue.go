@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/sesame-knock/sesame/core/event"
 	"github.com/sesame-knock/sesame/core/knock"
 )
 
@@ -42,13 +43,6 @@ type Firewall interface {
 	Remove(ctx context.Context) error
 	RemoveOthers(ctx context.Context) ([]string, error)
 }
-
-// Event values for the "event" log key (core/eventlog sends them to
-// journald as SESAME_EVENT, at priority warning or higher).
-const (
-	EventOpen  = "rescue-open"
-	EventClose = "rescue-close"
-)
 
 // Switch is the rescue of one config: the policy that keeps, lets lapse,
 // opens and closes the rescue its Firewall holds in the kernel. All
@@ -352,15 +346,15 @@ func (s *Switch) Close(ctx context.Context) error {
 func (s *Switch) logOpenLocked(reason string) {
 	s.open, s.reason, s.seen = true, reason, true
 	s.log.Warn("rescue port open: "+s.describe()+" reachable ("+reason+")",
-		"event", EventOpen, "ports", knock.FormatSequence(s.ports), "from", s.fromString(),
-		"backend", s.fw.Name(), "reason", reason)
+		event.Event{Kind: event.RescueOpen}.Args("ports", knock.FormatSequence(s.ports), "from", s.fromString(),
+			"backend", s.fw.Name(), "reason", reason)...)
 }
 
 func (s *Switch) logCloseLocked(reason string) {
 	s.open, s.reason, s.seen = false, "", true
 	s.log.Warn("rescue port closed: "+s.describe()+" ("+reason+")",
-		"event", EventClose, "ports", knock.FormatSequence(s.ports), "from", s.fromString(),
-		"backend", s.fw.Name(), "reason", reason)
+		event.Event{Kind: event.RescueClose}.Args("ports", knock.FormatSequence(s.ports), "from", s.fromString(),
+			"backend", s.fw.Name(), "reason", reason)...)
 }
 
 // describe is the rescue in a few words for logs: ports, and sources when
@@ -459,7 +453,7 @@ func OpenInstalled(ctx context.Context, open func(context.Context) ([]string, er
 	}
 	opened, err := open(ctx)
 	for _, o := range opened {
-		log.Warn("rescue port open: "+o+" ("+reason+")", "event", EventOpen, "ports", o, "reason", reason)
+		log.Warn("rescue port open: "+o+" ("+reason+")", event.Event{Kind: event.RescueOpen}.Args("ports", o, "reason", reason)...)
 	}
 	if err != nil {
 		return opened, fmt.Errorf("rescue: open installed rescues: %w", err)

@@ -1,7 +1,8 @@
-// Package supervisor owns the daemon's process-level plumbing: running the
-// capture worker and the matcher/executor as supervised components with
-// heartbeats, proving their health to systemd (sd_notify readiness, reload
-// and watchdog), noticing config file changes and network link/address
-// changes. It does not know what the components do: knock matching, grants
-// and firewall work live in core/.
+// Package supervisor is a small supervision library: it runs components
+// (suture) that prove they are alive by beating (Heartbeats), restarts the
+// ones that fail, panic or go silent, and escalates to process exit when
+// restarting does not help; it tells systemd about readiness, reloads and
+// status (Notifier) and pings its watchdog only while every component is
+// healthy (Watchdog). It does not know what the components do and imports
+// nothing of Sesame's: the daemon that uses it is internal/daemon.
 package supervisor

@@ -2,7 +2,6 @@ package supervisor_test
 
 import (
 	"context"
-	"crypto/sha256"
 	"os"
 	"os/signal"
 	"syscall"
@@ -14,20 +13,11 @@ import (
 
 // Example wires the building blocks the way sesamed's run function can:
 // supervised components that beat, a watchdog gated on their heartbeats,
-// readiness, config reload on file change and on SIGHUP (bracketed by
-// RELOADING=1 and READY=1), and link changes.
+// readiness, and reloads on SIGHUP bracketed by RELOADING=1 and READY=1.
 func Example() {
 	log := hclog.New(&hclog.LoggerOptions{Name: "sesamed"})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-
-	const path = "/etc/knockd.conf"
-	content, sum, err := supervisor.ReadConfig(path)
-	if err != nil {
-		log.Error("cannot start", "error", err)
-		return
-	}
-	_ = content // parse and validate before serving
 
 	n := supervisor.NewNotifier(log)
 	sup := supervisor.New("sesamed", supervisor.Options{Logger: log})
@@ -42,38 +32,18 @@ func Example() {
 	}))
 	go supervisor.NewWatchdog(n, sup.Heartbeats(), log).Run(ctx)
 
-	cw, err := supervisor.NewConfigWatcher(path, sum, func(content []byte, sum [sha256.Size]byte) error {
-		// Parse, validate, swap; an error keeps the running config.
-		return nil
-	}, supervisor.ConfigWatchOptions{Logger: log})
-	if err != nil {
-		log.Error("cannot watch config", "error", err)
-		return
-	}
-	go cw.Run(ctx)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
 		for range hup {
 			n.Reloading()
-			if _, err := cw.Reload(ctx); err != nil {
-				log.Error("reload failed, keeping the running config", "error", err)
-			}
+			// Re-read the config; an error keeps the running one.
 			n.Ready()
 		}
 	}()
 
-	if lm, err := supervisor.NewLinkMonitor(supervisor.LinkMonitorOptions{Logger: log}); err == nil {
-		defer lm.Close()
-		go func() {
-			for ev := range lm.Events() {
-				log.Info("network change", "event", ev.String())
-			}
-		}()
-	}
-
 	n.Ready()
-	err = sup.Serve(ctx)
+	err := sup.Serve(ctx)
 	n.Stopping()
 	if err != nil {
 		// ErrEscalated: run returns it, main exits non-zero, and systemd

@@ -9,53 +9,23 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// notifySocket binds a unixgram socket in a fresh short temp dir (socket
-// paths are limited to 108 bytes), points NOTIFY_SOCKET at it and returns
-// it. t.Setenv makes callers non-parallel, as they must be.
-func notifySocket(t *testing.T) *net.UnixConn {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sdn")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	path := filepath.Join(dir, "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	t.Setenv("NOTIFY_SOCKET", path)
-	return conn
-}
+	"github.com/sesame-knock/sesame/internal/notifytest"
+)
 
 // recvDatagram returns the next datagram, failing the test if none arrives
 // within d.
 func recvDatagram(t *testing.T, conn *net.UnixConn, d time.Duration) string {
 	t.Helper()
-	s, err := tryRecv(conn, d)
+	s, err := notifytest.Next(conn, d)
 	if err != nil {
 		t.Fatalf("no sd_notify datagram within %v: %v", d, err)
 	}
 	return s
 }
 
-func tryRecv(conn *net.UnixConn, d time.Duration) (string, error) {
-	buf := make([]byte, 4096)
-	if err := conn.SetReadDeadline(time.Now().Add(d)); err != nil {
-		return "", err
-	}
-	n, err := conn.Read(buf)
-	if err != nil {
-		return "", err
-	}
-	return string(buf[:n]), nil
-}
-
 func TestNotifierSendsExactDatagrams(t *testing.T) {
-	conn := notifySocket(t)
+	conn := notifytest.Use(t)
 	n := NewNotifier(nil)
 	if !n.Enabled() {
 		t.Fatal("Enabled() = false with NOTIFY_SOCKET set")
@@ -83,7 +53,7 @@ func TestNotifierSendsExactDatagrams(t *testing.T) {
 }
 
 func TestNotifierReloadingIsOneDatagramWithMonotonicUsec(t *testing.T) {
-	conn := notifySocket(t)
+	conn := notifytest.Use(t)
 	n := NewNotifier(nil)
 	before := monotonicUsec(t)
 	if err := n.Reloading(); err != nil {
@@ -104,7 +74,7 @@ func TestNotifierReloadingIsOneDatagramWithMonotonicUsec(t *testing.T) {
 	}
 	// Nothing else may follow: a second datagram would mean the two
 	// fields were split, which systemd rejects.
-	if extra, err := tryRecv(conn, 50*time.Millisecond); err == nil {
+	if extra, err := notifytest.Next(conn, 50*time.Millisecond); err == nil {
 		t.Fatalf("unexpected second datagram %q", extra)
 	}
 }
@@ -134,7 +104,7 @@ func TestNotifierReportsBrokenSocket(t *testing.T) {
 }
 
 func TestNotifierKeepsEnvironment(t *testing.T) {
-	conn := notifySocket(t)
+	conn := notifytest.Use(t)
 	n := NewNotifier(nil)
 	for i := 0; i < 3; i++ {
 		if err := n.Watchdog(); err != nil {

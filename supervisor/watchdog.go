@@ -23,9 +23,9 @@ type Health interface {
 // the process (SIGABRT, SERVICE_RESULT=watchdog). Its state is owned by the
 // goroutine running Run.
 type Watchdog struct {
-	notifier *Notifier
-	health   Health
-	log      hclog.Logger
+	ping   func() error // the Notifier's Watchdog
+	health Health
+	log    hclog.Logger
 
 	// Owned by the Run goroutine.
 	lastStale []string // stale set last logged; nil while healthy
@@ -37,7 +37,7 @@ func NewWatchdog(n *Notifier, h Health, log hclog.Logger) *Watchdog {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &Watchdog{notifier: n, health: h, log: log}
+	return &Watchdog{ping: n.Watchdog, health: h, log: log}
 }
 
 // Run pings until ctx is done, then returns nil. It returns nil at once
@@ -83,7 +83,7 @@ func (w *Watchdog) tick(now time.Time) {
 		w.log.Info("all components beating again, resuming watchdog pings")
 		w.lastStale = nil
 	}
-	if err := w.notifier.Watchdog(); err != nil {
+	if err := w.ping(); err != nil {
 		w.log.Error("watchdog ping failed", "error", err)
 	}
 }

@@ -1,155 +1,146 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/sesame-knock/sesame/internal/syncbuf"
 )
 
-// logSink is an hclog destination the test can wait on.
-type logSink struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+// pings records the watchdog's pings, at bubble time.
+type pings struct {
+	mu sync.Mutex
+	at []time.Time
 }
 
-func (s *logSink) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
+func (p *pings) ping() error {
+	p.mu.Lock()
+	p.at = append(p.at, time.Now())
+	p.mu.Unlock()
+	return nil
 }
 
-func (s *logSink) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
+func (p *pings) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.at)
 }
 
-func (s *logSink) logger() hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{Output: s, Level: hclog.Trace})
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+// startWatchdog runs a watchdog whose pings p records, until the test
+// ends; call it inside a synctest bubble.
+func startWatchdog(t *testing.T, h Health, log hclog.Logger, p *pings) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func startWatchdog(t *testing.T, h Health, log hclog.Logger) {
-	t.Helper()
+	w := NewWatchdog(NewNotifier(nil), h, log)
+	w.ping = p.ping
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- NewWatchdog(NewNotifier(nil), h, log).Run(ctx) }()
+	go func() { done <- w.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Error("watchdog Run did not return after cancel")
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
 		}
 	})
 }
 
 func TestWatchdogCadence(t *testing.T) {
-	conn := notifySocket(t)
 	const interval = 200 * time.Millisecond
 	t.Setenv("WATCHDOG_USEC", strconv.Itoa(int(interval/time.Microsecond)))
 	t.Setenv("WATCHDOG_PID", "")
-	h := NewHeartbeats()
-	h.Register("capture", time.Hour)
-	start := time.Now()
-	startWatchdog(t, h, nil)
-	const pings = 6
-	for i := 0; i < pings; i++ {
-		if got := recvDatagram(t, conn, 5*time.Second); got != "WATCHDOG=1" {
-			t.Fatalf("ping %d = %q, want WATCHDOG=1", i, got)
+	synctest.Test(t, func(t *testing.T) {
+		h := NewHeartbeats()
+		h.Register("capture", time.Hour)
+		var p pings
+		start := time.Now()
+		startWatchdog(t, h, nil, &p)
+		time.Sleep(5*interval/2 + interval/4)
+		synctest.Wait()
+		// One ping at start, then one per half interval.
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if len(p.at) != 6 {
+			t.Fatalf("%d pings in %v, want 6", len(p.at), 5*interval/2+interval/4)
 		}
-	}
-	// One ping at start, then one per tick of interval/2: ticks cannot
-	// come early, so the last ping cannot precede five half-intervals.
-	if el := time.Since(start); el < (pings-1)*interval/2 {
-		t.Fatalf("%d pings in %v: faster than every %v", pings, el, interval/2)
-	}
+		for i, at := range p.at {
+			if want := start.Add(time.Duration(i) * interval / 2); !at.Equal(want) {
+				t.Errorf("ping %d at +%v, want +%v", i, at.Sub(start), want.Sub(start))
+			}
+		}
+	})
 }
 
 func TestWatchdogWithholdsPingsWhileStale(t *testing.T) {
-	conn := notifySocket(t)
 	const interval = 200 * time.Millisecond
 	t.Setenv("WATCHDOG_USEC", strconv.Itoa(int(interval/time.Microsecond)))
 	t.Setenv("WATCHDOG_PID", "")
-	h := NewHeartbeats()
-	matcher := h.Register("matcher", 150*time.Millisecond)
-	h.Register("capture", time.Hour)
+	synctest.Test(t, func(t *testing.T) {
+		h := NewHeartbeats()
+		matcher := h.Register("matcher", 150*time.Millisecond)
+		h.Register("capture", time.Hour)
 
-	// The matcher beats from its own goroutine unless paused.
-	var paused atomic.Bool
-	stop := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		tk := time.NewTicker(20 * time.Millisecond)
-		defer tk.Stop()
-		for {
-			select {
-			case <-tk.C:
-				if !paused.Load() {
-					matcher.Beat()
+		// The matcher beats from its own goroutine unless paused.
+		var paused atomic.Bool
+		stop := make(chan struct{})
+		stopped := make(chan struct{})
+		go func() {
+			defer close(stopped)
+			tk := time.NewTicker(20 * time.Millisecond)
+			defer tk.Stop()
+			for {
+				select {
+				case <-tk.C:
+					if !paused.Load() {
+						matcher.Beat()
+					}
+				case <-stop:
+					return
 				}
-			case <-stop:
-				return
 			}
-		}
-	}()
-	t.Cleanup(func() { close(stop); <-stopped })
+		}()
+		t.Cleanup(func() { close(stop); <-stopped })
 
-	var sink logSink
-	startWatchdog(t, h, sink.logger())
-	for i := 0; i < 3; i++ {
-		if got := recvDatagram(t, conn, 5*time.Second); got != "WATCHDOG=1" {
-			t.Fatalf("healthy ping %d = %q", i, got)
+		var sink syncbuf.Buffer
+		var p pings
+		startWatchdog(t, h, hclog.New(&hclog.LoggerOptions{Output: &sink, Level: hclog.Trace}), &p)
+		time.Sleep(interval + interval/4) // pings at 0, 100 and 200ms
+		synctest.Wait()
+		if n := p.count(); n != 3 {
+			t.Fatalf("%d healthy pings, want 3", n)
 		}
-	}
 
-	paused.Store(true)
-	// The watchdog logs when it first withholds a ping; every ping it
-	// sent before that is already queued on the socket, so drain them.
-	waitFor(t, 5*time.Second, "the watchdog to report the stale matcher", func() bool {
-		return strings.Contains(sink.String(), "withholding watchdog ping")
-	})
-	if line := grepLine(sink.String(), "withholding"); !strings.Contains(line, "matcher") || strings.Contains(line, "capture") {
-		t.Fatalf("log does not name the stale component:\n%s", sink.String())
-	}
-	for {
-		if _, err := tryRecv(conn, time.Millisecond); err != nil {
-			break
+		paused.Store(true)
+		// Stale from 150ms after the last beat: the next tick after that
+		// withholds its ping and says so, naming the stale component.
+		time.Sleep(3 * interval)
+		synctest.Wait()
+		line := grepLine(sink.String(), "withholding watchdog ping")
+		if line == "" || !strings.Contains(line, "matcher") || strings.Contains(line, "capture") {
+			t.Fatalf("log does not name the stale component:\n%s", sink.String())
 		}
-	}
-	// Several ping periods pass with no ping while the matcher is hung.
-	if got, err := tryRecv(conn, 3*interval); err == nil {
-		t.Fatalf("got %q while the matcher was stale", got)
-	}
+		withheld := p.count()
+		time.Sleep(3 * interval)
+		synctest.Wait()
+		if n := p.count(); n != withheld {
+			t.Fatalf("%d pings while the matcher was stale", n-withheld)
+		}
 
-	paused.Store(false)
-	if got := recvDatagram(t, conn, 5*time.Second); got != "WATCHDOG=1" {
-		t.Fatalf("after recovery got %q", got)
-	}
-	waitFor(t, 5*time.Second, "the recovery log line", func() bool {
-		return strings.Contains(sink.String(), "resuming watchdog pings")
+		paused.Store(false)
+		time.Sleep(interval)
+		synctest.Wait()
+		if p.count() == withheld {
+			t.Fatal("no ping after recovery")
+		}
+		if !strings.Contains(sink.String(), "resuming watchdog pings") {
+			t.Fatalf("recovery not logged:\n%s", sink.String())
+		}
 	})
 }
 
@@ -163,24 +154,27 @@ func TestWatchdogDisabled(t *testing.T) {
 		{name: "malformed", usec: "soon", wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			conn := notifySocket(t)
 			t.Setenv("WATCHDOG_USEC", tc.usec)
 			t.Setenv("WATCHDOG_PID", tc.pid)
-			done := make(chan error, 1)
-			go func() {
-				done <- NewWatchdog(NewNotifier(nil), NewHeartbeats(), nil).Run(context.Background())
-			}()
-			select {
-			case err := <-done:
-				if (err != nil) != tc.wantErr {
-					t.Fatalf("Run = %v, want error %v", err, tc.wantErr)
+			synctest.Test(t, func(t *testing.T) {
+				var p pings
+				w := NewWatchdog(NewNotifier(nil), NewHeartbeats(), nil)
+				w.ping = p.ping
+				done := make(chan error, 1)
+				go func() { done <- w.Run(context.Background()) }()
+				synctest.Wait()
+				select {
+				case err := <-done:
+					if (err != nil) != tc.wantErr {
+						t.Fatalf("Run = %v, want error %v", err, tc.wantErr)
+					}
+				default:
+					t.Fatal("Run kept running although the watchdog is not enabled")
 				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("Run kept running although the watchdog is not enabled")
-			}
-			if got, err := tryRecv(conn, 10*time.Millisecond); err == nil {
-				t.Fatalf("sent %q although the watchdog is not enabled", got)
-			}
+				if n := p.count(); n != 0 {
+					t.Fatalf("%d pings although the watchdog is not enabled", n)
+				}
+			})
 		})
 	}
 }

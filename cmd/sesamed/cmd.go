@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -12,8 +13,8 @@ import (
 
 	"github.com/sesame-knock/sesame/core/firewall"
 	"github.com/sesame-knock/sesame/internal/control"
+	"github.com/sesame-knock/sesame/internal/daemon"
 	"github.com/sesame-knock/sesame/internal/version"
-	"github.com/sesame-knock/sesame/supervisor"
 )
 
 // DefaultConfig is where sesamed reads its config unless -c says.
@@ -26,10 +27,15 @@ type flags struct {
 	daemonize, lookup, teardown                bool
 }
 
-// run parses args and runs the daemon; it returns the exit status.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// errReported is run's error when what went wrong has been written to
+// stderr already: sesamed exits 1 without a second message.
+var errReported = errors.New("reported")
+
+// run parses args and runs what they ask: the daemon until ctx ends (an
+// ended ctx is not an error), or one of the one-shot commands. Its error
+// makes sesamed exit 1.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var f flags
-	code := 0
 	cmd := &cobra.Command{
 		Use:   "sesamed [-c FILE] [-i IFACE[,IFACE...]] [-v] [-D] [-4] [-V] [--check] [--state-dir DIR]",
 		Short: "Sesame port-knocking daemon, a drop-in for knockd",
@@ -41,8 +47,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			code = f.exec(cmd.Context(), stdout, stderr)
-			return nil
+			return f.exec(cmd.Context(), stdout, stderr)
 		},
 	}
 	cmd.SetOut(stdout)
@@ -65,23 +70,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fl.BoolVarP(&f.lookup, "lookup", "l", false, "accepted for knockd compatibility; hostnames are not looked up")
 	addGenMan(cmd)
 	cmd.SetArgs(args)
-	if err := cmd.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(stderr, "sesamed:", err)
-		return 1
-	}
-	return code
+	return cmd.ExecuteContext(ctx)
 }
 
-func (f *flags) exec(ctx context.Context, stdout, stderr io.Writer) int {
+func (f *flags) exec(ctx context.Context, stdout, stderr io.Writer) error {
 	if f.version {
 		fmt.Fprintln(stdout, "sesamed", version.Version)
-		return 0
+		return nil
 	}
 	if f.check {
-		return f.checkConfig(ctx, stdout, stderr)
+		if f.checkConfig(ctx, stdout, stderr) != 0 {
+			return errReported
+		}
+		return nil
 	}
 	if f.teardown {
-		return teardown(ctx, f.config, stderr)
+		return teardown(ctx, stderr)
 	}
 	if f.daemonize {
 		fmt.Fprintln(stderr, "sesamed: -d ignored: sesamed runs in the foreground (use its systemd unit)")
@@ -102,28 +106,23 @@ func (f *flags) exec(ctx context.Context, stdout, stderr io.Writer) int {
 			ifaces = append(ifaces, i)
 		}
 	}
-	err := supervisor.Run(ctx, supervisor.DaemonOptions{
+	return daemon.Run(ctx, daemon.Options{
 		ConfigPath: f.config, Interfaces: ifaces, Level: level, SkipIPv6: f.only4,
 		StateDir: f.stateDir, Socket: f.socket, Stderr: stderr, Version: version.Version,
 		PidFile: f.pidFile, LogFile: f.logFile,
 	})
-	if err != nil {
-		fmt.Fprintln(stderr, "sesamed:", err)
-		return 1
-	}
-	return 0
 }
 
 // teardown removes the firewall objects of every backend Sesame may have
-// used; what is absent is skipped.
-func teardown(ctx context.Context, cfgPath string, stderr io.Writer) int {
+// used; what is absent is skipped. Each failure is written to stderr.
+func teardown(ctx context.Context, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	status := 0
+	var failed error
 	// The rescue first: left behind, it would lapse open.
 	if _, err := firewall.RemoveRescues(ctx); err != nil {
 		fmt.Fprintf(stderr, "sesamed: teardown rescue: %v\n", err)
-		status = 1
+		failed = errReported
 	}
 	for _, k := range []firewall.Kind{firewall.NFTables, firewall.IPTablesNFT, firewall.IPTablesLegacy} {
 		b, err := firewall.New(k, nil)
@@ -132,8 +131,8 @@ func teardown(ctx context.Context, cfgPath string, stderr io.Writer) int {
 		}
 		if err := b.Teardown(ctx); err != nil {
 			fmt.Fprintf(stderr, "sesamed: teardown %s: %v\n", b.Name(), err)
-			status = 1
+			failed = errReported
 		}
 	}
-	return status
+	return failed
 }

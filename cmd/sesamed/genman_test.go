@@ -15,8 +15,8 @@ import (
 // takes, in the sections a man page has, and renders without warnings.
 func TestManPageDescribesEveryFlag(t *testing.T) {
 	var help, errOut bytes.Buffer
-	if code := run(context.Background(), []string{"--help"}, &help, &errOut); code != 0 {
-		t.Fatalf("--help: exit %d: %s", code, errOut.String())
+	if err := run(context.Background(), []string{"--help"}, &help, &errOut); err != nil {
+		t.Fatalf("--help: %v: %s", err, errOut.String())
 	}
 	// "  -c, --config FILE   read ..." and "      --check   check ..."
 	flagRE := regexp.MustCompile(`(?m)^\s+(?:-(\w), )?--([a-z0-9-]+)`)

@@ -52,7 +52,7 @@ type Options struct {
 	// ReconcileInterval is how often native grants are checked against
 	// the kernel and repaired.
 	ReconcileInterval time.Duration
-	// Rescue settings (failsafe); RescuePorts empty means off.
+	// Rescue port settings; RescuePorts empty means off.
 	RescuePorts []knock.Port
 	RescueAfter time.Duration
 	RescueFrom  []netip.Prefix

@@ -13,12 +13,12 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"golang.org/x/time/rate"
 
 	"github.com/sesame-knock/sesame/core/config"
-	"github.com/sesame-knock/sesame/core/eventlog"
+	"github.com/sesame-knock/sesame/core/event"
 	"github.com/sesame-knock/sesame/core/grant"
 	"github.com/sesame-knock/sesame/core/knock"
+	"github.com/sesame-knock/sesame/core/loglimit"
 	"github.com/sesame-knock/sesame/core/match"
 	"github.com/sesame-knock/sesame/core/onetime"
 )
@@ -28,26 +28,27 @@ type Grants interface {
 	Open(d *config.Door, src netip.Addr, now time.Time) grant.Outcome
 }
 
-// Filter is what the engine tells capture when the knock ports or
-// targets change (a one-time sequence was used, a reload).
-type Filter func(ports []knock.Port, targets []netip.Addr)
-
 // Stage and timeout log lines are limited to StageLogRate per second
 // with bursts of StageLogBurst: well under journald's default limit, so
 // the lines that matter (opens, grants, revocations) are never the ones
-// journald drops.
+// journald drops. What was left out is summarised every SummaryEvery,
+// as are the attempts a full attempt table evicted (one line at most
+// every SummaryEvery says so at once).
 const (
 	StageLogRate  = 100
 	StageLogBurst = 1000
+	SummaryEvery  = 10 * time.Second
 )
 
 // Options configure an Engine.
 type Options struct {
 	Grants Grants
 	Logger hclog.Logger
-	// OnFilter is called, from the engine goroutine, whenever the ports
-	// or targets doors listen on change, and once at start.
-	OnFilter Filter
+	// OnFilter is called, from the engine goroutine, with the knock
+	// ports and door targets in force: once at start, and whenever they
+	// change (a one-time sequence was used, a reload). The daemon builds
+	// the capture filters from them.
+	OnFilter func(ports []knock.Port, targets []netip.Addr)
 	// Queue is how many packets may wait for the matcher (default 8192);
 	// beyond that, packets are dropped and counted.
 	Queue int
@@ -57,6 +58,9 @@ type Options struct {
 	// OpenLogEvery is how often OPEN SESAME lines held back are summarised
 	// (default 10 s); see OpenLogBurst.
 	OpenLogEvery time.Duration
+	// Now is the engine's clock (default time.Now); the matcher sees the
+	// time it returns when a packet is taken or a timer fires.
+	Now func() time.Time
 }
 
 // An open that makes a new grant (or runs a start command) is always
@@ -87,23 +91,27 @@ type Engine struct {
 	trace bool // log every packet (sesamed -D)
 
 	// Owned by the Run goroutine.
-	cfg      *config.Config
-	m        *match.Matcher
-	oneTime  map[int]*onetime.File // by door index
-	timer    *time.Timer
-	timerAt  time.Time
-	evicted  uint64 // matcher evictions already reported
-	lastWarn time.Time
-	// stageLog limits stage and timeout lines: under a spoofed flood
-	// every packet is a "Stage 1", and journald's own rate limit (10000
-	// per 30 s per service by default) would then drop entries without
-	// regard to what they are, grants and revocations included. Opens
-	// are never limited. suppressed counts what was left out.
-	stageLog   *rate.Limiter
-	suppressed uint64
-	// openLog limits OPEN SESAME lines of opens that grant nothing new.
-	openLog *eventlog.Limiter
+	cfg     *config.Config
+	m       *match.Matcher
+	oneTime map[int]*onetime.File // by door index
+	timer   *time.Timer
+	timerAt time.Time
+	evicted uint64 // matcher evictions already counted in lines
+
+	// lines limits stage and timeout lines (one key, stageKey): under a
+	// spoofed flood every packet is a "Stage 1", and journald's own rate
+	// limit (10000 per 30 s per service by default) would then drop
+	// entries without regard to what they are, grants and revocations
+	// included. evicts limits eviction warnings (key "MaxAttempts N").
+	// openLog limits, per door, OPEN SESAME lines of opens that grant
+	// nothing new; opens that grant are never limited.
+	lines   *loglimit.Limiter
+	evicts  *loglimit.Limiter
+	openLog *loglimit.Limiter
 }
+
+// stageKey is the one key of stage and timeout lines.
+const stageKey = "stage"
 
 // New returns an Engine for cfg. It opens the doors' one-time files.
 func New(cfg *config.Config, opts Options) (*Engine, error) {
@@ -113,12 +121,22 @@ func New(cfg *config.Config, opts Options) (*Engine, error) {
 	if opts.Queue <= 0 {
 		opts.Queue = 8192
 	}
-	e := &Engine{opts: opts, log: opts.Logger, in: make(chan knock.Packet, opts.Queue), ctl: make(chan func()), trace: opts.Logger.IsTrace(),
-		stageLog: rate.NewLimiter(StageLogRate, StageLogBurst)}
-	e.openLog = eventlog.NewLimiter(eventlog.LimiterOptions{Rate: 1, Burst: OpenLogBurst, Every: opts.OpenLogEvery,
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	e := &Engine{opts: opts, log: opts.Logger, in: make(chan knock.Packet, opts.Queue), ctl: make(chan func()), trace: opts.Logger.IsTrace()}
+	e.lines = loglimit.New(loglimit.Options{Rate: StageLogRate, Burst: StageLogBurst, Every: SummaryEvery,
+		Report: func(_ string, n uint64, every time.Duration) {
+			e.log.Warn(fmt.Sprintf("%d stage and timeout log lines suppressed in the last %v (more than %d per second: a flood?)", n, every, StageLogRate), "suppressed", n)
+		}})
+	e.evicts = loglimit.New(loglimit.Options{Rate: 1 / SummaryEvery.Seconds(), Burst: 1, Every: SummaryEvery,
+		Report: func(table string, n uint64, every time.Duration) {
+			e.log.Warn(fmt.Sprintf("attempt table full (%s): evicted %d more attempts in the last %v", table, n, every), "evicted", n)
+		}})
+	e.openLog = loglimit.New(loglimit.Options{Rate: 1, Burst: OpenLogBurst, Every: opts.OpenLogEvery,
 		Report: func(door string, n uint64, every time.Duration) {
 			e.log.Info(fmt.Sprintf("%s: %d more OPEN SESAME in the last %v (repeat knocks by holders, or a door that opens nothing; not logged one by one)", door, n, every),
-				"event", "open", "door", door, "suppressed", n)
+				event.Event{Kind: event.Open, Door: door}.Args("suppressed", n)...)
 		}})
 	ot, err := openOneTime(cfg, nil, e.log)
 	if err != nil {
@@ -357,6 +375,8 @@ func (e *Engine) Close() {
 	for _, f := range e.oneTime {
 		f.Close()
 	}
+	e.lines.Close()
+	e.evicts.Close()
 	e.openLog.Close()
 }
 
@@ -384,7 +404,7 @@ func (e *Engine) Run(ctx context.Context, heartbeat func(), interval time.Durati
 		case <-ctx.Done():
 			return nil
 		case p := <-e.in:
-			now := time.Now()
+			now := e.opts.Now()
 			if e.trace {
 				e.log.Trace("packet", "packet", p.String())
 			}
@@ -409,31 +429,30 @@ func (e *Engine) Run(ctx context.Context, heartbeat func(), interval time.Durati
 			e.noteEvictions(now)
 		case <-e.timer.C:
 			e.timerAt = time.Time{}
-			now := time.Now()
+			now := e.opts.Now()
 			e.handle(e.m.Expire(now), now)
 			e.arm(now)
 		case f := <-e.ctl:
 			f()
-			e.arm(time.Now())
+			e.arm(e.opts.Now())
 		case <-beat.C:
 		}
 	}
 }
 
-// noteEvictions warns, at most every 10 s, that the attempt table is full:
-// a flood evicts thousands of attempts per second.
+// noteEvictions warns that the attempt table is full: at once, then at
+// most every SummaryEvery (a flood evicts thousands of attempts per
+// second).
 func (e *Engine) noteEvictions(now time.Time) {
 	n := e.m.Stats().Evictions
-	if (n == e.evicted && e.suppressed == 0) || now.Sub(e.lastWarn) < 10*time.Second {
+	if n == e.evicted {
 		return
 	}
-	if n != e.evicted {
-		e.log.Warn(fmt.Sprintf("attempt table full (MaxAttempts %d): evicted %d attempts", e.cfg.Options.MaxAttempts, n-e.evicted), "evicted", n-e.evicted)
+	table := fmt.Sprintf("MaxAttempts %d", e.cfg.Options.MaxAttempts)
+	if e.evicts.AllowN(table, n-e.evicted, now) {
+		e.log.Warn(fmt.Sprintf("attempt table full (%s): evicted %d attempts", table, n-e.evicted), "evicted", n-e.evicted)
 	}
-	if e.suppressed > 0 {
-		e.log.Warn(fmt.Sprintf("%d stage and timeout log lines suppressed (more than %d per second: a flood?)", e.suppressed, StageLogRate), "suppressed", e.suppressed)
-	}
-	e.evicted, e.suppressed, e.lastWarn = n, 0, now
+	e.evicted = n
 }
 
 // arm keeps the expiry timer at the matcher's next deadline, so
@@ -457,27 +476,25 @@ func (e *Engine) handle(evs []match.Event, now time.Time) {
 		src := ev.Src.String()
 		switch ev.Kind {
 		case match.Stage:
-			if !e.stageLog.AllowN(now, 1) {
-				e.suppressed++
+			if !e.lines.Allow(stageKey, now) {
 				continue
 			}
-			e.log.Info(fmt.Sprintf("%s: %s: Stage %d", src, d.Name, ev.Stage), "event", "stage", "door", d.Name, "source", src, "stage", ev.Stage)
+			e.log.Info(fmt.Sprintf("%s: %s: Stage %d", src, d.Name, ev.Stage), event.Event{Kind: event.Stage, Door: d.Name, Source: ev.Src}.Args(event.KeyStage, ev.Stage)...)
 		case match.Open:
 			e.opens.Add(1)
 			switch out := e.opts.Grants.Open(d, ev.Src, now); {
 			case out == grant.Granted || out == grant.RanStart,
 				out != grant.RateLimited && e.openLog.Allow(d.Name, now):
-				e.log.Info(fmt.Sprintf("%s: %s: OPEN SESAME", src, d.Name), "event", "open", "door", d.Name, "source", src, "outcome", out.String())
+				e.log.Info(fmt.Sprintf("%s: %s: OPEN SESAME", src, d.Name), event.Event{Kind: event.Open, Door: d.Name, Source: ev.Src}.Args("outcome", out.String())...)
 			}
 			e.useOneTime(ev.Door)
 		case match.Timeout:
-			if !e.stageLog.AllowN(now, 1) {
-				e.suppressed++
+			if !e.lines.Allow(stageKey, now) {
 				continue
 			}
-			e.log.Info(fmt.Sprintf("%s: %s: sequence timeout (stage %d)", src, d.Name, ev.Stage), "event", "timeout", "door", d.Name, "source", src, "stage", ev.Stage)
+			e.log.Info(fmt.Sprintf("%s: %s: sequence timeout (stage %d)", src, d.Name, ev.Stage), event.Event{Kind: event.Timeout, Door: d.Name, Source: ev.Src}.Args(event.KeyStage, ev.Stage)...)
 		case match.Reset:
-			e.log.Debug(fmt.Sprintf("%s: %s: sequence reset (stage %d)", src, d.Name, ev.Stage), "door", d.Name, "source", src, "stage", ev.Stage)
+			e.log.Debug(fmt.Sprintf("%s: %s: sequence reset (stage %d)", src, d.Name, ev.Stage), event.KeyDoor, d.Name, event.KeySource, src, event.KeyStage, ev.Stage)
 		}
 	}
 }
@@ -495,15 +512,15 @@ func (e *Engine) useOneTime(door int) {
 	}
 	switch {
 	case err == nil:
-		e.log.Info(fmt.Sprintf("new sequence for door %s: %s", d.Name, knock.FormatSequence(f.Current())), "door", d.Name)
+		e.log.Info(fmt.Sprintf("new sequence for door %s: %s", d.Name, knock.FormatSequence(f.Current())), event.KeyDoor, d.Name)
 		e.m.SetSequence(door, f.Current())
 	case err == onetime.ErrExhausted:
-		e.log.Warn(fmt.Sprintf("no more sequences left in the one time sequences file for door %s --> disabling the door", d.Name), "door", d.Name)
+		e.log.Warn(fmt.Sprintf("no more sequences left in the one time sequences file for door %s --> disabling the door", d.Name), event.KeyDoor, d.Name)
 		e.m.SetSequence(door, nil)
 	default:
 		// The used line could not be marked: disabling the door is the
 		// only way to keep the sequence one-time.
-		e.log.Error(fmt.Sprintf("error while disabling used one time sequence for door %s --> disabling the door: %v", d.Name, err), "door", d.Name)
+		e.log.Error(fmt.Sprintf("error while disabling used one time sequence for door %s --> disabling the door: %v", d.Name, err), event.KeyDoor, d.Name)
 		e.m.SetSequence(door, nil)
 	}
 	e.notifyFilter()

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -19,94 +20,98 @@ import (
 // -4 ignores IPv6 knocks; an IPv4-mapped source came in an IPv6 packet,
 // so it is one of them (it used to count as its IPv4 address).
 func TestSkipIPv6IgnoresMappedSources(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "sesame.conf")
-	os.WriteFile(path, []byte("[ssh]\nsequence=7000,8000\n"), 0o600)
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &fakeGrants{}
-	e, err := New(cfg, Options{Grants: g, SkipIPv6: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { e.Run(ctx, nil, 0); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	local6 := netip.MustParseAddr("fd00::1")
-	e.SetLocal(ctx, []netip.Addr{local, local6})
-	mapped := netip.AddrFrom16(src.As16())
-	for _, p := range []uint16{7000, 8000} {
-		e.Submit(knock.Packet{Src: mapped, Dst: local6, Port: p, Proto: knock.TCP, Flags: knock.SYN})
-	}
-	// A barrier: the engine handles packets in order.
-	other := netip.MustParseAddr("192.0.2.99")
-	for _, p := range []uint16{7000, 8000} {
-		e.Submit(knock.Packet{Src: other, Dst: local, Port: p, Proto: knock.TCP, Flags: knock.SYN})
-	}
-	waitFor(t, "the IPv4 knocker's open", func() bool { return len(g.opens()) >= 1 })
-	if got := g.opens(); len(got) != 1 || got[0].src != other {
-		t.Errorf("opened %v, want only %s", got, other)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "sesame.conf")
+		os.WriteFile(path, []byte("[ssh]\nsequence=7000,8000\n"), 0o600)
+		cfg, err := config.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := &fakeGrants{}
+		e, err := New(cfg, Options{Grants: g, SkipIPv6: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { e.Run(ctx, nil, 0); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+		local6 := netip.MustParseAddr("fd00::1")
+		e.SetLocal(ctx, []netip.Addr{local, local6})
+		mapped := netip.AddrFrom16(src.As16())
+		for _, p := range []uint16{7000, 8000} {
+			e.Submit(knock.Packet{Src: mapped, Dst: local6, Port: p, Proto: knock.TCP, Flags: knock.SYN})
+		}
+		// A barrier: the engine handles packets in order.
+		other := netip.MustParseAddr("192.0.2.99")
+		for _, p := range []uint16{7000, 8000} {
+			e.Submit(knock.Packet{Src: other, Dst: local, Port: p, Proto: knock.TCP, Flags: knock.SYN})
+		}
+		settled(t, "the IPv4 knocker's open", func() bool { return len(g.opens()) >= 1 })
+		if got := g.opens(); len(got) != 1 || got[0].src != other {
+			t.Errorf("opened %v, want only %s", got, other)
+		}
+	})
 }
 
 // Prepare opens what the new config needs without changing what runs; a
 // refused reload is discarded and leaves the engine as it was.
 func TestPrepareChangesNothingUntilCommit(t *testing.T) {
-	dir := t.TempDir()
-	seqs := filepath.Join(dir, "seqs")
-	os.WriteFile(seqs, []byte(" 1111\n 2222\n"), 0o600)
-	e, g, _, filters := start(t, "[ssh]\nsequence=7000,8000\n")
-	<-filters
-	ctx := context.Background()
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		seqs := filepath.Join(dir, "seqs")
+		os.WriteFile(seqs, []byte(" 1111\n 2222\n"), 0o600)
+		e, g, _, filters := start(t, "[ssh]\nsequence=7000,8000\n")
+		<-filters
+		ctx := context.Background()
 
-	// The engine refuses a config whose one-time file it cannot open
-	// (Parse does not open files, so the config itself is fine).
-	bad, err := config.Parse("bad.conf", []byte("[ot]\none_time_sequences="+filepath.Join(dir, "missing")+"\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p, err := e.Prepare(ctx, bad); err == nil || p != nil {
-		t.Fatalf("Prepare of a missing one-time file: %v, %v", p, err)
-	}
+		// The engine refuses a config whose one-time file it cannot open
+		// (Parse does not open files, so the config itself is fine).
+		bad, err := config.Parse("bad.conf", []byte("[ot]\none_time_sequences="+filepath.Join(dir, "missing")+"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, err := e.Prepare(ctx, bad); err == nil || p != nil {
+			t.Fatalf("Prepare of a missing one-time file: %v, %v", p, err)
+		}
 
-	good, err := config.Load(writeConf(t, "[ssh]\nsequence=7000,9000\n[ot]\none_time_sequences="+seqs+"\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := e.Prepare(ctx, good)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Prepared, not committed: the old doors still run, no filter change.
-	knockAt(e, 7000, 8000)
-	waitFor(t, "open on the old config", func() bool { return len(g.opens()) == 1 })
-	select {
-	case f := <-filters:
-		t.Fatalf("filter changed before Commit: %+v", f)
-	default:
-	}
-	e.Discard(p)
-	if len(p.fresh) != 1 {
-		t.Fatalf("Prepare opened %d files, want the one-time file", len(p.fresh))
-	}
-	if err := p.fresh[0].Consume(); err == nil {
-		t.Error("a discarded one-time file is still open")
-	}
+		good, err := config.Load(writeConf(t, "[ssh]\nsequence=7000,9000\n[ot]\none_time_sequences="+seqs+"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := e.Prepare(ctx, good)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Prepared, not committed: the old doors still run, no filter change.
+		knockAt(e, 7000, 8000)
+		settled(t, "open on the old config", func() bool { return len(g.opens()) == 1 })
+		select {
+		case f := <-filters:
+			t.Fatalf("filter changed before Commit: %+v", f)
+		default:
+		}
+		e.Discard(p)
+		if len(p.fresh) != 1 {
+			t.Fatalf("Prepare opened %d files, want the one-time file", len(p.fresh))
+		}
+		if err := p.fresh[0].Consume(); err == nil {
+			t.Error("a discarded one-time file is still open")
+		}
 
-	p, err = e.Prepare(ctx, good)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Commit(ctx, p); err != nil {
-		t.Fatal(err)
-	}
-	if f := <-filters; f.ports != "1111:tcp,7000:tcp,9000:tcp" {
-		t.Errorf("filter after Commit: %+v", f)
-	}
-	knockAt(e, 7000, 9000)
-	waitFor(t, "open on the new config", func() bool { return len(g.opens()) == 2 })
+		p, err = e.Prepare(ctx, good)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Commit(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		if f := <-filters; f.ports != "1111:tcp,7000:tcp,9000:tcp" {
+			t.Errorf("filter after Commit: %+v", f)
+		}
+		knockAt(e, 7000, 9000)
+		settled(t, "open on the new config", func() bool { return len(g.opens()) == 2 })
+	})
 }
 
 func writeConf(t testing.TB, conf string) string {

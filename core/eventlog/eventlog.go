@@ -4,14 +4,15 @@
 // owns the formats and which entry goes where; it does not decide what is
 // logged or when to reopen files (the caller calls Reopen on SIGHUP).
 //
-// Knock events are logged with knockd's wording as the message and an
-// "event" key (see the Event and Key constants), for example
+// Events are logged with knockd's wording as the message and the Args of
+// an event.Event; the sinks route on its Kind, never on the message text.
+// For example
 //
-//	log.Info("10.0.0.2: ssh: Stage 1", "event", "stage", "door", "ssh", "source", "10.0.0.2", "stage", 1)
+//	ev := event.Event{Kind: event.Stage, Door: "ssh", Source: src}
+//	log.Info("10.0.0.2: ssh: Stage 1", ev.Args(event.KeyStage, 1)...)
 package eventlog
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -27,36 +28,9 @@ type Journald int
 const (
 	// JournaldAuto sends to journald when its socket is reachable.
 	JournaldAuto Journald = iota
-	// JournaldOn requires journald: New fails when it is unreachable.
-	JournaldOn
-	// JournaldOff never sends to journald.
+	// JournaldOff never sends to journald (tests).
 	JournaldOff
 )
-
-// ParseJournald parses "auto", "on" or "off" ("" means auto).
-func ParseJournald(s string) (Journald, error) {
-	switch s {
-	case "", "auto":
-		return JournaldAuto, nil
-	case "on":
-		return JournaldOn, nil
-	case "off":
-		return JournaldOff, nil
-	}
-	return 0, fmt.Errorf("bad journald mode %q (want auto, on or off)", s)
-}
-
-func (j Journald) String() string {
-	switch j {
-	case JournaldAuto:
-		return "auto"
-	case JournaldOn:
-		return "on"
-	case JournaldOff:
-		return "off"
-	}
-	return fmt.Sprintf("Journald(%d)", int(j))
-}
 
 // Options configure New. The zero value logs at Info to os.Stderr and to
 // journald when it is reachable.
@@ -98,8 +72,8 @@ type Logger struct {
 }
 
 // New builds the logger and opens its sinks. Outcomes: an error when the
-// LogFile cannot be opened or journald is required (JournaldOn) but
-// unreachable; a missing syslog socket is only a warning.
+// LogFile cannot be opened; a missing journald or syslog socket is not
+// one (syslog's is a warning).
 func New(opts Options) (*Logger, error) {
 	if opts.Name == "" {
 		opts.Name = "sesamed"
@@ -116,16 +90,7 @@ func New(opts Options) (*Logger, error) {
 	l := &Logger{}
 	var warnings []string
 
-	useJournald := false
-	switch opts.Journald {
-	case JournaldOn:
-		if !enabled() {
-			return nil, errors.New("eventlog: journald requested but its socket is not reachable")
-		}
-		useJournald = true
-	case JournaldAuto:
-		useJournald = enabled()
-	}
+	useJournald := opts.Journald == JournaldAuto && enabled()
 	out := opts.Stderr
 	var fallback hclog.Logger
 	if useJournald {

@@ -5,6 +5,8 @@ import (
 
 	"github.com/coreos/go-systemd/v22/journal"
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/sesame-knock/sesame/core/event"
 )
 
 // Swapped by tests: go-systemd's socket path is fixed, so a fake journald
@@ -37,7 +39,7 @@ func (s *journaldSink) Accept(name string, level hclog.Level, msg string, args .
 	if name != "" && name != s.ident {
 		f["SESAME_LOGGER"] = name
 	}
-	err := send(msg, priority(level, msg, args), f)
+	err := send(msg, priority(level, args), f)
 	if err == nil {
 		if s.failing.Swap(false) {
 			// Say so in the journal too: it has a gap the fallback filled.
@@ -59,11 +61,12 @@ func (s *journaldSink) Accept(name string, level hclog.Level, msg string, args .
 }
 
 // priority maps an entry to a syslog priority. Info entries that are
-// knock events or knockd's own lines get notice, the priority knockd
-// gives them in syslog, so `journalctl -p notice` shows what knockd's log
-// would; other info entries get info. Rescue-port events are at least
-// warnings: they change what the firewall lets through.
-func priority(level hclog.Level, msg string, args []any) journal.Priority {
+// events (knockd's lines and Sesame's beside them) get notice, the
+// priority knockd gives them in syslog, so `journalctl -p notice` shows
+// what knockd's log would; other info entries get info. Alarm events (the
+// rescue port) are at least warnings: they change what the firewall lets
+// through.
+func priority(level hclog.Level, args []any) journal.Priority {
 	var p journal.Priority
 	switch {
 	case level >= hclog.Error:
@@ -72,13 +75,13 @@ func priority(level hclog.Level, msg string, args []any) journal.Priority {
 		p = journal.PriWarning
 	case level == hclog.Info:
 		p = journal.PriInfo
-		if _, ok := knockdEntry(level, msg, args); ok {
+		if _, ok := knockdEntry(level, args); ok {
 			p = journal.PriNotice
 		}
 	default:
 		p = journal.PriDebug
 	}
-	if ev, _ := eventOf(args); (ev == EventRescueOpen || ev == EventRescueClose) && p > journal.PriWarning {
+	if kind, _ := event.Of(args); kind.Alarm() && p > journal.PriWarning {
 		p = journal.PriWarning
 	}
 	return p

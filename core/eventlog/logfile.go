@@ -58,7 +58,7 @@ func knockdLine(t time.Time, msg string) string {
 
 // Accept implements hclog.SinkAdapter.
 func (s *fileSink) Accept(_ string, level hclog.Level, msg string, args ...any) {
-	if _, ok := knockdEntry(level, msg, args); !ok {
+	if _, ok := knockdEntry(level, args); !ok {
 		return
 	}
 	line := knockdLine(s.now(), msg)

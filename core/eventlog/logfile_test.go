@@ -12,6 +12,8 @@ import (
 	"github.com/sesame-knock/sesame/internal/syncbuf"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/sesame-knock/sesame/core/event"
 )
 
 // fakeClock is a settable clock for the LogFile stamps.
@@ -47,17 +49,17 @@ func TestLogFileFormat(t *testing.T) {
 	}
 	defer l.Close()
 
-	l.Info("starting up, listening on eth0")
-	l.Info("10.0.0.2: ssh: Stage 1", "event", "stage", "door", "ssh", "source", "10.0.0.2", "stage", 1)
-	l.Debug("10.0.0.2: ssh: Stage 2", "event", "stage") // below Info: not knockd's
-	l.Info("capture: filter installed")                 // not a knockd line
-	l.Warn("config: reload failed")                     // not a knockd line
+	l.Info("starting up, listening on eth0", event.KeyKind, event.Start)
+	l.Info("10.0.0.2: ssh: Stage 1", event.KeyKind, event.Stage, "door", "ssh", "source", "10.0.0.2", "stage", 1)
+	l.Debug("10.0.0.2: ssh: Stage 2", event.KeyKind, event.Stage) // below Info: not knockd's
+	l.Info("capture: filter installed")                           // not an event
+	l.Warn("config: reload failed")                               // not a knockd line
 	clock.set(time.Date(2026, 12, 31, 23, 59, 0, 0, zone))
-	l.Named("grant").Info("10.0.0.2: ssh: OPEN SESAME", "event", "open")
-	l.Info("ssh: running command: iptables -A INPUT -s 10.0.0.2 -j ACCEPT", "event", "grant", "grant_id", "x")
-	l.Error("ssh: command returned non-zero status code (1)")
-	l.Info("evil\n[2026-01-01 00:00] 10.6.6.6: ssh: OPEN SESAME", "event", "open")
-	l.Info("re-reading config file: /etc/knockd.conf")
+	l.Named("grant").Info("10.0.0.2: ssh: OPEN SESAME", event.KeyKind, event.Open)
+	l.Info("ssh: running command: iptables -A INPUT -s 10.0.0.2 -j ACCEPT", event.KeyKind, event.Command, "grant_id", "x")
+	l.Error("ssh: command returned non-zero status code (1)", event.KeyKind, event.CommandFailed)
+	l.Info("evil\n[2026-01-01 00:00] 10.6.6.6: ssh: OPEN SESAME", event.KeyKind, event.Open)
+	l.Info("re-reading config file: /etc/knockd.conf", event.KeyKind, event.Reload)
 
 	want := "[2026-03-06 23:59] shutting down\n" +
 		"[2026-03-07 09:05] starting up, listening on eth0\n" +
@@ -99,16 +101,16 @@ func TestLogFileReopenAndClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.Info("one", "event", "stage")
+	l.Info("one", event.KeyKind, event.Stage)
 	// logrotate moves the file away, then signals.
 	if err := os.Rename(path, path+".1"); err != nil {
 		t.Fatal(err)
 	}
-	l.Info("two", "event", "stage") // still goes to the moved file
+	l.Info("two", event.KeyKind, event.Stage) // still goes to the moved file
 	if err := l.Reopen(); err != nil {
 		t.Fatal(err)
 	}
-	l.Info("three", "event", "stage")
+	l.Info("three", event.KeyKind, event.Stage)
 	if got, want := readFile(t, path+".1"), "[2026-01-02 03:04] one\n[2026-01-02 03:04] two\n"; got != want {
 		t.Errorf("rotated file %q, want %q", got, want)
 	}
@@ -124,7 +126,7 @@ func TestLogFileReopenAndClose(t *testing.T) {
 	if err := l.Reopen(); err == nil {
 		t.Error("Reopen into a missing directory succeeded")
 	}
-	l.Info("four", "event", "stage")
+	l.Info("four", event.KeyKind, event.Stage)
 	if got := readFile(t, filepath.Join(dir+".gone", "knockd.log")); !strings.HasSuffix(got, "four\n") {
 		t.Errorf("after a failed reopen the old file lost the line: %q", got)
 	}
@@ -136,11 +138,11 @@ func TestLogFileReopenAndClose(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	l.Info("five", "event", "stage") // must not panic or write
+	l.Info("five", event.KeyKind, event.Stage) // must not panic or write
 	if err := l.Reopen(); err != nil {
 		t.Fatalf("Reopen after Close: %v", err)
 	}
-	l.Info("six", "event", "stage")
+	l.Info("six", event.KeyKind, event.Stage)
 	if got := readFile(t, path); strings.Contains(got, "five") || strings.Contains(got, "six") {
 		t.Errorf("written after Close: %q", got)
 	}
@@ -178,7 +180,7 @@ func TestLogFileRefusesSymlink(t *testing.T) {
 	if err := l.Reopen(); err == nil || !strings.Contains(err.Error(), "symbolic link") {
 		t.Errorf("Reopen onto a symlink: %v", err)
 	}
-	l.Info("knock", "event", "stage")
+	l.Info("knock", event.KeyKind, event.Stage)
 	if got := readFile(t, victim); got != "precious\n" {
 		t.Errorf("written through the link: %q", got)
 	}
@@ -204,13 +206,13 @@ func TestLogFileWriteFailureReportedOnce(t *testing.T) {
 	good := l.file.f
 	l.file.f = ro
 	l.file.mu.Unlock()
-	l.Info("lost 1", "event", "stage")
-	l.Info("lost 2", "event", "stage")
+	l.Info("lost 1", event.KeyKind, event.Stage)
+	l.Info("lost 2", event.KeyKind, event.Stage)
 	l.file.mu.Lock()
 	l.file.f = good
 	l.file.mu.Unlock()
 	ro.Close()
-	l.Info("kept", "event", "stage")
+	l.Info("kept", event.KeyKind, event.Stage)
 	if n := strings.Count(stderr.String(), "log file: write failed"); n != 1 {
 		t.Errorf("failure reported %d times on stderr:\n%s", n, stderr.String())
 	}
@@ -228,5 +230,29 @@ func TestLogFileWriteFailureReportedOnce(t *testing.T) {
 	}
 	if got := readFile(t, path); !strings.HasSuffix(got, "] kept\n") || strings.Contains(got, "lost") {
 		t.Errorf("log file %q", got)
+	}
+}
+
+// Routing is by event kind, never by message text: knockd's words
+// without a Kind stay out of the LogFile, and a "kind" that is a plain
+// string is no Kind. (The LogFile used to take lines by their text.)
+func TestLogFileRoutesOnKindNotText(t *testing.T) {
+	useFakeJournald(t, false)
+	path := filepath.Join(t.TempDir(), "knockd.log")
+	l, err := New(Options{LogFile: path, Stderr: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.Info("starting up, listening on eth0")
+	l.Info("shutting down")
+	l.Info("re-reading config file: /etc/knockd.conf")
+	l.Info("web: running command: echo")
+	l.Warn("web: command returned non-zero status code (2)")
+	l.Info("10.0.0.2: web: command timeout")
+	l.Info("10.0.0.2: web: Stage 1", event.KeyKind, "stage")
+	l.Info("shutting down", event.KeyKind, event.Shutdown)
+	if got := readFile(t, path); !strings.HasSuffix(got, "] shutting down\n") || strings.Count(got, "\n") != 1 {
+		t.Errorf("log file %q, want only the line with a Kind", got)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sesame-knock/sesame/core/event"
 )
 
 const journaldBin = "/lib/systemd/systemd-journald"
@@ -170,21 +172,24 @@ func TestRealJournaldHelper(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l.Info("stream run: 10.0.0.3: ssh: OPEN SESAME "+nonce, "event", "open")
+		l.Info("stream run: 10.0.0.3: ssh: OPEN SESAME "+nonce, event.KeyKind, event.Open)
 		l.Close()
 		return
 	}
-	l, err := New(Options{Journald: JournaldOn, UseSyslog: true, Stderr: io.Discard})
+	l, err := New(Options{Journald: JournaldAuto, UseSyslog: true, Stderr: io.Discard})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
+	if !l.JournaldActive() {
+		t.Fatal("journald's socket is not reachable")
+	}
 	deadline := time.Date(2026, 11, 27, 22, 0, 0, 0, time.FixedZone("CET", 3600))
-	l.Info("10.0.0.2: ssh: OPEN SESAME "+nonce, "event", "open", "door", "ssh", "source", "10.0.0.2")
-	l.Named("grant").Info("ssh: running command: /bin/true 10.0.0.2 "+nonce, "event", "grant", "door", "ssh",
+	l.Info("10.0.0.2: ssh: OPEN SESAME "+nonce, event.KeyKind, event.Open, "door", "ssh", "source", "10.0.0.2")
+	l.Named("grant").Info("ssh: running command: /bin/true 10.0.0.2 "+nonce, event.KeyKind, event.Grant, "door", "ssh",
 		"source", "10.0.0.2", "grant_id", "0123abcd", "deadline", deadline, "exit-code", 0)
-	l.Info("rescue port opened "+nonce, "event", EventRescueOpen)
+	l.Info("rescue port opened "+nonce, event.KeyKind, event.RescueOpen)
 	l.Warn("config: reload failed "+nonce, "error", "line 3: bad port")
-	l.Debug("debug entry "+nonce, "event", "stage")
-	l.Info("10.0.0.2: ssh: Stage 1 "+nonce, "event", "stage")
+	l.Debug("debug entry "+nonce, event.KeyKind, event.Stage)
+	l.Info("10.0.0.2: ssh: Stage 1 "+nonce, event.KeyKind, event.Stage)
 }

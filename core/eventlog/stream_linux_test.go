@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/coreos/go-systemd/v22/journal"
+
+	"github.com/sesame-knock/sesame/core/event"
 )
 
 // pipeStream returns a pipe whose write end plays systemd's journal
@@ -62,7 +64,7 @@ func TestStderrDiscardedWhenItIsTheJournal(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			l.Info("10.0.0.2: ssh: OPEN SESAME", "event", "open")
+			l.Info("10.0.0.2: ssh: OPEN SESAME", event.KeyKind, event.Open)
 			l.Close()
 			out := readAll(t, r, w)
 			if got := strings.Contains(out, "OPEN SESAME"); got != tt.wantStderr {
@@ -96,7 +98,7 @@ func TestJournaldFailureFallsBackToStderr(t *testing.T) {
 	}
 	l.Info("before")
 	fj.setFail(true)
-	l.Info("during 1", "event", "stage")
+	l.Info("during 1", event.KeyKind, event.Stage)
 	l.Info("during 2")
 	fj.setFail(false)
 	l.Info("after")

@@ -42,7 +42,7 @@ func newSyslogSink(tag string, now func() time.Time, warn func(string, ...any)) 
 
 // Accept implements hclog.SinkAdapter.
 func (s *syslogSink) Accept(_ string, level hclog.Level, msg string, args ...any) {
-	if _, ok := knockdEntry(level, msg, args); !ok {
+	if _, ok := knockdEntry(level, args); !ok {
 		return
 	}
 	s.mu.Lock()

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/sesame-knock/sesame/internal/syncbuf"
+
+	"github.com/sesame-knock/sesame/core/event"
 )
 
 // fakeSyslog listens on a unixgram socket in a temp dir and points
@@ -82,10 +84,10 @@ func TestSyslog(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	l.Info("10.0.0.2: ssh: Stage 1", "event", "stage")
-	l.Info("capture: filter installed") // not knockd's: not sent
-	l.Debug("debug event", "event", "stage")
-	l.Error("ssh: command returned non-zero status code (2)")
+	l.Info("10.0.0.2: ssh: Stage 1", event.KeyKind, event.Stage)
+	l.Info("capture: filter installed") // not an event: not sent
+	l.Debug("debug event", event.KeyKind, event.Stage)
+	l.Error("ssh: command returned non-zero status code (2)", event.KeyKind, event.CommandFailed)
 	got := fs.recv(t, 2)
 	want := []string{"10.0.0.2: ssh: Stage 1", "ssh: command returned non-zero status code (2)"}
 	if len(got) != len(want) {
@@ -116,12 +118,12 @@ func TestSyslogAbsent(t *testing.T) {
 	if n := strings.Count(stderr.String(), "syslog unavailable"); n != 1 {
 		t.Fatalf("warned %d times:\n%s", n, stderr.String())
 	}
-	l.Info("dropped", "event", "stage")
+	l.Info("dropped", event.KeyKind, event.Stage)
 	fs.listen(t)
 	clock.set(clock.now().Add(30 * time.Second))
-	l.Info("still dropped: too soon to redial", "event", "stage")
+	l.Info("still dropped: too soon to redial", event.KeyKind, event.Stage)
 	clock.set(clock.now().Add(31 * time.Second))
-	l.Info("delivered", "event", "stage")
+	l.Info("delivered", event.KeyKind, event.Stage)
 	got := fs.recv(t, 1)
 	if len(got) != 1 || !strings.HasSuffix(got[0], ": delivered\n") {
 		t.Fatalf("syslog got %q, want only the line after the redial", got)

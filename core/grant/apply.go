@@ -3,10 +3,11 @@ package grant
 import (
 	"errors"
 	"fmt"
+	"github.com/sesame-knock/sesame/core/event"
 	"path/filepath"
 	"time"
 
-	"github.com/sesame-knock/sesame/core/exec"
+	"github.com/sesame-knock/sesame/core/command"
 	"github.com/sesame-knock/sesame/core/firewall"
 	"github.com/sesame-knock/sesame/core/knock"
 )
@@ -36,7 +37,7 @@ func (m *Manager) begin(e *entry) {
 		if err := j.Grant(e.rec); err != nil {
 			// Without a durable record a crash could leak this grant:
 			// refuse it, keep serving the ones already journaled.
-			m.log.Error(fmt.Sprintf("%s: %s: grant refused: %v", e.rec.Source, e.rec.Door, err), m.fields(e, "refused")...)
+			m.log.Error(fmt.Sprintf("%s: %s: grant refused: %v", e.rec.Source, e.rec.Door, err), m.fields(e, event.Refused)...)
 			m.mu.Lock()
 			m.forgetLocked(e)
 			m.mu.Unlock()
@@ -47,23 +48,23 @@ func (m *Manager) begin(e *entry) {
 	m.mu.Lock()
 	e.persisted = e.rec.Deadline
 	m.mu.Unlock()
-	m.log.Info(fmt.Sprintf("%s: %s: access granted", e.rec.Source, e.rec.Door), append(m.fields(e, "grant"), "ports", knock.FormatSequence(e.rec.Open), "stop_command", e.rec.StopCmd)...)
+	m.log.Info(fmt.Sprintf("%s: %s: access granted", e.rec.Source, e.rec.Door), m.fields(e, event.Grant, "ports", knock.FormatSequence(e.rec.Open), "stop_command", e.rec.StopCmd)...)
 	m.applyNative(e)
 	if e.startCmd == "" {
 		m.activate(e, time.Time{}, time.Time{})
 		return
 	}
 	mk := m.marker(e.rec.ID, startSuffix)
-	var res exec.Result
+	var res command.Result
 	if mk != "" {
 		res = m.opts.Commands.RunMarked(m.ctx, e.rec.Door, e.startCmd, mk)
 	} else {
 		res = m.opts.Commands.Run(m.ctx, e.rec.Door, e.startCmd)
 	}
-	if errors.Is(res.Err, exec.ErrNoMarker) {
+	if errors.Is(res.Err, command.ErrNoMarker) {
 		// Not run: a start that a crash could orphan untracked is not
 		// started. Nothing ran, so the stop has nothing to undo.
-		m.log.Error(fmt.Sprintf("%s: %s: grant refused: %v", e.rec.Source, e.rec.Door, res.Err), m.fields(e, "refused")...)
+		m.log.Error(fmt.Sprintf("%s: %s: grant refused: %v", e.rec.Source, e.rec.Door, res.Err), m.fields(e, event.Refused)...)
 		m.mu.Lock()
 		e.noStop = true
 		e.state = Active
@@ -120,7 +121,7 @@ func (m *Manager) activate(e *entry, finish, deadline time.Time) {
 			if err := j.Started(e.rec.ID, finish, deadline); err != nil {
 				// The start's marker stays: a restart dates the deadline
 				// from it.
-				m.log.Error(fmt.Sprintf("%s: %s: journal: %v", e.rec.Source, e.rec.Door, err), m.fieldsNow(e, "grant")...)
+				m.log.Error(fmt.Sprintf("%s: %s: journal: %v", e.rec.Source, e.rec.Door, err), m.fieldsNow(e, event.Grant)...)
 				m.mu.Lock()
 				e.persisted = time.Time{}
 				m.mu.Unlock()
@@ -138,7 +139,8 @@ func (m *Manager) activate(e *entry, finish, deadline time.Time) {
 // applyNative (re)applies e's native grant with its current deadline; a
 // repeat is an extension in the backend.
 func (m *Manager) applyNative(e *entry) {
-	if len(e.rec.Open) == 0 || m.opts.Firewall == nil {
+	fw := m.firewall()
+	if len(e.rec.Open) == 0 || fw == nil {
 		return
 	}
 	m.fwMu.Lock()
@@ -150,9 +152,9 @@ func (m *Manager) applyNative(e *entry) {
 	if state != Starting && state != Active {
 		return // a revoke overtook this (re)apply
 	}
-	if err := m.opts.Firewall.Grant(m.ctx, g, m.clock.Now()); err != nil {
+	if err := fw.Grant(m.ctx, g, m.clock.Now()); err != nil {
 		// The reconcile loop puts back what is missing.
-		m.log.Error(fmt.Sprintf("%s: %s: native grant: %v", e.rec.Source, e.rec.Door, err), m.fieldsNow(e, "grant")...)
+		m.log.Error(fmt.Sprintf("%s: %s: native grant: %v", e.rec.Source, e.rec.Door, err), m.fieldsNow(e, event.Grant)...)
 	}
 }
 
@@ -180,7 +182,7 @@ func (m *Manager) extendLocked(e *entry, now time.Time, timeout time.Duration) O
 		e.rec.Deadline = dl
 		m.scheduleLocked(e)
 		if m.lines.Allow("extend\x00"+e.rec.Door, now) {
-			m.log.Info(fmt.Sprintf("%s: %s: grant extended until %s", e.rec.Source, e.rec.Door, dl.Format(time.RFC3339)), m.fields(e, "extend")...)
+			m.log.Info(fmt.Sprintf("%s: %s: grant extended until %s", e.rec.Source, e.rec.Door, dl.Format(time.RFC3339)), m.fields(e, event.Extend)...)
 		}
 		if !e.persisting {
 			e.persisting = true
@@ -230,7 +232,7 @@ func (m *Manager) persistLoop(e *entry) {
 				e.persisting = false
 				m.mu.Unlock()
 				if failed {
-					m.log.Error(fmt.Sprintf("%s: %s: journal extend: %v", e.rec.Source, e.rec.Door, err), m.fieldsNow(e, "extend")...)
+					m.log.Error(fmt.Sprintf("%s: %s: journal extend: %v", e.rec.Source, e.rec.Door, err), m.fieldsNow(e, event.Extend)...)
 				}
 				return
 			}
@@ -264,7 +266,7 @@ func (m *Manager) scheduleLocked(e *entry) {
 	if d > e.timeout {
 		m.log.Warn(fmt.Sprintf("%s: %s: deadline %s is more than the door's timeout (%v) away; closing at %s",
 			e.rec.Source, e.rec.Door, e.rec.Deadline.UTC().Format(time.RFC3339), e.timeout, now.Add(e.timeout).UTC().Format(time.RFC3339)),
-			m.fields(e, "clamp")...)
+			m.fields(e, event.Clamp)...)
 		d = e.timeout
 		e.rec.Deadline = now.Add(d)
 	}

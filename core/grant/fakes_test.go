@@ -12,7 +12,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/sesame-knock/sesame/core/exec"
+	"github.com/sesame-knock/sesame/core/command"
 	"github.com/sesame-knock/sesame/core/firewall"
 	"github.com/sesame-knock/sesame/core/journal"
 	"github.com/sesame-knock/sesame/internal/syncbuf"
@@ -167,7 +167,7 @@ func (f *fakeFirewall) Revoke(ctx context.Context, g firewall.Grant) error {
 
 // fakeCommands records commands; a command takes duration of (bubble)
 // time, and results can be scripted per command text. Marked commands
-// leave the files exec's wrapper leaves, dated with bubble time.
+// leave the files command's wrapper leaves, dated with bubble time.
 type fakeCommands struct {
 	tr       *trace
 	duration time.Duration
@@ -181,17 +181,17 @@ func (c *fakeCommands) Allow(door string, now time.Time) bool {
 	defer c.mu.Unlock()
 	return !c.deny
 }
-func (c *fakeCommands) Run(ctx context.Context, door, cmd string, env ...string) exec.Result {
+func (c *fakeCommands) Run(ctx context.Context, door, cmd string, env ...string) command.Result {
 	return c.run(door, cmd, "")
 }
-func (c *fakeCommands) RunMarked(ctx context.Context, door, cmd, marker string, env ...string) exec.Result {
+func (c *fakeCommands) RunMarked(ctx context.Context, door, cmd, marker string, env ...string) command.Result {
 	if err := os.WriteFile(marker+".pid", nil, 0o600); err != nil {
-		return exec.Result{Cmd: cmd, ExitCode: -1, Err: fmt.Errorf("%w: %v", exec.ErrNoMarker, err)}
+		return command.Result{Cmd: cmd, ExitCode: -1, Err: fmt.Errorf("%w: %v", command.ErrNoMarker, err)}
 	}
 	os.Remove(marker)
 	return c.run(door, cmd, marker)
 }
-func (c *fakeCommands) run(door, cmd, marker string) exec.Result {
+func (c *fakeCommands) run(door, cmd, marker string) command.Result {
 	c.tr.add("run %s: %s", door, cmd)
 	time.Sleep(c.duration)
 	c.mu.Lock()
@@ -205,7 +205,7 @@ func (c *fakeCommands) run(door, cmd, marker string) exec.Result {
 		writeMark(marker, rc, time.Now())
 		os.Remove(marker + ".pid")
 	}
-	return exec.Result{Cmd: cmd, ExitCode: rc}
+	return command.Result{Cmd: cmd, ExitCode: rc}
 }
 
 func writeMark(marker string, rc int, at time.Time) {
@@ -222,22 +222,22 @@ type fakeMarks struct {
 	running map[string]time.Time
 }
 
-func (f *fakeMarks) ReadMark(marker string) exec.Mark {
+func (f *fakeMarks) ReadMark(marker string) command.Mark {
 	f.mu.Lock()
 	end, ok := f.running[marker]
 	f.mu.Unlock()
 	if ok && time.Now().Before(end) {
-		return exec.Mark{State: exec.Running, Pid: 4242}
+		return command.Mark{State: command.Running, Pid: 4242}
 	}
-	return exec.ReadMark(marker)
+	return command.ReadMark(marker)
 }
 
-func (f *fakeMarks) WaitMark(ctx context.Context, marker string, until time.Time) exec.Mark {
+func (f *fakeMarks) WaitMark(ctx context.Context, marker string, until time.Time) command.Mark {
 	f.mu.Lock()
 	end, ok := f.running[marker]
 	f.mu.Unlock()
 	if !ok {
-		return exec.ReadMark(marker)
+		return command.ReadMark(marker)
 	}
 	wake := end
 	if until.Before(end) {
@@ -245,7 +245,7 @@ func (f *fakeMarks) WaitMark(ctx context.Context, marker string, until time.Time
 	}
 	select {
 	case <-ctx.Done():
-		return exec.Mark{State: exec.Running, Pid: 4242}
+		return command.Mark{State: command.Running, Pid: 4242}
 	case <-time.After(time.Until(wake)):
 	}
 	f.mu.Lock()
@@ -254,15 +254,15 @@ func (f *fakeMarks) WaitMark(ctx context.Context, marker string, until time.Time
 	if until.Before(end) {
 		f.tr.add("killed orphan at %s", f.tr.rel(time.Now()))
 		os.Remove(marker + ".pid")
-		return exec.Mark{State: exec.Lost, Killed: true}
+		return command.Mark{State: command.Lost, Killed: true}
 	}
 	f.tr.add("orphan finished at %s", f.tr.rel(time.Now()))
 	writeMark(marker, 0, time.Now())
 	os.Remove(marker + ".pid")
-	return exec.ReadMark(marker)
+	return command.ReadMark(marker)
 }
 
-func (f *fakeMarks) RemoveMark(marker string) { exec.RemoveMark(marker) }
+func (f *fakeMarks) RemoveMark(marker string) { command.RemoveMark(marker) }
 
 type rig struct {
 	t     *testing.T

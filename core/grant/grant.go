@@ -4,7 +4,7 @@
 // command), extended by a repeat knock instead of applied twice, and
 // revoked at its deadline (stop command and/or native revoke), durably
 // recorded, retried until the stop succeeds, and resumed after a restart.
-// It decides when commands run; package exec runs them and package
+// It decides when commands run; package command runs them and package
 // firewall applies native rules.
 package grant
 
@@ -16,17 +16,19 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/time/rate"
 
+	"github.com/sesame-knock/sesame/core/command"
 	"github.com/sesame-knock/sesame/core/config"
-	"github.com/sesame-knock/sesame/core/eventlog"
-	"github.com/sesame-knock/sesame/core/exec"
+	"github.com/sesame-knock/sesame/core/event"
 	"github.com/sesame-knock/sesame/core/firewall"
 	"github.com/sesame-knock/sesame/core/journal"
 	"github.com/sesame-knock/sesame/core/knock"
+	"github.com/sesame-knock/sesame/core/loglimit"
 )
 
 // Journal is the durable record of grants (package journal).
@@ -46,18 +48,18 @@ type Firewall interface {
 	Revoke(ctx context.Context, g firewall.Grant) error
 }
 
-// Commands runs door commands (package exec).
+// Commands runs door commands (package command).
 type Commands interface {
 	Allow(door string, now time.Time) bool
-	Run(ctx context.Context, door, cmd string, env ...string) exec.Result
-	RunMarked(ctx context.Context, door, cmd, marker string, env ...string) exec.Result
+	Run(ctx context.Context, door, cmd string, env ...string) command.Result
+	RunMarked(ctx context.Context, door, cmd, marker string, env ...string) command.Result
 }
 
-// Marks reads what Commands.RunMarked left behind (package exec's
+// Marks reads what Commands.RunMarked left behind (package command's
 // marker protocol).
 type Marks interface {
-	ReadMark(marker string) exec.Mark
-	WaitMark(ctx context.Context, marker string, until time.Time) exec.Mark
+	ReadMark(marker string) command.Mark
+	WaitMark(ctx context.Context, marker string, until time.Time) command.Mark
 	RemoveMark(marker string)
 }
 
@@ -82,22 +84,23 @@ func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterF
 const MaxRetryDelay = 30 * time.Second
 
 // Options configure a Manager. Commands is required; Journal and
-// Firewall may be nil (no durability; no native grants).
+// Firewall may be nil (no durability; no native grants until
+// SetFirewall).
 type Options struct {
 	Journal  Journal
 	Firewall Firewall
 	Commands Commands
-	// Marks reads command markers; nil means package exec's.
+	// Marks reads command markers; nil means package command's.
 	Marks Marks
 	// MarkerDir receives the markers of start and stop commands (see
-	// exec.RunMarked), so that after a crash a start that is still
+	// command.RunMarked), so that after a crash a start that is still
 	// running is waited for, a finished one dates its grant's deadline,
 	// and a stop that finished is not run again. Empty disables markers:
 	// a resumed grant whose start had not been journaled as finished is
 	// then given its full timeout from the restart, and an interrupted
 	// stop reruns.
 	MarkerDir string
-	// CommandLimit is how long a command may run (exec's Timeout; default
+	// CommandLimit is how long a command may run (command's Timeout; default
 	// 2 min). A start command that outlived a killed daemon is waited
 	// for until its grant's start plus CommandLimit, then killed.
 	CommandLimit time.Duration
@@ -214,21 +217,27 @@ func newEntry(r journal.Record, timeout time.Duration) *entry {
 // timeout, the latest deadline wins). New grants per door are rate limited (Commands.Allow
 // for doors with commands, NativeRate/NativeBurst for native-only doors),
 // so a door holds at most burst + rate × its timeout grants; log lines a
-// flood multiplies are summarised by an eventlog.Limiter with a bounded
+// flood multiplies are summarised by an loglimit.Limiter with a bounded
 // key set.
 type Manager struct {
 	opts   Options
 	log    hclog.Logger
 	clock  Clock
 	marks  Marks
-	lines  *eventlog.Limiter
+	lines  *loglimit.Limiter
+	fw     atomic.Pointer[firewallRef] // nil until there is a firewall; then fixed
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	// fwMu serialises native firewall changes with Reconcile, which must
-	// not see a grant applied after it took its snapshot of what is wanted
-	// (it would remove it as stale). Never taken while holding mu.
+	// Lock order: fwMu, then mu. fwMu serialises native firewall changes
+	// with Reconcile, which must not see a grant applied after it took its
+	// snapshot of what is wanted (it would remove it as stale); it is held
+	// across the firewall call and takes mu only to read the entry, and it
+	// is never taken while holding mu. Under mu the Manager calls only
+	// what takes no lock of its own in return: lines and native (the
+	// limiters' internal locks) and Commands.Allow. Journal writes,
+	// commands and firewall calls are made without mu.
 	fwMu sync.Mutex
 
 	mu     sync.Mutex // guards byKey, byID, closed, native, and the fields of entries marked so
@@ -240,6 +249,25 @@ type Manager struct {
 	// unrecorded are the grants whose revocation the journal has not
 	// taken yet; a journal write that succeeds retries them at once.
 	unrecorded map[*entry]bool
+}
+
+// firewallRef holds the Manager's Firewall.
+type firewallRef struct{ Firewall }
+
+// firewall returns the firewall of native grants; nil when none.
+func (m *Manager) firewall() Firewall {
+	if r := m.fw.Load(); r != nil {
+		return r.Firewall
+	}
+	return nil
+}
+
+// SetFirewall gives a Manager made without a firewall one for native
+// grants (a reload added the first door with Open), and reports whether
+// it did: once there is a firewall it stays, since the grants made
+// through it are revoked through it.
+func (m *Manager) SetFirewall(fw Firewall) bool {
+	return fw != nil && m.fw.CompareAndSwap(nil, &firewallRef{fw})
 }
 
 // Native-only doors may open NativeRate grants per second, in bursts of
@@ -267,7 +295,7 @@ func New(opts Options) *Manager {
 		opts.Clock = realClock{}
 	}
 	if opts.Marks == nil {
-		opts.Marks = exec.Marks{}
+		opts.Marks = command.Marks{}
 	}
 	if opts.RetryBase <= 0 {
 		opts.RetryBase = time.Second
@@ -290,7 +318,10 @@ func New(opts Options) *Manager {
 		byKey: make(map[key]*entry), byID: make(map[string]*entry), native: make(map[string]*rate.Limiter),
 		unrecorded: make(map[*entry]bool),
 	}
-	m.lines = eventlog.NewLimiter(eventlog.LimiterOptions{Rate: 1, Burst: 10, Every: opts.LogEvery,
+	if opts.Firewall != nil {
+		m.fw.Store(&firewallRef{opts.Firewall})
+	}
+	m.lines = loglimit.New(loglimit.Options{Rate: 1, Burst: 10, Every: opts.LogEvery,
 		Report: m.reportHeld,
 		AfterFunc: func(d time.Duration, f func()) interface{ Stop() bool } {
 			return opts.Clock.AfterFunc(d, f)
@@ -327,9 +358,10 @@ func (m *Manager) Open(d *config.Door, src netip.Addr, now time.Time) Outcome {
 	src = src.Unmap()
 	timeout := d.GrantTimeout()
 	start, stop := d.Commands(src.Is6())
-	native := len(d.Open) > 0 && m.opts.Firewall != nil
-	if len(d.Open) > 0 && m.opts.Firewall == nil && m.lines.Allow("nofw\x00"+d.Name, now) {
-		m.log.Error("door opens ports but no firewall backend is available", "door", d.Name)
+	fw := m.firewall()
+	native := len(d.Open) > 0 && fw != nil
+	if len(d.Open) > 0 && fw == nil && m.lines.Allow("nofw\x00"+d.Name, now) {
+		m.log.Error("door opens ports but no firewall backend is available", event.KeyDoor, d.Name)
 	}
 	// knockd: no start command means nothing runs, not even the stop.
 	if start == "" {
@@ -338,10 +370,10 @@ func (m *Manager) Open(d *config.Door, src netip.Addr, now time.Time) Outcome {
 	var startCmd, stopCmd string
 	var ports []knock.Port
 	if start != "" {
-		startCmd = exec.Expand(start, src)
+		startCmd = command.Expand(start, src)
 	}
 	if stop != "" {
-		stopCmd = exec.Expand(stop, src)
+		stopCmd = command.Expand(stop, src)
 	}
 	if native {
 		ports = d.Open
@@ -375,7 +407,7 @@ func (m *Manager) Open(d *config.Door, src netip.Addr, now time.Time) Outcome {
 	if !allowed {
 		if m.lines.Allow("refused\x00"+d.Name, now) {
 			m.log.Warn(fmt.Sprintf("%s: %s: grant refused: rate limit reached", src, d.Name),
-				"event", "refused", "door", d.Name, "source", src.String())
+				event.Event{Kind: event.Refused, Door: d.Name, Source: src}.Args()...)
 		}
 		return RateLimited
 	}
@@ -399,7 +431,7 @@ func (m *Manager) Open(d *config.Door, src netip.Addr, now time.Time) Outcome {
 	e.startCmd, e.startKnown, e.after = startCmd, true, after
 	if native {
 		e.rec.Open = append([]knock.Port(nil), d.Open...)
-		e.rec.Backend = m.opts.Firewall.Name()
+		e.rec.Backend = fw.Name()
 	}
 	m.byKey[k] = e
 	m.byID[e.rec.ID] = e
@@ -425,7 +457,7 @@ func (e *entry) sameBehaviour(startCmd, stopCmd string, ports []knock.Port) bool
 // its successor waits for.
 func (m *Manager) replaceLocked(old *entry) <-chan struct{} {
 	m.log.Info(fmt.Sprintf("%s: %s: the door's commands changed since grant %s; ending it with the old stop command before granting again",
-		old.rec.Source, old.rec.Door, old.rec.ID), m.fields(old, "revoke")...)
+		old.rec.Source, old.rec.Door, old.rec.ID), m.fields(old, event.Revoke)...)
 	if m.byKey[key{old.rec.Door, old.rec.Source}] == old {
 		delete(m.byKey, key{old.rec.Door, old.rec.Source})
 	}
@@ -473,18 +505,18 @@ func (m *Manager) sleep(d time.Duration, poke <-chan struct{}) bool {
 
 // fieldsNow is fields for a grant that may be Active, whose deadline an
 // extension can move meanwhile; it takes mu.
-func (m *Manager) fieldsNow(e *entry, event string) []any {
+func (m *Manager) fieldsNow(e *entry, kind event.Kind) []any {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.fields(e, event)
+	return m.fields(e, kind)
 }
 
 // fields are the structured fields of a log line about e. Call it with mu
 // held, or for a grant whose deadline no longer moves (starting or being
 // revoked).
-func (m *Manager) fields(e *entry, event string) []any {
-	return []any{"event", event, "door", e.rec.Door, "source", e.rec.Source.String(),
-		"grant_id", e.rec.ID, "deadline", e.rec.Deadline.UTC().Format(time.RFC3339Nano)}
+func (m *Manager) fields(e *entry, kind event.Kind, extra ...any) []any {
+	return event.Event{Kind: kind, Door: e.rec.Door, Source: e.rec.Source,
+		GrantID: e.rec.ID, Deadline: e.rec.Deadline}.Args(extra...)
 }
 
 // reportHeld summarises log lines the limiter held back.
@@ -493,10 +525,10 @@ func (m *Manager) reportHeld(k string, n uint64, every time.Duration) {
 	switch kind {
 	case "extend":
 		m.log.Info(fmt.Sprintf("%s: %d more grant extensions in the last %v (not logged one by one)", door, n, every),
-			"event", "extend", "door", door, "suppressed", n)
+			event.Event{Kind: event.Extend, Door: door}.Args("suppressed", n)...)
 	case "refused":
 		m.log.Warn(fmt.Sprintf("%s: grant refused: rate limit reached, %d more opens refused in the last %v (not logged one by one)", door, n, every),
-			"event", "refused", "door", door, "refused", n)
+			event.Event{Kind: event.Refused, Door: door}.Args("refused", n)...)
 	default:
 		m.log.Warn(fmt.Sprintf("%d grant log lines held back in the last %v", n, every), "suppressed", n)
 	}

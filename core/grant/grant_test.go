@@ -2,6 +2,7 @@ package grant
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,6 +129,15 @@ func nativeDoor() *config.Door {
 		Open: []knock.Port{{Num: 22, Proto: knock.TCP}}}
 }
 
+// nativeLife is the trace of a native grant on nativeDoor from its knock
+// to its deadline.
+var nativeLife = []string{
+	`journal grant web 192.0.2.7 stop="" open=[22:tcp] deadline=+30s pending=false`,
+	"fw grant 192.0.2.7 [22:tcp] until +30s",
+	"fw revoke 192.0.2.7",
+	"journal revoked at +30s",
+}
+
 func TestNativeGrant(t *testing.T) {
 	bubble(t, func(t *testing.T, r *rig) {
 		r.m.Open(nativeDoor(), src4, time.Now())
@@ -136,13 +146,30 @@ func TestNativeGrant(t *testing.T) {
 			t.Fatalf("Native() = %+v", ng)
 		}
 		r.advance(30 * time.Second)
-		r.expect(
-			`journal grant web 192.0.2.7 stop="" open=[22:tcp] deadline=+30s pending=false`,
-			"fw grant 192.0.2.7 [22:tcp] until +30s",
-			"fw revoke 192.0.2.7",
-			"journal revoked at +30s",
-		)
+		r.expect(nativeLife...)
 	})
+}
+
+// A manager made without a firewall (no door had Open at start) takes
+// one later, when a reload adds the first door with Open; once it has a
+// firewall it keeps it.
+func TestSetFirewallAfterStart(t *testing.T) {
+	bubble(t, func(t *testing.T, r *rig) {
+		r.m.Open(nativeDoor(), src4, time.Now())
+		r.settle()
+		if len(r.m.Native()) != 0 || !strings.Contains(r.log.String(), "no firewall backend") {
+			t.Fatalf("a native grant without a firewall: %+v", r.m.Native())
+		}
+		if !r.m.SetFirewall(r.fw) {
+			t.Fatal("SetFirewall refused the first firewall")
+		}
+		if r.m.SetFirewall(&fakeFirewall{tr: r.tr}) {
+			t.Error("SetFirewall replaced the firewall grants were made through")
+		}
+		r.m.Open(nativeDoor(), src4, time.Now())
+		r.advance(30 * time.Second)
+		r.expect(nativeLife...)
+	}, func(o *Options) { o.Firewall = nil })
 }
 
 func TestJournalFailureRefusesTheGrant(t *testing.T) {

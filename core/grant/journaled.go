@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"sort"
 
-	"github.com/sesame-knock/sesame/core/exec"
+	"github.com/sesame-knock/sesame/core/command"
 	"github.com/sesame-knock/sesame/core/journal"
 	"github.com/sesame-knock/sesame/core/knock"
 )
@@ -23,7 +23,7 @@ func Journaled(stateDir string) ([]Grant, error) {
 	if err != nil {
 		return nil, err
 	}
-	return FromJournal(recs, filepath.Join(stateDir, MarkerDirName), exec.Marks{}), nil
+	return FromJournal(recs, filepath.Join(stateDir, MarkerDirName), command.Marks{}), nil
 }
 
 // FromJournal names each journaled grant's state as the daemon would,
@@ -53,7 +53,7 @@ func FromJournal(recs []journal.Record, markerDir string, marks Marks) []Grant {
 			switch m := marks.ReadMark(filepath.Join(markerDir, r.ID+stopSuffix)); {
 			case m.OK():
 				g.State = Unrecorded.String()
-			case m.State == exec.Done:
+			case m.State == command.Done:
 				g.State = StopFailing.String()
 				g.LastError = fmt.Sprintf("stop command: exit status %d", m.Status)
 			}

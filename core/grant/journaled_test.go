@@ -7,15 +7,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sesame-knock/sesame/core/exec"
+	"github.com/sesame-knock/sesame/core/command"
 	"github.com/sesame-knock/sesame/core/journal"
 )
 
 // marksAt answers ReadMark from a map of marker paths.
-type marksAt map[string]exec.Mark
+type marksAt map[string]command.Mark
 
-func (m marksAt) ReadMark(marker string) exec.Mark { return m[marker] }
-func (m marksAt) WaitMark(_ context.Context, marker string, _ time.Time) exec.Mark {
+func (m marksAt) ReadMark(marker string) command.Mark { return m[marker] }
+func (m marksAt) WaitMark(_ context.Context, marker string, _ time.Time) command.Mark {
 	return m[marker]
 }
 func (marksAt) RemoveMark(string) {}
@@ -34,9 +34,9 @@ func TestFromJournalNamesStatesAsTheDaemon(t *testing.T) {
 	}
 	dir := "/state/stops"
 	marks := marksAt{
-		filepath.Join(dir, "failed.stopped"):  {State: exec.Done, Status: 3},
-		filepath.Join(dir, "done.stopped"):    {State: exec.Done, Status: 0},
-		filepath.Join(dir, "running.stopped"): {State: exec.Running, Pid: 9},
+		filepath.Join(dir, "failed.stopped"):  {State: command.Done, Status: 3},
+		filepath.Join(dir, "done.stopped"):    {State: command.Done, Status: 0},
+		filepath.Join(dir, "running.stopped"): {State: command.Running, Pid: 9},
 	}
 	revoking := func(r *journal.Record) { r.RevokeStarted = true }
 	recs := []journal.Record{

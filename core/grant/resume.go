@@ -2,10 +2,11 @@ package grant
 
 import (
 	"fmt"
+	"github.com/sesame-knock/sesame/core/event"
 	"time"
 
+	"github.com/sesame-knock/sesame/core/command"
 	"github.com/sesame-knock/sesame/core/config"
-	"github.com/sesame-knock/sesame/core/exec"
 	"github.com/sesame-knock/sesame/core/journal"
 )
 
@@ -45,7 +46,7 @@ func (m *Manager) Resume(recs []journal.Record, doors []*config.Door) {
 		e := newEntry(r, timeout)
 		e.persisted = r.Deadline
 		e.interrupted = r.RevokeStarted
-		m.log.Info(fmt.Sprintf("%s: %s: resuming grant %s", r.Source, r.Door, r.ID), m.fields(e, "replay")...)
+		m.log.Info(fmt.Sprintf("%s: %s: resuming grant %s", r.Source, r.Door, r.ID), m.fields(e, event.Replay)...)
 		m.mu.Lock()
 		m.byID[r.ID] = e
 		if old := m.byKey[key{r.Door, r.Source}]; old == nil || old.rec.Deadline.Before(r.Deadline) {
@@ -83,7 +84,7 @@ func (m *Manager) clampLocked(e *entry, left time.Duration, now time.Time) time.
 	if left > e.timeout {
 		m.log.Warn(fmt.Sprintf("%s: %s: resumed grant %s had %v left, more than its timeout (%v): the clock was stepped; closing it at %s",
 			e.rec.Source, e.rec.Door, e.rec.ID, left.Round(time.Millisecond), e.timeout, now.Add(e.timeout).UTC().Format(time.RFC3339)),
-			m.fields(e, "clamp")...)
+			m.fields(e, event.Clamp)...)
 		return e.timeout
 	}
 	return max(left, 0)
@@ -93,46 +94,46 @@ func (m *Manager) clampLocked(e *entry, left time.Duration, now time.Time) time.
 // journaled as finished, then makes it Active (or revokes it).
 func (m *Manager) resumeStart(e *entry, resumed time.Time) {
 	mk := m.marker(e.rec.ID, startSuffix)
-	mark := exec.Mark{State: exec.Lost} // no markers: nothing to go by
+	mark := command.Mark{State: command.Lost} // no markers: nothing to go by
 	if mk != "" {
 		mark = m.marks.ReadMark(mk)
 	}
-	if mark.State == exec.Running {
+	if mark.State == command.Running {
 		// Until its grant is CommandLimit old, as the runner would have
 		// allowed, but never longer than CommandLimit from now.
 		until := e.rec.Start.Add(m.opts.CommandLimit)
 		if lim := resumed.Add(m.opts.CommandLimit); until.After(lim) || until.Before(e.rec.Start) {
 			until = lim
 		}
-		m.log.Info(fmt.Sprintf("%s: %s: start command still running after the restart (pid %d); waiting for it before anything else", e.rec.Source, e.rec.Door, mark.Pid), m.fields(e, "replay")...)
+		m.log.Info(fmt.Sprintf("%s: %s: start command still running after the restart (pid %d); waiting for it before anything else", e.rec.Source, e.rec.Door, mark.Pid), m.fields(e, event.Replay)...)
 		mark = m.marks.WaitMark(m.ctx, mk, until)
 		if m.ctx.Err() != nil {
 			return
 		}
 		if mark.Killed {
-			m.log.Warn(fmt.Sprintf("%s: %s: killed the start command left running by the previous run (over %v)", e.rec.Source, e.rec.Door, m.opts.CommandLimit), m.fields(e, "replay")...)
+			m.log.Warn(fmt.Sprintf("%s: %s: killed the start command left running by the previous run (over %v)", e.rec.Source, e.rec.Door, m.opts.CommandLimit), m.fields(e, event.Replay)...)
 		}
 	}
 	now := m.clock.Now()
 	var finish time.Time
 	switch {
-	case mark.State == exec.NotRun:
+	case mark.State == command.NotRun:
 		// Journaled, then the daemon died before launching it.
-		m.log.Info(fmt.Sprintf("%s: %s: the start command never ran; nothing to undo", e.rec.Source, e.rec.Door), m.fields(e, "replay")...)
+		m.log.Info(fmt.Sprintf("%s: %s: the start command never ran; nothing to undo", e.rec.Source, e.rec.Door), m.fields(e, event.Replay)...)
 		m.mu.Lock()
 		e.noStop = true
 		e.state = Active
 		m.startRevokeLocked(e, "replay")
 		m.mu.Unlock()
 		return
-	case mark.State == exec.Done && !mark.Killed:
+	case mark.State == command.Done && !mark.Killed:
 		finish = mark.At
-		m.log.Info(fmt.Sprintf("%s: %s: start command had finished before the restart (status %d)", e.rec.Source, e.rec.Door, mark.Status), m.fields(e, "replay")...)
+		m.log.Info(fmt.Sprintf("%s: %s: start command had finished before the restart (status %d)", e.rec.Source, e.rec.Door, mark.Status), m.fields(e, event.Replay)...)
 	default:
 		// Lost or killed: it may have finished just now.
 		finish = now
 		if !mark.Killed {
-			m.log.Info(fmt.Sprintf("%s: %s: the start command left no status (killed with the daemon before it ran, or no room to record it); its deadline runs from now", e.rec.Source, e.rec.Door), m.fields(e, "replay")...)
+			m.log.Info(fmt.Sprintf("%s: %s: the start command left no status (killed with the daemon before it ran, or no room to record it); its deadline runs from now", e.rec.Source, e.rec.Door), m.fields(e, event.Replay)...)
 		}
 	}
 	m.mu.Lock()

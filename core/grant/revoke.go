@@ -3,8 +3,9 @@ package grant
 import (
 	"errors"
 	"fmt"
+	"github.com/sesame-knock/sesame/core/event"
 
-	"github.com/sesame-knock/sesame/core/exec"
+	"github.com/sesame-knock/sesame/core/command"
 	"github.com/sesame-knock/sesame/core/journal"
 )
 
@@ -34,7 +35,7 @@ func (m *Manager) startRevokeLocked(e *entry, why string) {
 		if e.rec.StopCmd == "" {
 			msg = fmt.Sprintf("%s: %s: grant expired", e.rec.Source, e.rec.Door)
 		}
-		m.log.Info(msg, m.fields(e, "expire")...)
+		m.log.Info(msg, m.fields(e, event.Expire)...)
 	}
 	m.goTracked(func() { m.revoke(e, why) })
 }
@@ -52,8 +53,8 @@ func (m *Manager) revoke(e *entry, why string) {
 	mk := m.marker(e.rec.ID, stopSuffix)
 	if stop != "" && mk != "" && e.interrupted {
 		mark := m.marks.ReadMark(mk)
-		if mark.State == exec.Running {
-			m.log.Info(fmt.Sprintf("%s: %s: stop command still running after the restart (pid %d); waiting for it", e.rec.Source, e.rec.Door, mark.Pid), m.fields(e, "replay")...)
+		if mark.State == command.Running {
+			m.log.Info(fmt.Sprintf("%s: %s: stop command still running after the restart (pid %d); waiting for it", e.rec.Source, e.rec.Door, mark.Pid), m.fields(e, event.Replay)...)
 			mark = m.marks.WaitMark(m.ctx, mk, m.clock.Now().Add(m.opts.CommandLimit))
 			if m.ctx.Err() != nil {
 				return
@@ -62,23 +63,23 @@ func (m *Manager) revoke(e *entry, why string) {
 		switch {
 		case mark.OK():
 			// It ran to completion while no daemon watched.
-			m.log.Info(fmt.Sprintf("%s: %s: stop command had finished before the restart (status 0)", e.rec.Source, e.rec.Door), m.fields(e, "replay")...)
+			m.log.Info(fmt.Sprintf("%s: %s: stop command had finished before the restart (status 0)", e.rec.Source, e.rec.Door), m.fields(e, event.Replay)...)
 			stop = ""
-		case mark.State == exec.Done:
-			m.log.Warn(fmt.Sprintf("%s: %s: stop command had failed before the restart (status %d); running it again", e.rec.Source, e.rec.Door, mark.Status), m.fields(e, "replay")...)
+		case mark.State == command.Done:
+			m.log.Warn(fmt.Sprintf("%s: %s: stop command had failed before the restart (status %d); running it again", e.rec.Source, e.rec.Door, mark.Status), m.fields(e, event.Replay)...)
 		}
 	}
 	if stop != "" {
 		if j := m.opts.Journal; j != nil {
 			if err := j.Revoking(e.rec.ID); err != nil {
-				m.log.Error(fmt.Sprintf("%s: %s: journal: %v", e.rec.Source, e.rec.Door, err), m.fields(e, "revoke")...)
+				m.log.Error(fmt.Sprintf("%s: %s: journal: %v", e.rec.Source, e.rec.Door, err), m.fields(e, event.Revoke)...)
 			}
 		}
 		ok, forgotten := m.untilDone(e, "stop command", func() error {
-			var res exec.Result
+			var res command.Result
 			if mk != "" {
 				res = m.opts.Commands.RunMarked(m.ctx, e.rec.Door, stop, mk)
-				if errors.Is(res.Err, exec.ErrNoMarker) {
+				if errors.Is(res.Err, command.ErrNoMarker) {
 					// No room for the marker: run it unmarked rather than
 					// leave the door open.
 					res = m.opts.Commands.Run(m.ctx, e.rec.Door, stop)
@@ -102,11 +103,11 @@ func (m *Manager) revoke(e *entry, why string) {
 			return
 		}
 	}
-	if len(e.rec.Open) > 0 && m.opts.Firewall != nil {
+	if fw := m.firewall(); len(e.rec.Open) > 0 && fw != nil {
 		ok, forgotten := m.untilDone(e, "native revoke", func() error {
 			m.fwMu.Lock()
 			defer m.fwMu.Unlock()
-			return m.opts.Firewall.Revoke(m.ctx, nativeGrant(e))
+			return fw.Revoke(m.ctx, nativeGrant(e))
 		})
 		if forgotten {
 			m.record(e, "forgotten")
@@ -137,7 +138,7 @@ func (m *Manager) untilDone(e *entry, what string, f func() error) (ok, forgotte
 			e.lastErr = ""
 			m.mu.Unlock()
 			if attempt > 1 {
-				m.log.Info(fmt.Sprintf("%s: %s: %s succeeded at attempt %d", e.rec.Source, e.rec.Door, what, attempt), m.fields(e, "revoke")...)
+				m.log.Info(fmt.Sprintf("%s: %s: %s succeeded at attempt %d", e.rec.Source, e.rec.Door, what, attempt), m.fields(e, event.Revoke)...)
 			}
 			return true, false
 		}
@@ -151,7 +152,7 @@ func (m *Manager) untilDone(e *entry, what string, f func() error) (ok, forgotte
 			return false, true
 		}
 		m.log.Error(fmt.Sprintf("%s: %s: %s failed (attempt %d): %v; retrying in %v. What the grant opened stays open until it succeeds; after fixing it by hand, `sesame revoke --forget %s` ends the grant",
-			e.rec.Source, e.rec.Door, what, attempt, err, delay, e.rec.ID), append(m.fields(e, "revoke"), "attempt", attempt, "error", err.Error())...)
+			e.rec.Source, e.rec.Door, what, attempt, err, delay, e.rec.ID), m.fields(e, event.Revoke, "attempt", attempt, "error", err.Error())...)
 		if !m.sleep(delay, e.poke) {
 			return false, false
 		}
@@ -203,13 +204,13 @@ func (m *Manager) record(e *entry, why string) {
 		m.mu.Unlock()
 		if attempt == 1 {
 			m.log.Error(fmt.Sprintf("%s: %s: revocation not journaled: %v; retrying until it is (a restart before then would run the stop command again)",
-				e.rec.Source, e.rec.Door, err), m.fields(e, "revoke")...)
+				e.rec.Source, e.rec.Door, err), m.fields(e, event.Revoke)...)
 		}
 		if !m.sleep(delay, e.poke) {
 			// Shutting down: one last try.
 			if err := write(); err != nil {
 				m.log.Error(fmt.Sprintf("%s: %s: revocation still not journaled at shutdown: %v; the next start runs the stop command again unless its marker shows it finished",
-					e.rec.Source, e.rec.Door, err), m.fields(e, "revoke")...)
+					e.rec.Source, e.rec.Door, err), m.fields(e, event.Revoke)...)
 				return
 			}
 			break
@@ -227,10 +228,10 @@ func (m *Manager) record(e *entry, why string) {
 	m.mu.Unlock()
 	if forgotten {
 		m.log.Warn(fmt.Sprintf("%s: %s: grant forgotten by an admin; its stop never succeeded", e.rec.Source, e.rec.Door),
-			append(m.fields(e, "revoke"), "reason", "forgotten", "status", "forgotten")...)
+			m.fields(e, event.Revoke, "reason", "forgotten", "status", "forgotten")...)
 		return
 	}
-	m.log.Info(fmt.Sprintf("%s: %s: access revoked", e.rec.Source, e.rec.Door), append(m.fields(e, "revoke"), "reason", why, "status", "done")...)
+	m.log.Info(fmt.Sprintf("%s: %s: access revoked", e.rec.Source, e.rec.Door), m.fields(e, event.Revoke, "reason", why, "status", "done")...)
 }
 
 // settleLocked lets a grant waiting on e (a re-knock after a reload)

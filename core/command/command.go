@@ -1,0 +1,224 @@
+// Package command runs knockd-compatible door commands: a template with
+// %IP% expanded from a validated address, run by /bin/sh -c as knockd's
+// system() does. It bounds what commands can do to the machine: a cap on
+// commands running at once, a per-door rate limit on start commands, and
+// a time limit after which a command's process group is killed. It does
+// not decide when commands run; package grant does.
+package command
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/time/rate"
+
+	"github.com/sesame-knock/sesame/core/event"
+)
+
+// Expand substitutes every %IP% in tmpl with ip's text. The address
+// comes from a decoded packet, so its text holds only hex digits, dots
+// and colons: nothing a shell would interpret.
+func Expand(tmpl string, ip netip.Addr) string {
+	return strings.ReplaceAll(tmpl, "%IP%", ip.Unmap().String())
+}
+
+// Options bound the runner. Zero values take the defaults.
+type Options struct {
+	MaxConcurrent int           // commands running at once (default 16)
+	Rate          rate.Limit    // start commands per second per door (default 10)
+	Burst         int           // per-door burst (default 20)
+	Timeout       time.Duration // a command running longer is killed (default 2 min)
+	Shell         string        // default /bin/sh
+	Logger        hclog.Logger
+}
+
+// Result is how a command ended.
+type Result struct {
+	Cmd      string
+	ExitCode int // -1 when killed or not started
+	Duration time.Duration
+	Err      error // nil when the command ran to completion (any exit code)
+}
+
+// Runner runs commands. It is safe for concurrent use.
+type Runner struct {
+	opts Options
+	sem  chan struct{}
+	log  hclog.Logger
+
+	mu       sync.Mutex // guards limiters
+	limiters map[string]*rate.Limiter
+}
+
+// New returns a Runner.
+func New(opts Options) *Runner {
+	if opts.MaxConcurrent <= 0 {
+		opts.MaxConcurrent = 16
+	}
+	if opts.Rate <= 0 {
+		opts.Rate = 10
+	}
+	if opts.Burst <= 0 {
+		opts.Burst = 20
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 2 * time.Minute
+	}
+	if opts.Shell == "" {
+		opts.Shell = "/bin/sh"
+	}
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	return &Runner{opts: opts, sem: make(chan struct{}, opts.MaxConcurrent), log: opts.Logger, limiters: make(map[string]*rate.Limiter)}
+}
+
+// Allow reports whether door may start another command at now. Only
+// start commands are limited: a stop command closes a door and is never
+// refused.
+func (r *Runner) Allow(door string, now time.Time) bool {
+	r.mu.Lock()
+	l, ok := r.limiters[door]
+	if !ok {
+		l = rate.NewLimiter(r.opts.Rate, r.opts.Burst)
+		r.limiters[door] = l
+	}
+	r.mu.Unlock()
+	return l.AllowN(now, 1)
+}
+
+// Run runs cmd for door and waits for it, logging in knockd's words. It
+// waits for a free slot first (ctx ends the wait). extraEnv is added to
+// the command's environment.
+func (r *Runner) Run(ctx context.Context, door, cmd string, extraEnv ...string) Result {
+	return r.run(ctx, door, cmd, "", []string{r.opts.Shell, "-c", cmd}, extraEnv)
+}
+
+// RunMarked is Run for a command whose fate must be known after a crash
+// (see Mark): before the command starts, RunMarked removes what an
+// earlier run left at marker and creates marker+".pid" (the launch
+// record), locked (flock) by an open file the command's wrapper shell
+// inherits at the fork; the wrapper writes its pid there and, once cmd
+// has finished, cmd's exit status to marker, and holds the lock until it
+// exits. The wrapper is in the command's process group, not the daemon's,
+// so the mark is written even if the daemon is killed while cmd runs,
+// and the lock says "still running" from the fork on, before the wrapper
+// has run a line. cmd itself does not inherit the lock. The launch record
+// is made once a slot is free, right before the fork: a command that
+// never got a slot leaves none. When it cannot be created, cmd is not run
+// and Result.Err wraps ErrNoMarker.
+func (r *Runner) RunMarked(ctx context.Context, door, cmd, marker string, extraEnv ...string) Result {
+	const wrapper = `echo $$ > "$2.pid"; "$0" -c "$1" 3>&-; rc=$?; echo "$rc" > "$2"; rm -f "$2.pid"; exit "$rc"`
+	return r.run(ctx, door, cmd, marker, []string{r.opts.Shell, "-c", wrapper, r.opts.Shell, cmd, marker}, extraEnv)
+}
+
+func (r *Runner) run(ctx context.Context, door, cmd, marker string, argv, extraEnv []string) Result {
+	res := Result{Cmd: cmd, ExitCode: -1}
+	select {
+	case r.sem <- struct{}{}:
+	case <-ctx.Done():
+		res.Err = fmt.Errorf("door %q: waiting to run command: %w", door, ctx.Err())
+		return res
+	}
+	defer func() { <-r.sem }()
+	var lock *os.File
+	if marker != "" {
+		var err error
+		if lock, err = launchRecord(marker); err != nil {
+			r.log.Error(fmt.Sprintf("%s: command not run: %v", door, err), event.KeyDoor, door, "command", cmd)
+			res.Err = fmt.Errorf("door %q: %w", door, err)
+			return res
+		}
+	}
+
+	r.log.Info(door+": running command: "+cmd, event.Event{Kind: event.Command, Door: door}.Args("command", cmd)...)
+	start := time.Now()
+	c := exec.Command(argv[0], argv[1:]...)
+	c.Env = append(os.Environ(), extraEnv...)
+	c.Stdin = nil
+	// Its own process group, so a timeout kills what it forked too, and a
+	// daemon killed outright does not take a running stop command with it.
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out := &limitedBuffer{max: 4096}
+	c.Stdout, c.Stderr = out, out
+	if lock != nil {
+		c.ExtraFiles = []*os.File{lock} // fd 3 in the wrapper: it holds the lock
+	}
+	err := c.Start()
+	if lock != nil {
+		// The wrapper holds the lock now (or nothing was started).
+		lock.Close()
+		if err != nil {
+			RemoveMark(marker)
+		}
+	}
+	if err != nil {
+		res.Err = fmt.Errorf("door %q: start command: %w", door, err)
+		r.log.Error("error: command fork failed!", event.KeyDoor, door, "error", err)
+		return res
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	timer := time.NewTimer(r.opts.Timeout)
+	defer timer.Stop()
+	select {
+	case err = <-done:
+	case <-timer.C:
+		_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+		err = <-done
+		res.Err = fmt.Errorf("door %q: command killed after %v", door, r.opts.Timeout)
+	}
+	res.Duration = time.Since(start)
+	if c.ProcessState != nil {
+		res.ExitCode = c.ProcessState.ExitCode()
+	}
+	if o := strings.TrimSpace(out.String()); o != "" {
+		r.log.Debug(door+": command output", event.KeyDoor, door, "output", o)
+	}
+	switch {
+	case res.Err != nil:
+		r.log.Error(res.Err.Error(), event.KeyDoor, door, "command", cmd)
+	case res.ExitCode != 0:
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			res.Err = fmt.Errorf("door %q: command: %w", door, err)
+		}
+		r.log.Warn(fmt.Sprintf("%s: command returned non-zero status code (%d)", door, res.ExitCode), event.Event{Kind: event.CommandFailed, Door: door}.Args("status", res.ExitCode)...)
+	}
+	return res
+}
+
+// limitedBuffer keeps the first max bytes of a command's output for the
+// debug log, so a chatty command cannot grow the daemon's memory.
+type limitedBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if room := l.max - len(l.b); room > 0 {
+		if len(p) < room {
+			room = len(p)
+		}
+		l.b = append(l.b, p[:room]...)
+	}
+	return len(p), nil
+}
+
+func (l *limitedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b)
+}

@@ -1,0 +1,109 @@
+// Package event names what Sesame logs as events: the kinds, each a
+// typed constant, and the keys of their fields. Producers (engine, grant,
+// command, rescue, the daemon) attach an Event's Args to a log entry;
+// sinks (core/eventlog's LogFile, syslog and journald) route on its Kind,
+// never on the message text. It logs nothing and imports nothing of
+// Sesame's.
+package event
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Kind is what an event says happened. Its text is the value of the
+// KeyKind field (journald's SESAME_EVENT).
+type Kind string
+
+// The kinds. Every kind is one of knockd's log lines or one Sesame adds
+// beside them: entries with a Kind, at Info or above, go to the LogFile
+// and syslog as knockd writes them.
+const (
+	// knockd's lines about knocks.
+	Stage   Kind = "stage"   // "IP: DOOR: Stage N"
+	Open    Kind = "open"    // "IP: DOOR: OPEN SESAME"
+	Timeout Kind = "timeout" // "IP: DOOR: sequence timeout (stage N)"
+
+	// knockd's lines about the daemon and its commands.
+	Start         Kind = "start"          // "starting up, listening on IFACE"
+	Shutdown      Kind = "shutdown"       // "shutting down"
+	Reload        Kind = "reload"         // "re-reading config file: PATH"
+	Command       Kind = "command"        // "DOOR: running command: CMD"
+	CommandFailed Kind = "command-failed" // "DOOR: command returned non-zero status code (N)"
+
+	// A grant's life (package grant; the daemon's reconcile).
+	Grant   Kind = "grant"   // applied, or restored in the kernel
+	Extend  Kind = "extend"  // a holder's repeat knock moved its deadline
+	Refused Kind = "refused" // not applied: rate limit, firewall or start command failed
+	Clamp   Kind = "clamp"   // a deadline further than its door's timeout was cut back
+	Replay  Kind = "replay"  // resumed from the journal after a restart
+	Revoke  Kind = "revoke"  // revoked (stop command, native revoke), or a step of it
+	Expire  Kind = "expire"  // its deadline came ("IP: DOOR: command timeout")
+
+	// The rescue port (package rescue): they change what the firewall
+	// lets through outside any grant.
+	RescueOpen  Kind = "rescue-open"
+	RescueClose Kind = "rescue-close"
+)
+
+// String returns the kind's text.
+func (k Kind) String() string { return string(k) }
+
+// Alarm reports whether k changes what the firewall lets through outside
+// the grants (the rescue port): journald gets such entries at warning
+// priority or higher.
+func (k Kind) Alarm() bool { return k == RescueOpen || k == RescueClose }
+
+// Keys of the fields every sink may index; journald gets them as
+// SESAME_EVENT, SESAME_DOOR, SESAME_SOURCE, SESAME_GRANT_ID,
+// SESAME_DEADLINE and SESAME_STAGE.
+const (
+	KeyKind     = "event"
+	KeyDoor     = "door"
+	KeySource   = "source"
+	KeyGrantID  = "grant_id"
+	KeyDeadline = "deadline"
+	KeyStage    = "stage"
+)
+
+// Event is one event with its common fields; zero fields are left out.
+type Event struct {
+	Kind     Kind
+	Door     string
+	Source   netip.Addr
+	GrantID  string
+	Deadline time.Time // logged in UTC, RFC 3339 with nanoseconds
+}
+
+// Args returns e as hclog key/values (kind, door, source, grant ID,
+// deadline, in that order) followed by extra, more key/values.
+func (e Event) Args(extra ...any) []any {
+	args := make([]any, 0, 10+len(extra))
+	args = append(args, KeyKind, e.Kind)
+	if e.Door != "" {
+		args = append(args, KeyDoor, e.Door)
+	}
+	if e.Source.IsValid() {
+		args = append(args, KeySource, e.Source.String())
+	}
+	if e.GrantID != "" {
+		args = append(args, KeyGrantID, e.GrantID)
+	}
+	if !e.Deadline.IsZero() {
+		args = append(args, KeyDeadline, e.Deadline.UTC().Format(time.RFC3339Nano))
+	}
+	return append(args, extra...)
+}
+
+// Of returns the Kind among hclog key/values: the value of the first
+// KeyKind key, when it is a Kind. A KeyKind key with any other value
+// (a plain string) is no event.
+func Of(args []any) (Kind, bool) {
+	for i := 0; i+1 < len(args); i += 2 {
+		if k, ok := args[i].(string); ok && k == KeyKind {
+			kind, ok := args[i+1].(Kind)
+			return kind, ok
+		}
+	}
+	return "", false
+}
