@@ -126,15 +126,15 @@ func TestMetricsMoveWithRealTraffic(t *testing.T) {
 		t.Fatalf("grants not seen in the metrics:\n%s", m)
 	}
 	for series, want := range map[string]float64{
-		`sesame_opens_total{door="cmd"}`:                                   1,
-		`sesame_opens_total{door="native"}`:                                1,
-		`sesame_grants_total{door="cmd",result="granted"}`:                 1,
-		`sesame_grants_total{door="native",result="granted"}`:              1,
-		`sesame_command_duration_seconds_count{door="cmd",kind="start"}`:   1,
-		`sesame_grants_active{door="native"}`:                              1,
-		`sesame_grant_latency_seconds_count`:                               2,
-		`sesame_capture_drops_total{interface="sesame0"}`:                  0,
-		`sesame_revocations_total{door="cmd",reason="expire"}`:             -1,
+		`sesame_opens_total{door="cmd"}`:                                    1,
+		`sesame_opens_total{door="native"}`:                                 1,
+		`sesame_grants_total{door="cmd",result="granted"}`:                  1,
+		`sesame_grants_total{door="native",result="granted"}`:               1,
+		`sesame_command_duration_seconds_count{door="cmd",kind="start"}`:    1,
+		`sesame_grants_active{door="native"}`:                               1,
+		`sesame_grant_latency_seconds_count`:                                2,
+		`sesame_capture_drops_total{interface="sesame0"}`:                   0,
+		`sesame_revocations_total{door="cmd",reason="expire"}`:              -1,
 		`sesame_command_duration_seconds_count{door="native",kind="start"}`: -1,
 	} {
 		if got := sample(m, series); got != want {
@@ -370,9 +370,9 @@ func TestStatusAndReload(t *testing.T) {
 			Name, Kind string
 			Grants     int
 		}
-		Grants  int
-		Rescue  struct{ Configured, Open, Held bool }
-		Journal struct{ Bytes int64 }
+		Grants   int
+		Rescue   struct{ Configured, Open, Held bool }
+		Journal  struct{ Bytes int64 }
 		Firewall struct {
 			Backend string
 		}
