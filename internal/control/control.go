@@ -232,7 +232,10 @@ func Serve(ctx context.Context, ln net.Listener, h Handler) error {
 			writeJSON(w, http.StatusOK, res)
 		}
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	// Requests end with ctx: a reload waited for while sesamed stops
+	// returns then.
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return ctx }}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
