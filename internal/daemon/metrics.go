@@ -54,6 +54,8 @@ type metricsPlan struct {
 	// retry: the address did not change but is not served; commit tries
 	// again, and a failure then does not refuse the reload.
 	retry bool
+	// keep: the address did not change and is served: the server stays.
+	keep bool
 }
 
 // prepare opens the listener cfg asks for, if it is a new address. An
@@ -63,10 +65,13 @@ func (s *metricsServer) prepare(cfg *config.Config) (metricsPlan, error) {
 	s.mu.Lock()
 	same, serving := p.addr == s.addr, s.srv != nil
 	s.mu.Unlock()
-	if !p.addr.IsValid() || same && serving {
+	switch {
+	case !p.addr.IsValid():
 		return p, nil
-	}
-	if same {
+	case same && serving:
+		p.keep = true
+		return p, nil
+	case same:
 		p.retry = true
 		return p, nil
 	}
@@ -88,6 +93,14 @@ func (s *metricsServer) discard(p metricsPlan) {
 // commit serves the plan's address (closing the old listener) and
 // writes the plan's file from now on.
 func (s *metricsServer) commit(p metricsPlan) {
+	s.mu.Lock()
+	if p.file != s.file {
+		s.file, s.fileAt, s.fileErr = p.file, time.Time{}, ""
+	}
+	s.mu.Unlock()
+	if p.keep {
+		return
+	}
 	if p.retry {
 		ln, err := s.listen("tcp", p.addr.String())
 		if err != nil {
@@ -98,13 +111,8 @@ func (s *metricsServer) commit(p metricsPlan) {
 	s.mu.Lock()
 	old, oldDone := s.srv, s.srvDone
 	s.srv, s.srvDone, s.addr = nil, nil, p.addr
-	if p.ln != nil {
+	if p.ln != nil || !p.addr.IsValid() {
 		s.lnErr = ""
-	} else if !p.addr.IsValid() {
-		s.lnErr = ""
-	}
-	if p.file != s.file {
-		s.file, s.fileAt, s.fileErr = p.file, time.Time{}, ""
 	}
 	if p.ln != nil {
 		s.srv, s.srvDone = s.serveLocked(p.ln)
@@ -193,7 +201,7 @@ func (s *metricsServer) service(cfg func() *config.Config, source metrics.Source
 		p := metricsPlan{addr: c.Options.Metrics, file: c.Options.MetricsFile, retry: c.Options.Metrics.IsValid()}
 		s.commit(p)
 		s.w.goRun(ctx, func(ctx context.Context) {
-			t := time.NewTicker(metrics.TextfileEvery * time.Second)
+			t := time.NewTicker(metrics.TextfileEvery)
 			defer t.Stop()
 			for {
 				s.writeFile()

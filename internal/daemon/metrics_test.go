@@ -59,6 +59,19 @@ func TestReloadMetricsAddress(t *testing.T) {
 	if !strings.Contains(body, `sesame_grants_active{door="ssh"} 0`) || strings.Contains(body, `door="web"`) || !strings.Contains(body, "go_goroutines") {
 		t.Errorf("/metrics after the reload:\n%s", body)
 	}
+	// A reload that keeps the address keeps serving.
+	if err := d.reload(context.Background(), []byte("[options]\nMetrics = 127.0.0.2:10171\n"+runningConf+"[new]\nsequence = 9100\n")); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = http.Get("http://" + ln.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatalf("/metrics not served after a reload that kept its address: %v", err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), `sesame_grants_active{door="new"} 0`) {
+		t.Errorf("/metrics after the second reload:\n%s", b)
+	}
 	// Off again: the listener closes.
 	if err := d.reload(context.Background(), []byte(runningConf)); err != nil {
 		t.Fatal(err)

@@ -7,13 +7,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 )
 
 // TextfileEvery is how often the daemon writes Metrics_File.
-const TextfileEvery = 15 // seconds
+const TextfileEvery = 15 * time.Second
 
 // tempName is where WriteFile writes before the rename: in path's
 // directory (a rename is atomic only within one file system), hidden and
