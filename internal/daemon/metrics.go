@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +31,9 @@ type metricsServer struct {
 	// listen is net.Listen; tests replace it.
 	listen func(network, addr string) (net.Listener, error)
 	w      worker // the textfile writer
+	// writeMu serialises writes of the textfile and the removal of the
+	// previous config's, so that a write in progress cannot bring it back.
+	writeMu sync.Mutex
 
 	mu      sync.Mutex // guards all following fields
 	addr    netip.AddrPort
@@ -94,10 +98,20 @@ func (s *metricsServer) discard(p metricsPlan) {
 // writes the plan's file from now on.
 func (s *metricsServer) commit(p metricsPlan) {
 	s.mu.Lock()
-	if p.file != s.file {
+	oldFile := s.file
+	if p.file != oldFile {
 		s.file, s.fileAt, s.fileErr = p.file, time.Time{}, ""
 	}
 	s.mu.Unlock()
+	if oldFile != "" && p.file != oldFile {
+		// Left behind, node_exporter would serve it for ever.
+		s.writeMu.Lock()
+		err := os.Remove(oldFile)
+		s.writeMu.Unlock()
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.log.Warn("metrics file of the previous config not removed", "metrics_file", oldFile, "error", err)
+		}
+	}
 	if p.keep {
 		return
 	}
@@ -161,6 +175,8 @@ func shutdown(srv *http.Server, done chan struct{}) {
 // writeFile writes the textfile, if one is configured, and notes how it
 // went (a failure is logged when it first happens, not every 15 s).
 func (s *metricsServer) writeFile() {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	s.mu.Lock()
 	path := s.file
 	s.mu.Unlock()

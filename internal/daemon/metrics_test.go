@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -71,6 +73,22 @@ func TestReloadMetricsAddress(t *testing.T) {
 	resp.Body.Close()
 	if !strings.Contains(string(b), `sesame_grants_active{door="new"} 0`) {
 		t.Errorf("/metrics after the second reload:\n%s", b)
+	}
+	// A new Metrics_File: the old one goes (node_exporter would serve it
+	// for ever), the new one is written.
+	dir := t.TempDir()
+	first, second := filepath.Join(dir, "a.prom"), filepath.Join(dir, "b.prom")
+	for _, f := range []string{first, second} {
+		if err := d.reload(context.Background(), []byte("[options]\nMetrics = 127.0.0.2:10171\nMetrics_File = "+f+"\n"+runningConf)); err != nil {
+			t.Fatal(err)
+		}
+		d.ms.writeFile()
+	}
+	if _, err := os.Stat(first); !os.IsNotExist(err) {
+		t.Errorf("the previous Metrics_File is still there: %v", err)
+	}
+	if b, err := os.ReadFile(second); err != nil || !strings.Contains(string(b), "sesame_doors 1") {
+		t.Errorf("the new Metrics_File: %v\n%s", err, b)
 	}
 	// Off again: the listener closes.
 	if err := d.reload(context.Background(), []byte(runningConf)); err != nil {
