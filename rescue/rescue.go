@@ -410,6 +410,15 @@ func (s *Switch) Summary() string {
 	return s.last.Load().String()
 }
 
+// Last is the Status of the last kernel reading, like Summary: the zero
+// Status when no rescue is configured.
+func (s *Switch) Last() Status {
+	if !s.enabled {
+		return Status{}
+	}
+	return *s.last.Load()
+}
+
 func (s *Switch) status(k kernelState) Status {
 	st := Status{Configured: true, Backend: s.fw.Name(), Ports: s.ports, From: s.from, After: s.after,
 		Installed: k.Installed, Problems: k.Problems, Open: k.isOpen(), Held: k.Held, Left: k.Left}

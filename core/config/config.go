@@ -56,6 +56,12 @@ type Options struct {
 	RescuePorts []knock.Port
 	RescueAfter time.Duration
 	RescueFrom  []netip.Prefix
+	// Metrics is where /metrics is served (Prometheus text format); the
+	// zero value means not at all.
+	Metrics netip.AddrPort
+	// MetricsFile is a file the same families are written to every 15 s
+	// (node_exporter's textfile collector); "" means none.
+	MetricsFile string
 	// Lines says where each global key was set (Lines.Of(KeyLogFile)).
 	Lines Lines
 }

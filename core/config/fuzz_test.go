@@ -14,6 +14,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("x=1\n[]\n[d\n"))
 	f.Add([]byte("[d\nsequence=1\nSEQ_TIMOUT=2\n[e] x\nLogFile=/l\n[options\nsequence=1\n"))
 	f.Add([]byte("[a]\nsequence=1\nstop_command=x\n[b]\nsequence=1\nstop_command_6=y\nstart_command_6=\n"))
+	f.Add([]byte("[options]\nMetrics=[::1]:10171\nMetrics_File=/var/lib/x.prom\n[d]\nsequence=1\n"))
+	f.Add([]byte("[options]\nMetrics=0.0.0.0:1\nMetrics_File=/a/b.txt\n[d]\nsequence=1\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse("fuzz.conf", data)
 		if err != nil {
@@ -45,6 +47,12 @@ func FuzzParse(f *testing.F) {
 			if !strings.HasPrefix(w, "fuzz.conf:") || strings.HasPrefix(w, "fuzz.conf:0:") {
 				t.Fatalf("unlocated warning %q", w)
 			}
+		}
+		if m := c.Options.Metrics; m.IsValid() && (m.Port() == 0 || m.Addr().Zone() != "" || m.Addr().Is4In6()) {
+			t.Fatalf("Metrics %v accepted", m)
+		}
+		if f := c.Options.MetricsFile; f != "" && !strings.HasPrefix(f, "/") {
+			t.Fatalf("Metrics_File %q accepted", f)
 		}
 		if c.Options.MaxAttempts < 1 {
 			t.Fatalf("MaxAttempts %d", c.Options.MaxAttempts)

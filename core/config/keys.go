@@ -23,6 +23,8 @@ const (
 	KeyRescuePorts
 	KeyRescueAfter
 	KeyRescueFrom
+	KeyMetrics
+	KeyMetricsFile
 	// doors
 	KeyTarget
 	KeySequence
@@ -75,6 +77,8 @@ var keyInfos = [numKeys]keyInfo{
 	KeyRescuePorts:       {"Rescue_Ports", true},
 	KeyRescueAfter:       {"Rescue_After", true},
 	KeyRescueFrom:        {"Rescue_From", true},
+	KeyMetrics:           {"Metrics", true},
+	KeyMetricsFile:       {"Metrics_File", true},
 	KeyTarget:            {"target", false},
 	KeySequence:          {"sequence", false},
 	KeyOneTimeSequences:  {"one_time_sequences", false},

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -307,7 +308,43 @@ func (p *parser) optionKey(key Key, val string) {
 			return
 		}
 		o.RescueFrom = pfx
+	case KeyMetrics:
+		ap, err := parseListen(val)
+		if err != nil {
+			p.errorf("Metrics: %v", err)
+			return
+		}
+		o.Metrics = ap
+		if !ap.Addr().IsLoopback() {
+			p.warnf(p.line, "Metrics listens on %s, which is not a loopback address: the metrics name doors and show their activity to anyone who can reach it; keep it on 127.0.0.1 or ::1, or behind a proxy that authenticates", ap)
+		}
+	case KeyMetricsFile:
+		if !filepath.IsAbs(val) {
+			p.errorf("Metrics_File: %q is not an absolute path", val)
+			return
+		}
+		o.MetricsFile = filepath.Clean(val)
+		if !strings.HasSuffix(val, ".prom") {
+			p.warnf(p.line, "Metrics_File %s does not end in .prom: node_exporter's textfile collector reads only *.prom files", val)
+		}
 	}
+}
+
+// parseListen parses an address and port to listen on: an IP literal
+// (IPv6 in brackets) and a port from 1 to 65535. Host names are refused:
+// what a name resolves to may change under a running daemon.
+func parseListen(s string) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q is not ADDRESS:PORT with an IP address (127.0.0.1:10171, [::1]:10171)", s)
+	}
+	if ap.Port() == 0 {
+		return netip.AddrPort{}, fmt.Errorf("%q: port 0", s)
+	}
+	if ap.Addr().Zone() != "" {
+		return netip.AddrPort{}, fmt.Errorf("%q: zoned addresses are not supported", s)
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 }
 
 func (p *parser) doorKey(d *Door, key Key, val string) {

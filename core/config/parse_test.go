@@ -208,6 +208,10 @@ func TestParseErrors(t *testing.T) {
 		{"bad usesyslog value", "[options]\nUseSyslog=maybe\n", 2, "not yes or no"},
 		{"bad interface", "[options]\nInterface=eth0,,eth1\n", 2, "empty interface"},
 		{"bad rescue_from", "[options]\nRescue_From=10.0.0.0/33\n", 2, "not an address or prefix"},
+		{"metrics host name", "[options]\nMetrics=localhost:10171\n", 2, "with an IP address"},
+		{"metrics no port", "[options]\nMetrics=127.0.0.1\n", 2, "ADDRESS:PORT"},
+		{"metrics port 0", "[options]\nMetrics=127.0.0.1:0\n", 2, "port 0"},
+		{"metrics file relative", "[options]\n\nMetrics_File=sesame.prom\n", 3, "not an absolute path"},
 		{"duplicate door", "[a]\nsequence=1\n[b]\nsequence=2\n[a]\nsequence=3\n", 5, `door "a" is already defined at line 1`},
 		{"door name too long", "[" + strings.Repeat("x", 1025) + "]\nsequence=1\n", 1, "at most 1024"},
 		{"door name not utf-8", "[d\xff]\nsequence=1\n", 1, "not valid UTF-8"},
@@ -229,6 +233,38 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("error text %q does not start with file:line", err)
 			}
 		})
+	}
+}
+
+// Metrics and Metrics_File: typed at parse time; a listener that is not
+// on loopback and a file node_exporter would not read are warnings with
+// their line.
+func TestParseMetrics(t *testing.T) {
+	c, err := Parse("t.conf", []byte("[options]\nMetrics = [::1]:10171\nMetrics_File = /var/lib/prometheus/node-exporter/sesame.prom\n[d]\nsequence=1\nstart_command=x\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Options.Metrics != netip.MustParseAddrPort("[::1]:10171") || c.Options.MetricsFile != "/var/lib/prometheus/node-exporter/sesame.prom" {
+		t.Errorf("options %+v", c.Options)
+	}
+	if len(c.Warnings) != 0 {
+		t.Errorf("warnings %q", c.Warnings)
+	}
+	if c.Options.Lines.Of(KeyMetrics) != 2 || c.Options.Lines.Of(KeyMetricsFile) != 3 {
+		t.Errorf("lines %d %d", c.Options.Lines.Of(KeyMetrics), c.Options.Lines.Of(KeyMetricsFile))
+	}
+	c, err = Parse("t.conf", []byte("[options]\nMetrics = 0.0.0.0:10171\nMetrics_File = /tmp/sesame.txt\n[d]\nsequence=1\nstart_command=x\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(c.Warnings, "\n")
+	for _, want := range []string{"t.conf:2: Metrics listens on 0.0.0.0:10171, which is not a loopback address", "t.conf:3: Metrics_File /tmp/sesame.txt does not end in .prom"} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings lack %q:\n%s", want, w)
+		}
+	}
+	if c, _ := Parse("t.conf", []byte("[d]\nsequence=1\n")); c.Options.Metrics.IsValid() || c.Options.MetricsFile != "" {
+		t.Errorf("metrics on by default: %+v", c.Options)
 	}
 }
 

@@ -66,6 +66,34 @@ const (
 	KeyStage    = "stage"
 )
 
+// Keys of fields that sinks other than journald route on: the metrics
+// sink (internal/metrics) counts events by them. Producers must use them
+// as documented here for their events to be counted.
+const (
+	// KeySuppressed is on an entry that stands for N entries of its kind
+	// that a limiter (core/loglimit) held back: N, as a uint64. A sink
+	// that counts events counts N for it, 1 for any other entry.
+	KeySuppressed = "suppressed"
+	// KeyOutcome is on an Open entry: what grant.Manager.Open did
+	// (grant.Outcome's text: "granted", "extended", "ran start"...).
+	KeyOutcome = "outcome"
+	// KeyStatus is on the Revoke entry that ends a grant: "done" (its stop
+	// and native revoke succeeded and the journal has it) or "forgotten"
+	// (an admin ended it); KeyReason then says why it was revoked
+	// (expire, admin, reload, refused, replay, forgotten).
+	KeyStatus = "status"
+	// KeyAttempt is on an Error-level Revoke entry that reports a failed
+	// attempt of a stop command or native revoke (1, 2...).
+	KeyAttempt = "attempt"
+	// KeyAuth is on entries about an authenticated knock (SPA): "fwknop"
+	// or "ssh". A Refused entry with KeyAuth is a refused SPA or SSH
+	// knock, and its KeyReason the verifier's reason ("bad HMAC",
+	// "stale", "unknown-key"...); a Refused entry without KeyAuth is a
+	// grant refused (rate limit, journal, start command marker).
+	KeyAuth   = "auth"
+	KeyReason = "reason"
+)
+
 // Event is one event with its common fields; zero fields are left out.
 type Event struct {
 	Kind     Kind

@@ -525,10 +525,10 @@ func (m *Manager) reportHeld(k string, n uint64, every time.Duration) {
 	switch kind {
 	case "extend":
 		m.log.Info(fmt.Sprintf("%s: %d more grant extensions in the last %v (not logged one by one)", door, n, every),
-			event.Event{Kind: event.Extend, Door: door}.Args("suppressed", n)...)
+			event.Event{Kind: event.Extend, Door: door}.Args(event.KeySuppressed, n)...)
 	case "refused":
 		m.log.Warn(fmt.Sprintf("%s: grant refused: rate limit reached, %d more opens refused in the last %v (not logged one by one)", door, n, every),
-			event.Event{Kind: event.Refused, Door: door}.Args("refused", n)...)
+			event.Event{Kind: event.Refused, Door: door}.Args(event.KeySuppressed, n)...)
 	default:
 		m.log.Warn(fmt.Sprintf("%d grant log lines held back in the last %v", n, every), "suppressed", n)
 	}

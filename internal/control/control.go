@@ -33,20 +33,113 @@ type Handler interface {
 	// again (sesame revoke --forget).
 	Forget(ctx context.Context, id string) error
 	Status() Status
+	// Reload re-reads the config file as SIGHUP does. With wait it
+	// returns once the reload finished: the error says why the new
+	// config was refused (the old one keeps running). Without wait it
+	// only queues the reload.
+	Reload(ctx context.Context, wait bool) (ReloadResult, error)
 }
 
-// Status is the daemon's state in brief.
+// ReloadResult is what a reload did.
+type ReloadResult struct {
+	// Queued: the reload was asked for and not waited for.
+	Queued bool `json:"queued,omitempty"`
+	// Changed: a new config is in force; false when the file holds the
+	// config already running.
+	Changed bool `json:"changed"`
+	Doors   int  `json:"doors"`
+}
+
+// Status is the daemon's state, for `sesame status`.
 type Status struct {
-	Version    string   `json:"version"`
-	Config     string   `json:"config"`
-	Doors      []string `json:"doors"`
-	Interfaces []string `json:"interfaces"`
-	Grants     int      `json:"grants"`
-	Attempts   int      `json:"attempts"`
-	ConfigErr  string   `json:"config_error,omitempty"`
+	Version string    `json:"version"`
+	Started time.Time `json:"started"`
+	Config  string    `json:"config"`
+	// Reload is the last reload (or the start's reading of the config).
+	Reload ReloadStatus `json:"reload"`
+	// ConfigErr says why the config file is not the config in force
+	// (the last reload, or the start, refused it); "" when it is.
+	ConfigErr  string            `json:"config_error,omitempty"`
+	Interfaces []InterfaceStatus `json:"interfaces"`
+	Doors      []DoorStatus      `json:"doors"`
+	Grants     int               `json:"grants"`
 	// StopFailing counts grants whose stop command or native revoke keeps
 	// failing (state "stop failing" in sesame grants).
-	StopFailing int `json:"stop_failing,omitempty"`
+	StopFailing int            `json:"stop_failing,omitempty"`
+	Attempts    int            `json:"attempts"`
+	Rescue      RescueStatus   `json:"rescue"`
+	Firewall    FirewallStatus `json:"firewall"`
+	Journal     JournalStatus  `json:"journal"`
+	Metrics     MetricsStatus  `json:"metrics"`
+	// Healthy is false when a component is unhealthy or the last reload
+	// failed; Problems says why, one line each.
+	Healthy  bool     `json:"healthy"`
+	Problems []string `json:"problems,omitempty"`
+}
+
+// ReloadStatus is the last reload.
+type ReloadStatus struct {
+	At      time.Time `json:"at"`
+	Trigger string    `json:"trigger"` // start, SIGHUP, file change, sesame reload
+	OK      bool      `json:"ok"`
+	Error   string    `json:"error,omitempty"` // with file and line
+	// InForce is when the running config came into force.
+	InForce time.Time `json:"in_force"`
+}
+
+// InterfaceStatus is one capture.
+type InterfaceStatus struct {
+	Name string `json:"name"`
+	// State is "capturing", "waiting" (the interface is missing or down;
+	// Why says so) or "starting".
+	State  string `json:"state"`
+	Why    string `json:"why,omitempty"`
+	Filter string `json:"filter,omitempty"` // ebpf or classic
+	// Packets and Drops count candidate knocks handed to the matcher and
+	// frames the kernel dropped, since the daemon started.
+	Packets uint64 `json:"packets"`
+	Drops   uint64 `json:"drops"`
+}
+
+// DoorStatus is one door.
+type DoorStatus struct {
+	Name string `json:"name"`
+	// Kind is "sequence", "one-time" or "spa"; "" for a door that only
+	// has grants left (not in the running config).
+	Kind     string `json:"kind"`
+	Disabled bool   `json:"disabled,omitempty"`
+	Grants   int    `json:"grants"`
+}
+
+// RescueStatus is the rescue port, as last read from the kernel.
+type RescueStatus struct {
+	Configured bool   `json:"configured"`
+	Open       bool   `json:"open"`
+	Held       bool   `json:"held,omitempty"`
+	Installed  bool   `json:"installed"`
+	Summary    string `json:"summary"`
+}
+
+// FirewallStatus is the backend of native grants and its last repair.
+type FirewallStatus struct {
+	Backend    string    `json:"backend"` // "" when no door opens ports
+	LastRepair time.Time `json:"last_repair,omitzero"`
+	Repair     string    `json:"repair,omitempty"` // what it repaired
+	Repairs    uint64    `json:"repairs"`
+}
+
+// JournalStatus is the grants journal on disk.
+type JournalStatus struct {
+	Path  string `json:"path"`
+	Bytes int64  `json:"bytes"`
+}
+
+// MetricsStatus is where metrics go.
+type MetricsStatus struct {
+	Listen string    `json:"listen,omitempty"`
+	File   string    `json:"file,omitempty"`
+	FileAt time.Time `json:"file_written,omitzero"`
+	Error  string    `json:"error,omitempty"`
 }
 
 // Listen opens the socket at path, mode 0600, replacing a stale socket
@@ -127,7 +220,22 @@ func Serve(ctx context.Context, ln net.Listener, h Handler) error {
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, h.Status())
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
+		wait := r.URL.Query().Get("wait") == "1"
+		res, err := h.Reload(r.Context(), wait)
+		switch {
+		case err != nil:
+			writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"error": err.Error()})
+		case !wait:
+			writeJSON(w, http.StatusAccepted, res)
+		default:
+			writeJSON(w, http.StatusOK, res)
+		}
+	})
+	// Requests end with ctx: a reload waited for while sesamed stops
+	// returns then.
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return ctx }}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -189,16 +297,23 @@ func (c *Client) call(ctx context.Context, method, url string, out any) error {
 	if err != nil {
 		return err
 	}
-	resp, err := c.hc.Do(req)
+	hc := c.hc
+	if d, ok := ctx.Deadline(); ok && time.Until(d) > hc.Timeout {
+		// A call that may wait (reload --wait) is bounded by its context.
+		long := *hc
+		long.Timeout = 0
+		hc = &long
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach sesamed: %w", err)
+		return &UnreachableError{Err: err}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
 		var e struct{ Error string }
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
 			return errors.New(e.Error)
@@ -225,6 +340,25 @@ func (c *Client) Revoke(ctx context.Context, target string) ([]string, error) {
 func (c *Client) Forget(ctx context.Context, id string) error {
 	var r struct{ Forgotten []string }
 	return c.call(ctx, http.MethodPost, "/v1/forget?id="+url.QueryEscape(id), &r)
+}
+
+// UnreachableError is returned when no daemon answers on the socket:
+// none runs, or it does not answer (sesame status exits 3).
+type UnreachableError struct{ Err error }
+
+func (e *UnreachableError) Error() string { return "cannot reach sesamed: " + e.Err.Error() }
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// Reload asks the daemon to re-read its config file; with wait, it
+// returns once the reload finished, with the daemon's error (file and
+// line) when the new config was refused. ctx bounds the wait.
+func (c *Client) Reload(ctx context.Context, wait bool) (ReloadResult, error) {
+	var r ReloadResult
+	q := "/v1/reload"
+	if wait {
+		q += "?wait=1"
+	}
+	return r, c.call(ctx, http.MethodPost, q, &r)
 }
 
 // Status fetches the daemon's status.

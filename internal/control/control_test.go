@@ -13,7 +13,11 @@ import (
 	"github.com/sesame-knock/sesame/core/grant"
 )
 
-type fakeHandler struct{ revoked, forgotten []string }
+type fakeHandler struct {
+	revoked, forgotten []string
+	reloads            []bool // wait of each Reload
+	reloadErr          error
+}
 
 func (f *fakeHandler) Grants() []grant.Grant {
 	return []grant.Grant{{ID: "g1", Door: "ssh", Source: netip.MustParseAddr("192.0.2.1"), State: "active"}}
@@ -32,7 +36,16 @@ func (f *fakeHandler) Forget(ctx context.Context, id string) error {
 	f.forgotten = append(f.forgotten, id)
 	return nil
 }
-func (f *fakeHandler) Status() Status { return Status{Doors: []string{"ssh"}, Grants: 1} }
+func (f *fakeHandler) Status() Status {
+	return Status{Doors: []DoorStatus{{Name: "ssh", Kind: "sequence", Grants: 1}}, Grants: 1}
+}
+func (f *fakeHandler) Reload(_ context.Context, wait bool) (ReloadResult, error) {
+	f.reloads = append(f.reloads, wait)
+	if !wait {
+		return ReloadResult{Queued: true}, nil
+	}
+	return ReloadResult{Changed: true, Doors: 2}, f.reloadErr
+}
 
 func serve(t *testing.T, path string, h Handler) {
 	ln, err := Listen(path)
@@ -72,8 +85,30 @@ func TestRoundTrip(t *testing.T) {
 	if err := c.Forget(ctx, "g2"); err == nil || !strings.Contains(err.Error(), "not failing") {
 		t.Errorf("Forget of a grant that is not failing: %v", err)
 	}
-	if st, err := c.Status(ctx); err != nil || st.Grants != 1 {
+	if st, err := c.Status(ctx); err != nil || st.Grants != 1 || st.Doors[0].Name != "ssh" {
 		t.Errorf("Status = %+v %v", st, err)
+	}
+	if r, err := c.Reload(ctx, false); err != nil || !r.Queued {
+		t.Errorf("Reload without wait = %+v %v", r, err)
+	}
+	if r, err := c.Reload(ctx, true); err != nil || !r.Changed || r.Doors != 2 {
+		t.Errorf("Reload = %+v %v", r, err)
+	}
+	h.reloadErr = errors.New("/etc/sesame/sesame.conf:3: Sequence: port 0")
+	if _, err := c.Reload(ctx, true); err == nil || err.Error() != h.reloadErr.Error() {
+		t.Errorf("refused Reload: %v", err)
+	}
+	if len(h.reloads) != 3 || h.reloads[0] || !h.reloads[1] {
+		t.Errorf("reloads %v", h.reloads)
+	}
+}
+
+// No daemon on the socket: an UnreachableError (sesame status exits 3).
+func TestUnreachable(t *testing.T) {
+	_, err := NewClient(filepath.Join(t.TempDir(), "none.sock")).Status(context.Background())
+	var u *UnreachableError
+	if !errors.As(err, &u) || !strings.Contains(err.Error(), "cannot reach sesamed") {
+		t.Errorf("err = %v", err)
 	}
 }
 

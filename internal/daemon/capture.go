@@ -15,6 +15,8 @@ import (
 
 	"github.com/sesame-knock/sesame/core/capture"
 	"github.com/sesame-knock/sesame/core/knock"
+	"github.com/sesame-knock/sesame/internal/control"
+	"github.com/sesame-knock/sesame/internal/metrics"
 	"github.com/sesame-knock/sesame/supervisor"
 )
 
@@ -52,6 +54,11 @@ type captures struct {
 	noFilter map[string]error
 	// filters holds, per interface, the kernel filter last logged.
 	filters map[string]filterState
+	// closed holds, per interface, the counts of its handles that have
+	// ended; shown keeps the counts last shown, so that they never go
+	// back (a handle's counts move to closed as it ends).
+	closed map[string]metrics.Interface
+	shown  map[string]metrics.Interface
 }
 
 // filterState is what is logged about a capture's kernel filter.
@@ -63,7 +70,7 @@ type filterState struct {
 func newCaptures(ifaces []string, log hclog.Logger) *captures {
 	c := &captures{ifaces: ifaces, log: log, handles: map[string]handle{},
 		state: map[string]string{}, wakeups: map[string]chan struct{}{}, noFilter: map[string]error{},
-		filters: map[string]filterState{}}
+		filters: map[string]filterState{}, closed: map[string]metrics.Interface{}, shown: map[string]metrics.Interface{}}
 	for _, i := range ifaces {
 		c.wakeups[i] = make(chan struct{}, 1)
 	}
@@ -181,6 +188,7 @@ func (c *captures) open(iface string) (handle, error) {
 		return nil, err
 	}
 	if old := c.handles[iface]; old != nil {
+		c.retireLocked(iface, old)
 		old.Close()
 	}
 	c.handles[iface] = h
@@ -254,6 +262,7 @@ func (c *captures) serve(ctx context.Context, iface string, beat *supervisor.Bea
 		c.mu.Lock()
 		if c.handles[iface] == h {
 			delete(c.handles, iface)
+			c.retireLocked(iface, h)
 		}
 		if err != nil {
 			c.state[iface] = "down: " + err.Error()
@@ -319,6 +328,65 @@ func (c *captures) describe() string {
 		parts = append(parts, i+" ("+st+")")
 	}
 	return strings.Join(parts, ", ")
+}
+
+// retireLocked adds the counts of h, which is leaving c.handles, to
+// iface's closed counts.
+func (c *captures) retireLocked(iface string, h handle) {
+	st := h.Stats()
+	t := c.closed[iface]
+	t.Packets += st.Delivered
+	t.Drops += st.KernelDrops
+	c.closed[iface] = t
+}
+
+// counters returns each interface's counts since the daemon started.
+func (c *captures) counters() []metrics.Interface {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]metrics.Interface, 0, len(c.ifaces))
+	for _, i := range c.ifaces {
+		t := c.closed[i]
+		t.Name = i
+		if h := c.handles[i]; h != nil {
+			st := h.Stats()
+			t.Packets += st.Delivered
+			t.Drops += st.KernelDrops
+		}
+		last := c.shown[i]
+		t.Packets, t.Drops = max(t.Packets, last.Packets), max(t.Drops, last.Drops)
+		c.shown[i] = t
+		out = append(out, t)
+	}
+	return out
+}
+
+// status is each interface's part of sesame status: capturing, or
+// waiting and why.
+func (c *captures) status() []control.InterfaceStatus {
+	counts := c.counters()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]control.InterfaceStatus, 0, len(c.ifaces))
+	for k, i := range c.ifaces {
+		st := control.InterfaceStatus{Name: i, Packets: counts[k].Packets, Drops: counts[k].Drops}
+		switch s := c.state[i]; {
+		case c.handles[i] != nil:
+			st.State = "capturing"
+			if f, ok := c.filters[i]; ok {
+				st.Filter = f.kind.String()
+			}
+		case s == "":
+			st.State = "starting"
+		default:
+			st.State, st.Why = "waiting", strings.TrimPrefix(s, "down: ")
+		}
+		if err := c.noFilter[i]; err != nil {
+			st.Why = "no kernel filter: " + err.Error()
+		}
+		out = append(out, st)
+	}
+	return out
 }
 
 // health is what the watchdog and the rescue's heartbeat consult: every

@@ -23,6 +23,7 @@ import (
 	"github.com/sesame-knock/sesame/core/grant"
 	"github.com/sesame-knock/sesame/core/journal"
 	"github.com/sesame-knock/sesame/internal/control"
+	"github.com/sesame-knock/sesame/internal/metrics"
 	"github.com/sesame-knock/sesame/internal/netmon"
 	"github.com/sesame-knock/sesame/rescue"
 	"github.com/sesame-knock/sesame/supervisor"
@@ -54,6 +55,7 @@ type deps struct {
 	newRescueFW func(firewall.Kind, firewall.RescueSpec, hclog.Logger) (rescue.Firewall, error)
 	openCapture func(iface string, spec capture.FilterSpec) (handle, error)
 	newLinks    func(netmon.Options) (linkEvents, error)
+	listenTCP   func(network, addr string) (net.Listener, error) // nil: net.Listen
 }
 
 func osDeps() deps {
@@ -105,11 +107,22 @@ type daemon struct {
 	caps    *captures
 	rescue  *keeper
 	attach  int // interfaces captured at start
+	started time.Time
 
-	mu     sync.Mutex // guards cfg, cfgErr and host
-	cfg    *config.Config
-	cfgErr string
-	host   []netip.Addr // what the engine was last given as the host's addresses
+	metrics *metrics.Metrics
+	lat     *metrics.Latency
+	ms      *metricsServer
+	// reloads are reloads asked for over the control socket; the config
+	// service's goroutine makes them, one at a time with SIGHUP's.
+	reloads chan reloadRequest
+
+	mu       sync.Mutex // guards cfg, cfgErr, host, reloadSt, trigger and repair
+	cfg      *config.Config
+	cfgErr   string
+	host     []netip.Addr // what the engine was last given as the host's addresses
+	reloadSt control.ReloadStatus
+	trigger  string // what asked for the reload in progress ("" for a file change)
+	repair   repairNote
 }
 
 // Run runs the daemon until ctx ends, then shuts down cleanly and
@@ -141,7 +154,9 @@ func run(ctx context.Context, opts Options, dp deps) error {
 	}
 	defer log.Close()
 	d := newDaemon(opts, dp, log, cfg)
+	d.reloadSt = control.ReloadStatus{At: d.started, Trigger: "start", OK: cfgErr == nil, InForce: d.started}
 	if cfgErr != nil {
+		d.reloadSt.Error = cfgErr.Error()
 		d.cfgErr = cfgErr.Error() + " (running the last good config, " + lastGoodPath(opts.StateDir) + ")"
 		log.Error("config invalid, running the last good config from "+lastGoodPath(opts.StateDir)+": "+cfgErr.Error(), "error", cfgErr, "last_good", lastGoodPath(opts.StateDir))
 	}
@@ -176,7 +191,16 @@ func run(ctx context.Context, opts Options, dp deps) error {
 // newDaemon builds the daemon for its first config; it starts nothing.
 func newDaemon(opts Options, dp deps, log *eventlog.Logger, cfg *config.Config) *daemon {
 	d := &daemon{opts: opts, deps: dp, log: log, cfg: cfg, failed: make(chan error, 1),
-		notify: supervisor.NewNotifier(log.Named("notify"))}
+		notify: supervisor.NewNotifier(log.Named("notify")), started: dp.now(), reloads: make(chan reloadRequest, 8)}
+	// Counted from the first entry: resumed grants, the start's repairs.
+	d.metrics = metrics.New(opts.Version)
+	d.metrics.SetDoors(doorNames(cfg))
+	log.RegisterSink(d.metrics.Sink())
+	d.lat = d.metrics.NewLatency(commandLimit + time.Minute)
+	d.ms = newMetricsServer(d.metrics, log.Named("metrics"))
+	if dp.listenTCP != nil {
+		d.ms.listen = dp.listenTCP
+	}
 	d.fw = &firewalls{log: log.Named("firewall"), newBackend: dp.newBackend}
 	d.rescue = &keeper{log: log.Named("rescue"), newFW: dp.newRescueFW, fw: d.fw, now: dp.now}
 	ifaces := opts.Interfaces
@@ -208,6 +232,7 @@ func (d *daemon) services(hup <-chan os.Signal) []hook {
 		d.linksService(),
 		d.capturesService(),
 		ctl.server(),
+		d.ms.service(d.config, d.metricsState),
 		d.configService(hup),
 		d.pidFileService(),
 		d.watchdogService(),
@@ -246,6 +271,15 @@ func (d *daemon) watchdogService() hook {
 
 // health is what the watchdog and the rescue's heartbeat consult.
 func (d *daemon) health() health { return health{hb: d.sup.Heartbeats(), caps: d.caps} }
+
+// doorNames are cfg's doors' names.
+func doorNames(cfg *config.Config) []string {
+	out := make([]string, len(cfg.Doors))
+	for i, d := range cfg.Doors {
+		out[i] = d.Name
+	}
+	return out
+}
 
 func (d *daemon) config() *config.Config {
 	d.mu.Lock()

@@ -13,7 +13,7 @@ import (
 // the files, after the supervisor has stopped it.
 func (d *daemon) engineService() hook {
 	return hook{name: "engine", start: func(context.Context) error {
-		eng, err := engine.New(d.config(), engine.Options{Grants: d.grants, Logger: d.log.Named("engine"),
+		eng, err := engine.New(d.config(), engine.Options{Grants: openCounter{g: d.grants, m: d.metrics, lat: d.lat}, Logger: d.log.Named("engine"),
 			OnFilter: d.caps.setDoorFilter, SkipIPv6: d.opts.SkipIPv6, Now: d.deps.now})
 		if err != nil {
 			return err

@@ -159,6 +159,7 @@ func (d *daemon) reconcile(ctx context.Context) {
 	if err != nil {
 		d.log.Error("reconcile: "+err.Error(), "error", err)
 	}
+	d.noteRepair(rep)
 	if rep.Recreated {
 		d.log.Warn("reconcile: Sesame's firewall objects were missing (firewall flushed or reloaded) and were recreated", "backend", b.Name())
 	}

@@ -41,10 +41,11 @@ func (d *daemon) grantsService() hook {
 			return fmt.Errorf("state dir: %w", err)
 		}
 		runner := command.New(command.Options{Logger: d.log.Named("exec"), Timeout: commandLimit})
-		opts := grant.Options{Journal: d.journal, Commands: runner, MarkerDir: markers,
+		cmds := &timedCommands{Commands: runner, m: d.metrics, lat: d.lat, noMarker: map[string]bool{}}
+		opts := grant.Options{Journal: d.journal, Commands: cmds, MarkerDir: markers,
 			CommandLimit: commandLimit, Logger: d.log.Named("grant")}
 		if b := d.fw.backend(); b != nil {
-			opts.Firewall = b
+			opts.Firewall = d.measuredFirewall(b)
 		}
 		d.grants = grant.New(opts)
 		d.grants.Resume(d.journal.Pending(), d.config().Doors)

@@ -109,6 +109,15 @@ func (k *keeper) commit(ctx context.Context, p rescuePlan) {
 	k.sw.Store(p.sw)
 }
 
+// status is the rescue as last read from the kernel; the zero Status
+// when none is configured or armed.
+func (k *keeper) status() rescue.Status {
+	if sw := k.sw.Load(); sw != nil {
+		return sw.Last()
+	}
+	return rescue.Status{}
+}
+
 // summary is the rescue's part of STATUS=; "" when none is configured.
 func (k *keeper) summary() string {
 	if sw := k.sw.Load(); sw != nil && sw.Enabled() {

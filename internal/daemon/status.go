@@ -3,9 +3,15 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
 	"time"
 
+	"github.com/sesame-knock/sesame/core/firewall"
 	"github.com/sesame-knock/sesame/core/grant"
+	"github.com/sesame-knock/sesame/core/journal"
 	"github.com/sesame-knock/sesame/internal/control"
 )
 
@@ -17,7 +23,7 @@ func (d *daemon) statusService() hook {
 
 func (d *daemon) updateStatus() {
 	st := d.Status()
-	s := fmt.Sprintf("%d doors on %s; %d grants, %d attempts", len(st.Doors), d.caps.describe(), st.Grants, st.Attempts)
+	s := fmt.Sprintf("%d doors on %s; %d grants, %d attempts", len(d.config().Doors), d.caps.describe(), st.Grants, st.Attempts)
 	if f := failingSummary(d.grants.List()); f != "" {
 		s += "; " + f
 	}
@@ -54,26 +60,119 @@ func failingSummary(gs []grant.Grant) string {
 	return fmt.Sprintf("STOP FAILING for %d grants (first %s, %s, %s: %s); see sesame grants", n, first.ID, first.Door, first.Source, first.LastError)
 }
 
-// Status answers the control socket's status request.
-func (d *daemon) Status() control.Status {
+// repairNote is the reconcile loop's last repair, for sesame status.
+type repairNote struct {
+	at    time.Time
+	what  string
+	count uint64
+}
+
+// noteRepair counts what a reconcile pass repaired.
+func (d *daemon) noteRepair(rep firewall.Report) {
+	n := len(rep.Restored) + len(rep.Removed)
+	var what []string
+	if rep.Recreated {
+		n++
+		what = append(what, "recreated Sesame's firewall objects")
+	}
+	if len(rep.Restored) > 0 {
+		what = append(what, fmt.Sprintf("restored %d grants", len(rep.Restored)))
+	}
+	if len(rep.Removed) > 0 {
+		what = append(what, fmt.Sprintf("removed %d stale grants", len(rep.Removed)))
+	}
+	if n == 0 {
+		return
+	}
+	d.metrics.Repaired(n)
 	d.mu.Lock()
-	cfg, cfgErr := d.cfg, d.cfgErr
+	d.repair = repairNote{at: d.deps.now(), what: strings.Join(what, ", "), count: d.repair.count + uint64(n)}
+	d.mu.Unlock()
+}
+
+// Status answers the control socket's status request: what sesame
+// status prints, with the daemon's verdict on its health.
+func (d *daemon) Status() control.Status {
+	now := d.deps.now()
+	d.mu.Lock()
+	cfg, cfgErr, rl, rep := d.cfg, d.cfgErr, d.reloadSt, d.repair
 	d.mu.Unlock()
 	gs := d.grants.List()
-	st := control.Status{Version: d.opts.Version, Config: d.opts.ConfigPath, Interfaces: d.caps.ifaces,
-		Grants: len(gs), ConfigErr: cfgErr}
+	st := control.Status{Version: d.opts.Version, Started: d.started, Config: d.opts.ConfigPath, Reload: rl,
+		ConfigErr: cfgErr, Interfaces: d.caps.status(), Grants: len(gs), Metrics: d.ms.status()}
+	byDoor := map[string]int{}
 	for _, g := range gs {
+		byDoor[g.Door]++
 		if g.State == grant.StopFailing.String() {
 			st.StopFailing++
 		}
 	}
+	inConfig := map[string]bool{}
 	for _, dr := range cfg.Doors {
-		st.Doors = append(st.Doors, dr.Name)
+		kind := "sequence"
+		if dr.OneTimeFile != "" {
+			kind = "one-time"
+		}
+		inConfig[dr.Name] = true
+		st.Doors = append(st.Doors, control.DoorStatus{Name: dr.Name, Kind: kind, Disabled: dr.Disabled, Grants: byDoor[dr.Name]})
+	}
+	var others []string
+	for door := range byDoor {
+		if !inConfig[door] {
+			others = append(others, door)
+		}
+	}
+	sort.Strings(others)
+	for _, door := range others {
+		st.Doors = append(st.Doors, control.DoorStatus{Name: door, Grants: byDoor[door]})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if es, err := d.eng.Stats(ctx); err == nil {
-		st.Attempts = es.Match.Attempts
+	es, engErr := d.eng.Stats(ctx)
+	st.Attempts = es.Match.Attempts
+	rs := d.rescue.status()
+	st.Rescue = control.RescueStatus{Configured: rs.Configured, Open: rs.Open, Held: rs.Held, Installed: rs.Installed, Summary: rs.String()}
+	if b := d.fw.backend(); b != nil {
+		st.Firewall.Backend = b.Name()
 	}
+	st.Firewall.LastRepair, st.Firewall.Repair, st.Firewall.Repairs = rep.at, rep.what, rep.count
+	st.Journal.Path = filepath.Join(d.opts.StateDir, journal.LogName)
+	if fi, err := os.Stat(st.Journal.Path); err == nil {
+		st.Journal.Bytes = fi.Size()
+	}
+
+	// The verdict: what keeps doors from working or leaves something
+	// open, and a config file that is not the one in force.
+	var problems []string
+	if !rl.OK || cfgErr != "" {
+		why := cfgErr
+		if why == "" {
+			why = rl.Error
+		}
+		problems = append(problems, "last reload failed, the previous config keeps running: "+why)
+	}
+	if d.sup != nil {
+		if ok, stale := d.health().Healthy(now); !ok {
+			problems = append(problems, "unhealthy: "+strings.Join(stale, "; "))
+		}
+	}
+	if engErr != nil {
+		problems = append(problems, "the matcher does not answer: "+engErr.Error())
+	}
+	for _, i := range st.Interfaces {
+		if i.State != "capturing" {
+			problems = append(problems, fmt.Sprintf("interface %s is not capturing (%s): %s", i.Name, i.State, i.Why))
+		}
+	}
+	if st.StopFailing > 0 {
+		problems = append(problems, fmt.Sprintf("%d grants whose stop keeps failing: what they opened stays open (see sesame grants)", st.StopFailing))
+	}
+	if rs.Configured && (rs.Open || !rs.Installed) {
+		problems = append(problems, rs.String())
+	}
+	if st.Metrics.Error != "" {
+		problems = append(problems, "metrics: "+st.Metrics.Error)
+	}
+	st.Problems, st.Healthy = problems, len(problems) == 0
 	return st
 }

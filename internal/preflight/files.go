@@ -22,9 +22,13 @@ var (
 	logFile = fileKind{"LogFile", "/var/log/sesame", false}
 	pidFile = fileKind{"PidFile", "/run/sesame", true}
 	oneTime = fileKind{"one_time_sequences", "/var/lib/sesame", false}
+	// Metrics_File is replaced by a rename from its directory: the
+	// directory must be writable too, which the same checks ask.
+	metricsFile = fileKind{"Metrics_File", "/var/lib/prometheus/node-exporter", false}
 )
 
-// files checks LogFile, PidFile and the one-time sequence files.
+// files checks LogFile, PidFile, Metrics_File and the one-time sequence
+// files.
 func (c *checker) files() {
 	o := c.cfg.Options
 	if p := firstSet(c.opts.LogFile, o.LogFile); p != "" {
@@ -32,6 +36,9 @@ func (c *checker) files() {
 	}
 	if p := firstSet(c.opts.PidFile, o.PidFile); p != "" {
 		c.writable(c.option(config.KeyPidFile, "-p", c.opts.PidFile), pidFile, p)
+	}
+	if p := o.MetricsFile; p != "" {
+		c.writable(c.option(config.KeyMetricsFile, "", ""), metricsFile, p)
 	}
 	// Package config opened each one-time file for writing already; what
 	// is left is whether the unit lets sesamed mark its lines.

@@ -122,6 +122,13 @@ func TestCheck(t *testing.T) {
 			},
 			want: want{errs: []string{"{{CONF}}:3: LogFile {{DIR}}/k.log is read-only (ProtectSystem=strict) under u.service, which lets sesamed write only to /var/log/sesame: " +
 				"use a path below /var/log/sesame (LogFile = /var/log/sesame/k.log), or allow this one with `systemctl edit sesamed` and the lines\n\t[Service]\n\tReadWritePaths={{DIR}}"}}},
+		{name: "Metrics_File in a directory that does not exist", conf: opt + "Metrics_File = /nonexistent/dir/sesame.prom\n" + door,
+			want: want{errs: []string{"{{CONF}}:3: Metrics_File /nonexistent/dir/sesame.prom: directory /nonexistent/dir does not exist"}}},
+		{name: "sandbox forbids Metrics_File, with the fix", conf: opt + "Metrics_File = {{DIR}}/sesame.prom\n" + door,
+			opts: func(string) Options {
+				return Options{Sandbox: ParseUnit("u.service", []byte("[Service]\nProtectSystem=strict\nReadWritePaths=-/var/lib/prometheus/node-exporter\n"))}
+			},
+			want: want{errs: []string{"use a path below /var/lib/prometheus/node-exporter (Metrics_File = /var/lib/prometheus/node-exporter/sesame.prom)"}}},
 		{name: "sandbox allows LogFile", conf: opt + "LogFile = {{DIR}}/k.log\n" + door,
 			opts: func(dir string) Options {
 				return Options{Sandbox: ParseUnit("u.service", []byte("[Service]\nProtectSystem=strict\nReadWritePaths="+dir+"\n"))}
