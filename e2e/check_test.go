@@ -128,6 +128,8 @@ func TestCheckAcceptsOnlyWhatStarts(t *testing.T) {
 	}{
 		{name: "LogFile in a directory that does not exist", conf: baseConf + "[options]\n\tLogFile = /nonexistent/dir/k.log\n",
 			want: ":11: LogFile /nonexistent/dir/k.log: directory /nonexistent/dir does not exist"},
+		{name: "PidFile in a directory that does not exist", conf: baseConf + "[options]\n\tPidFile = /nonexistent/dir/k.pid\n",
+			want: ":11: PidFile /nonexistent/dir/k.pid: directory /nonexistent/dir does not exist"},
 		{name: "LogFile is a FIFO", conf: baseConf + "[options]\n\tLogFile = {{DIR}}/fifo\n",
 			setup: func(t *testing.T, _ *netnstest.Pair, dir string) {
 				if out, err := exec.Command("mkfifo", filepath.Join(dir, "fifo")).CombinedOutput(); err != nil {
@@ -168,6 +170,10 @@ func TestCheckAcceptsOnlyWhatStarts(t *testing.T) {
 			var ee *exec.ExitError
 			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 				t.Errorf("sesamed started with a config the check refused (%v):\n%s", err, out)
+			}
+			// With the check's words, file and line.
+			if want := path + expand(c.want, dir); !strings.Contains(string(out), want) {
+				t.Errorf("sesamed's start does not say %q:\n%s", want, out)
 			}
 		})
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/sesame-knock/sesame/core/journal"
 	"github.com/sesame-knock/sesame/internal/control"
 	"github.com/sesame-knock/sesame/internal/netmon"
+	"github.com/sesame-knock/sesame/internal/preflight"
 	"github.com/sesame-knock/sesame/rescue"
 	"github.com/sesame-knock/sesame/supervisor"
 )
@@ -54,6 +55,8 @@ type deps struct {
 	newRescueFW func(firewall.Kind, firewall.RescueSpec, hclog.Logger) (rescue.Firewall, error)
 	openCapture func(iface string, spec capture.FilterSpec) (handle, error)
 	newLinks    func(netmon.Options) (linkEvents, error)
+	// preflight checks what the start needs (preflight.Check).
+	preflight func(context.Context, *config.Config, preflight.Options) *preflight.Report
 }
 
 func osDeps() deps {
@@ -82,6 +85,7 @@ func osDeps() deps {
 			}
 			return m, nil
 		},
+		preflight: preflight.Check,
 	}
 }
 
@@ -134,19 +138,33 @@ func run(ctx context.Context, opts Options, dp deps) error {
 	if err != nil {
 		return err
 	}
+	// What `sesame check` refuses, the start refuses, with the same
+	// file:line. The daemon runs inside its unit's sandbox already, so
+	// it does not model it (Sandbox nil); the state directory was
+	// checked by firstConfig.
+	rep := dp.preflight(ctx, cfg, preflight.Options{Interfaces: opts.Interfaces, LogFile: opts.LogFile, PidFile: opts.PidFile})
+	if err := rep.Err(); err != nil {
+		return err
+	}
 	log, err := eventlog.New(eventlog.Options{Name: "sesamed", Level: opts.Level, Stderr: opts.Stderr,
 		LogFile: cfg.Options.LogFile, UseSyslog: cfg.Options.UseSyslog})
 	if err != nil {
-		return err
+		// What the check could not foresee (a race, a full disk).
+		return optionError(cfg, config.KeyLogFile, "-g", opts.LogFile, err)
 	}
 	defer log.Close()
-	d := newDaemon(opts, dp, log, cfg)
+	d := newDaemon(opts, dp, log, cfg, rep.Interfaces)
 	if cfgErr != nil {
 		d.cfgErr = cfgErr.Error() + " (running the last good config, " + lastGoodPath(opts.StateDir) + ")"
 		log.Error("config invalid, running the last good config from "+lastGoodPath(opts.StateDir)+": "+cfgErr.Error(), "error", cfgErr, "last_good", lastGoodPath(opts.StateDir))
 	}
-	for _, w := range cfg.Warnings {
+	// The config's warnings, then the check's, then what the start picks
+	// by itself (the default route's interfaces, the firewall auto finds).
+	for _, w := range rep.Warnings {
 		log.Warn(w)
+	}
+	for _, n := range rep.Notes {
+		log.Info(n)
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -173,19 +191,13 @@ func run(ctx context.Context, opts Options, dp deps) error {
 	return serr
 }
 
-// newDaemon builds the daemon for its first config; it starts nothing.
-func newDaemon(opts Options, dp deps, log *eventlog.Logger, cfg *config.Config) *daemon {
+// newDaemon builds the daemon for its first config, capturing on ifaces
+// (preflight's Report.Interfaces); it starts nothing.
+func newDaemon(opts Options, dp deps, log *eventlog.Logger, cfg *config.Config, ifaces []string) *daemon {
 	d := &daemon{opts: opts, deps: dp, log: log, cfg: cfg, failed: make(chan error, 1),
 		notify: supervisor.NewNotifier(log.Named("notify"))}
 	d.fw = &firewalls{log: log.Named("firewall"), newBackend: dp.newBackend}
 	d.rescue = &keeper{log: log.Named("rescue"), newFW: dp.newRescueFW, fw: d.fw, now: dp.now}
-	ifaces := opts.Interfaces
-	if len(ifaces) == 0 {
-		ifaces = cfg.Options.Interfaces
-	}
-	if len(ifaces) == 0 {
-		ifaces = defaultInterfaces(log)
-	}
 	d.caps = newCaptures(ifaces, log.Named("capture"))
 	d.caps.openHandle = dp.openCapture
 	return d

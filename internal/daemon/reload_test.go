@@ -46,7 +46,7 @@ func reloadDaemon(t *testing.T, conf string, fw *recordingFirewall) (*daemon, ch
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { log.Close() })
-	d := newDaemon(Options{ConfigPath: path, StateDir: dir, Interfaces: []string{"eth0"}}, fakeDeps(fw, nil), log, cfg)
+	d := newDaemon(Options{ConfigPath: path, StateDir: dir, Interfaces: []string{"eth0"}}, fakeDeps(fw, nil), log, cfg, []string{"eth0"})
 	if fw != nil && len(guardedPorts(cfg)) > 0 {
 		d.fw.b = fw
 	}
@@ -245,7 +245,7 @@ func BenchmarkReload(b *testing.B) {
 			done := make(chan struct{})
 			go func() { eng.Run(ctx, nil, time.Hour); close(done) }()
 			defer func() { cancel(); <-done; eng.Close() }()
-			d := newDaemon(Options{ConfigPath: path, StateDir: dir, Interfaces: []string{"eth0"}}, fakeDeps(nil, nil), log, cfg)
+			d := newDaemon(Options{ConfigPath: path, StateDir: dir, Interfaces: []string{"eth0"}}, fakeDeps(nil, nil), log, cfg, []string{"eth0"})
 			d.eng = eng
 			b.ReportAllocs()
 			b.ResetTimer()
