@@ -199,3 +199,43 @@ func firewallState(t *testing.T, ns *netnstest.NS) string {
 	}
 	return b.String()
 }
+
+// Without Interface the daemon listens where the check says it will,
+// in the check's words (issue 18): on eth0, with a warning, when there
+// is no default route; on the default route's interface when there is.
+func TestInterfaceDefaultAsTheCheckSays(t *testing.T) {
+	netnstest.RequireRoot(t)
+	t.Parallel()
+	p := netnstest.NewPair(t)
+	conf := strings.Replace(baseConf, "\tInterface = sesame0\n", "", 1)
+	for _, c := range []struct {
+		route bool
+		want  string
+	}{
+		{false, "no Interface set and no default route: sesamed listens on eth0"},
+		{true, "no Interface set: sesamed listens on " + netnstest.ServerIf + " (the default route's)"},
+	} {
+		if c.route {
+			p.Server.MustRun("ip", "route", "add", "default", "via", netnstest.ClientAddr4.String(), "dev", netnstest.ServerIf)
+		}
+		dir := t.TempDir()
+		path := filepath.Join(dir, "sesame.conf")
+		os.WriteFile(path, []byte(expand(conf, dir)), 0o600)
+		outs, codes := checks(t, p.Server, dir, path)
+		for i := range outs {
+			if codes[i] != 0 || !strings.Contains(outs[i], c.want) {
+				t.Errorf("check %d (exit %d) does not say %q:\n%s", i, codes[i], c.want, outs[i])
+			}
+		}
+		d := startSesamedIn(t, p.Server, dir, conf)
+		d.waitLog(c.want, 5*time.Second)
+		if c.route {
+			e := &env{t: t, pair: p, k: knockers[0], raw: newRaw(t, p), d: d}
+			e.knock("7000", "8000", "9000")
+			if got := e.barrier(); len(got) != 1 {
+				t.Errorf("on the default route's interface, opened %q", got)
+			}
+		}
+		d.stop()
+	}
+}
