@@ -232,11 +232,21 @@ func (d *daemon) services(hup <-chan os.Signal) []hook {
 
 // readyService says the daemon is up (knockd's line and READY=1) and, when
 // it stops, that it is going down (STOPPING=1 and knockd's line).
+// Readiness means serving what exists: an interface that is not there
+// yet (or cannot be captured on) does not hold READY=1 back, which would
+// hold back the units ordered after sesamed, maybe for good; it is
+// named at warning here and shown as waiting in STATUS= until its
+// capture starts.
 func (d *daemon) readyService() hook {
 	return hook{name: "ready", start: func(context.Context) error {
 		ifaces := strings.Join(d.caps.ifaces, ",")
 		d.log.Info("starting up, listening on "+ifaces, event.KeyKind, event.Start,
 			"interfaces", ifaces, "attached", d.attach, "version", d.opts.Version)
+		if w := d.caps.waiting(); len(w) > 0 {
+			d.log.Warn("ready without a capture on "+strings.Join(w, ", ")+
+				": knocks there count once the interface appears or comes up; until then sesamed serves the others",
+				"waiting", len(w), "attached", d.attach)
+		}
 		d.notify.Ready()
 		return nil
 	}, stop: func(context.Context) error {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sesame-knock/sesame/core/capture"
 	"github.com/sesame-knock/sesame/core/config"
 	"github.com/sesame-knock/sesame/internal/control"
 	"github.com/sesame-knock/sesame/internal/notifytest"
@@ -129,5 +130,61 @@ func TestStartRefusesAPidFileItCannotWrite(t *testing.T) {
 	err = d.pidFileService().start(context.Background())
 	if want := path + ":2: pid file"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("start: %v, want %q", err, want)
+	}
+}
+
+// READY=1 means serving what exists (issue 18): an interface that is not
+// there yet does not hold it back, and it is named at warning and shown
+// as waiting in STATUS=.
+func TestReadyWhileWaitingForAnInterface(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sesame.conf")
+	os.WriteFile(path, []byte("[d]\n\tsequence = 7000\n"), 0o600)
+	var stderr syncbuf.Buffer
+	opts := Options{ConfigPath: path, StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "ctl.sock"),
+		Interfaces: []string{"lo", "later0"}, Stderr: &stderr}
+	dp := fakeDeps(nil, make(chan *fakeCapture, 1))
+	dp.listen = control.Listen
+	fakeOpen := dp.openCapture
+	dp.openCapture = func(iface string, spec capture.FilterSpec) (handle, error) {
+		if iface == "later0" {
+			return nil, errors.New("capture: open later0: no such device")
+		}
+		return fakeOpen(iface, spec)
+	}
+	notify := notifytest.Use(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, opts, dp) }()
+	ready, status := false, ""
+	for status == "" {
+		s := nextDatagram(t, notify)
+		switch {
+		case strings.Contains(s, "READY=1"):
+			ready = true
+		case ready && strings.HasPrefix(s, "STATUS="):
+			status = s
+		}
+	}
+	if want := "lo (up), later0 (waiting: capture: open later0: no such device)"; !strings.Contains(status, want) {
+		t.Errorf("%s\nwant it to show %q", status, want)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	out := stderr.String()
+	var warned int
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "later0") && !strings.Contains(l, "[WARN]") && !strings.Contains(l, "[DEBUG]") && !strings.Contains(l, "starting up, listening on") {
+			t.Errorf("later0 logged above or below warning: %s", l)
+		}
+		if strings.Contains(l, "[WARN]") && strings.Contains(l, "ready without a capture on later0 (capture: open later0: no such device)") {
+			warned++
+		}
+	}
+	if warned != 1 {
+		t.Errorf("the waiting interface warned %d times, want once:\n%s", warned, out)
 	}
 }
