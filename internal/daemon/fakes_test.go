@@ -30,9 +30,14 @@ type recordingFirewall struct {
 	calls   []string // every call, in order
 	failing error
 	granted chan string // if not nil, receives each Grant's source
+	noGuard bool        // does not own the drop of its ports (iptables)
 }
 
 func (f *recordingFirewall) Name() string { return "nftables" }
+
+// GuardsPorts: as nftables, it drops the guarded ports (unless noGuard,
+// as iptables).
+func (f *recordingFirewall) GuardsPorts() bool { return !f.noGuard }
 func (f *recordingFirewall) Setup(_ context.Context, guarded []knock.Port) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
