@@ -109,6 +109,10 @@ type daemon struct {
 	caps    *captures
 	rescue  *keeper
 	attach  int // interfaces captured at start
+	// cleanStop is set by Run, before it stops the services, when the
+	// stop was asked for (SIGTERM, SIGINT) rather than forced by a
+	// failure; read by the stops, on Run's goroutine.
+	cleanStop bool
 
 	mu     sync.Mutex // guards cfg, cfgErr and host
 	cfg    *config.Config
@@ -181,6 +185,7 @@ func run(ctx context.Context, opts Options, dp deps) error {
 	var serr error
 	select {
 	case <-ctx.Done():
+		d.cleanStop = true
 	case serr = <-d.failed:
 		log.Error("a component keeps failing, exiting so the service manager restarts sesamed", "error", serr)
 	}
@@ -224,8 +229,9 @@ func (d *daemon) services(hup <-chan os.Signal) []hook {
 		d.pidFileService(),
 		d.watchdogService(),
 		d.readyService(),
-		// A healthy start closes a rescue port that a failure opened.
-		d.rescue.service(d.config, d.health),
+		// A healthy start closes a rescue port that a failure opened; a
+		// clean stop disarms it.
+		d.rescue.service(d.config, d.health, func() bool { return d.cleanStop }),
 		d.statusService(),
 	}
 }

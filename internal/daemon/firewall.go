@@ -160,7 +160,17 @@ func (f *firewalls) service(cfg func() *config.Config) hook {
 		return f.commit(ctx, p)
 	}, stop: func(context.Context) error {
 		b := f.backend()
-		if b == nil || keepsGrantsWhenStopped(b) {
+		if b == nil {
+			return nil
+		}
+		f.mu.Lock()
+		guarding := f.guarding
+		f.mu.Unlock()
+		if keepsGrantsWhenStopped(b) {
+			if guarding != "" {
+				f.log.Warn(fmt.Sprintf("stopped: %s keeps dropping new connections to %s from every address without a grant while sesamed is stopped; grants expire in the kernel at their deadlines; `sesamed --teardown` removes Sesame's table and the drop with it",
+					b.Name(), guarding), "backend", b.Name(), "guarded", guarding)
+			}
 			return nil
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -168,6 +178,8 @@ func (f *firewalls) service(cfg func() *config.Config) hook {
 		if err := b.Teardown(ctx); err != nil {
 			return fmt.Errorf("firewall teardown: %w", err)
 		}
+		f.log.Warn("stopped: Sesame's "+b.Name()+" chain is removed, so its native grants are closed while sesamed is stopped (the next start restores those still due), and the doors' ports are as your own rules make them",
+			"backend", b.Name())
 		return nil
 	}}
 }
