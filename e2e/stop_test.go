@@ -74,7 +74,7 @@ func TestStopUnderSystemd(t *testing.T) {
 	for _, want := range []string{
 		"rescue disarmed: sesamed stopped cleanly, so 2222:tcp does not open while it is stopped",
 		"stopped: nftables keeps dropping new connections to 22:tcp from every address without a grant while sesamed is stopped",
-		"stopped: 1 grants with a stop command stay open while sesamed is stopped",
+		"stopped: 1 grant with a stop command stays open while sesamed is stopped",
 	} {
 		if err := s.WaitLog("sesamed", want, 5*time.Second); err != nil {
 			t.Error(err)

@@ -54,7 +54,11 @@ func (d *daemon) grantsService() hook {
 		defer cancel()
 		err := d.grants.Close(ctx)
 		if n := pendingStops(d.grants.List()); n > 0 {
-			d.log.Warn(fmt.Sprintf("stopped: %d grants with a stop command stay open while sesamed is stopped; the next start runs each stop command at its deadline, or at once when that has passed", n),
+			what := fmt.Sprintf("%d grants with a stop command stay", n)
+			if n == 1 {
+				what = "1 grant with a stop command stays"
+			}
+			d.log.Warn("stopped: "+what+" open while sesamed is stopped; the next start runs each stop command at its deadline, or at once when that has passed",
 				"grants", n)
 		}
 		return err
