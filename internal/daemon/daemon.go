@@ -249,8 +249,12 @@ func (d *daemon) readyService() hook {
 		d.log.Info("starting up, listening on "+ifaces, event.KeyKind, event.Start,
 			"interfaces", ifaces, "attached", d.attach, "version", d.opts.Version)
 		if w := d.caps.waiting(); len(w) > 0 {
+			meanwhile := "until then sesamed serves the others"
+			if d.attach == 0 {
+				meanwhile = "until then no knock is seen"
+			}
 			d.log.Warn("ready without a capture on "+strings.Join(w, ", ")+
-				": knocks there count once the interface appears or comes up; until then sesamed serves the others",
+				": knocks there count once the interface appears or comes up; "+meanwhile,
 				"waiting", len(w), "attached", d.attach)
 		}
 		d.notify.Ready()
