@@ -157,3 +157,30 @@ func TestFailingStopIsShownRetriedAndForgotten(t *testing.T) {
 		t.Error("the stop ran again after the grant was forgotten")
 	}
 }
+
+// A start command that fails (exit 127: not found) is logged at warning
+// with its status and its output, and sesame grants shows the failure
+// (issue 18); its stop command still runs at the deadline, as knockd's.
+func TestFailingStartIsShown(t *testing.T) {
+	e := newEnv(t, baseConf+`[broken]
+	sequence = 7800,8800
+	start_command = /nonexistent/open-door %IP%
+	stop_command = echo stop %IP% >> {{DIR}}/broken
+	cmd_timeout = 60
+`)
+	socket := filepath.Join(e.d.dir, "control.sock")
+	e.knock("7800", "8800")
+	e.d.waitLog("broken: command returned non-zero status code (127)", 5*time.Second)
+	e.d.waitLog(`[WARN]  sesamed.exec: broken: command output (status 127): "/bin/sh: 1: /nonexistent/open-door: not found"`, 5*time.Second)
+	out, err := exec.Command(bin("sesame"), "grants", "--socket", socket).CombinedOutput()
+	if want := "active (start failed: exit status 127: /bin/sh: 1: /nonexistent/open-door: not found)"; err != nil || !strings.Contains(string(out), want) {
+		t.Errorf("sesame grants: %v; want %q in:\n%s", err, want, out)
+	}
+	out, err = exec.Command(bin("sesame"), "grants", "--json", "--socket", socket).Output()
+	var gs []struct {
+		StartError string `json:"start_error"`
+	}
+	if err != nil || json.Unmarshal(out, &gs) != nil || len(gs) != 1 || !strings.HasPrefix(gs[0].StartError, "exit status 127: ") {
+		t.Errorf("sesame grants --json: %v\n%s", err, out)
+	}
+}

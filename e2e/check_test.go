@@ -128,6 +128,8 @@ func TestCheckAcceptsOnlyWhatStarts(t *testing.T) {
 	}{
 		{name: "LogFile in a directory that does not exist", conf: baseConf + "[options]\n\tLogFile = /nonexistent/dir/k.log\n",
 			want: ":11: LogFile /nonexistent/dir/k.log: directory /nonexistent/dir does not exist"},
+		{name: "PidFile in a directory that does not exist", conf: baseConf + "[options]\n\tPidFile = /nonexistent/dir/k.pid\n",
+			want: ":11: PidFile /nonexistent/dir/k.pid: directory /nonexistent/dir does not exist"},
 		{name: "LogFile is a FIFO", conf: baseConf + "[options]\n\tLogFile = {{DIR}}/fifo\n",
 			setup: func(t *testing.T, _ *netnstest.Pair, dir string) {
 				if out, err := exec.Command("mkfifo", filepath.Join(dir, "fifo")).CombinedOutput(); err != nil {
@@ -169,6 +171,10 @@ func TestCheckAcceptsOnlyWhatStarts(t *testing.T) {
 			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 				t.Errorf("sesamed started with a config the check refused (%v):\n%s", err, out)
 			}
+			// With the check's words, file and line.
+			if want := path + expand(c.want, dir); !strings.Contains(string(out), want) {
+				t.Errorf("sesamed's start does not say %q:\n%s", want, out)
+			}
 		})
 	}
 }
@@ -192,4 +198,44 @@ func firewallState(t *testing.T, ns *netnstest.NS) string {
 		}
 	}
 	return b.String()
+}
+
+// Without Interface the daemon listens where the check says it will,
+// in the check's words (issue 18): on eth0, with a warning, when there
+// is no default route; on the default route's interface when there is.
+func TestInterfaceDefaultAsTheCheckSays(t *testing.T) {
+	netnstest.RequireRoot(t)
+	t.Parallel()
+	p := netnstest.NewPair(t)
+	conf := strings.Replace(baseConf, "\tInterface = sesame0\n", "", 1)
+	for _, c := range []struct {
+		route bool
+		want  string
+	}{
+		{false, "no Interface set and no default route: sesamed listens on eth0"},
+		{true, "no Interface set: sesamed listens on " + netnstest.ServerIf + " (the default route's)"},
+	} {
+		if c.route {
+			p.Server.MustRun("ip", "route", "add", "default", "via", netnstest.ClientAddr4.String(), "dev", netnstest.ServerIf)
+		}
+		dir := t.TempDir()
+		path := filepath.Join(dir, "sesame.conf")
+		os.WriteFile(path, []byte(expand(conf, dir)), 0o600)
+		outs, codes := checks(t, p.Server, dir, path)
+		for i := range outs {
+			if codes[i] != 0 || !strings.Contains(outs[i], c.want) {
+				t.Errorf("check %d (exit %d) does not say %q:\n%s", i, codes[i], c.want, outs[i])
+			}
+		}
+		d := startSesamedIn(t, p.Server, dir, conf)
+		d.waitLog(c.want, 5*time.Second)
+		if c.route {
+			e := &env{t: t, pair: p, k: knockers[0], raw: newRaw(t, p), d: d}
+			e.knock("7000", "8000", "9000")
+			if got := e.barrier(); len(got) != 1 {
+				t.Errorf("on the default route's interface, opened %q", got)
+			}
+		}
+		d.stop()
+	}
 }

@@ -70,13 +70,13 @@ func TestInterfaceCreatedAfterStart(t *testing.T) {
 	tcpflags = syn
 `
 	d := startSesamed(t, srv, conf)
-	d.waitLog("cannot capture on late0 yet", 5*time.Second)
+	d.waitLog("ready without a capture on late0", 5*time.Second)
 	srv.MustRun("ip", "link", "add", "late0", "type", "veth", "peer", "name", "late1", "netns", cli.Name)
 	srv.MustRun("ip", "addr", "add", "10.78.0.1/24", "dev", "late0")
 	cli.MustRun("ip", "addr", "add", "10.78.0.2/24", "dev", "late1")
 	srv.MustRun("ip", "link", "set", "late0", "up")
 	cli.MustRun("ip", "link", "set", "late1", "up")
-	d.waitLog("capturing on late0 again", 10*time.Second)
+	d.waitLog("capturing on late0 now", 10*time.Second)
 	ok := poll(5*time.Second, func() bool {
 		cli.Run("knock", "10.78.0.1", "7000", "8000", "9000")
 		return slices.Contains(d.opens(), "10.78.0.2 base")

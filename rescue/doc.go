@@ -40,8 +40,13 @@
 // runs `sesame rescue open --if-failed --quiet` from ExecStopPost=, which
 // acts when $SERVICE_RESULT is not success: a failing daemon opens the
 // rescue at once instead of after Rescue_After.
-// A clean stop leaves the heartbeat to lapse: the rescue opens
-// Rescue_After after `systemctl stop`.
+//
+// A clean stop (`systemctl stop`, SIGTERM) disarms the rescue: the daemon
+// removes its objects, so a planned stop never opens the rescue ports to
+// the world Rescue_After later, and says so at warning. A rescue an admin
+// holds open stays open. The next start installs it again, closed. A
+// failure never disarms: a crash, a hang or a stop that fails or times
+// out leaves the heartbeat to lapse, and ExecStopPost opens it at once.
 //
 // # What the daemon calls
 //
@@ -53,6 +58,7 @@
 //     STATUS=;
 //   - after a config reload, a new Switch and Install; Keep picks it up
 //     (Install keeps the heartbeat and a hold);
+//   - on a clean stop, after Keep has returned, Disarm;
 //   - a Switch without Rescue_Ports still gets Start/Install: it removes
 //     a rescue an earlier config left, which would otherwise lapse open.
 package rescue

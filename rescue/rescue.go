@@ -428,6 +428,46 @@ func (s *Switch) status(k kernelState) Status {
 	return st
 }
 
+// Disarm is what the daemon calls when it stops cleanly (`systemctl
+// stop`, SIGTERM): a planned stop must not open the rescue ports to
+// everyone Rescue_After later, and a failure does not come this way (a
+// crash or a failed stop leaves the heartbeat to lapse, and the unit's
+// `sesame rescue open --if-failed` opens it at once). Unless an admin
+// holds the rescue open, Disarm removes this family's objects, so
+// nothing is left to lapse: the rescue ports are as the admin's own rules
+// make them until the next Start installs it again (closed). A held
+// rescue stays open. Either way it says at warning what stays, and logs
+// rescue-close when a rescue that was open (the daemon was unhealthy)
+// closes. An off Switch does nothing. The caller stops Keep first.
+func (s *Switch) Disarm(ctx context.Context) error {
+	if !s.enabled {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k, err := s.kernelLocked(ctx)
+	if err != nil {
+		return err
+	}
+	s.seedLocked(k)
+	if k.Held {
+		s.noteLocked(k)
+		s.log.Warn("rescue port "+s.describe()+" stays open while sesamed is stopped: an admin holds it open (sesame rescue close closes it)",
+			"ports", knock.FormatSequence(s.ports), "backend", s.fw.Name())
+		return nil
+	}
+	if err := s.fw.Remove(ctx); err != nil {
+		return err
+	}
+	if s.open || k.isOpen() {
+		s.logCloseLocked("disarmed: sesamed stopped cleanly")
+	}
+	s.noteLocked(kernelState{Problems: []string{"removed by a clean stop"}})
+	s.log.Warn("rescue disarmed: sesamed stopped cleanly, so "+s.describe()+" does not open while it is stopped (a crash or a failed stop still opens it; sesame rescue open opens it by hand)",
+		"ports", knock.FormatSequence(s.ports), "backend", s.fw.Name())
+	return nil
+}
+
 // Remove deletes the rescue from the kernel (every family), for
 // uninstalling. The grants backend's objects are left alone.
 func (s *Switch) Remove(ctx context.Context) error {

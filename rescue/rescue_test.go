@@ -397,3 +397,78 @@ func TestKeep(t *testing.T) {
 		}
 	})
 }
+
+// TestDisarm: a clean stop removes the rescue, so a planned stop does not
+// open it Rescue_After later; an open one (the daemon was unhealthy)
+// closes, logged; one an admin holds stays open; an off Switch does
+// nothing.
+func TestDisarm(t *testing.T) {
+	ctx := context.Background()
+	t.Run("armed", func(t *testing.T) {
+		s, g, ev := newFakeSwitch(t)
+		if err := s.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		g.takeCalls()
+		if err := s.Disarm(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := g.takeCalls(); got != "remove" {
+			t.Errorf("calls %q, want remove", got)
+		}
+		if got := ev.take(t); got != "" {
+			t.Errorf("events %q, want none: it was closed", got)
+		}
+		g.now = g.now.Add(time.Hour)
+		if k := g.kernel(); k.isOpen() || k.Installed {
+			t.Errorf("an hour after a clean stop the kernel holds %+v", k)
+		}
+		// The next start installs it closed.
+		if err := s.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if k := g.kernel(); k.isOpen() || !k.Installed {
+			t.Errorf("after the next start: %+v", k)
+		}
+	})
+	t.Run("open because unhealthy", func(t *testing.T) {
+		s, g, ev := newFakeSwitch(t)
+		s.Start(ctx)
+		g.now = g.now.Add(31 * time.Second)
+		s.Tick(ctx, false, "capture down")
+		if got := ev.take(t); got != "warn:rescue-open" {
+			t.Fatalf("events %q", got)
+		}
+		if err := s.Disarm(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := ev.take(t); got != "warn:rescue-close" {
+			t.Errorf("events %q, want warn:rescue-close", got)
+		}
+		if k := g.kernel(); k.Installed {
+			t.Errorf("kernel %+v", k)
+		}
+	})
+	t.Run("held by an admin", func(t *testing.T) {
+		s, g, ev := newFakeSwitch(t)
+		s.Start(ctx)
+		s.Open(ctx, "")
+		ev.take(t)
+		g.takeCalls()
+		if err := s.Disarm(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := g.takeCalls(); got != "" {
+			t.Errorf("calls %q: a held rescue was changed", got)
+		}
+		if k := g.kernel(); !k.isOpen() || !k.Held {
+			t.Errorf("held rescue after Disarm: %+v", k)
+		}
+	})
+	t.Run("off", func(t *testing.T) {
+		f := &fakeFirewall{}
+		if err := New(f, nil).Disarm(ctx); err != nil || f.takeCalls() != "" {
+			t.Errorf("off: %v, calls %q", err, f.takeCalls())
+		}
+	})
+}

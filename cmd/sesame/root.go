@@ -156,7 +156,7 @@ func grantsCmd(stdout io.Writer) *cobra.Command {
 		Use:   "grants [--json] [--socket PATH | --state-dir DIR]",
 		Short: "List the grants sesamed holds",
 		Long: "List the grants a running sesamed holds: id, door, source, ports or stop command, time left and state " +
-			"(starting, active, revoking, stop failing, or revoked, not journaled). With --state-dir, read the journal in DIR " +
+			"(starting, active, revoking, stop failing, or revoked, not journaled), and how a failed start command ended. With --state-dir, read the journal in DIR " +
 			"directly, which works while the daemon is down; the states mean the same, read from the journal and the command markers.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -211,6 +211,9 @@ func printGrants(w io.Writer, gs []grant.Grant, now time.Time) {
 			left = 0
 		}
 		state := g.State
+		if g.StartError != "" {
+			state += " (start failed: " + g.StartError + ")"
+		}
 		switch {
 		case g.LastError != "" && g.Attempts > 0:
 			state += fmt.Sprintf(" (%d tries, last: %s)", g.Attempts, g.LastError)

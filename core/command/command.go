@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -47,7 +48,17 @@ type Result struct {
 	ExitCode int // -1 when killed or not started
 	Duration time.Duration
 	Err      error // nil when the command ran to completion (any exit code)
+	// Output is the start of what the command wrote to stdout and stderr
+	// (at most outputLimit bytes), trimmed.
+	Output string
 }
+
+// Bounds on a command's output: what Result keeps, and what one log line
+// shows of a failed command's.
+const (
+	outputLimit    = 4096
+	outputLogLimit = 1024
+)
 
 // Runner runs commands. It is safe for concurrent use.
 type Runner struct {
@@ -148,7 +159,7 @@ func (r *Runner) run(ctx context.Context, door, cmd, marker string, argv, extraE
 	// Its own process group, so a timeout kills what it forked too, and a
 	// daemon killed outright does not take a running stop command with it.
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out := &limitedBuffer{max: 4096}
+	out := &limitedBuffer{max: outputLimit}
 	c.Stdout, c.Stderr = out, out
 	if lock != nil {
 		c.ExtraFiles = []*os.File{lock} // fd 3 in the wrapper: it holds the lock
@@ -181,9 +192,8 @@ func (r *Runner) run(ctx context.Context, door, cmd, marker string, argv, extraE
 	if c.ProcessState != nil {
 		res.ExitCode = c.ProcessState.ExitCode()
 	}
-	if o := strings.TrimSpace(out.String()); o != "" {
-		r.log.Debug(door+": command output", event.KeyDoor, door, "output", o)
-	}
+	res.Output = strings.TrimSpace(out.String())
+	failed := true
 	switch {
 	case res.Err != nil:
 		r.log.Error(res.Err.Error(), event.KeyDoor, door, "command", cmd)
@@ -193,8 +203,43 @@ func (r *Runner) run(ctx context.Context, door, cmd, marker string, argv, extraE
 			res.Err = fmt.Errorf("door %q: command: %w", door, err)
 		}
 		r.log.Warn(fmt.Sprintf("%s: command returned non-zero status code (%d)", door, res.ExitCode), event.Event{Kind: event.CommandFailed, Door: door}.Args("status", res.ExitCode)...)
+	default:
+		failed = false
+	}
+	switch {
+	case res.Output == "":
+	case failed:
+		// What the command said is what the admin needs to fix it ("sh:
+		// 1: iptablesx: not found"): at the failure's level, after
+		// knockd's line, quoted so that its newlines cannot forge lines.
+		r.log.Warn(fmt.Sprintf("%s: command output (status %d): %s", door, res.ExitCode, quoteOutput(res.Output, outputLogLimit)),
+			event.Event{Kind: event.CommandOutput, Door: door}.Args("status", res.ExitCode)...)
+	default:
+		r.log.Debug(door+": command output", event.KeyDoor, door, "output", res.Output)
 	}
 	return res
+}
+
+// quoteOutput is out as one quoted line (Go syntax: newlines and control
+// characters escaped), cut to max bytes of out with a note of how much
+// more there was.
+func quoteOutput(out string, max int) string {
+	if len(out) <= max {
+		return strconv.Quote(out)
+	}
+	cut := strings.ToValidUTF8(out[:max], "")
+	return fmt.Sprintf("%s... (%d more bytes)", strconv.Quote(cut), len(out)-len(cut))
+}
+
+// FirstLine is the first line of a command's output, cut to max bytes:
+// what a one-line summary (sesame grants) shows of it.
+func FirstLine(out string, max int) string {
+	line, _, _ := strings.Cut(out, "\n")
+	line = strings.TrimSpace(line)
+	if len(line) > max {
+		line = strings.ToValidUTF8(line[:max], "") + "..."
+	}
+	return line
 }
 
 // limitedBuffer keeps the first max bytes of a command's output for the

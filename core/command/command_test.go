@@ -155,3 +155,41 @@ func TestRunMarkedWritesStatusAfterTheCommand(t *testing.T) {
 		t.Errorf("command saw %q", b)
 	}
 }
+
+// A failed command's output is logged at warning after knockd's line,
+// with its status, quoted on one line and bounded (issue 18: a start
+// command that exits 127 said only "non-zero status code"). A command
+// that succeeds keeps its output at debug.
+func TestFailedCommandOutputAtWarning(t *testing.T) {
+	var buf bytes.Buffer
+	r := New(Options{Logger: hclog.New(&hclog.LoggerOptions{Output: &buf, Level: hclog.Info})})
+	res := r.Run(context.Background(), "ssh", "/nonexistent/iptables -A INPUT; echo second line >&2; exit 127")
+	if res.ExitCode != 127 || !strings.Contains(res.Output, "/nonexistent/iptables: not found") {
+		t.Fatalf("result %+v", res)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[1], "[WARN]  ssh: command returned non-zero status code (127)") ||
+		!strings.Contains(lines[2], `[WARN]  ssh: command output (status 127): "`) ||
+		!strings.Contains(lines[2], `/nonexistent/iptables: not found\nsecond line"`) ||
+		!strings.Contains(lines[2], "event=command-output") {
+		t.Errorf("log:\n%s", buf.String())
+	}
+	if got := FirstLine(res.Output, 200); !strings.HasSuffix(got, "/nonexistent/iptables: not found") {
+		t.Errorf("FirstLine = %q", got)
+	}
+
+	buf.Reset()
+	res = r.Run(context.Background(), "ssh", "head -c 5000 /dev/zero | tr '\\0' x; exit 1")
+	if len(res.Output) != outputLimit {
+		t.Errorf("output kept: %d bytes, want %d", len(res.Output), outputLimit)
+	}
+	if !strings.Contains(buf.String(), `x"... (3072 more bytes)`) || strings.Count(buf.String(), "x") > outputLogLimit+10 {
+		t.Errorf("a long output is not cut in the log:\n%s", buf.String()[max(0, len(buf.String())-300):])
+	}
+
+	buf.Reset()
+	r.Run(context.Background(), "ssh", "printf 'a%sb' ll-good")
+	if strings.Contains(buf.String(), "all-goodb") {
+		t.Errorf("a successful command's output above debug:\n%s", buf.String())
+	}
+}

@@ -30,6 +30,8 @@ const (
 	Reload        Kind = "reload"         // "re-reading config file: PATH"
 	Command       Kind = "command"        // "DOOR: running command: CMD"
 	CommandFailed Kind = "command-failed" // "DOOR: command returned non-zero status code (N)"
+	// Sesame's line after a failed command's: what it printed, quoted.
+	CommandOutput Kind = "command-output" // "DOOR: command output (status N): \"...\""
 
 	// A grant's life (package grant; the daemon's reconcile).
 	Grant   Kind = "grant"   // applied, or restored in the kernel

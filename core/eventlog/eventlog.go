@@ -49,7 +49,12 @@ type Options struct {
 	Journald Journald
 	// LogFile is knockd's LogFile: "" for none.
 	LogFile string
-	// UseSyslog sends knockd's lines to syslog (facility daemon, notice).
+	// UseSyslog sends knockd's lines to syslog (facility daemon, notice),
+	// unless the journald sink is active and the syslog socket is
+	// journald's (systemd's /dev/log): every line would reach the journal
+	// twice, so it is skipped, with a notice. journald passes its entries
+	// on to a syslog daemon when one is set up (ForwardToSyslog=), with
+	// facility daemon (SYSLOG_FACILITY=3), as knockd's lines went.
 	UseSyslog bool
 	// Now is the clock for LogFile timestamps; nil means time.Now. Stamps
 	// are printed in the location of the time it returns.
@@ -126,7 +131,13 @@ func New(opts Options) (*Logger, error) {
 		l.file = f
 		l.InterceptLogger.RegisterSink(f)
 	}
-	if opts.UseSyslog {
+	var notices []string
+	switch {
+	case !opts.UseSyslog:
+	case useJournald && syslogIsJournald():
+		notices = append(notices, "UseSyslog: /dev/log is journald's socket, which gets every entry already: "+
+			"not sending knockd's lines there a second time (journald passes them on to a syslog daemon, facility daemon, when one is set up)")
+	default:
 		s, err := newSyslogSink(opts.Name, opts.Now, l.warn)
 		if err != nil {
 			warnings = append(warnings, fmt.Sprintf("syslog unavailable, continuing without it until it appears: %v", err))
@@ -136,6 +147,9 @@ func New(opts Options) (*Logger, error) {
 	}
 	for _, w := range warnings {
 		l.warn(w)
+	}
+	for _, n := range notices {
+		l.Info(n)
 	}
 	return l, nil
 }

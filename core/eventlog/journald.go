@@ -36,6 +36,9 @@ func (s *journaldSink) Accept(name string, level hclog.Level, msg string, args .
 	}
 	f := fields(args)
 	f["SYSLOG_IDENTIFIER"] = s.ident
+	// Facility daemon, as knockd's syslog lines had: journald forwards
+	// with it to a syslog daemon, whose daemon.* rules keep matching.
+	f["SYSLOG_FACILITY"] = "3"
 	if name != "" && name != s.ident {
 		f["SESAME_LOGGER"] = name
 	}

@@ -111,7 +111,7 @@ func TestJournaldEntries(t *testing.T) {
 			if len(got) != 1 {
 				t.Fatalf("%d entries sent, want 1: %+v", len(got), got)
 			}
-			want := map[string]string{"SYSLOG_IDENTIFIER": "sesamed"}
+			want := map[string]string{"SYSLOG_IDENTIFIER": "sesamed", "SYSLOG_FACILITY": "3"}
 			for k, v := range tt.fields {
 				want[k] = v
 			}

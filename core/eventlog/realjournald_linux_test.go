@@ -96,7 +96,7 @@ func TestRealJournald(t *testing.T) {
 		fields map[string]string
 	}{
 		{"10.0.0.2: ssh: OPEN SESAME", map[string]string{
-			"_TRANSPORT": "journal", "PRIORITY": "5", "SYSLOG_IDENTIFIER": "sesamed",
+			"_TRANSPORT": "journal", "PRIORITY": "5", "SYSLOG_IDENTIFIER": "sesamed", "SYSLOG_FACILITY": "3",
 			"SESAME_EVENT": "open", "SESAME_DOOR": "ssh", "SESAME_SOURCE": "10.0.0.2",
 		}},
 		{"ssh: running command: /bin/true 10.0.0.2", map[string]string{

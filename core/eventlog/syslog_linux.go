@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"log/syslog"
+	"os"
 	"sync"
 	"time"
 
@@ -11,6 +12,19 @@ import (
 // dialSyslog connects to the local syslog socket; swapped by tests.
 var dialSyslog = func(tag string) (*syslog.Writer, error) {
 	return syslog.New(syslog.LOG_DAEMON|syslog.LOG_NOTICE, tag)
+}
+
+// syslogIsJournald reports whether the syslog socket, /dev/log, is
+// journald's (systemd links it to /run/systemd/journal/dev-log, also in
+// a unit's private /dev): what is sent there lands in the journal.
+// Swapped by tests.
+var syslogIsJournald = func() bool {
+	dev, err := os.Stat("/dev/log")
+	if err != nil {
+		return false
+	}
+	j, err := os.Stat("/run/systemd/journal/dev-log")
+	return err == nil && os.SameFile(dev, j)
 }
 
 // redialEvery bounds how often a missing syslog is looked for again.

@@ -132,3 +132,53 @@ func TestSyslogAbsent(t *testing.T) {
 		t.Errorf("reconnection not reported:\n%s", stderr.String())
 	}
 }
+
+// When journald is the syslog socket (/dev/log under systemd) and the
+// journald sink is active, UseSyslog sends nothing to it: every line
+// would be in the journal twice (issue 18). A notice says so. Without
+// journald's socket, or when /dev/log is another daemon's, syslog gets
+// knockd's lines as before.
+func TestSyslogSkippedWhenItIsJournald(t *testing.T) {
+	for _, tt := range []struct {
+		name             string
+		journald, devLog bool
+		wantSyslog       int
+		wantNotice       bool
+	}{
+		{"journald is /dev/log", true, true, 0, true},
+		{"another syslog daemon", true, false, 1, false},
+		{"no journald", false, false, 1, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fj := useFakeJournald(t, tt.journald)
+			fs := useFakeSyslog(t, true)
+			old := syslogIsJournald
+			t.Cleanup(func() { syslogIsJournald = old })
+			syslogIsJournald = func() bool { return tt.devLog }
+			var stderr syncbuf.Buffer
+			l, err := New(Options{UseSyslog: true, Stderr: &stderr})
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.Info("10.0.0.2: ssh: OPEN SESAME", event.KeyKind, event.Open)
+			l.Close()
+			if got := fs.recv(t, tt.wantSyslog); len(got) != tt.wantSyslog {
+				t.Errorf("syslog got %q, want %d lines", got, tt.wantSyslog)
+			}
+			notice := "UseSyslog: /dev/log is journald's socket"
+			if strings.Contains(stderr.String(), notice) != tt.wantNotice {
+				t.Errorf("stderr:\n%s", stderr.String())
+			}
+			if tt.journald {
+				var opens, notices int
+				for _, e := range fj.take() {
+					opens += strings.Count(e.msg, "OPEN SESAME")
+					notices += strings.Count(e.msg, notice)
+				}
+				if opens != 1 || notices != map[bool]int{true: 1, false: 0}[tt.devLog] {
+					t.Errorf("journald got %d opens and %d notices", opens, notices)
+				}
+			}
+		})
+	}
+}

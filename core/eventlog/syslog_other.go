@@ -12,6 +12,8 @@ import (
 // Sesame's daemon runs on Linux; elsewhere syslog is not offered.
 type syslogSink struct{}
 
+var syslogIsJournald = func() bool { return false }
+
 func newSyslogSink(string, func() time.Time, func(string, ...any)) (*syslogSink, error) {
 	return &syslogSink{}, errors.ErrUnsupported
 }

@@ -61,6 +61,15 @@ type StopKeeper interface {
 	KeepOnStop() bool
 }
 
+// PortGuard is implemented by backends that own the drop for the ports
+// doors open (nftables): once Setup has run, new connections to the
+// guarded ports are dropped for every source without a grant, whatever
+// the admin's own rules allow. Backends without it only add accepts in
+// front of the admin's rules.
+type PortGuard interface {
+	GuardsPorts() bool
+}
+
 // BaseKeeper is implemented by backends whose base objects (a chain and its
 // jump, a table) can vanish under them when someone flushes the firewall.
 // Reconcile uses it to put them back; backends without base objects need

@@ -47,6 +47,15 @@ func (b *nftBackend) Name() string { return NFTables.String() }
 // everyone the admin's ruleset accepts.
 func (b *nftBackend) KeepOnStop() bool { return true }
 
+// GuardsPorts: chain guard drops the guarded ports for every source not
+// in the allow sets.
+func (b *nftBackend) GuardsPorts() bool { return true }
+
+var (
+	_ StopKeeper = (*nftBackend)(nil)
+	_ PortGuard  = (*nftBackend)(nil)
+)
+
 func (b *nftBackend) conn() (*nftables.Conn, error) { return b.dial() }
 
 // Setup creates table inet sesame, or adopts the one a predecessor left

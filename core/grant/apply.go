@@ -77,6 +77,11 @@ func (m *Manager) begin(e *entry) {
 		// with its start pending, and the next start sorts it out.
 		return
 	}
+	if why := startFailure(res); why != "" {
+		m.mu.Lock()
+		e.startErr = why
+		m.mu.Unlock()
+	}
 	// knockd's cmd_timeout runs from the end of the start command.
 	finish := m.clock.Now()
 	m.activate(e, finish, finish.Add(m.timeout(e)))
@@ -285,4 +290,23 @@ func (m *Manager) expire(e *entry, gen uint64) {
 		return
 	}
 	m.startRevokeLocked(e, "expire")
+}
+
+// startFailure says, for sesame grants, how a start command failed: its
+// error or exit status and the first line of its output; "" when it
+// succeeded.
+func startFailure(res command.Result) string {
+	var why string
+	switch {
+	case res.Err != nil:
+		why = res.Err.Error()
+	case res.ExitCode != 0:
+		why = fmt.Sprintf("exit status %d", res.ExitCode)
+	default:
+		return ""
+	}
+	if l := command.FirstLine(res.Output, 200); l != "" {
+		why += ": " + l
+	}
+	return why
 }

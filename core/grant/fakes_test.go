@@ -174,6 +174,7 @@ type fakeCommands struct {
 	mu       sync.Mutex
 	deny     bool
 	fails    map[string]int // command -> remaining failures
+	output   string         // what a failing command prints
 }
 
 func (c *fakeCommands) Allow(door string, now time.Time) bool {
@@ -195,17 +196,17 @@ func (c *fakeCommands) run(door, cmd, marker string) command.Result {
 	c.tr.add("run %s: %s", door, cmd)
 	time.Sleep(c.duration)
 	c.mu.Lock()
-	rc := 0
+	rc, out := 0, ""
 	if c.fails[cmd] > 0 {
 		c.fails[cmd]--
-		rc = 1
+		rc, out = 1, c.output
 	}
 	c.mu.Unlock()
 	if marker != "" {
 		writeMark(marker, rc, time.Now())
 		os.Remove(marker + ".pid")
 	}
-	return command.Result{Cmd: cmd, ExitCode: rc}
+	return command.Result{Cmd: cmd, ExitCode: rc, Output: out}
 }
 
 func writeMark(marker string, rc int, at time.Time) {

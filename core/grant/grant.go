@@ -154,6 +154,10 @@ type Grant struct {
 	// journal write (Unrecorded).
 	Attempts  int    `json:"attempts,omitempty"`
 	LastError string `json:"last_error,omitempty"`
+	// StartError says how the start command failed ("exit status 127:
+	// sh: 1: iptablesx: not found"); the grant still ends at its
+	// deadline with its stop command, as knockd's would.
+	StartError string `json:"start_error,omitempty"`
 }
 
 type key struct {
@@ -184,7 +188,8 @@ type entry struct {
 	extendTo  time.Time // a knock while Starting
 	revokeNow bool      // revoke as soon as it is applied (admin, or a reload's re-knock)
 	revokeWhy string
-	noStop    bool // the start command never ran: nothing for the stop to undo
+	noStop    bool   // the start command never ran: nothing for the stop to undo
+	startErr  string // how the start command failed; "" when it did not
 	// Extension writes: persisting while a writer owns them; persisted is
 	// the deadline the journal holds; lastWrite when the writer last wrote.
 	persisting bool
@@ -678,7 +683,7 @@ func (m *Manager) List() []Grant {
 			ID: e.rec.ID, Door: e.rec.Door, Source: e.rec.Source, Open: e.rec.Open,
 			Ports: knock.FormatSequence(e.rec.Open), StopCmd: e.rec.StopCmd,
 			Start: e.rec.Start, Deadline: e.rec.Deadline, State: e.state.String(),
-			Attempts: e.attempts, LastError: e.lastErr,
+			Attempts: e.attempts, LastError: e.lastErr, StartError: e.startErr,
 		})
 	}
 	m.mu.Unlock()

@@ -279,3 +279,29 @@ func TestNativeOnlyDoorsHaveTheirOwnLimit(t *testing.T) {
 		}
 	})
 }
+
+// A start command that fails is shown by List (sesame grants) with its
+// status and the first line of its output (issue 18); the grant still
+// ends at its deadline with its stop command, as knockd's would.
+func TestFailedStartIsShown(t *testing.T) {
+	bubble(t, func(t *testing.T, r *rig) {
+		r.cmds.fails["open 192.0.2.7"] = 1
+		r.cmds.output = "sh: 1: open: not found\nmore"
+		r.m.Open(cmdDoor(), src4, time.Now())
+		r.settle()
+		gs := r.m.List()
+		if len(gs) != 1 || gs[0].State != "active" || gs[0].StartError != "exit status 1: sh: 1: open: not found" {
+			t.Fatalf("grants %+v", gs)
+		}
+		r.advance(11 * time.Second)
+		if r.tr.count("run ssh: close 192.0.2.7") != 1 {
+			t.Errorf("stop not run at the deadline: %q", r.tr.all())
+		}
+		// A start that succeeds shows nothing.
+		r.m.Open(cmdDoor(), src4, time.Now())
+		r.settle()
+		if gs := r.m.List(); len(gs) != 1 || gs[0].StartError != "" {
+			t.Errorf("grants %+v", gs)
+		}
+	})
+}

@@ -34,7 +34,10 @@ type Options struct {
 	// MaxDelay caps how long a continuous stream of events can postpone
 	// the read (default 10 × Debounce).
 	MaxDelay time.Duration
-	// Logger receives reload decisions; nil means hclog.NewNullLogger().
+	// Logger receives what only the watcher knows: an unreadable file, a
+	// config directory gone or back, a queue overflow. What OnChange
+	// decided is its caller's to log, once: the watcher logs it at debug
+	// only. nil means hclog.NewNullLogger().
 	Logger hclog.Logger
 }
 
@@ -247,7 +250,7 @@ func (w *Watcher) check(forced bool) (changed bool, err error) {
 		defer func() { w.afterRead(changed) }()
 	}
 	if forced {
-		w.log.Info("re-reading config file")
+		w.log.Debug("re-reading config file")
 	}
 	// Watch first, then read: a change after the read makes an event.
 	// The read may move the symlink chain; a directory that joins it
@@ -266,11 +269,11 @@ func (w *Watcher) check(forced bool) (changed bool, err error) {
 		return false, nil
 	}
 	if err := w.onChange(content, sum); err != nil {
-		w.log.Error("new config rejected, keeping the running config", "error", err)
+		w.log.Debug("new config rejected, keeping the running config", "error", err)
 		return false, fmt.Errorf("config %s rejected: %w", w.path, err)
 	}
 	w.current = sum
-	w.log.Info("config changed, new config in effect", "sha256", fmt.Sprintf("%x", sum[:8]))
+	w.log.Debug("config changed, new config in effect", "sha256", fmt.Sprintf("%x", sum[:8]))
 	return true, nil
 }
 

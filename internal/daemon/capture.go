@@ -162,17 +162,41 @@ func (c *captures) wake(iface string) {
 }
 
 // openAll opens every interface once, before READY, and returns how many
-// are attached; serve reopens the others.
+// are attached; serve reopens the others. Those it could not open are
+// not logged here: the ready service says, once, which interfaces the
+// daemon waits for (waiting).
 func (c *captures) openAll() int {
 	n := 0
 	for _, i := range c.ifaces {
 		if _, err := c.open(i); err == nil {
 			n++
-		} else {
-			c.log.Error("cannot capture on "+i+" yet; will retry when it appears or comes up", "interface", i, "error", err)
 		}
 	}
 	return n
+}
+
+// waiting describes the interfaces without a capture ("later0 (capture:
+// open later0: no such device)"); none when every one is captured.
+func (c *captures) waiting() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, i := range c.ifaces {
+		if st := c.state[i]; st != "up" {
+			out = append(out, i+" ("+strings.TrimPrefix(st, "down: ")+")")
+		}
+	}
+	return out
+}
+
+// openErr is why iface's last open failed; "" when it did not.
+func (c *captures) openErr(iface string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := strings.CutPrefix(c.state[iface], "down: "); ok {
+		return st
+	}
+	return ""
 }
 
 func (c *captures) open(iface string) (handle, error) {
@@ -234,7 +258,8 @@ func (c *captures) logFilterLocked(iface string, st capture.Stats, opened bool) 
 // an unexpected return is the supervisor's to restart.
 func (c *captures) serve(ctx context.Context, iface string, beat *supervisor.Beater) error {
 	backoff := 100 * time.Millisecond
-	logged := ""
+	// What openAll met before READY was said by the ready service.
+	logged := c.openErr(iface)
 	reopening := false // the previous handle ended with an error
 	for ctx.Err() == nil {
 		c.mu.Lock()
@@ -253,8 +278,11 @@ func (c *captures) serve(ctx context.Context, iface string, beat *supervisor.Bea
 				backoff = min(2*backoff, 5*time.Second)
 				continue
 			}
-			if logged != "" || reopening {
+			switch {
+			case reopening:
 				c.log.Info("capturing on "+iface+" again", "interface", iface)
+			case logged != "":
+				c.log.Info("capturing on "+iface+" now: it was waited for", "interface", iface)
 			}
 		}
 		backoff, logged, reopening = 100*time.Millisecond, "", false
@@ -322,8 +350,10 @@ func (c *captures) describe() string {
 		switch {
 		case c.noFilter[i] != nil:
 			st = "no filter: " + c.noFilter[i].Error()
+		case st == "":
+			st = "waiting"
 		case st != "up":
-			st = "down"
+			st = "waiting: " + strings.TrimPrefix(st, "down: ")
 		}
 		parts = append(parts, i+" ("+st+")")
 	}

@@ -6,14 +6,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
-
-	"github.com/hashicorp/go-hclog"
 
 	"github.com/sesame-knock/sesame/core/config"
 	"github.com/sesame-knock/sesame/core/knock"
 	"github.com/sesame-knock/sesame/internal/configwatch"
-	"github.com/sesame-knock/sesame/internal/netmon"
 	"github.com/sesame-knock/sesame/internal/trust"
 )
 
@@ -101,14 +97,12 @@ func guardedPorts(cfg *config.Config) []knock.Port {
 	return out
 }
 
-// defaultInterfaces picks the interfaces of the default routes when the
-// config names none (knockd would use eth0, which modern systems rarely
-// have); eth0 when there is no default route.
-func defaultInterfaces(log hclog.Logger) []string {
-	names := netmon.DefaultRouteInterfaces()
-	if len(names) == 0 {
-		names = []string{config.DefaultInterface}
+// optionError locates err, a failure to use the global option k, at what
+// set it: the command line's flag when override is set, else the config's
+// line (0 when k was left at its default).
+func optionError(cfg *config.Config, k config.Key, flag, override string, err error) error {
+	if override != "" {
+		return &config.Error{File: "command line", Msg: flag + " " + override + ": " + err.Error()}
 	}
-	log.Info("no Interface configured, using " + strings.Join(names, ","))
-	return names
+	return &config.Error{File: cfg.File, Line: cfg.Options.Lines.Of(k), Msg: err.Error()}
 }

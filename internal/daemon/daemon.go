@@ -25,6 +25,7 @@ import (
 	"github.com/sesame-knock/sesame/internal/control"
 	"github.com/sesame-knock/sesame/internal/metrics"
 	"github.com/sesame-knock/sesame/internal/netmon"
+	"github.com/sesame-knock/sesame/internal/preflight"
 	"github.com/sesame-knock/sesame/rescue"
 	"github.com/sesame-knock/sesame/supervisor"
 )
@@ -56,6 +57,8 @@ type deps struct {
 	openCapture func(iface string, spec capture.FilterSpec) (handle, error)
 	newLinks    func(netmon.Options) (linkEvents, error)
 	listenTCP   func(network, addr string) (net.Listener, error) // nil: net.Listen
+	// preflight checks what the start needs (preflight.Check).
+	preflight func(context.Context, *config.Config, preflight.Options) *preflight.Report
 }
 
 func osDeps() deps {
@@ -84,6 +87,7 @@ func osDeps() deps {
 			}
 			return m, nil
 		},
+		preflight: preflight.Check,
 	}
 }
 
@@ -108,6 +112,10 @@ type daemon struct {
 	rescue  *keeper
 	attach  int // interfaces captured at start
 	started time.Time
+	// cleanStop is set by Run, before it stops the services, when the
+	// stop was asked for (SIGTERM, SIGINT) rather than forced by a
+	// failure; read by the stops, on Run's goroutine.
+	cleanStop bool
 
 	metrics *metrics.Metrics
 	lat     *metrics.Latency
@@ -147,21 +155,35 @@ func run(ctx context.Context, opts Options, dp deps) error {
 	if err != nil {
 		return err
 	}
+	// What `sesame check` refuses, the start refuses, with the same
+	// file:line. The daemon runs inside its unit's sandbox already, so
+	// it does not model it (Sandbox nil); the state directory was
+	// checked by firstConfig.
+	rep := dp.preflight(ctx, cfg, preflight.Options{Interfaces: opts.Interfaces, LogFile: opts.LogFile, PidFile: opts.PidFile})
+	if err := rep.Err(); err != nil {
+		return err
+	}
 	log, err := eventlog.New(eventlog.Options{Name: "sesamed", Level: opts.Level, Stderr: opts.Stderr,
 		LogFile: cfg.Options.LogFile, UseSyslog: cfg.Options.UseSyslog})
 	if err != nil {
-		return err
+		// What the check could not foresee (a race, a full disk).
+		return optionError(cfg, config.KeyLogFile, "-g", opts.LogFile, err)
 	}
 	defer log.Close()
-	d := newDaemon(opts, dp, log, cfg)
+	d := newDaemon(opts, dp, log, cfg, rep.Interfaces)
 	d.reloadSt = control.ReloadStatus{At: d.started, Trigger: "start", OK: cfgErr == nil, InForce: d.started}
 	if cfgErr != nil {
 		d.reloadSt.Error = cfgErr.Error()
 		d.cfgErr = cfgErr.Error() + " (running the last good config, " + lastGoodPath(opts.StateDir) + ")"
 		log.Error("config invalid, running the last good config from "+lastGoodPath(opts.StateDir)+": "+cfgErr.Error(), "error", cfgErr, "last_good", lastGoodPath(opts.StateDir))
 	}
-	for _, w := range cfg.Warnings {
+	// The config's warnings, then the check's, then what the start picks
+	// by itself (the default route's interfaces, the firewall auto finds).
+	for _, w := range rep.Warnings {
 		log.Warn(w)
+	}
+	for _, n := range rep.Notes {
+		log.Info(n)
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -178,6 +200,7 @@ func run(ctx context.Context, opts Options, dp deps) error {
 	var serr error
 	select {
 	case <-ctx.Done():
+		d.cleanStop = true
 	case serr = <-d.failed:
 		log.Error("a component keeps failing, exiting so the service manager restarts sesamed", "error", serr)
 	}
@@ -188,8 +211,9 @@ func run(ctx context.Context, opts Options, dp deps) error {
 	return serr
 }
 
-// newDaemon builds the daemon for its first config; it starts nothing.
-func newDaemon(opts Options, dp deps, log *eventlog.Logger, cfg *config.Config) *daemon {
+// newDaemon builds the daemon for its first config, capturing on ifaces
+// (preflight's Report.Interfaces); it starts nothing.
+func newDaemon(opts Options, dp deps, log *eventlog.Logger, cfg *config.Config, ifaces []string) *daemon {
 	d := &daemon{opts: opts, deps: dp, log: log, cfg: cfg, failed: make(chan error, 1),
 		notify: supervisor.NewNotifier(log.Named("notify")), started: dp.now(), reloads: make(chan reloadRequest, 8)}
 	// Counted from the first entry: resumed grants, the start's repairs.
@@ -203,13 +227,6 @@ func newDaemon(opts Options, dp deps, log *eventlog.Logger, cfg *config.Config) 
 	}
 	d.fw = &firewalls{log: log.Named("firewall"), newBackend: dp.newBackend}
 	d.rescue = &keeper{log: log.Named("rescue"), newFW: dp.newRescueFW, fw: d.fw, now: dp.now}
-	ifaces := opts.Interfaces
-	if len(ifaces) == 0 {
-		ifaces = cfg.Options.Interfaces
-	}
-	if len(ifaces) == 0 {
-		ifaces = defaultInterfaces(log)
-	}
 	d.caps = newCaptures(ifaces, log.Named("capture"))
 	d.caps.openHandle = dp.openCapture
 	return d
@@ -237,19 +254,34 @@ func (d *daemon) services(hup <-chan os.Signal) []hook {
 		d.pidFileService(),
 		d.watchdogService(),
 		d.readyService(),
-		// A healthy start closes a rescue port that a failure opened.
-		d.rescue.service(d.config, d.health),
+		// A healthy start closes a rescue port that a failure opened; a
+		// clean stop disarms it.
+		d.rescue.service(d.config, d.health, func() bool { return d.cleanStop }),
 		d.statusService(),
 	}
 }
 
 // readyService says the daemon is up (knockd's line and READY=1) and, when
 // it stops, that it is going down (STOPPING=1 and knockd's line).
+// Readiness means serving what exists: an interface that is not there
+// yet (or cannot be captured on) does not hold READY=1 back, which would
+// hold back the units ordered after sesamed, maybe for good; it is
+// named at warning here and shown as waiting in STATUS= until its
+// capture starts.
 func (d *daemon) readyService() hook {
 	return hook{name: "ready", start: func(context.Context) error {
 		ifaces := strings.Join(d.caps.ifaces, ",")
 		d.log.Info("starting up, listening on "+ifaces, event.KeyKind, event.Start,
 			"interfaces", ifaces, "attached", d.attach, "version", d.opts.Version)
+		if w := d.caps.waiting(); len(w) > 0 {
+			meanwhile := "until then sesamed serves the others"
+			if d.attach == 0 {
+				meanwhile = "until then no knock is seen"
+			}
+			d.log.Warn("ready without a capture on "+strings.Join(w, ", ")+
+				": knocks there count once the interface appears or comes up; "+meanwhile,
+				"waiting", len(w), "attached", d.attach)
+		}
 		d.notify.Ready()
 		return nil
 	}, stop: func(context.Context) error {

@@ -13,9 +13,11 @@ import (
 
 	"github.com/sesame-knock/sesame/core/capture"
 	"github.com/sesame-knock/sesame/core/command"
+	"github.com/sesame-knock/sesame/core/config"
 	"github.com/sesame-knock/sesame/core/firewall"
 	"github.com/sesame-knock/sesame/core/knock"
 	"github.com/sesame-knock/sesame/internal/netmon"
+	"github.com/sesame-knock/sesame/internal/preflight"
 	"github.com/sesame-knock/sesame/rescue"
 )
 
@@ -28,9 +30,14 @@ type recordingFirewall struct {
 	calls   []string // every call, in order
 	failing error
 	granted chan string // if not nil, receives each Grant's source
+	noGuard bool        // does not own the drop of its ports (iptables)
 }
 
 func (f *recordingFirewall) Name() string { return "nftables" }
+
+// GuardsPorts: as nftables, it drops the guarded ports (unless noGuard,
+// as iptables).
+func (f *recordingFirewall) GuardsPorts() bool { return !f.noGuard }
 func (f *recordingFirewall) Setup(_ context.Context, guarded []knock.Port) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -198,7 +205,24 @@ func fakeDeps(fw *recordingFirewall, opened chan<- *fakeCapture) deps {
 		newLinks: func(netmon.Options) (linkEvents, error) {
 			return &fakeLinks{events: make(chan netmon.Event)}, nil
 		},
+		preflight: checkWithoutFirewall,
 	}
+}
+
+// checkWithoutFirewall is preflight.Check on cfg without its Open and
+// Rescue_Ports: the tests' firewall is a fake, and the host's, which the
+// check would probe, is not the one they run against. Files, interfaces
+// and the rest are checked as the daemon's start checks them.
+func checkWithoutFirewall(ctx context.Context, cfg *config.Config, o preflight.Options) *preflight.Report {
+	c := *cfg
+	c.Options.RescuePorts = nil
+	c.Doors = make([]*config.Door, len(cfg.Doors))
+	for i, d := range cfg.Doors {
+		dd := *d
+		dd.Open = nil
+		c.Doors[i] = &dd
+	}
+	return preflight.Check(ctx, &c, o)
 }
 
 // noCommands is a grant.Commands for doors without commands.

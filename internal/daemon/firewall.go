@@ -23,8 +23,11 @@ type firewalls struct {
 	log        hclog.Logger
 	newBackend func(firewall.Kind, hclog.Logger) (firewall.Backend, error)
 
-	mu sync.Mutex // guards b
+	mu sync.Mutex // guards b and guarding
 	b  firewall.Backend
+	// guarding is the ports the running backend was last said to drop for
+	// everyone without a grant (a firewall.PortGuard); "" for none.
+	guarding string
 }
 
 // backend returns the backend of native grants; nil when there is none.
@@ -40,6 +43,7 @@ type fwPlan struct {
 	b       firewall.Backend // nil: no door opens ports, and there is no backend
 	guarded []knock.Port
 	fresh   bool // b was made for this config and is not running yet
+	auto    bool // the config says Firewall = auto
 }
 
 // prepare makes what cfg needs of the firewall without changing the
@@ -47,6 +51,9 @@ type fwPlan struct {
 // ports. An error means the firewall refuses cfg.
 func (f *firewalls) prepare(cfg *config.Config) (fwPlan, error) {
 	p := fwPlan{b: f.backend(), guarded: guardedPorts(cfg)}
+	if k, err := firewall.ParseKind(cfg.Options.Firewall); err == nil && k == firewall.Auto {
+		p.auto = true
+	}
 	if p.b != nil || len(p.guarded) == 0 {
 		return p, nil
 	}
@@ -78,7 +85,37 @@ func (f *firewalls) commit(ctx context.Context, p fwPlan) error {
 		f.mu.Unlock()
 		f.log.Info("native grants through "+p.b.Name(), "backend", p.b.Name(), "guarded", knock.FormatSequence(p.guarded))
 	}
+	f.noteGuarded(p.b, p.guarded, p.auto)
 	return nil
+}
+
+// noteGuarded says, at warning, which ports a backend that owns their
+// drop (nftables) now closes to everyone without a grant: once at start
+// and again whenever a reload changes them. On a host without firewall
+// rules, Firewall = auto picks nftables, and Sesame is then the only
+// thing that closes those ports: an admin must hear it.
+func (f *firewalls) noteGuarded(b firewall.Backend, guarded []knock.Port, auto bool) {
+	if g, ok := b.(firewall.PortGuard); !ok || !g.GuardsPorts() {
+		return
+	}
+	ports := knock.FormatSequence(guarded)
+	f.mu.Lock()
+	same := ports == f.guarding
+	f.guarding = ports
+	f.mu.Unlock()
+	if same {
+		return
+	}
+	if len(guarded) == 0 {
+		f.log.Info(b.Name()+": Sesame drops no port now: no door opens one", "backend", b.Name(), "guarded", "")
+		return
+	}
+	how := b.Name() + ":"
+	if auto {
+		how = "Firewall = auto chose " + b.Name() + ":"
+	}
+	f.log.Warn(fmt.Sprintf("%s Sesame drops new connections to %s from every address without a grant, whatever the host's own rules allow (established connections and loopback pass); they stay dropped while sesamed is stopped, until `sesamed --teardown`",
+		how, ports), "backend", b.Name(), "guarded", ports)
 }
 
 // undo takes back a commit whose reload failed later: the running
@@ -92,7 +129,7 @@ func (f *firewalls) undo(p fwPlan, running *config.Config) {
 	defer cancel()
 	if p.fresh {
 		f.mu.Lock()
-		f.b = nil
+		f.b, f.guarding = nil, ""
 		f.mu.Unlock()
 		if err := p.b.Teardown(ctx); err != nil {
 			f.log.Error("firewall: removing the backend of a refused reload: "+err.Error(), "error", err)
@@ -101,7 +138,13 @@ func (f *firewalls) undo(p fwPlan, running *config.Config) {
 	}
 	if err := p.b.Setup(ctx, guardedPorts(running)); err != nil {
 		f.log.Error("firewall: restoring the running config's guarded ports: "+err.Error(), "error", err)
+		return
 	}
+	auto := false
+	if k, err := firewall.ParseKind(running.Options.Firewall); err == nil && k == firewall.Auto {
+		auto = true
+	}
+	f.noteGuarded(p.b, guardedPorts(running), auto)
 }
 
 // service sets up the backend of the first config, when a door opens
@@ -117,7 +160,17 @@ func (f *firewalls) service(cfg func() *config.Config) hook {
 		return f.commit(ctx, p)
 	}, stop: func(context.Context) error {
 		b := f.backend()
-		if b == nil || keepsGrantsWhenStopped(b) {
+		if b == nil {
+			return nil
+		}
+		f.mu.Lock()
+		guarding := f.guarding
+		f.mu.Unlock()
+		if keepsGrantsWhenStopped(b) {
+			if guarding != "" {
+				f.log.Warn(fmt.Sprintf("stopped: %s keeps dropping new connections to %s from every address without a grant while sesamed is stopped; grants expire in the kernel at their deadlines; `sesamed --teardown` removes Sesame's table and the drop with it",
+					b.Name(), guarding), "backend", b.Name(), "guarded", guarding)
+			}
 			return nil
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -125,6 +178,8 @@ func (f *firewalls) service(cfg func() *config.Config) hook {
 		if err := b.Teardown(ctx); err != nil {
 			return fmt.Errorf("firewall teardown: %w", err)
 		}
+		f.log.Warn("stopped: Sesame's "+b.Name()+" chain is removed, so its native grants are closed while sesamed is stopped (the next start restores those still due), and the doors' ports are as your own rules make them",
+			"backend", b.Name())
 		return nil
 	}}
 }

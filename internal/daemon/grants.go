@@ -53,6 +53,27 @@ func (d *daemon) grantsService() hook {
 	}, stop: func(context.Context) error {
 		ctx, cancel := context.WithTimeout(context.Background(), d.opts.ShutdownGrace)
 		defer cancel()
-		return d.grants.Close(ctx)
+		err := d.grants.Close(ctx)
+		if n := pendingStops(d.grants.List()); n > 0 {
+			what := fmt.Sprintf("%d grants with a stop command stay", n)
+			if n == 1 {
+				what = "1 grant with a stop command stays"
+			}
+			d.log.Warn("stopped: "+what+" open while sesamed is stopped; the next start runs each stop command at its deadline, or at once when that has passed",
+				"grants", n)
+		}
+		return err
 	}}
+}
+
+// pendingStops counts the grants whose stop command has not run (or has
+// not succeeded yet).
+func pendingStops(gs []grant.Grant) int {
+	n := 0
+	for _, g := range gs {
+		if g.StopCmd != "" && g.State != grant.Unrecorded.String() {
+			n++
+		}
+	}
+	return n
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+
+	"github.com/sesame-knock/sesame/core/config"
 )
 
 // writePidFile writes pid to path without following a symlink there, and
@@ -41,8 +43,11 @@ func writePidFile(path string, pid int) error {
 	return f.Close()
 }
 
-// pidFileService writes the PidFile the config names (an error is logged,
-// not fatal, as knockd does) and removes it when the daemon stops.
+// pidFileService writes the PidFile the config (or -p) names and removes
+// it when the daemon stops. A PidFile that cannot be written stops the
+// start with its file and line, as `sesame check` refuses it (knockd
+// only complains): tools that read it would act on a stale or missing
+// pid.
 func (d *daemon) pidFileService() hook {
 	var written string
 	return hook{name: "pid file", start: func(context.Context) error {
@@ -51,8 +56,7 @@ func (d *daemon) pidFileService() hook {
 			return nil
 		}
 		if err := writePidFile(pf, os.Getpid()); err != nil {
-			d.log.Error("cannot write pid file: "+err.Error(), "path", pf, "error", err)
-			return nil
+			return optionError(d.config(), config.KeyPidFile, "-p", d.opts.PidFile, err)
 		}
 		written = pf
 		return nil

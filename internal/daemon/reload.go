@@ -268,10 +268,19 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config, content []byte) 
 	}
 	d.rescue.commit(ctx, rp)
 	d.mu.Lock()
-	d.cfg, d.cfgErr = cfg, ""
+	d.cfg = cfg
+	refused := d.cfgErr
+	d.cfgErr = ""
 	d.reloadSt.InForce = d.deps.now()
 	d.mu.Unlock()
 	d.saveLastGood(content)
+	// One line per outcome; a good config after a refused one says that
+	// the error logged then (and shown in STATUS=) is gone.
+	if refused != "" {
+		d.log.Info(fmt.Sprintf("config reloaded: %d doors; valid again, the config error logged before is fixed", len(cfg.Doors)),
+			"doors", len(cfg.Doors), "fixed", refused)
+		return nil
+	}
 	d.log.Info(fmt.Sprintf("config reloaded: %d doors", len(cfg.Doors)), "doors", len(cfg.Doors))
 	return nil
 }

@@ -20,6 +20,8 @@ import (
 	"github.com/sesame-knock/sesame/core/eventlog"
 	"github.com/sesame-knock/sesame/core/grant"
 	"github.com/sesame-knock/sesame/core/knock"
+	"github.com/sesame-knock/sesame/internal/control"
+	"github.com/sesame-knock/sesame/internal/notifytest"
 	"github.com/sesame-knock/sesame/internal/syncbuf"
 )
 
@@ -46,7 +48,7 @@ func reloadDaemon(t *testing.T, conf string, fw *recordingFirewall) (*daemon, ch
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { log.Close() })
-	d := newDaemon(Options{ConfigPath: path, StateDir: dir, Interfaces: []string{"eth0"}}, fakeDeps(fw, nil), log, cfg)
+	d := newDaemon(Options{ConfigPath: path, StateDir: dir, Interfaces: []string{"eth0"}}, fakeDeps(fw, nil), log, cfg, []string{"eth0"})
 	if fw != nil && len(guardedPorts(cfg)) > 0 {
 		d.fw.b = fw
 	}
@@ -245,7 +247,7 @@ func BenchmarkReload(b *testing.B) {
 			done := make(chan struct{})
 			go func() { eng.Run(ctx, nil, time.Hour); close(done) }()
 			defer func() { cancel(); <-done; eng.Close() }()
-			d := newDaemon(Options{ConfigPath: path, StateDir: dir, Interfaces: []string{"eth0"}}, fakeDeps(nil, nil), log, cfg)
+			d := newDaemon(Options{ConfigPath: path, StateDir: dir, Interfaces: []string{"eth0"}}, fakeDeps(nil, nil), log, cfg, []string{"eth0"})
 			d.eng = eng
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -256,5 +258,75 @@ func BenchmarkReload(b *testing.B) {
 			}
 			b.ReportMetric(float64(insns), "filter-insns")
 		})
+	}
+}
+
+// A reload logs one line per outcome (issue 18): a refused config one
+// error (the watcher does not repeat it), and the good config that
+// follows says that the error is fixed.
+func TestReloadOutcomeLoggedOnce(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sesame.conf")
+	good := "[d]\n\tsequence = 7000\n"
+	os.WriteFile(path, []byte(good), 0o600)
+	var stderr syncbuf.Buffer
+	opts := Options{ConfigPath: path, StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "ctl.sock"),
+		Interfaces: []string{"lo"}, Stderr: &stderr}
+	dp := fakeDeps(nil, make(chan *fakeCapture, 1))
+	dp.listen = control.Listen
+	notify := notifytest.Use(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, opts, dp) }()
+	for !strings.Contains(nextDatagram(t, notify), "READY=1") {
+	}
+	// waitReload waits for the datagram that ends a reload (READY=1 after
+	// RELOADING=1) and returns the log lines since mark.
+	waitReload := func(mark int) []string {
+		t.Helper()
+		for reloading := false; ; {
+			s := nextDatagram(t, notify)
+			reloading = reloading || strings.Contains(s, "RELOADING=1")
+			if reloading && strings.Contains(s, "READY=1") {
+				break
+			}
+		}
+		return strings.Split(strings.TrimSpace(stderr.String()[mark:]), "\n")
+	}
+	count := func(lines []string, level, text string) int {
+		n := 0
+		for _, l := range lines {
+			if strings.Contains(l, level) && strings.Contains(l, text) {
+				n++
+			}
+		}
+		return n
+	}
+
+	mark := len(stderr.String())
+	os.WriteFile(path, []byte("[d]\n\tsequence = 0\n"), 0o600)
+	lines := waitReload(mark)
+	if n := count(lines, "[ERROR]", ""); n != 1 || count(lines, "[ERROR]", "config not reloaded, keeping the running one: "+path+":2:") != 1 {
+		t.Errorf("a refused reload logged %d errors, want one that names file and line:\n%s", n, strings.Join(lines, "\n"))
+	}
+
+	mark = len(stderr.String())
+	os.WriteFile(path, []byte(good+"[e]\n\tsequence = 7100\n"), 0o600)
+	lines = waitReload(mark)
+	if count(lines, "[INFO]", "config reloaded: 2 doors; valid again, the config error logged before is fixed") != 1 ||
+		count(lines, "", "config reloaded") != 1 || count(lines, "", "new config in effect") != 0 {
+		t.Errorf("the good config after a refused one:\n%s", strings.Join(lines, "\n"))
+	}
+
+	mark = len(stderr.String())
+	os.WriteFile(path, []byte(good), 0o600)
+	lines = waitReload(mark)
+	if count(lines, "", "config reloaded: 1 doors") != 1 || count(lines, "", "valid again") != 0 {
+		t.Errorf("a plain reload:\n%s", strings.Join(lines, "\n"))
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

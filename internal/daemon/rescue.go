@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -50,8 +51,11 @@ func (k *keeper) build(cfg *config.Config, b firewall.Backend) (*rescue.Switch, 
 
 // service installs the first config's rescue (or removes a leftover one
 // when none is configured), which also closes a rescue port that a
-// failure opened, and keeps its heartbeat while healthy says so.
-func (k *keeper) service(cfg func() *config.Config, healthy func() health) hook {
+// failure opened, and keeps its heartbeat while healthy says so. Its stop
+// ends the heartbeat; when clean says the stop was asked for, it disarms
+// the rescue (rescue.Switch.Disarm), so that a planned stop does not open
+// it Rescue_After later. After a failure the heartbeat is left to lapse.
+func (k *keeper) service(cfg func() *config.Config, healthy func() health, clean func() bool) hook {
 	return hook{name: "rescue", start: func(ctx context.Context) error {
 		k.arm(ctx, cfg())
 		hl := healthy()
@@ -62,7 +66,19 @@ func (k *keeper) service(cfg func() *config.Config, healthy func() health) hook 
 			})
 		})
 		return nil
-	}, stop: func(context.Context) error { k.w.stop(); return nil }}
+	}, stop: func(context.Context) error {
+		k.w.stop()
+		sw := k.sw.Load()
+		if sw == nil || !clean() {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := sw.Disarm(ctx); err != nil {
+			return fmt.Errorf("rescue not disarmed, it opens Rescue_After after the stop: %w", err)
+		}
+		return nil
+	}}
 }
 
 // arm installs cfg's rescue and sets its heartbeat. A failure is logged,

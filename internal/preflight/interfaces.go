@@ -29,6 +29,7 @@ func (c *checker) interfaces() {
 			c.notef("no Interface set: sesamed listens on %s (the default route's)", strings.Join(names, ","))
 		}
 	}
+	c.r.Interfaces = names
 	for _, n := range names {
 		up, err := sys.link(n)
 		switch {

@@ -36,6 +36,11 @@ type Report struct {
 	// Notes say what the start will pick by itself: the interfaces of
 	// the default route, the firewall Firewall = auto finds.
 	Notes []string
+	// Interfaces are what sesamed captures on: -i, else the config's
+	// Interface, else the interfaces of the default routes, else eth0
+	// (knockd's default). sesamed's start takes them from here, so the
+	// check and the daemon never disagree on them.
+	Interfaces []string
 }
 
 // Err joins the errors; nil when there are none.

@@ -261,3 +261,30 @@ func TestLoadParseErrors(t *testing.T) {
 		t.Errorf("errors %v", rep.Errors)
 	}
 }
+
+// Report.Interfaces is what sesamed captures on, as the notes and
+// warnings say: -i, else Interface, else the default route's, else eth0.
+func TestReportInterfaces(t *testing.T) {
+	door := "[d]\nsequence = 1\nstart_command = true\n"
+	tests := []struct {
+		name, conf string
+		flag       []string
+		routes     []string
+		want       string
+	}{
+		{"-i wins", "[options]\nInterface = eth0\n" + door, []string{"wg0", "eth1"}, []string{"eth2"}, "wg0,eth1"},
+		{"Interface", "[options]\nInterface = eth0, down0\n" + door, nil, []string{"eth2"}, "eth0,down0"},
+		{"default routes", door, nil, []string{"eth2", "wg0"}, "eth2,wg0"},
+		{"no default route: knockd's eth0", door, nil, nil, "eth0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := fakeSystem(t)
+			s.defaultInterfaces = func() []string { return tt.routes }
+			_, rep := load(t, t.TempDir(), tt.conf, Options{Interfaces: tt.flag})
+			if got := strings.Join(rep.Interfaces, ","); got != tt.want {
+				t.Errorf("Interfaces = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

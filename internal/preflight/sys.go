@@ -5,6 +5,7 @@ import (
 	"os"
 
 	"github.com/sesame-knock/sesame/core/firewall"
+	"github.com/sesame-knock/sesame/internal/netmon"
 )
 
 // system is what the checks ask the machine; tests swap sys.
@@ -32,7 +33,7 @@ var sys = system{
 	trustTree:         trustTree,
 	knockd:            runningKnockd,
 	link:              link,
-	defaultInterfaces: defaultRouteInterfaces,
+	defaultInterfaces: netmon.DefaultRouteInterfaces,
 	detect:            firewall.Detect,
 	backend: func(k firewall.Kind) error {
 		_, err := firewall.New(k, nil)

@@ -20,6 +20,4 @@ func link(name string) (bool, error) {
 	return ifi.Flags&net.FlagUp != 0, nil
 }
 
-func defaultRouteInterfaces() []string { return nil }
-
 func trustTree(string) error { return nil }
