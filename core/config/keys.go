@@ -23,6 +23,10 @@ const (
 	KeyRescuePorts
 	KeyRescueAfter
 	KeyRescueFrom
+	KeySPAAccess
+	KeySPAPort
+	KeySPAMaxAge
+	KeySPAAuthorizedKeys
 	// doors
 	KeyTarget
 	KeySequence
@@ -75,6 +79,10 @@ var keyInfos = [numKeys]keyInfo{
 	KeyRescuePorts:       {"Rescue_Ports", true},
 	KeyRescueAfter:       {"Rescue_After", true},
 	KeyRescueFrom:        {"Rescue_From", true},
+	KeySPAAccess:         {"SPA_Access", true},
+	KeySPAPort:           {"SPA_Port", true},
+	KeySPAMaxAge:         {"SPA_Max_Age", true},
+	KeySPAAuthorizedKeys: {"SPA_Authorized_Keys", true},
 	KeyTarget:            {"target", false},
 	KeySequence:          {"sequence", false},
 	KeyOneTimeSequences:  {"one_time_sequences", false},
