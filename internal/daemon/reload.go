@@ -67,6 +67,17 @@ func (d *daemon) sighup(ctx context.Context, w *configwatch.Watcher) {
 		// knockd logs every HUP; the content is the running config's.
 		d.log.Info("re-reading config file: "+d.opts.ConfigPath, event.KeyKind, event.Reload, "trigger", "SIGHUP", "changed", false)
 		d.notify.Reloading()
+		if d.config().Options.SPA() {
+			// The SPA files are not watched: a reload re-reads them with
+			// the unchanged config (and revokes the grants of SSH keys
+			// whose lines went).
+			if content, _, rerr := configwatch.Read(d.opts.ConfigPath); rerr == nil {
+				rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				_ = d.reload(rctx, content)
+				cancel()
+				d.updateStatus()
+			}
+		}
 		d.notify.Ready()
 	}
 }
@@ -126,7 +137,12 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config, content []byte) 
 	if err != nil {
 		return err
 	}
-	fw, err := d.fw.prepare(cfg)
+	spaFiles, err := loadSPA(cfg)
+	if err != nil {
+		d.eng.Discard(prep)
+		return err
+	}
+	fw, err := d.fw.prepare(cfg, allGuarded(cfg, spaFiles))
 	if err != nil {
 		d.eng.Discard(prep)
 		return err
@@ -142,8 +158,15 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config, content []byte) 
 	}
 	if err := d.eng.Commit(ctx, prep); err != nil {
 		d.eng.Discard(prep)
-		d.fw.undo(fw, d.config())
+		d.fw.undo(fw, allGuarded(d.config(), d.spa.files()))
 		return fmt.Errorf("engine: %w", err)
+	}
+	if err := d.spa.commit(spaFiles, fw.b); err != nil {
+		// Only a verifier that cannot be made for files that parsed;
+		// the running SPA stays.
+		d.log.Error("SPA not reloaded, keeping the running SPA files: "+err.Error(), "error", err)
+	} else {
+		d.caps.setDatagrams(d.spa.port(), d.spa.datagram)
 	}
 	for _, w := range cfg.Warnings {
 		d.log.Warn(w)
