@@ -58,11 +58,9 @@ func loadSPA(cfg *config.Config) (*spaFiles, error) {
 // read as a config error.
 func fileError(cfg *config.Config, k config.Key, path string, err error) error {
 	var ae *access.Error
-	if errors.As(err, &ae) {
-		return err
-	}
-	if _, ok := err.(interface{ Unwrap() []error }); ok {
-		return err // authorized_keys: "file:line: ..." joined
+	var le *sshknock.LineError
+	if errors.As(err, &ae) || errors.As(err, &le) {
+		return err // the file's own file:line errors, joined
 	}
 	return &config.Error{File: cfg.File, Line: cfg.Options.Lines.Of(k), Msg: fmt.Sprintf("%s %s: %v", k, path, err)}
 }

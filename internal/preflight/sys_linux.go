@@ -53,3 +53,5 @@ func defaultRouteInterfaces() []string {
 }
 
 func trustTree(dir string) error { return trust.Tree(dir) }
+
+func trustPath(path string) error { return trust.Path(path) }
