@@ -31,8 +31,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(knockCmd(stdout, stderr), checkCmd(stdout), grantsCmd(stdout), revokeCmd(stdout))
-	root.AddCommand(rescueCmd(stdout, stderr), spaCmd(stdout))
-	root.AddCommand(spaSSHCmd(stdout, stderr))
+	root.AddCommand(rescueCmd(stdout, stderr), spaCmd(stdout, stderr))
 	root.AddCommand(genManCmd(root))
 	return root
 }
