@@ -2,8 +2,13 @@ package main
 
 import (
 	"context"
+	"net/netip"
 	"os"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/sesame-knock/sesame/core/grant"
 )
 
 // runMainEnv turns the test binary into the sesame command, so tests can
@@ -15,4 +20,24 @@ func TestMain(m *testing.M) {
 		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
+}
+
+// sesame grants shows who asked for an SPA grant; without SPA grants the
+// table keeps knockd-era columns.
+func TestPrintGrantsShowsWhoAsked(t *testing.T) {
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	knockG := grant.Grant{ID: "g1", Door: "ssh-door", Source: netip.MustParseAddr("192.0.2.7"), Ports: "22:tcp", Deadline: now.Add(30 * time.Second), State: "active"}
+	sshG := grant.Grant{ID: "g2", Door: "ssh", Source: netip.MustParseAddr("2001:db8::7"), Ports: "22:tcp", Deadline: now.Add(time.Minute), State: "active",
+		Auth: "ssh", User: "alice@laptop", Key: "SHA256:abc"}
+	var b strings.Builder
+	printGrants(&b, []grant.Grant{knockG}, now)
+	if strings.Contains(b.String(), "USER") {
+		t.Errorf("knock grants only, yet a USER column:\n%s", b.String())
+	}
+	b.Reset()
+	printGrants(&b, []grant.Grant{knockG, sshG}, now)
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], "USER") || !strings.Contains(lines[2], `"alice@laptop" (ssh)`) || !strings.Contains(lines[1], " - ") {
+		t.Errorf("table:\n%s", b.String())
+	}
 }

@@ -32,8 +32,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.AddCommand(knockCmd(stdout, stderr), checkCmd(stdout), grantsCmd(stdout), revokeCmd(stdout))
 	root.AddCommand(statusCmd(stdout), reloadCmd(stdout))
-	root.AddCommand(rescueCmd(stdout, stderr), spaCmd(stdout))
-	root.AddCommand(spaSSHCmd(stdout, stderr))
+	root.AddCommand(rescueCmd(stdout, stderr), spaCmd(stdout, stderr))
 	root.AddCommand(genManCmd(root))
 	return root
 }
@@ -155,7 +154,8 @@ func grantsCmd(stdout io.Writer) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "grants [--json] [--socket PATH | --state-dir DIR]",
 		Short: "List the grants sesamed holds",
-		Long: "List the grants a running sesamed holds: id, door, source, ports or stop command, time left and state " +
+		Long: "List the grants a running sesamed holds: id, door (an SPA grant's stanza, spa#N, or ssh), source, who asked for an SPA grant " +
+			"(the fwknop packet's user name, or the SSH key's comment), ports or stop command, time left and state " +
 			"(starting, active, revoking, stop failing, or revoked, not journaled), and how a failed start command ended. With --state-dir, read the journal in DIR " +
 			"directly, which works while the daemon is down; the states mean the same, read from the journal and the command markers.",
 		Args: cobra.NoArgs,
@@ -200,7 +200,15 @@ func printGrants(w io.Writer, gs []grant.Grant, now time.Time) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tDOOR\tSOURCE\tOPENS\tTIME LEFT\tSTATE")
+	who := false // a column for SPA grants' users, when there are any
+	for _, g := range gs {
+		who = who || g.Auth != ""
+	}
+	if who {
+		fmt.Fprintln(tw, "ID\tDOOR\tSOURCE\tUSER\tOPENS\tTIME LEFT\tSTATE")
+	} else {
+		fmt.Fprintln(tw, "ID\tDOOR\tSOURCE\tOPENS\tTIME LEFT\tSTATE")
+	}
 	for _, g := range gs {
 		opens := g.Ports
 		if opens == "" {
@@ -220,7 +228,17 @@ func printGrants(w io.Writer, gs []grant.Grant, now time.Time) {
 		case g.LastError != "":
 			state += fmt.Sprintf(" (last: %s)", g.LastError)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, g.Door, g.Source, opens, left, state)
+		if !who {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, g.Door, g.Source, opens, left, state)
+			continue
+		}
+		user := "-"
+		if g.Auth != "" {
+			// The SPA user name is as the packet claimed it; an SSH key's
+			// comment is what authorized_keys says.
+			user = fmt.Sprintf("%q (%s)", g.User, g.Auth)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, g.Door, g.Source, user, opens, left, state)
 	}
 	tw.Flush()
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -34,17 +35,25 @@ type spaOptions struct {
 	appendSave bool
 	test       bool
 	verbose    int
+
+	// --ssh: a knock signed with an SSH key instead of fwknop's format.
+	ssh        bool
+	identity   string     // -i KEYFILE; "" signs through ssh-agent
+	keyQuery   string     // --key: the agent key by comment or fingerprint
+	serverAddr netip.Addr // --server-addr: the address named in the packet
+	stderr     io.Writer  // where a key file's passphrase prompt goes when there is no terminal
 }
 
 func defaultSPAOptions() spaOptions {
 	return spaOptions{port: 62201, fwTimeout: -1, family: "udp"}
 }
 
-// spaMode makes the datagram for a request. fwknop's Rijndael+HMAC format
-// is the default; another mode (SSH-signed packets) adds its flags in
-// spaCmd and a case in spaModeFor.
+// spaMode makes the datagram for a request: fwknop's Rijndael+HMAC
+// format (the default), or a knock signed with an SSH key (--ssh).
 type spaMode interface {
 	packet(r spaRequest, verbose io.Writer) ([]byte, error)
+	// saved is what -B writes for pkt: text, one packet per line.
+	saved(pkt []byte) []byte
 }
 
 // spaRequest is what every mode puts in a packet.
@@ -54,13 +63,19 @@ type spaRequest struct {
 	Timeout   int    // seconds; 0 lets the server decide
 	User      string
 	Timestamp int64
+	// Server is where the packet goes (the destination resolved); the
+	// zero value with -T and no -D.
+	Server netip.AddrPort
 }
 
 func spaModeFor(o *spaOptions) (spaMode, error) {
+	if o.ssh {
+		return sshMode{o}, nil
+	}
 	return fwknopMode{o}, nil
 }
 
-func spaCmd(stdout io.Writer) *cobra.Command {
+func spaCmd(stdout, stderr io.Writer) *cobra.Command {
 	// cli holds the flags as given; the rc file's values are overridden
 	// only by the flags the command line sets (Changed).
 	var cli struct {
@@ -70,18 +85,27 @@ func spaCmd(stdout io.Writer) *cobra.Command {
 		port, fwTimeout, verbose                                  int
 		source, useHMAC, appendSave, test                         bool
 		noRC, keyGen, v4, v6, resolve, noSaveArgs                 bool
+		ssh                                                       bool
+		identity, keyQuery, serverAddr                            string
 	}
 	c := &cobra.Command{
-		Use:   "spa -A PROTO/PORT[,...] (-a ADDR | -s) -D HOST [options]",
-		Short: "Send a Single Packet Authorization packet, like fwknop's client",
+		Use:   "spa -A PROTO/PORT[,...] (-a ADDR | -s) -D HOST [--ssh [-i KEYFILE | --key KEY]] [options]",
+		Short: "Send a Single Packet Authorization packet, like fwknop's client, or one signed with an SSH key",
 		Long: "Send one fwknop SPA packet (Rijndael-encrypted, HMAC-authenticated UDP, fwknop 2.6's wire format) asking HOST " +
 			"to open the ports in -A for the address in -a, or for the packet's source with -s. It reads fwknop's flags and " +
 			"~/.fwknoprc stanzas ([default], then -n NAME, then the command line), so fwknop scripts and keys carry over; " +
 			"IPv6 destinations and IPv6 -a addresses work (fwknopd 2.6 itself takes IPv4 only). No external service is " +
-			"contacted: fwknop's -R (ask a web site for your address) is not supported, give -a instead.",
+			"contacted: fwknop's -R (ask a web site for your address) is not supported, give -a instead.\n\n" +
+			"With --ssh the packet is signed with an SSH key that sesamed lists in its SPA_Authorized_Keys, instead of " +
+			"fwknop's shared keys: the key comes from ssh-agent (SSH_AUTH_SOCK; agent-held and hardware keys, which blink for a touch), " +
+			"--key picks one of several agent keys by comment or SHA256: fingerprint, and -i KEYFILE signs with a private key file " +
+			"(its passphrase is asked on the terminal). The same flags apply (-A, -a, -s, -D, -p, -f, -B, -T, -4, -6, -v); " +
+			"without -a the packet asks for its source.",
 		Example: "  sesame spa --key-gen\n" +
 			"  sesame spa -A tcp/22 -a 198.51.100.7 -D server.example.com --key-base64-rijndael KEY --key-base64-hmac HMACKEY --use-hmac\n" +
-			"  sesame spa -n myserver -s",
+			"  sesame spa -n myserver -s\n" +
+			"  sesame spa --ssh -A tcp/22 -D server.example.com\n" +
+			"  sesame spa --ssh -i ~/.ssh/id_ed25519 -A tcp/22,tcp/443 -D 2001:db8::1 -f 60",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
@@ -91,7 +115,31 @@ func spaCmd(stdout io.Writer) *cobra.Command {
 			if cli.keyGen {
 				return spaKeyGen(stdout, cli.hmacType)
 			}
+			if f.Changed("allow-ip") && f.Changed("source-ip") && cli.source {
+				return exitError{1, "error: -a and -s exclude each other"}
+			}
+			if !cli.ssh {
+				for _, name := range []string{"identity", "key", "server-addr"} {
+					if f.Changed(name) {
+						return exitError{1, fmt.Sprintf("error: --%s needs --ssh (it picks the SSH key that signs)", name)}
+					}
+				}
+			} else {
+				for _, name := range []string{"key-rijndael", "key-base64-rijndael", "key-base64-hmac", "use-hmac", "hmac-digest-type", "digest-type", "encryption-mode", "spoof-user"} {
+					if f.Changed(name) {
+						return exitError{1, fmt.Sprintf("error: --%s is fwknop's: an SSH-signed knock has no shared keys nor user name (the key's comment names you)", name)}
+					}
+				}
+			}
 			o := defaultSPAOptions()
+			o.ssh, o.identity, o.keyQuery, o.stderr = cli.ssh, cli.identity, cli.keyQuery, stderr
+			if cli.serverAddr != "" {
+				a, err := netip.ParseAddr(cli.serverAddr)
+				if err != nil {
+					return exitError{1, "error: --server-addr: " + err.Error()}
+				}
+				o.serverAddr = a.Unmap()
+			}
 			if !cli.noRC {
 				path, explicit := cli.rcFile, cli.rcFile != ""
 				if !explicit {
@@ -190,6 +238,10 @@ func spaCmd(stdout io.Writer) *cobra.Command {
 	f.CountVarP(&cli.verbose, "verbose", "v", "print the packet's fields")
 	f.BoolVarP(&cli.resolve, "resolve-ip-https", "R", false, "not supported (fwknop asks a web site for your address)")
 	f.BoolVar(&cli.noSaveArgs, "no-save-args", false, "accepted for fwknop compatibility (Sesame never saves arguments)")
+	f.BoolVar(&cli.ssh, "ssh", false, "sign the packet with an SSH key (ssh-agent, or -i) instead of fwknop's shared keys")
+	f.StringVarP(&cli.identity, "identity", "i", "", "with --ssh: sign with the private key in `KEYFILE` instead of ssh-agent")
+	f.StringVar(&cli.keyQuery, "key", "", "with --ssh: the agent key with this comment or SHA256: fingerprint (`KEY`)")
+	f.StringVar(&cli.serverAddr, "server-addr", "", "with --ssh: name `ADDR` as the server's address in the packet (its public address behind NAT)")
 	for _, hidden := range []string{"resolve-ip-https", "no-save-args"} {
 		_ = f.MarkHidden(hidden)
 	}

@@ -40,6 +40,9 @@ func (m fwknopMode) packet(r spaRequest, verbose io.Writer) ([]byte, error) {
 	return e.Packet, nil
 }
 
+// saved: an fwknop packet is base64 text already.
+func (fwknopMode) saved(pkt []byte) []byte { return pkt }
+
 // dumpFields prints a packet the way fwknop -v does, with its labels.
 func dumpFields(w io.Writer, m spa.Message, k spa.Keys, e *spa.Encoded) {
 	f := strings.Split(e.Fields, ":")

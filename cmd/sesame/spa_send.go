@@ -108,6 +108,8 @@ func sendSPA(ctx context.Context, o *spaOptions, stdout io.Writer, now time.Time
 	switch {
 	case o.source:
 		allow = "0.0.0.0"
+	case allow == "" && o.ssh:
+		allow = "0.0.0.0" // an SSH-signed knock asks for its source by default
 	case allow == "":
 		return errors.New("give the address to allow with -a, or -s to allow the packet's source")
 	default:
@@ -137,6 +139,11 @@ func sendSPA(ctx context.Context, o *spaOptions, stdout io.Writer, now time.Time
 	if err != nil {
 		return err
 	}
+	if o.dest != "" {
+		if r.Server, err = resolveSPA(ctx, o.family, o.dest, uint16(o.port)); err != nil {
+			return err
+		}
+	}
 	var verbose io.Writer
 	if o.verbose > 0 || o.test {
 		verbose = stdout
@@ -154,7 +161,7 @@ func sendSPA(ctx context.Context, o *spaOptions, stdout io.Writer, now time.Time
 		if err != nil {
 			return err
 		}
-		_, err = f.Write(append(pkt, '\n'))
+		_, err = f.Write(append(mode.saved(pkt), '\n'))
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
@@ -166,17 +173,33 @@ func sendSPA(ctx context.Context, o *spaOptions, stdout io.Writer, now time.Time
 		fmt.Fprintln(stdout, "test mode: the packet was not sent")
 		return nil
 	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, o.family, net.JoinHostPort(o.dest, strconv.Itoa(o.port)))
+	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(r.Server))
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	if _, err := conn.Write(pkt); err != nil {
-		return fmt.Errorf("sending to %s: %w", conn.RemoteAddr(), err)
+		return fmt.Errorf("sending to %s: %w", r.Server, err)
 	}
 	if o.verbose > 0 {
-		fmt.Fprintf(stdout, "sent %d bytes over udp to %s\n", len(pkt), conn.RemoteAddr())
+		fmt.Fprintf(stdout, "sent %d bytes over udp to %s\n", len(pkt), r.Server)
 	}
 	return nil
+}
+
+// resolveSPA returns host's first address of the family ("udp", "udp4"
+// or "udp6", from -4 and -6) with port.
+func resolveSPA(ctx context.Context, family, host string, port uint16) (netip.AddrPort, error) {
+	network := map[string]string{"udp": "ip", "udp4": "ip4", "udp6": "ip6"}[family]
+	if network == "" {
+		network = "ip"
+	}
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, network, host)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("-D %s: %w", host, err)
+	}
+	if len(addrs) == 0 {
+		return netip.AddrPort{}, fmt.Errorf("-D %s: no %s address", host, strings.TrimPrefix(family, "udp"))
+	}
+	return netip.AddrPortFrom(addrs[0].Unmap(), port), nil
 }

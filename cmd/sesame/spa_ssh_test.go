@@ -88,7 +88,7 @@ func runSesameCode(t *testing.T, args ...string) (int, string, string) {
 	return code, out.String(), errOut.String()
 }
 
-// TestSPASSHKeyFile: `sesame spa-ssh -i KEYFILE` sends a knock the server
+// TestSPASSHKeyFile: `sesame spa --ssh -i KEYFILE` sends a knock the server
 // accepts, for the packet's source, with the asked timeout; -v prints
 // its fields; -B saves exactly what was sent; -T sends nothing.
 func TestSPASSHKeyFile(t *testing.T) {
@@ -97,11 +97,11 @@ func TestSPASSHKeyFile(t *testing.T) {
 	k := sshtest.KeyGen(t, dir, "id_ed25519", "ed25519", 0, "", "alice@laptop")
 	srv := newSPAServer(t, "127.0.0.1", `open="tcp/22,tcp/443",timeout="60" `+k.Line+"\n")
 	dry := dir + "/dry.b64"
-	if code, _, errOut := runSesameCode(t, "spa-ssh", "-A", "tcp/22", "-D", "127.0.0.1", "-p", srv.port, "-i", k.Path, "-T", "-B", dry); code != 0 {
+	if code, _, errOut := runSesameCode(t, "spa", "--ssh", "-A", "tcp/22", "-D", "127.0.0.1", "-p", srv.port, "-i", k.Path, "-T", "-B", dry); code != 0 {
 		t.Fatalf("-T: exit %d: %s", code, errOut)
 	}
 	saved := dir + "/pkt.b64"
-	code, out, errOut := runSesameCode(t, "spa-ssh", "-A", "tcp/22,tcp/443", "-D", "127.0.0.1", "-p", srv.port, "-i", k.Path, "-f", "20", "-v", "-B", saved)
+	code, out, errOut := runSesameCode(t, "spa", "--ssh", "-A", "tcp/22,tcp/443", "-D", "127.0.0.1", "-p", srv.port, "-i", k.Path, "-f", "20", "-v", "-B", saved)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -147,11 +147,11 @@ func TestSPASSHAgent(t *testing.T) {
 	keys := `open="tcp/22" ` + ed.Line + "\n" + `open="tcp/22",from="2001:db8::/32,::1" ` + ec.Line + "\n" + `open="tcp/22" ` + rsa.Line + "\n"
 	srv := newSPAServer(t, "::1", keys)
 
-	code, _, errOut := runSesameCode(t, "spa-ssh", "-A", "tcp/22", "-D", "::1", "-p", srv.port)
+	code, _, errOut := runSesameCode(t, "spa", "--ssh", "-A", "tcp/22", "-D", "::1", "-p", srv.port)
 	if code != 1 || !strings.Contains(errOut, "--key") || !strings.Contains(errOut, "alice@phone") {
 		t.Errorf("three agent keys and no --key: exit %d: %s", code, errOut)
 	}
-	code, _, errOut = runSesameCode(t, "spa-ssh", "-6", "-A", "tcp/22", "-D", "::1", "-p", srv.port, "--key", "alice@phone", "-a", "2001:db8::5")
+	code, _, errOut = runSesameCode(t, "spa", "--ssh", "-6", "-A", "tcp/22", "-D", "::1", "-p", srv.port, "--key", "alice@phone", "-a", "2001:db8::5")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -160,7 +160,7 @@ func TestSPASSHAgent(t *testing.T) {
 		t.Fatalf("%s %s %+v", vd.Reason, vd.Detail, vd.Request)
 	}
 	fp := sshknock.FingerprintOf(rsa.Public).String()
-	if code, _, errOut = runSesameCode(t, "spa-ssh", "-A", "tcp/22", "-D", "::1", "-p", srv.port, "--key", fp); code != 0 {
+	if code, _, errOut = runSesameCode(t, "spa", "--ssh", "-A", "tcp/22", "-D", "::1", "-p", srv.port, "--key", fp); code != 0 {
 		t.Fatalf("--key FINGERPRINT: exit %d: %s", code, errOut)
 	}
 	if _, vd := srv.receive(t); vd.Reason != sshknock.Accepted || vd.Request.KeyType != "ssh-rsa" {
@@ -184,11 +184,21 @@ func TestSPASSHErrors(t *testing.T) {
 		{[]string{"-A", "tcp/22", "-D", "127.0.0.1"}, "SSH_AUTH_SOCK"},
 		{[]string{"-A", "tcp/22", "-D", "127.0.0.1", "-i", "/nonexistent/key"}, "no such file"},
 		{[]string{"-A", "tcp/22", "-D", "127.0.0.1", "-i", "/nonexistent/key", "--key", "x"}, "exclude"},
+		{[]string{"-A", "tcp/22", "-D", "127.0.0.1", "--key-base64-hmac", "aGVsbG8="}, "--key-base64-hmac is fwknop's"},
+		{[]string{"-A", "tcp/22", "-T", "-i", "/nonexistent/key"}, "-D HOST or --server-addr"},
 	} {
-		code, _, errOut := runSesameCode(t, append([]string{"spa-ssh"}, c.args...)...)
+		code, _, errOut := runSesameCode(t, append([]string{"spa", "--ssh"}, c.args...)...)
 		if code != 1 || !strings.Contains(errOut, c.want) {
 			t.Errorf("%v: exit %d, %q (want %q)", c.args, code, errOut, c.want)
 		}
+	}
+}
+
+// The SSH flags need --ssh.
+func TestSPASSHFlagsNeedSSH(t *testing.T) {
+	code, _, errOut := runSesameCode(t, "spa", "-A", "tcp/22", "-D", "127.0.0.1", "-i", "/some/key")
+	if code != 1 || !strings.Contains(errOut, "--identity needs --ssh") {
+		t.Errorf("exit %d: %s", code, errOut)
 	}
 }
 
@@ -221,7 +231,7 @@ func TestSPASSHPassphrase(t *testing.T) {
 		}
 		return string(out)
 	}
-	line := strings.Join([]string{"env", runMainEnv + "=1", self, "spa-ssh", "-A", "tcp/22", "-D", "127.0.0.1", "-p", srv.port, "-i", k.Path}, " ")
+	line := strings.Join([]string{"env", runMainEnv + "=1", self, "spa", "--ssh", "-A", "tcp/22", "-D", "127.0.0.1", "-p", srv.port, "-i", k.Path}, " ")
 	tmux("new-session", "-d", "-x", "200", "-y", "20", line+"; echo EXIT=$?; sleep 600")
 	defer exec.Command("tmux", "-S", sock, "kill-server").Run()
 	waitFor := func(what string) string {

@@ -49,7 +49,7 @@ type Handle struct {
 	inRead   atomic.Bool
 	progress atomic.Uint64
 
-	reads, read, decoded, delivered, unfiltered atomic.Uint64
+	reads, read, decoded, delivered, datagrams, unfiltered atomic.Uint64
 
 	kernelMu    sync.Mutex // guards kernelDrops
 	kernelDrops uint64
@@ -81,6 +81,7 @@ type Stats struct {
 	Read      uint64 // frames read from the socket
 	Decoded   uint64 // frames that were TCP or UDP over IP
 	Delivered uint64 // candidate knocks passed to deliver
+	Datagrams uint64 // datagrams passed to Deliver.Datagram
 	// Unfiltered is how many frames were queued when Open had attached the
 	// filter (an upper bound on those that arrived before it): pcapgo binds
 	// the socket before a filter can be set. Run checks them like any other.
@@ -330,6 +331,24 @@ func (h *Handle) attachClassic(n normSpec) error {
 // concurrent with each other, the first comes at once, and none comes
 // after Run returns.
 func (h *Handle) Run(ctx context.Context, deliver func(knock.Packet), heartbeat func()) error {
+	return h.RunDeliver(ctx, Deliver{Knock: deliver}, heartbeat)
+}
+
+// Deliver receives what RunDeliver captures, on its goroutine.
+type Deliver struct {
+	// Knock receives the candidate knocks (FilterSpec.Ports).
+	Knock func(knock.Packet)
+	// Datagram receives the UDP datagrams to FilterSpec.Datagrams ports:
+	// the packet and its payload, a view into the capture's buffer that
+	// is valid only during the call (copy what must outlive it). Nil
+	// drops them.
+	Datagram func(p knock.Packet, payload []byte)
+}
+
+// RunDeliver is Run with datagrams: candidate knocks go to d.Knock and
+// datagrams to FilterSpec.Datagrams ports, with their payloads, to
+// d.Datagram. Neither path allocates.
+func (h *Handle) RunDeliver(ctx context.Context, d Deliver, heartbeat func()) error {
 	if !h.running.CompareAndSwap(false, true) {
 		return fmt.Errorf("capture: Run on %s: already running or finished", h.iface)
 	}
@@ -371,9 +390,14 @@ func (h *Handle) Run(ctx context.Context, deliver func(knock.Packet), heartbeat 
 		for i := 0; i < n; i++ {
 			if pkt, ok := dec.Decode(r.frame(i)); ok {
 				h.decoded.Add(1)
-				if h.set.Load().has(pkt) {
+				isKnock, isDgram := h.set.Load().classify(pkt)
+				if isKnock && d.Knock != nil {
 					h.delivered.Add(1)
-					deliver(pkt)
+					d.Knock(pkt)
+				}
+				if isDgram && d.Datagram != nil {
+					h.datagrams.Add(1)
+					d.Datagram(pkt, dec.Payload())
 				}
 			}
 			h.progress.Add(1)
@@ -427,6 +451,7 @@ func (h *Handle) Stats() Stats {
 		Read:        h.read.Load(),
 		Decoded:     h.decoded.Load(),
 		Delivered:   h.delivered.Load(),
+		Datagrams:   h.datagrams.Load(),
 		Unfiltered:  h.unfiltered.Load(),
 		KernelDrops: drops,
 

@@ -112,3 +112,14 @@ func (d *Decoder) Decode(frame []byte) (pkt knock.Packet, ok bool) {
 	}
 	return pkt, true
 }
+
+// Payload is the UDP payload of the packet the last successful Decode
+// returned, when it was UDP: a view into that frame (cut to the UDP and
+// IP lengths, and to what was captured), valid while the frame is; nil
+// for TCP. It allocates nothing.
+func (d *Decoder) Payload() []byte {
+	if len(d.decoded) == 0 || d.decoded[len(d.decoded)-1] != layers.LayerTypeUDP {
+		return nil
+	}
+	return d.udp.Payload
+}

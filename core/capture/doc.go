@@ -3,7 +3,9 @@
 // everything but candidate knocks in the kernel, and a zero-allocation
 // decoder that turns a frame into a knock.Packet. It does not know about
 // doors, sequences or timeouts; it only delivers packets whose destination
-// address and port/protocol are in the FilterSpec it was given.
+// address and port/protocol are in the FilterSpec it was given, and the
+// UDP datagrams to its datagram ports (SPA packets) with their payloads,
+// which it does not read.
 //
 // The kernel filter is an eBPF socket filter that looks the spec up in
 // hash maps: exact for any number of ports and addresses, and updated in

@@ -11,11 +11,14 @@ import (
 
 // FilterSpec says which packets are candidate knocks: those sent to one of
 // Dsts (the interface's addresses plus the doors' Targets) on one of Ports
-// (every port/protocol of every door's sequence). A spec with no Dsts or
-// no Ports matches nothing.
+// (every port/protocol of every door's sequence). Datagrams are UDP
+// ports whose datagrams to Dsts are delivered with their payload (SPA
+// packets) rather than as knocks. A spec with no Dsts, or with neither
+// Ports nor Datagrams, matches nothing.
 type FilterSpec struct {
-	Dsts  []netip.Addr
-	Ports []knock.Port
+	Dsts      []netip.Addr
+	Ports     []knock.Port
+	Datagrams []uint16
 }
 
 // normSpec is a FilterSpec validated, sorted and deduplicated: the form
@@ -25,7 +28,10 @@ type FilterSpec struct {
 type normSpec struct {
 	dst4     []uint32
 	dst6     [][16]byte
-	tcp, udp []uint16
+	tcp, udp []uint16 // what the kernel filter keeps: udp holds dgram too
+	// udpKnock are the UDP knock ports, dgram the datagram ports: the
+	// user-space check tells them apart.
+	udpKnock, dgram []uint16
 }
 
 func normalize(spec FilterSpec) (normSpec, error) {
@@ -56,10 +62,22 @@ func normalize(spec FilterSpec) (normSpec, error) {
 	n.dst4 = slices.Compact(n.dst4)
 	slices.SortFunc(n.dst6, func(a, b [16]byte) int { return slices.Compare(a[:], b[:]) })
 	n.dst6 = slices.Compact(n.dst6)
+	for _, p := range spec.Datagrams {
+		if p == 0 {
+			return normSpec{}, fmt.Errorf("capture: filter datagram port 0")
+		}
+		n.dgram = append(n.dgram, p)
+	}
 	slices.Sort(n.tcp)
 	n.tcp = slices.Compact(n.tcp)
 	slices.Sort(n.udp)
 	n.udp = slices.Compact(n.udp)
+	slices.Sort(n.dgram)
+	n.dgram = slices.Compact(n.dgram)
+	n.udpKnock = n.udp
+	if len(n.dgram) > 0 {
+		n.udp = slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(n.udp), n.dgram...))))
+	}
 	return n, nil
 }
 
@@ -76,6 +94,7 @@ func (n normSpec) empty() bool {
 type specSet struct {
 	dsts  map[netip.Addr]struct{}
 	ports map[knock.Port]struct{}
+	dgram map[uint16]struct{}
 }
 
 func newSpecSet(n normSpec) *specSet {
@@ -94,8 +113,14 @@ func newSpecSet(n normSpec) *specSet {
 	for _, p := range n.tcp {
 		s.ports[knock.Port{Num: p, Proto: knock.TCP}] = struct{}{}
 	}
-	for _, p := range n.udp {
+	for _, p := range n.udpKnock {
 		s.ports[knock.Port{Num: p, Proto: knock.UDP}] = struct{}{}
+	}
+	if len(n.dgram) > 0 {
+		s.dgram = make(map[uint16]struct{}, len(n.dgram))
+		for _, p := range n.dgram {
+			s.dgram[p] = struct{}{}
+		}
 	}
 	return s
 }
@@ -107,4 +132,18 @@ func (s *specSet) has(p knock.Packet) bool {
 	}
 	_, ok := s.ports[knock.Port{Num: p.Port, Proto: p.Proto}]
 	return ok
+}
+
+// classify says whether a decoded packet is a candidate knock and
+// whether it is a datagram whose payload is wanted (both, when a UDP
+// port is in both lists).
+func (s *specSet) classify(p knock.Packet) (isKnock, isDgram bool) {
+	if _, ok := s.dsts[p.Dst]; !ok {
+		return false, false
+	}
+	_, isKnock = s.ports[knock.Port{Num: p.Port, Proto: p.Proto}]
+	if p.Proto == knock.UDP && s.dgram != nil {
+		_, isDgram = s.dgram[p.Port]
+	}
+	return isKnock, isDgram
 }

@@ -20,6 +20,14 @@ const (
 	DefaultReconcileInterval = 5 * time.Second
 	DefaultRescueAfter       = 30 * time.Second
 	DefaultInterface         = "eth0"
+	// DefaultSPAPort is fwknop's SPA port (udp), SPA_Port's default.
+	DefaultSPAPort = 62201
+	// DefaultSPAMaxAge is fwknopd's MAX_SPA_PACKET_AGE, SPA_Max_Age's
+	// default: how far an SPA packet's timestamp may be from now.
+	DefaultSPAMaxAge = 120 * time.Second
+	// MaxSPAMaxAge bounds SPA_Max_Age: a replay digest is kept for about
+	// twice it.
+	MaxSPAMaxAge = 24 * time.Hour
 	// MaxSequence is knockd's SEQ_MAX: longer sequences are an error there,
 	// so a config Sesame accepts stays one knockd accepts.
 	MaxSequence = 32
@@ -62,9 +70,21 @@ type Options struct {
 	// MetricsFile is a file the same families are written to every 15 s
 	// (node_exporter's textfile collector); "" means none.
 	MetricsFile string
+	// SPA: fwknop's access.conf (a file or a folder of *.conf) and an
+	// authorized_keys file of SSH keys that may sign knocks; either
+	// turns Single Packet Authorization on. Both take their packets on
+	// SPAPort (udp), whose timestamps may be SPAMaxAge from now either way.
+	SPAAccess         string
+	SPAAuthorizedKeys string
+	SPAPort           uint16
+	SPAMaxAge         time.Duration
 	// Lines says where each global key was set (Lines.Of(KeyLogFile)).
 	Lines Lines
 }
+
+// SPA reports whether Single Packet Authorization is on: SPA_Access or
+// SPA_Authorized_Keys is set.
+func (o *Options) SPA() bool { return o.SPAAccess != "" || o.SPAAuthorizedKeys != "" }
 
 // Command is a knockd command string. Set distinguishes "absent" from
 // "present but empty", which matters for the _6 variants: an empty

@@ -25,6 +25,10 @@ const (
 	KeyRescueFrom
 	KeyMetrics
 	KeyMetricsFile
+	KeySPAAccess
+	KeySPAPort
+	KeySPAMaxAge
+	KeySPAAuthorizedKeys
 	// doors
 	KeyTarget
 	KeySequence
@@ -79,6 +83,10 @@ var keyInfos = [numKeys]keyInfo{
 	KeyRescueFrom:        {"Rescue_From", true},
 	KeyMetrics:           {"Metrics", true},
 	KeyMetricsFile:       {"Metrics_File", true},
+	KeySPAAccess:         {"SPA_Access", true},
+	KeySPAPort:           {"SPA_Port", true},
+	KeySPAMaxAge:         {"SPA_Max_Age", true},
+	KeySPAAuthorizedKeys: {"SPA_Authorized_Keys", true},
 	KeyTarget:            {"target", false},
 	KeySequence:          {"sequence", false},
 	KeyOneTimeSequences:  {"one_time_sequences", false},

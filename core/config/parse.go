@@ -71,6 +71,8 @@ func Parse(file string, data []byte) (*Config, error) {
 			Firewall:          "auto",
 			ReconcileInterval: DefaultReconcileInterval,
 			RescueAfter:       DefaultRescueAfter,
+			SPAPort:           DefaultSPAPort,
+			SPAMaxAge:         DefaultSPAMaxAge,
 		}},
 	}
 	sc := bufio.NewScanner(bytes.NewReader(data))
@@ -327,6 +329,31 @@ func (p *parser) optionKey(key Key, val string) {
 		if !strings.HasSuffix(val, ".prom") {
 			p.warnf(p.line, "Metrics_File %s does not end in .prom: node_exporter's textfile collector reads only *.prom files", val)
 		}
+	case KeySPAAccess, KeySPAAuthorizedKeys:
+		if val == "" {
+			p.errorf("%s: empty path", key)
+			return
+		}
+		if key == KeySPAAccess {
+			o.SPAAccess = val
+		} else {
+			o.SPAAuthorizedKeys = val
+		}
+	case KeySPAPort:
+		port, err := parseSPAPort(val)
+		if err != nil {
+			p.errorf("SPA_Port: %v", err)
+			return
+		}
+		o.SPAPort = port
+	case KeySPAMaxAge:
+		// Whole seconds, as fwknopd's MAX_SPA_PACKET_AGE.
+		n, err := parseInt(val, 1, int(MaxSPAMaxAge/time.Second))
+		if err != nil {
+			p.errorf("SPA_Max_Age: %v (whole seconds)", err)
+			return
+		}
+		o.SPAMaxAge = time.Duration(n) * time.Second
 	}
 }
 
@@ -345,6 +372,16 @@ func parseListen(s string) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("%q: zoned addresses are not supported", s)
 	}
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// parseSPAPort takes "62201/udp", "62201:udp" or "62201": SPA packets are
+// UDP datagrams.
+func parseSPAPort(s string) (uint16, error) {
+	num, proto, hasProto := strings.Cut(strings.ReplaceAll(s, ":", "/"), "/")
+	if hasProto && !strings.EqualFold(strings.TrimSpace(proto), "udp") {
+		return 0, fmt.Errorf("%q: SPA packets are UDP (want PORT/udp)", s)
+	}
+	return knock.ParsePortNum(strings.TrimSpace(num))
 }
 
 func (p *parser) doorKey(d *Door, key Key, val string) {
@@ -436,10 +473,31 @@ func (p *parser) finish() {
 			p.errs = append(p.errs, &Error{File: d.File, Line: d.Line, Msg: fmt.Sprintf("door %q has an empty knock sequence", d.Name)})
 		}
 	}
+	p.spaPortClash()
 	if len(p.errs) > 0 {
 		return
 	}
 	p.likelyMistakes()
+}
+
+// spaPortClash refuses a door that knocks on SPA_Port/udp while SPA is
+// on: every SPA packet would also count as that knock.
+func (p *parser) spaPortClash() {
+	o := &p.cfg.Options
+	if !o.SPA() {
+		return
+	}
+	spa := knock.Port{Num: o.SPAPort, Proto: knock.UDP}
+	where := "its default"
+	if l := o.Lines.Of(KeySPAPort); l > 0 {
+		where = fmt.Sprintf("line %d", l)
+	}
+	for _, d := range p.cfg.Doors {
+		if slices.Contains(d.Sequence, spa) {
+			p.errs = append(p.errs, &Error{File: d.File, Line: d.KeyLine(KeySequence),
+				Msg: fmt.Sprintf("door %q knocks on %d/udp, the SPA_Port (%s): SPA packets would count as knocks; pick another port for one of them", d.Name, o.SPAPort, where)})
+		}
+	}
 }
 
 // likelyMistakes warns about what works but is seldom meant: two doors

@@ -434,3 +434,52 @@ func TestLikelyMistakesAreCounted(t *testing.T) {
 		t.Errorf("warnings %q", c.Warnings)
 	}
 }
+
+func TestParseSPAOptions(t *testing.T) {
+	c, err := Parse("s.conf", []byte("[options]\n\tSPA_Access = /etc/fwknop/access.conf\n\tSPA_Authorized_Keys = /etc/sesame/authorized_keys\n\tSPA_Port = 4444/udp\n\tSPA_Max_Age = 60\n[d]\n\tsequence = 1,2\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := c.Options
+	if o.SPAAccess != "/etc/fwknop/access.conf" || o.SPAAuthorizedKeys != "/etc/sesame/authorized_keys" || o.SPAPort != 4444 || o.SPAMaxAge != time.Minute || !o.SPA() {
+		t.Errorf("options = %+v", o)
+	}
+	if o.Lines.Of(KeySPAPort) != 4 || o.Lines.Of(KeySPAAccess) != 2 {
+		t.Errorf("lines: SPA_Port %d, SPA_Access %d", o.Lines.Of(KeySPAPort), o.Lines.Of(KeySPAAccess))
+	}
+	d, err := Parse("d.conf", []byte("[d]\nsequence = 1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Options.SPAPort != DefaultSPAPort || d.Options.SPAMaxAge != DefaultSPAMaxAge || d.Options.SPA() {
+		t.Errorf("defaults = %d %v %v", d.Options.SPAPort, d.Options.SPAMaxAge, d.Options.SPA())
+	}
+	for _, v := range []string{"62201", "62201/udp", "62201:UDP"} {
+		c, err := Parse("p.conf", []byte("[options]\nSPA_Port = "+v+"\n[d]\nsequence = 1\n"))
+		if err != nil || c.Options.SPAPort != 62201 {
+			t.Errorf("SPA_Port = %s: %v", v, err)
+		}
+	}
+}
+
+func TestParseSPAErrors(t *testing.T) {
+	for _, c := range []struct{ conf, want string }{
+		{"[options]\nSPA_Port = 62201/tcp\n[d]\nsequence = 1\n", "p.conf:2: SPA_Port: \"62201/tcp\": SPA packets are UDP"},
+		{"[options]\nSPA_Port = 0\n[d]\nsequence = 1\n", "p.conf:2: SPA_Port: bad port"},
+		{"[options]\nSPA_Max_Age = 1.5\n[d]\nsequence = 1\n", "p.conf:2: SPA_Max_Age: \"1.5\" is not a number"},
+		{"[options]\nSPA_Max_Age = 0\n[d]\nsequence = 1\n", "p.conf:2: SPA_Max_Age: 0 is out of range"},
+		{"[options]\nSPA_Access =\n[d]\nsequence = 1\n", "p.conf:2: SPA_Access: empty path"},
+		{"[d]\nsequence = 1\nSPA_Port = 1\n", "p.conf:3: SPA_Port is a global option"},
+		{"[options]\nSPA_Access = /a\n[d]\nsequence = 7000,62201:udp\n", "p.conf:4: door \"d\" knocks on 62201/udp, the SPA_Port (its default)"},
+		{"[options]\nSPA_Authorized_Keys = /k\nSPA_Port = 9/udp\n[d]\nsequence = 9:udp\n", "p.conf:5: door \"d\" knocks on 9/udp, the SPA_Port (line 3)"},
+	} {
+		_, err := Parse("p.conf", []byte(c.conf))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: error %v, want %q", c.conf, err, c.want)
+		}
+	}
+	// Without SPA a door may knock on 62201/udp, as in knockd.
+	if _, err := Parse("p.conf", []byte("[d]\nsequence = 62201:udp\n")); err != nil {
+		t.Error(err)
+	}
+}

@@ -58,7 +58,8 @@ func (k Kind) Alarm() bool { return k == RescueOpen || k == RescueClose }
 
 // Keys of the fields every sink may index; journald gets them as
 // SESAME_EVENT, SESAME_DOOR, SESAME_SOURCE, SESAME_GRANT_ID,
-// SESAME_DEADLINE and SESAME_STAGE.
+// SESAME_DEADLINE, SESAME_STAGE, SESAME_AUTH, SESAME_USER, SESAME_KEY and
+// SESAME_REASON.
 const (
 	KeyKind     = "event"
 	KeyDoor     = "door"
@@ -66,6 +67,16 @@ const (
 	KeyGrantID  = "grant_id"
 	KeyDeadline = "deadline"
 	KeyStage    = "stage"
+	KeyAuth     = "auth"   // how a grant was asked for: fwknop, ssh (absent for knocks)
+	KeyUser     = "user"   // who asked: an SPA packet's user name, an SSH key's comment
+	KeyKey      = "key"    // the SSH key's SHA-256 fingerprint
+	KeyReason   = "reason" // why a packet or grant was refused
+)
+
+// Auth methods (KeyAuth's values).
+const (
+	AuthFwknop = "fwknop" // an fwknop SPA packet
+	AuthSSH    = "ssh"    // a knock signed with an SSH key
 )
 
 // Keys of fields that sinks other than journald route on: the metrics
@@ -87,14 +98,13 @@ const (
 	// KeyAttempt is on an Error-level Revoke entry that reports a failed
 	// attempt of a stop command or native revoke (1, 2...).
 	KeyAttempt = "attempt"
-	// KeyAuth is on entries about an authenticated knock (SPA): "fwknop"
-	// or "ssh". A Refused entry with KeyAuth is a refused SPA or SSH
-	// knock, and its KeyReason the verifier's reason ("bad HMAC",
-	// "stale", "unknown-key"...); a Refused entry without KeyAuth is a
-	// grant refused (rate limit, journal, start command marker).
-	KeyAuth   = "auth"
-	KeyReason = "reason"
 )
+
+// The metrics sink also routes on KeyAuth and KeyReason (above): a
+// Refused entry with KeyAuth is a refused SPA or SSH knock, and its
+// KeyReason the verifier's reason ("bad HMAC", "stale", "unknown-key"...);
+// a Refused entry without KeyAuth is a grant refused (rate limit,
+// journal, start command marker).
 
 // Event is one event with its common fields; zero fields are left out.
 type Event struct {
@@ -103,12 +113,15 @@ type Event struct {
 	Source   netip.Addr
 	GrantID  string
 	Deadline time.Time // logged in UTC, RFC 3339 with nanoseconds
+	// Auth, User and Key say who asked for an SPA grant, and how.
+	Auth, User, Key string
 }
 
 // Args returns e as hclog key/values (kind, door, source, grant ID,
-// deadline, in that order) followed by extra, more key/values.
+// deadline, auth, user, key, in that order) followed by extra, more
+// key/values.
 func (e Event) Args(extra ...any) []any {
-	args := make([]any, 0, 10+len(extra))
+	args := make([]any, 0, 16+len(extra))
 	args = append(args, KeyKind, e.Kind)
 	if e.Door != "" {
 		args = append(args, KeyDoor, e.Door)
@@ -121,6 +134,16 @@ func (e Event) Args(extra ...any) []any {
 	}
 	if !e.Deadline.IsZero() {
 		args = append(args, KeyDeadline, e.Deadline.UTC().Format(time.RFC3339Nano))
+	}
+	if e.Auth != "" {
+		args = append(args, KeyAuth, e.Auth)
+	}
+	if e.Auth != "" || e.User != "" {
+		// An SPA user name may be empty; the field says so.
+		args = append(args, KeyUser, e.User)
+	}
+	if e.Key != "" {
+		args = append(args, KeyKey, e.Key)
 	}
 	return append(args, extra...)
 }

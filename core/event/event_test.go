@@ -20,6 +20,10 @@ func TestArgs(t *testing.T) {
 		{Event{Kind: Grant, Door: "ssh", Source: src, GrantID: "g1", Deadline: dl}, nil,
 			[]any{"event", Grant, "door", "ssh", "source", "192.0.2.7", "grant_id", "g1", "deadline", "2026-11-27T21:00:00.0000005Z"}},
 		{Event{Kind: RescueOpen}, []any{"ports", "22:tcp"}, []any{"event", RescueOpen, "ports", "22:tcp"}},
+		{Event{Kind: Grant, Door: "ssh", Source: src, GrantID: "g2", Auth: AuthSSH, User: "alice@laptop", Key: "SHA256:x"}, nil,
+			[]any{"event", Grant, "door", "ssh", "source", "192.0.2.7", "grant_id", "g2", "auth", "ssh", "user", "alice@laptop", "key", "SHA256:x"}},
+		{Event{Kind: Refused, Source: src, Auth: AuthFwknop}, []any{KeyReason, "stale"},
+			[]any{"event", Refused, "source", "192.0.2.7", "auth", "fwknop", "user", "", "reason", "stale"}},
 	} {
 		if got := tt.ev.Args(tt.extra...); !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("%+v.Args(%v) = %v, want %v", tt.ev, tt.extra, got, tt.want)

@@ -79,6 +79,9 @@ func (j *fakeJournal) Grant(r journal.Record) error {
 		return fmt.Errorf("journal: append grant %s: no space left on device", r.ID)
 	}
 	j.tr.add("journal grant %s %s stop=%q open=%v deadline=%s pending=%v", r.Door, r.Source, r.StopCmd, r.Open, j.tr.rel(r.Deadline), r.StartPending)
+	if r.Auth != "" {
+		j.tr.add("  by %s %q %s replay %x until %s", r.Auth, r.User, r.Key, r.Replay.Digest[:2], j.tr.rel(r.Replay.Expires))
+	}
 	return nil
 }
 
@@ -131,6 +134,14 @@ func (j *fakeJournal) Revoked(id string, at time.Time) error {
 		return fmt.Errorf("journal: append revoked %s: no space left on device", id)
 	}
 	j.tr.add("journal revoked at %s", j.tr.rel(at))
+	return nil
+}
+
+func (j *fakeJournal) Replay(r journal.Replay) error {
+	if j.fail() {
+		return fmt.Errorf("journal: append replay: no space left on device")
+	}
+	j.tr.add("journal replay %x until %s", r.Digest[:2], j.tr.rel(r.Expires))
 	return nil
 }
 

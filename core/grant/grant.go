@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -39,6 +40,7 @@ type Journal interface {
 	Revoking(id string) error
 	Revoked(id string, at time.Time) error
 	Forgotten(id string, at time.Time) error
+	Replay(r journal.Replay) error
 }
 
 // Firewall applies native grants (package firewall's backends).
@@ -150,6 +152,11 @@ type Grant struct {
 	Start    time.Time    `json:"start"`
 	Deadline time.Time    `json:"deadline"`
 	State    string       `json:"state"`
+	// Auth, User and Key say who asked for an SPA grant, and how (see
+	// Auth); empty for knocks.
+	Auth string `json:"auth,omitempty"`
+	User string `json:"user,omitempty"`
+	Key  string `json:"key,omitempty"`
 	// Attempts and LastError describe a failing stop (StopFailing) or
 	// journal write (Unrecorded).
 	Attempts  int    `json:"attempts,omitempty"`
@@ -160,15 +167,39 @@ type Grant struct {
 	StartError string `json:"start_error,omitempty"`
 }
 
+// key is a grant's identity: one per door and source for knocks; for
+// SPA grants, scope adds the key and the ports asked for (see Request).
 type key struct {
-	door string
-	src  netip.Addr
+	door  string
+	src   netip.Addr
+	scope string
+}
+
+// keyOf is the identity of the grant r records.
+func keyOf(r *journal.Record) key {
+	k := key{door: r.Door, src: r.Source}
+	if r.Auth != "" {
+		k.scope = r.Key + " " + knock.FormatSequence(sortedPorts(r.Open))
+	}
+	return k
+}
+
+func sortedPorts(ps []knock.Port) []knock.Port {
+	out := slices.Clone(ps)
+	slices.SortFunc(out, func(a, b knock.Port) int {
+		if a.Proto != b.Proto {
+			return int(a.Proto) - int(b.Proto)
+		}
+		return int(a.Num) - int(b.Num)
+	})
+	return slices.Compact(out)
 }
 
 // entry is one grant. rec's fields other than Deadline and StartPending,
 // and the fields not marked otherwise, are fixed once the entry is
 // published.
 type entry struct {
+	k        key            // keyOf(&rec)
 	rec      journal.Record // rec.Deadline, rec.StartPending: guarded by Manager.mu
 	startCmd string
 	// startKnown: startCmd is the start command the grant ran (false for
@@ -206,7 +237,7 @@ type entry struct {
 }
 
 func newEntry(r journal.Record, timeout time.Duration) *entry {
-	return &entry{rec: r, timeout: timeout, poke: make(chan struct{}, 1),
+	return &entry{k: keyOf(&r), rec: r, timeout: timeout, poke: make(chan struct{}, 1),
 		settled: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -350,8 +381,51 @@ func (o Outcome) String() string {
 	return [...]string{"ignored", "granted", "extended", "ran start", "rate limited", "closed"}[o]
 }
 
+// Auth is who asked for a grant, and how: zero for a knock.
+type Auth struct {
+	Method string // event.AuthFwknop or event.AuthSSH; "" for a knock
+	User   string // the SPA packet's user name (as claimed), the SSH key's comment
+	Key    string // the SSH key's SHA-256 fingerprint ("SHA256:...")
+}
+
+// Request is one grant asked for: what it opens, for whom, for how long,
+// and who asked. Open makes one from a door and a knocker; the SPA paths
+// (fwknop packets, SSH-signed knocks) make their own.
+//
+// A grant is one per (Name, Source) for knocks: a repeat knock extends
+// it, and one after a reload changed what the door runs or opens
+// replaces it. For SPA requests (Auth.Method set) it is one per (Name,
+// Source, Auth.Key, Ports): a packet asking the same ports extends the
+// grant, one asking other ports gets a grant of its own beside it (as
+// fwknopd adds a rule per packet), never the old ports under a new
+// deadline.
+//
+// Grants that arrive from elsewhere (a fleet) would add an ID and an
+// absolute deadline here; the journal record already carries both.
+type Request struct {
+	// Name is what grants: a door's name, an fwknop stanza ("spa#1"),
+	// "ssh". Rate limits and log lines go by it (journald SESAME_DOOR).
+	Name string
+	// Source is the address the grant opens for.
+	Source netip.Addr
+	// Ports are opened natively, through the Firewall.
+	Ports []knock.Port
+	// StartCmd and StopCmd are commands with %IP% expanded; "" for none
+	// (SPA grants have none). Without a start command no stop runs.
+	StartCmd, StopCmd string
+	// Timeout is the grant's length, from now or from the end of its
+	// start command; a repeat extends it to now plus Timeout.
+	Timeout time.Duration
+	Auth    Auth
+	// Replay is the SPA packet's replay digest: it is journaled with the
+	// grant, or on its own when the request extends a grant or is
+	// refused, before the request has any effect.
+	Replay journal.Replay
+}
+
 // Open gives src what door d opens, at now: a new grant, or an extension
-// of the one src already holds for d. It never blocks on I/O.
+// of the one src already holds for d (see Grant). It never blocks on
+// I/O.
 //
 // When a reload changed what d runs or opens (its start or stop command,
 // or its ports) since src's grant was made, the knock gets the new door:
@@ -361,27 +435,50 @@ func (o Outcome) String() string {
 // timeout keeps the grant; the new timeout applies from this extension.
 func (m *Manager) Open(d *config.Door, src netip.Addr, now time.Time) Outcome {
 	src = src.Unmap()
-	timeout := d.GrantTimeout()
 	start, stop := d.Commands(src.Is6())
-	fw := m.firewall()
-	native := len(d.Open) > 0 && fw != nil
-	if len(d.Open) > 0 && fw == nil && m.lines.Allow("nofw\x00"+d.Name, now) {
-		m.log.Error("door opens ports but no firewall backend is available", event.KeyDoor, d.Name)
-	}
 	// knockd: no start command means nothing runs, not even the stop.
 	if start == "" {
 		stop = ""
 	}
-	var startCmd, stopCmd string
-	var ports []knock.Port
+	r := Request{Name: d.Name, Source: src, Ports: d.Open, Timeout: d.GrantTimeout()}
 	if start != "" {
-		startCmd = command.Expand(start, src)
+		r.StartCmd = command.Expand(start, src)
 	}
 	if stop != "" {
-		stopCmd = command.Expand(stop, src)
+		r.StopCmd = command.Expand(stop, src)
 	}
+	return m.Grant(r, now)
+}
+
+// Grant gives r.Source what r asks for, at now: a new grant, or an
+// extension of the one that has r's identity (see Request). It never
+// blocks on I/O. Outcomes: Granted (being journaled and applied),
+// Extended, RanStart, Ignored (nothing to run or open, or the grant it
+// would extend is being revoked), RateLimited (r.Name's limit), Closed.
+func (m *Manager) Grant(r Request, now time.Time) Outcome {
+	src := r.Source.Unmap()
+	timeout := r.Timeout
+	fw := m.firewall()
+	native := len(r.Ports) > 0 && fw != nil
+	if len(r.Ports) > 0 && fw == nil && m.lines.Allow("nofw\x00"+r.Name, now) {
+		m.log.Error("door opens ports but no firewall backend is available", event.KeyDoor, r.Name)
+	}
+	startCmd, stopCmd := r.StartCmd, r.StopCmd
+	if startCmd == "" {
+		stopCmd = ""
+	}
+	var ports []knock.Port
 	if native {
-		ports = d.Open
+		ports = r.Ports
+	}
+	rec := journal.Record{Door: r.Name, Source: src, Auth: r.Auth.Method, User: r.Auth.User, Key: r.Auth.Key,
+		Open: ports, Replay: r.Replay}
+	if rec.Auth != "" {
+		rec.Open = sortedPorts(rec.Open)
+		if len(rec.Open) == 0 {
+			rec.Open = nil
+		}
+		ports = rec.Open
 	}
 
 	m.mu.Lock()
@@ -389,15 +486,31 @@ func (m *Manager) Open(d *config.Door, src netip.Addr, now time.Time) Outcome {
 	if m.closed {
 		return Closed
 	}
-	k := key{d.Name, src}
+	k := keyOf(&rec)
 	old := m.byKey[k]
 	if old != nil && old.sameBehaviour(startCmd, stopCmd, ports) {
+		if !r.Replay.IsZero() && m.opts.Journal != nil {
+			// The packet's digest is durable before the extension takes
+			// effect: a replay after a crash must not extend the grant.
+			m.goTracked(func() {
+				if !m.journalReplay(r.Replay, src, r.Name) {
+					return
+				}
+				m.mu.Lock()
+				defer m.mu.Unlock()
+				if !m.closed {
+					m.extendLocked(old, now, timeout)
+				}
+			})
+			return Extended
+		}
 		return m.extendLocked(old, now, timeout)
 	}
 	if startCmd == "" && !native {
 		if old != nil {
 			m.replaceLocked(old)
 		}
+		m.keepReplayLocked(r.Replay, src, r.Name)
 		return Ignored
 	}
 	// Commands are limited hard (each is a fork); a native grant is a
@@ -405,15 +518,16 @@ func (m *Manager) Open(d *config.Door, src netip.Addr, now time.Time) Outcome {
 	// flood of spoofed opens can pile up.
 	allowed := false
 	if startCmd != "" {
-		allowed = m.opts.Commands.Allow(d.Name, now)
+		allowed = m.opts.Commands.Allow(r.Name, now)
 	} else {
-		allowed = m.nativeLimit(d.Name).AllowN(now, 1)
+		allowed = m.nativeLimit(r.Name).AllowN(now, 1)
 	}
 	if !allowed {
-		if m.lines.Allow("refused\x00"+d.Name, now) {
-			m.log.Warn(fmt.Sprintf("%s: %s: grant refused: rate limit reached", src, d.Name),
-				event.Event{Kind: event.Refused, Door: d.Name, Source: src}.Args()...)
+		if m.lines.Allow("refused\x00"+r.Name, now) {
+			m.log.Warn(fmt.Sprintf("%s: %s: grant refused: rate limit reached", src, r.Name),
+				event.Event{Kind: event.Refused, Door: r.Name, Source: src, Auth: r.Auth.Method, User: r.Auth.User, Key: r.Auth.Key}.Args(event.KeyReason, "rate limit")...)
 		}
+		m.keepReplayLocked(r.Replay, src, r.Name)
 		return RateLimited
 	}
 	var after <-chan struct{}
@@ -424,24 +538,44 @@ func (m *Manager) Open(d *config.Door, src netip.Addr, now time.Time) Outcome {
 		// Nothing to undo, so nothing to track: knockd's behaviour.
 		m.goTracked(func() {
 			if m.wait(after) {
-				m.opts.Commands.Run(m.ctx, d.Name, startCmd)
+				m.opts.Commands.Run(m.ctx, r.Name, startCmd)
 			}
 		})
 		return RanStart
 	}
-	e := newEntry(journal.Record{
-		ID: journal.NewID(), Door: d.Name, Source: src, StopCmd: stopCmd,
-		Start: now, Deadline: now.Add(timeout), Timeout: timeout, StartPending: startCmd != "",
-	}, timeout)
-	e.startCmd, e.startKnown, e.after = startCmd, true, after
+	rec.ID, rec.StopCmd = journal.NewID(), stopCmd
+	rec.Start, rec.Deadline, rec.Timeout, rec.StartPending = now, now.Add(timeout), timeout, startCmd != ""
 	if native {
-		e.rec.Open = append([]knock.Port(nil), d.Open...)
-		e.rec.Backend = fw.Name()
+		rec.Open = append([]knock.Port(nil), ports...)
+		rec.Backend = fw.Name()
 	}
+	e := newEntry(rec, timeout)
+	e.startCmd, e.startKnown, e.after = startCmd, true, after
 	m.byKey[k] = e
 	m.byID[e.rec.ID] = e
 	m.goTracked(func() { m.begin(e) })
 	return Granted
+}
+
+// keepReplayLocked journals, on its own goroutine, the replay digest of
+// a request that made no grant: the packet stays refused after a restart.
+func (m *Manager) keepReplayLocked(r journal.Replay, src netip.Addr, name string) {
+	if r.IsZero() || m.opts.Journal == nil || m.closed {
+		return
+	}
+	m.goTracked(func() { m.journalReplay(r, src, name) })
+}
+
+// journalReplay writes a replay digest on its own and reports whether
+// it is durable; a failure is logged.
+func (m *Manager) journalReplay(r journal.Replay, src netip.Addr, name string) bool {
+	if err := m.opts.Journal.Replay(r); err != nil {
+		m.log.Error(fmt.Sprintf("%s: %s: request refused: replay digest not journaled: %v", src, name, err),
+			event.Event{Kind: event.Refused, Door: name, Source: src}.Args(event.KeyReason, "journal", "error", err.Error())...)
+		return false
+	}
+	m.journalWorks()
+	return true
 }
 
 // sameBehaviour reports whether a grant made now by its door would run
@@ -463,8 +597,8 @@ func (e *entry) sameBehaviour(startCmd, stopCmd string, ports []knock.Port) bool
 func (m *Manager) replaceLocked(old *entry) <-chan struct{} {
 	m.log.Info(fmt.Sprintf("%s: %s: the door's commands changed since grant %s; ending it with the old stop command before granting again",
 		old.rec.Source, old.rec.Door, old.rec.ID), m.fields(old, event.Revoke)...)
-	if m.byKey[key{old.rec.Door, old.rec.Source}] == old {
-		delete(m.byKey, key{old.rec.Door, old.rec.Source})
+	if m.byKey[old.k] == old {
+		delete(m.byKey, old.k)
 	}
 	m.startRevokeLocked(old, "reload")
 	return old.settled
@@ -521,7 +655,7 @@ func (m *Manager) fieldsNow(e *entry, kind event.Kind) []any {
 // revoked).
 func (m *Manager) fields(e *entry, kind event.Kind, extra ...any) []any {
 	return event.Event{Kind: kind, Door: e.rec.Door, Source: e.rec.Source,
-		GrantID: e.rec.ID, Deadline: e.rec.Deadline}.Args(extra...)
+		GrantID: e.rec.ID, Deadline: e.rec.Deadline, Auth: e.rec.Auth, User: e.rec.User, Key: e.rec.Key}.Args(extra...)
 }
 
 // reportHeld summarises log lines the limiter held back.
@@ -590,6 +724,29 @@ func (m *Manager) Revoke(target string) ([]string, error) {
 		return nil, fmt.Errorf("no active grant matches %q", target)
 	}
 	return ids, nil
+}
+
+// RevokeIf revokes now every grant for which match (called with the
+// Manager's lock held: it must not call the Manager) returns true, as
+// Revoke does, logging why (a reload that removed an SSH key: "key
+// removed"), and returns their IDs.
+func (m *Manager) RevokeIf(match func(Grant) bool, why string) []string {
+	m.mu.Lock()
+	var ids []string
+	for _, e := range m.byID {
+		if e.state != Starting && e.state != Active {
+			continue
+		}
+		g := Grant{ID: e.rec.ID, Door: e.rec.Door, Source: e.rec.Source, Open: e.rec.Open,
+			Auth: e.rec.Auth, User: e.rec.User, Key: e.rec.Key}
+		if match(g) {
+			m.startRevokeLocked(e, why)
+			ids = append(ids, e.rec.ID)
+		}
+	}
+	m.mu.Unlock()
+	sort.Strings(ids)
+	return ids
 }
 
 // MinIDPrefix is the shortest prefix of a grant ID that Revoke and
@@ -684,6 +841,7 @@ func (m *Manager) List() []Grant {
 			Ports: knock.FormatSequence(e.rec.Open), StopCmd: e.rec.StopCmd,
 			Start: e.rec.Start, Deadline: e.rec.Deadline, State: e.state.String(),
 			Attempts: e.attempts, LastError: e.lastErr, StartError: e.startErr,
+			Auth: e.rec.Auth, User: e.rec.User, Key: e.rec.Key,
 		})
 	}
 	m.mu.Unlock()

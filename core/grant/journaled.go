@@ -41,7 +41,8 @@ func FromJournal(recs []journal.Record, markerDir string, marks Marks) []Grant {
 	out := make([]Grant, 0, len(recs))
 	for _, r := range recs {
 		g := Grant{ID: r.ID, Door: r.Door, Source: r.Source, Open: r.Open, Ports: knock.FormatSequence(r.Open),
-			StopCmd: r.StopCmd, Start: r.Start, Deadline: r.Deadline, State: Active.String()}
+			StopCmd: r.StopCmd, Start: r.Start, Deadline: r.Deadline, State: Active.String(),
+			Auth: r.Auth, User: r.User, Key: r.Key}
 		switch {
 		case r.StartPending:
 			g.State = Starting.String()

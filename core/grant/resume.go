@@ -49,8 +49,8 @@ func (m *Manager) Resume(recs []journal.Record, doors []*config.Door) {
 		m.log.Info(fmt.Sprintf("%s: %s: resuming grant %s", r.Source, r.Door, r.ID), m.fields(e, event.Replay)...)
 		m.mu.Lock()
 		m.byID[r.ID] = e
-		if old := m.byKey[key{r.Door, r.Source}]; old == nil || old.rec.Deadline.Before(r.Deadline) {
-			m.byKey[key{r.Door, r.Source}] = e
+		if old := m.byKey[e.k]; old == nil || old.rec.Deadline.Before(r.Deadline) {
+			m.byKey[e.k] = e
 		}
 		switch {
 		case r.RevokeStarted:

@@ -27,8 +27,8 @@ func (m *Manager) startRevokeLocked(e *entry, why string) {
 	if e.timer != nil {
 		e.timer.Stop()
 	}
-	if m.byKey[key{e.rec.Door, e.rec.Source}] == e {
-		delete(m.byKey, key{e.rec.Door, e.rec.Source})
+	if m.byKey[e.k] == e {
+		delete(m.byKey, e.k)
 	}
 	if why == "expire" {
 		msg := fmt.Sprintf("%s: %s: command timeout", e.rec.Source, e.rec.Door)
@@ -257,8 +257,8 @@ func (m *Manager) journalWorks() {
 // forgetLocked removes e from the manager.
 func (m *Manager) forgetLocked(e *entry) {
 	delete(m.unrecorded, e)
-	if m.byKey[key{e.rec.Door, e.rec.Source}] == e {
-		delete(m.byKey, key{e.rec.Door, e.rec.Source})
+	if m.byKey[e.k] == e {
+		delete(m.byKey, e.k)
 	}
 	if m.byID[e.rec.ID] == e {
 		delete(m.byID, e.rec.ID)

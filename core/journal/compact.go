@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // crashAt, when set by a test, is asked at each step of a compaction; if
@@ -21,12 +22,16 @@ const (
 
 var errCrashed = errors.New("simulated crash")
 
+// keptLocked is how many frames a compaction would write at least: the
+// live grants and the unexpired replay digests.
+func (j *Journal) keptLocked() int { return len(j.st.live) + len(j.st.replays) }
+
 // maybeCompactLocked compacts when the log is mostly dead frames. A failed
 // compaction is logged and retried only after the log has grown by
 // another compactMin frames, so a full disk does not turn every append
 // into a rewrite.
 func (j *Journal) maybeCompactLocked() {
-	if j.frames <= compactMin || j.frames <= compactRatio*len(j.st.live) || j.frames <= j.compactAfter {
+	if j.frames <= compactMin || j.frames <= compactRatio*j.keptLocked() || j.frames <= j.compactAfter {
 		return
 	}
 	if err := j.compactLocked(); err != nil {
@@ -35,13 +40,24 @@ func (j *Journal) maybeCompactLocked() {
 	}
 }
 
-// compactLocked rewrites the live grants into a temp file, syncs it,
-// renames it over the log and syncs the directory. A crash at any point
-// leaves either the old log (plus a temp file Open removes) or the new
-// one, and both describe the same live grants.
+// compactLocked rewrites the live grants and the unexpired replay
+// digests into a temp file, syncs it, renames it over the log and syncs
+// the directory. A crash at any point leaves either the old log (plus a
+// temp file Open removes) or the new one, and both describe the same
+// live grants and refuse the same replays. Expired digests are dropped
+// from the state only once the new file is the log.
 func (j *Journal) compactLocked() (err error) {
 	var buf []byte
 	frames := 0
+	replays := j.st.liveReplays(j.now())
+	for _, r := range replays {
+		payload, err := marshal(encodeReplay(r))
+		if err != nil {
+			return err
+		}
+		buf = appendFrame(buf, typeReplay, payload)
+		frames++
+	}
 	for _, e := range j.st.byAppend() {
 		payload, err := encodeGrant(&e.rec)
 		if err != nil {
@@ -92,6 +108,10 @@ func (j *Journal) compactLocked() (err error) {
 	old := j.f
 	j.f, j.size, j.frames, j.compactAfter = f, int64(len(buf)), frames, 0
 	old.Close()
+	j.st.replays = make(map[[32]byte]time.Time, len(replays))
+	for _, r := range replays {
+		j.st.replays[r.Digest] = r.Expires
+	}
 	if crashAt != nil && crashAt(crashRenamed) {
 		return j.crashLocked(nil)
 	}

@@ -1,8 +1,9 @@
 // Package journal owns Sesame's durable record of open grants: an
 // append-only log in a state directory, one checksummed record per grant,
 // extension, end of a start command, revoke intent and revocation (or an
-// admin's "forget"), each fsynced before the call
-// returns, compacted when it is mostly dead records. It does not decide
+// admin's "forget"), and the replay digests of accepted SPA packets (kept
+// until they expire, also after their grants end), each fsynced before
+// the call returns, compacted when it is mostly dead records. It does not decide
 // when a grant ends or run anything; the grant manager replays Pending at
 // start and acts on it.
 //
@@ -13,7 +14,7 @@
 //	magic   4 bytes  FF 53 4A 31 ("\xffSJ1")
 //	crc     4 bytes  CRC-32C (Castagnoli), little endian, over length|type|payload
 //	length  4 bytes  payload length, little endian, at most MaxPayload
-//	type    1 byte   1 grant, 2 extend, 3 revoking, 4 revoked, 5 started
+//	type    1 byte   1 grant, 2 extend, 3 revoking, 4 revoked, 5 started, 6 replay
 //	payload length bytes of JSON
 //
 // The payload is JSON because records are small and written at the rate

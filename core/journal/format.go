@@ -2,6 +2,7 @@ package journal
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -33,7 +34,8 @@ const (
 	typeRevoking recType = 3
 	typeRevoked  recType = 4
 	typeStarted  recType = 5
-	typeLast             = typeStarted
+	typeReplay   recType = 6
+	typeLast             = typeReplay
 )
 
 func (t recType) String() string {
@@ -48,6 +50,8 @@ func (t recType) String() string {
 		return "revoked"
 	case typeStarted:
 		return "started"
+	case typeReplay:
+		return "replay"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -71,6 +75,18 @@ type (
 		// Timeout is a Go duration ("30s"); absent in older logs.
 		Timeout      string `json:"timeout,omitempty"`
 		StartPending bool   `json:"start_pending,omitempty"`
+		// SPA grants: how they were asked for, by whom, and the
+		// packet's replay digest.
+		Auth   string      `json:"auth,omitempty"`
+		User   string      `json:"user,omitempty"`
+		Key    string      `json:"key,omitempty"`
+		Replay *replayWire `json:"replay,omitempty"`
+	}
+	// replayWire is a Replay: the digest in unpadded base64 (as fwknopd
+	// writes its digest.cache), the expiry in UTC.
+	replayWire struct {
+		Digest  string    `json:"digest"`
+		Expires time.Time `json:"expires"`
 	}
 	extendWire struct {
 		ID       string    `json:"id"`
@@ -146,6 +162,11 @@ func encodeGrant(r *Record) ([]byte, error) {
 	if r.Timeout > 0 {
 		w.Timeout = r.Timeout.String()
 	}
+	w.Auth, w.User, w.Key = r.Auth, r.User, r.Key
+	if !r.Replay.IsZero() {
+		rw := encodeReplay(r.Replay)
+		w.Replay = &rw
+	}
 	for _, p := range r.Open {
 		w.Open = append(w.Open, portWire{Port: p.Num, Proto: p.Proto.String()})
 	}
@@ -160,6 +181,14 @@ func decodeGrant(payload []byte) (Record, error) {
 	r := Record{
 		ID: w.ID, Door: w.Door, Source: w.Source, StopCmd: w.StopCmd, Backend: w.Backend,
 		Start: w.Start.UTC(), Deadline: w.Deadline.UTC(), StartPending: w.StartPending,
+		Auth: w.Auth, User: w.User, Key: w.Key,
+	}
+	if w.Replay != nil {
+		rp, err := decodeReplay(*w.Replay)
+		if err != nil {
+			return Record{}, err
+		}
+		r.Replay = rp
 	}
 	if w.Timeout != "" {
 		d, err := time.ParseDuration(w.Timeout)
@@ -178,6 +207,24 @@ func decodeGrant(payload []byte) (Record, error) {
 	if err := r.validate(); err != nil {
 		return Record{}, err
 	}
+	return r, nil
+}
+
+func encodeReplay(r Replay) replayWire {
+	return replayWire{Digest: base64.RawStdEncoding.EncodeToString(r.Digest[:]), Expires: r.Expires.UTC()}
+}
+
+func decodeReplay(w replayWire) (Replay, error) {
+	var r Replay
+	b, err := base64.RawStdEncoding.DecodeString(w.Digest)
+	if err != nil || len(b) != len(r.Digest) {
+		return Replay{}, fmt.Errorf("bad replay digest %q", w.Digest)
+	}
+	if w.Expires.IsZero() {
+		return Replay{}, fmt.Errorf("replay %s: no expiry", w.Digest)
+	}
+	copy(r.Digest[:], b)
+	r.Expires = w.Expires.UTC()
 	return r, nil
 }
 

@@ -18,6 +18,7 @@ const (
 	KindStarted  Kind = "started"
 	KindRevoking Kind = "revoking"
 	KindRevoked  Kind = "revoked"
+	KindReplay   Kind = "replay"
 )
 
 // Entry is one record of the log as it was written, for tests and
@@ -31,7 +32,8 @@ type Entry struct {
 	// At is when the start command finished (KindStarted) or the grant
 	// was revoked or forgotten (KindRevoked).
 	At        time.Time
-	Forgotten bool // KindRevoked by sesame revoke --forget
+	Forgotten bool   // KindRevoked by sesame revoke --forget
+	Replay    Replay // KindReplay: a digest recorded on its own
 }
 
 // ReadLog returns every good record in dir's log in the order it was
@@ -87,6 +89,13 @@ func decodeEntry(t recType, payload []byte) (Entry, bool) {
 		var w revokedWire
 		err := json.Unmarshal(payload, &w)
 		return Entry{Kind: KindRevoked, ID: w.ID, At: w.At.UTC(), Forgotten: w.Forgotten}, err == nil
+	case typeReplay:
+		var w replayWire
+		if err := json.Unmarshal(payload, &w); err != nil {
+			return Entry{}, false
+		}
+		r, err := decodeReplay(w)
+		return Entry{Kind: KindReplay, Replay: r}, err == nil
 	}
 	return Entry{}, false
 }

@@ -32,6 +32,7 @@ const (
 type Journal struct {
 	dir string
 	log hclog.Logger
+	now func() time.Time // when replay digests expire; time.Now, tests swap it
 
 	mu sync.Mutex // guards all following fields
 	// f is grants.log opened read-write; appends are positional writes at
@@ -69,7 +70,7 @@ func Open(dir string, log hclog.Logger) (*Journal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("journal: open %s: %w", dir, err)
 	}
-	j := &Journal{dir: dir, log: log, lock: lock}
+	j := &Journal{dir: dir, log: log, lock: lock, now: time.Now}
 	if err := j.load(); err != nil {
 		j.f.Close() // nil-safe: (*os.File).Close on nil returns ErrInvalid
 		lock.Close()
@@ -170,8 +171,48 @@ func (j *Journal) Grant(r Record) error {
 		return fmt.Errorf("journal: append grant %s: %w", r.ID, err)
 	}
 	j.st.put(r)
+	j.st.addReplay(r.Replay)
 	j.maybeCompactLocked()
 	return nil
+}
+
+// Replay durably records an accepted SPA packet's digest on its own (for
+// a packet whose digest no Grant record carries: one that extended a
+// grant, or was refused after it verified). The journal keeps it until
+// it expires (see Replays).
+func (j *Journal) Replay(r Replay) error {
+	if r.IsZero() {
+		return fmt.Errorf("journal: replay: no expiry")
+	}
+	r.Expires = r.Expires.UTC()
+	payload, err := marshal(encodeReplay(r))
+	if err != nil {
+		return fmt.Errorf("journal: replay: %w", err)
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.usableLocked(); err != nil {
+		return fmt.Errorf("journal: replay: %w", err)
+	}
+	if err := j.appendLocked(typeReplay, payload); err != nil {
+		return fmt.Errorf("journal: append replay: %w", err)
+	}
+	j.st.addReplay(r)
+	j.maybeCompactLocked()
+	return nil
+}
+
+// Replays returns the SPA replay digests recorded (in Grant records or
+// by Replay) that have not expired, also those of grants since revoked:
+// a packet stays refused as a replay for as long as it could be
+// accepted, across restarts and reboots. After Close it returns nil.
+func (j *Journal) Replays() []Replay {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return nil
+	}
+	return j.st.liveReplays(j.now())
 }
 
 // Extend durably moves a live grant's deadline.

@@ -32,11 +32,35 @@ type Record struct {
 	// or may have finished while no daemon was watching.
 	StartPending bool
 
+	// Auth says how the grant was asked for: "" for a knock, "fwknop"
+	// for an fwknop SPA packet, "ssh" for an SSH-signed knock. User is
+	// who asked (the SPA packet's user name as claimed, the SSH key's
+	// comment), Key the SSH key's SHA-256 fingerprint ("SHA256:...").
+	Auth string
+	User string
+	Key  string
+	// Replay is the digest of the SPA packet that asked for the grant,
+	// kept by the journal until it expires, also after the grant ends
+	// (see Journal.Replays); zero for knocks.
+	Replay Replay
+
 	// RevokeStarted is set when a Revoking record was journaled without a
 	// following Revoked: the stop command may or may not have run. It is
 	// never written by Grant; the journal derives it on replay.
 	RevokeStarted bool
 }
+
+// Replay is the digest of an accepted SPA packet (SHA-256: of an fwknop
+// packet's text, of an SSH-signed knock's body) and the time until which
+// the packet could still be accepted. The journal keeps it that long, so
+// that a restarted daemon still refuses the packet as a replay.
+type Replay struct {
+	Digest  [32]byte
+	Expires time.Time
+}
+
+// IsZero reports whether r holds no digest.
+func (r Replay) IsZero() bool { return r.Expires.IsZero() }
 
 // Limits on record fields; a record outside them is refused by Grant and
 // skipped on replay.
@@ -44,6 +68,9 @@ const (
 	MaxIDLen      = 32
 	MaxDoorLen    = 1024
 	MaxBackendLen = 32
+	MaxAuthLen    = 16
+	MaxUserLen    = 256      // an SPA user name, an SSH key's comment
+	MaxKeyLen     = 128      // an SSH key fingerprint
 	MaxPayload    = 64 << 10 // bytes of JSON in one frame
 )
 
@@ -106,6 +133,15 @@ func (r *Record) validate() error {
 	}
 	if r.Timeout < 0 {
 		return fmt.Errorf("negative timeout %v", r.Timeout)
+	}
+	if len(r.Auth) > MaxAuthLen || (r.Auth != "" && !ValidID(r.Auth)) {
+		return fmt.Errorf("bad auth %q", r.Auth)
+	}
+	if len(r.User) > MaxUserLen || !utf8.ValidString(r.User) {
+		return fmt.Errorf("bad user name (at most %d bytes of UTF-8)", MaxUserLen)
+	}
+	if len(r.Key) > MaxKeyLen || !utf8.ValidString(r.Key) {
+		return fmt.Errorf("bad key fingerprint %q", r.Key)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // state is the set of unrevoked grants a log describes. It is rebuilt by
@@ -13,6 +14,9 @@ import (
 type state struct {
 	live    map[string]*entry
 	nextSeq uint64 // order of Grant records, so replay order survives compaction
+	// replays holds the SPA replay digests recorded (with a grant or on
+	// their own) and when each expires; compaction drops expired ones.
+	replays map[[32]byte]time.Time
 }
 
 type entry struct {
@@ -20,7 +24,37 @@ type entry struct {
 	seq uint64
 }
 
-func newState() *state { return &state{live: make(map[string]*entry)} }
+func newState() *state {
+	return &state{live: make(map[string]*entry), replays: make(map[[32]byte]time.Time)}
+}
+
+// addReplay records r, keeping the later expiry of a digest held twice.
+func (s *state) addReplay(r Replay) {
+	if r.IsZero() {
+		return
+	}
+	if exp, ok := s.replays[r.Digest]; !ok || r.Expires.After(exp) {
+		s.replays[r.Digest] = r.Expires
+	}
+}
+
+// liveReplays returns the replay digests unexpired at now, soonest
+// expiry first (ties by digest, so that compaction writes a stable file).
+func (s *state) liveReplays(now time.Time) []Replay {
+	out := make([]Replay, 0, len(s.replays))
+	for d, exp := range s.replays {
+		if now.Before(exp) {
+			out = append(out, Replay{Digest: d, Expires: exp})
+		}
+	}
+	slices.SortFunc(out, func(a, b Replay) int {
+		if c := a.Expires.Compare(b.Expires); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.Digest[:], b.Digest[:])
+	})
+	return out
+}
 
 // apply replays one good frame. An error means the frame was well framed
 // but its payload is unusable or refers to a grant the log does not hold
@@ -34,6 +68,17 @@ func (s *state) apply(t recType, payload []byte) error {
 			return fmt.Errorf("bad grant record: %w", err)
 		}
 		s.put(r)
+		s.addReplay(r.Replay)
+	case typeReplay:
+		var w replayWire
+		if err := json.Unmarshal(payload, &w); err != nil {
+			return fmt.Errorf("bad replay record: %w", err)
+		}
+		r, err := decodeReplay(w)
+		if err != nil {
+			return fmt.Errorf("bad replay record: %w", err)
+		}
+		s.addReplay(r)
 	case typeExtend:
 		var w extendWire
 		if err := json.Unmarshal(payload, &w); err != nil {

@@ -77,7 +77,7 @@ func BenchmarkVerify(b *testing.B) {
 	for _, k := range benchSigners(b) {
 		b.Run(k.name, func(b *testing.B) {
 			ks := mustKeys(b, authLine(`open="tcp/22"`, k.s.PublicKey(), "bench"))
-			v, err := NewVerifier(ks, Options{IsLocal: isLocal, Replay: noReplay{}, KeyBudget: unlimited, TotalBudget: unlimited})
+			v, err := NewVerifier(ks, Options{IsLocal: isLocal, Replay: noReplay{}, KeyBudget: unlimited, TotalBudget: unlimited, SourceBudget: unlimited})
 			if err != nil {
 				b.Fatal(err)
 			}

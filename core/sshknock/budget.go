@@ -25,6 +25,12 @@ type Budget struct {
 var (
 	DefaultKeyBudget   = Budget{Every: 50 * time.Millisecond, Burst: 200}   // 20 units/s per key
 	DefaultTotalBudget = Budget{Every: 500 * time.Microsecond, Burst: 4000} // 2000 units/s overall
+	// DefaultSourceBudget is counted in checks, not units: a source may
+	// have 4 signatures checked at once and one more every 2 s, which a
+	// person knocking never reaches, while a flood naming alice's key
+	// from one address costs alice a few units (it takes some 40
+	// addresses flooding at once to spend her budget).
+	DefaultSourceBudget = Budget{Every: 2 * time.Second, Burst: 4}
 )
 
 // MaxCheckCost is the largest CheckCost (RSA keys cost more with size but

@@ -1,6 +1,9 @@
 package sshknock
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 var (
 	// ErrMalformed means a datagram is not a well-formed version-1 knock.
@@ -12,3 +15,14 @@ var (
 	// ErrAmbiguousKey means several agent keys matched and none was chosen.
 	ErrAmbiguousKey = errors.New("sshknock: several keys match")
 )
+
+// LineError is a problem at one line of an authorized_keys file; ParseKeys
+// joins one per problem.
+type LineError struct {
+	File string
+	Line int
+	Err  error
+}
+
+func (e *LineError) Error() string { return fmt.Sprintf("%s:%d: %v", e.File, e.Line, e.Err) }
+func (e *LineError) Unwrap() error { return e.Err }

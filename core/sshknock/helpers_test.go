@@ -143,6 +143,10 @@ func newVerifier(t testing.TB, ks *Keys, opts Options) (*Verifier, *memReplay) {
 	if opts.IsLocal == nil {
 		opts.IsLocal = isLocal
 	}
+	if opts.SourceBudget == (Budget{}) {
+		// The tests send from one address; TestSourceBudget tests this one.
+		opts.SourceBudget = Budget{Every: time.Nanosecond, Burst: 1 << 30}
+	}
 	opts.Replay = r
 	v, err := NewVerifier(ks, opts)
 	if err != nil {

@@ -132,8 +132,8 @@ func LoadKeys(path string) (*Keys, error) {
 // per line, with Sesame's options: open="tcp/22,udp/53" (required),
 // timeout="30", from="CIDR,...", expiry-time="YYYYMMDD[HHMM[SS]][Z]" (local
 // time unless Z or UTC), verify-required (FIDO keys only). Every problem is
-// reported, each as "file:line: ..." (errors joined); a file with any
-// problem yields no Keys. Comments (#) and blank lines are skipped.
+// reported, each a *LineError ("file:line: ...", errors joined); a file
+// with any problem yields no Keys. Comments (#) and blank lines are skipped.
 func ParseKeys(file string, data []byte) (*Keys, error) {
 	return parseKeys(file, data, time.Local)
 }
@@ -145,7 +145,7 @@ func parseKeys(file string, data []byte, loc *time.Location) (*Keys, error) {
 		n := i + 1
 		k, err := parseLine(string(bytes.TrimSuffix(line, []byte("\r"))), loc)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s:%d: %w", file, n, err))
+			errs = append(errs, &LineError{File: file, Line: n, Err: err})
 			continue
 		}
 		if k == nil {
@@ -153,7 +153,7 @@ func parseKeys(file string, data []byte, loc *time.Location) (*Keys, error) {
 		}
 		k.File, k.Line = file, n
 		if prev := ks.byFP[k.Fingerprint]; prev != nil {
-			errs = append(errs, fmt.Errorf("%s:%d: key %s is already listed at line %d", file, n, k.Fingerprint, prev.Line))
+			errs = append(errs, &LineError{File: file, Line: n, Err: fmt.Errorf("key %s is already listed at line %d", k.Fingerprint, prev.Line)})
 			continue
 		}
 		ks.byFP[k.Fingerprint] = k

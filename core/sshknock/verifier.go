@@ -46,6 +46,12 @@ type Options struct {
 	// overall, weighted by CheckCost; zero values mean DefaultKeyBudget
 	// and DefaultTotalBudget.
 	KeyBudget, TotalBudget Budget
+	// SourceBudget bounds signature checks per source (an IPv4 address,
+	// an IPv6 /64), in checks whatever the key type, before the key's
+	// and the total budget are asked: a flood of forged packets naming
+	// an authorized key from a few addresses spends their budgets, not
+	// the key's. Zero means DefaultSourceBudget.
+	SourceBudget Budget
 }
 
 // Reason is why a knock was refused, or Accepted.
@@ -59,6 +65,7 @@ const (
 	Stale                     // timestamp further than MaxAge from now
 	WrongServer               // meant for an address that is not this host's
 	Replay                    // seen before
+	SourceBudget              // this source's signature budget is spent
 	KeyBudget                 // this key's signature budget is spent
 	TotalBudget               // the overall signature budget is spent
 	BadSignature              // the signature does not verify
@@ -71,7 +78,7 @@ const (
 
 var reasonNames = [...]string{
 	Accepted: "accepted", Malformed: "malformed", UnknownKey: "unknown-key", Stale: "stale",
-	WrongServer: "wrong-server", Replay: "replay", KeyBudget: "key-budget", TotalBudget: "total-budget",
+	WrongServer: "wrong-server", Replay: "replay", SourceBudget: "source-budget", KeyBudget: "key-budget", TotalBudget: "total-budget",
 	BadSignature: "bad-signature", NoUserPresence: "no-user-presence", NoUserVerification: "no-user-verification",
 	SourceNotAllowed: "source-not-allowed", KeyExpired: "key-expired", PortNotAllowed: "port-not-allowed",
 }
@@ -126,6 +133,27 @@ type Verifier struct {
 
 	mu    sync.Mutex // guards all following fields and every bucket in table.budgets
 	total bucket
+	// sources holds the buckets of sources that spent some of their
+	// budget lately, at most MaxSources; sources past that share
+	// overflow.
+	sources  map[netip.Prefix]*bucket
+	overflow bucket
+}
+
+// MaxSources bounds the sources whose signature budgets are tracked one
+// by one; under a flood from more addresses than that, the others share
+// one budget.
+const MaxSources = 4096
+
+// sourceOf is the prefix a source's budget is kept for: the address for
+// IPv4, its /64 for IPv6 (one host's share of a network).
+func sourceOf(a netip.Addr) netip.Prefix {
+	a = a.Unmap().WithZone("")
+	if a.Is4() {
+		return netip.PrefixFrom(a, 32)
+	}
+	p, _ := a.Prefix(64)
+	return p
 }
 
 // keyTable is the keys and their budgets, swapped whole by SetKeys.
@@ -150,7 +178,10 @@ func NewVerifier(keys *Keys, opts Options) (*Verifier, error) {
 	}
 	opts.KeyBudget = opts.KeyBudget.orDefault(DefaultKeyBudget)
 	opts.TotalBudget = opts.TotalBudget.orDefault(DefaultTotalBudget)
-	v := &Verifier{opts: opts}
+	if opts.SourceBudget.Every <= 0 || opts.SourceBudget.Burst <= 0 {
+		opts.SourceBudget = DefaultSourceBudget
+	}
+	v := &Verifier{opts: opts, sources: make(map[netip.Prefix]*bucket)}
 	v.SetKeys(keys)
 	return v, nil
 }
@@ -181,7 +212,8 @@ func (v *Verifier) Keys() *Keys { return v.table.Load().keys }
 // Verify checks datagram b, received from src at now, in this order:
 // known fingerprint (an unknown one costs a map lookup and no
 // allocation), timestamp within MaxAge, server address one of this
-// host's, replay cache, signature budget (the key's, then the total),
+// host's, replay cache, signature budget (the source's, the key's, then
+// the total),
 // SSHSIG signature in namespace sesame-knock (FIDO: user presence, and
 // user verification when verify-required), from= for the source and the
 // allow address, expiry-time, ports within open=. An accepted knock is
@@ -223,7 +255,7 @@ func (v *Verifier) Verify(b []byte, src netip.Addr, now time.Time) Verdict {
 		vd.Reason = Replay
 		return vd
 	}
-	if r := v.spend(t, fp, now); r != Accepted {
+	if r := v.spend(t, fp, src, now); r != Accepted {
 		vd.Reason = r
 		return vd
 	}
@@ -286,12 +318,17 @@ func (v *Verifier) Verify(b []byte, src netip.Addr, now time.Time) Verdict {
 // maxUnix bounds timestamps so that time arithmetic cannot overflow.
 const maxUnix = 1 << 40
 
-// spend takes the key's check cost from its budget and the total one,
-// or says which is short (taking nothing).
-func (v *Verifier) spend(t *keyTable, fp Fingerprint, now time.Time) Reason {
+// spend takes one check from the source's budget and the key's check
+// cost from its budget and the total one, or says which is short
+// (taking nothing).
+func (v *Verifier) spend(t *keyTable, fp Fingerprint, src netip.Addr, now time.Time) Reason {
 	n := now.UnixNano()
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	sb := v.sourceLocked(sourceOf(src), n)
+	if !sb.canTake(n, v.opts.SourceBudget, 1) {
+		return SourceBudget
+	}
 	kb := t.budgets[fp]
 	if !kb.bucket.canTake(n, v.opts.KeyBudget, kb.cost) {
 		return KeyBudget
@@ -299,9 +336,32 @@ func (v *Verifier) spend(t *keyTable, fp Fingerprint, now time.Time) Reason {
 	if !v.total.canTake(n, v.opts.TotalBudget, kb.cost) {
 		return TotalBudget
 	}
+	sb.take(n, v.opts.SourceBudget, 1)
 	kb.bucket.take(n, v.opts.KeyBudget, kb.cost)
 	v.total.take(n, v.opts.TotalBudget, kb.cost)
 	return Accepted
+}
+
+// sourceLocked returns src's bucket: its own, a new one while fewer
+// than MaxSources are tracked (forgetting those that are full again
+// first when there are that many), else the shared overflow bucket.
+func (v *Verifier) sourceLocked(src netip.Prefix, now int64) *bucket {
+	if b := v.sources[src]; b != nil {
+		return b
+	}
+	if len(v.sources) >= MaxSources {
+		for p, b := range v.sources {
+			if b.full <= now {
+				delete(v.sources, p)
+			}
+		}
+	}
+	if len(v.sources) >= MaxSources {
+		return &v.overflow
+	}
+	b := &bucket{}
+	v.sources[src] = b
+	return b
 }
 
 // verifySignature checks p's SSHSIG signature by key.

@@ -466,3 +466,72 @@ func TestConcurrentVerify(t *testing.T) {
 		}
 	}
 }
+
+// TestSourceBudget: a flood of forged packets naming alice's key from one
+// address spends that address's budget (4 checks, then one per 2 s) and
+// only a few of alice's units, so alice gets in at once from elsewhere;
+// the check refused for the source's budget spends nothing of the key's.
+// Sources past MaxSources share one budget.
+func TestSourceBudget(t *testing.T) {
+	alice, bob := keygen(t, "ed25519"), keygen(t, "ed25519b")
+	ks := mustKeys(t, authLine(`open="tcp/22"`, alice.Public, "alice"))
+	kb := Budget{Every: time.Hour, Burst: MaxCheckCost} // no refill during the test
+	v, _ := newVerifier(t, ks, Options{KeyBudget: kb, SourceBudget: DefaultSourceBudget})
+	forged := func(at time.Time) []byte {
+		pkt := build(t, bob.Signer(t), Knock{}, at)
+		fp := FingerprintOf(alice.Public)
+		copy(pkt[offFingerprint:], fp[:])
+		return pkt
+	}
+	flooder := netip.MustParseAddr("2001:db8:1:2::66")
+	for i := 0; i < 1000; i++ {
+		want := SourceBudget
+		if i < DefaultSourceBudget.Burst {
+			want = BadSignature
+		}
+		// Another address of the flooder's /64 shares its budget.
+		src := flooder
+		if i%2 == 1 {
+			src = netip.MustParseAddr("2001:db8:1:2::67")
+		}
+		if r := v.Verify(forged(t0), src, t0).Reason; r != want {
+			t.Fatalf("forged %d: %s, want %s", i, r, want)
+		}
+	}
+	if vd := v.Verify(build(t, alice.Signer(t), Knock{}, t0), clientAddr, t0); vd.Reason != Accepted {
+		t.Fatalf("alice during the flood from %s: %s", flooder, vd.Reason)
+	}
+	// The flooder's budget comes back one check per 2 s.
+	later := t0.Add(DefaultSourceBudget.Every)
+	if r := v.Verify(forged(later), flooder, later).Reason; r != BadSignature {
+		t.Fatalf("forged after %v: %s", DefaultSourceBudget.Every, r)
+	}
+	if r := v.Verify(forged(later), flooder, later).Reason; r != SourceBudget {
+		t.Fatalf("second forged after %v: %s", DefaultSourceBudget.Every, r)
+	}
+
+	// Past MaxSources, new sources share the overflow budget.
+	v, _ = newVerifier(t, ks, Options{KeyBudget: unlimited, TotalBudget: unlimited, SourceBudget: Budget{Every: time.Hour, Burst: 1}})
+	pkt := forged(t0)
+	for i := 0; i < MaxSources; i++ {
+		src := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
+		if r := v.Verify(pkt, src, t0).Reason; r != BadSignature {
+			t.Fatalf("source %d: %s", i, r)
+		}
+	}
+	if len(v.sources) != MaxSources {
+		t.Fatalf("%d sources tracked, want %d", len(v.sources), MaxSources)
+	}
+	overflow := []Reason{BadSignature, SourceBudget}
+	for i, want := range overflow {
+		src := netip.AddrFrom4([4]byte{198, 19, 0, byte(i)})
+		if r := v.Verify(pkt, src, t0).Reason; r != want {
+			t.Errorf("overflow source %d: %s, want %s", i, r, want)
+		}
+	}
+	// Once their buckets are full again they are forgotten.
+	t2 := t0.Add(2 * time.Hour)
+	if r := v.Verify(forged(t2), netip.MustParseAddr("198.19.1.1"), t2).Reason; r != BadSignature || len(v.sources) != 1 {
+		t.Errorf("after the buckets refilled: %s, %d sources tracked", r, len(v.sources))
+	}
+}

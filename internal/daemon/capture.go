@@ -22,7 +22,7 @@ import (
 
 // handle is what a capture loop asks of an open capture (capture.Handle).
 type handle interface {
-	Run(ctx context.Context, deliver func(knock.Packet), heartbeat func()) error
+	RunDeliver(ctx context.Context, d capture.Deliver, heartbeat func()) error
 	SetFilter(spec capture.FilterSpec) error
 	Stats() capture.Stats
 	Close() error
@@ -44,10 +44,13 @@ type captures struct {
 	mu      sync.Mutex // guards the fields below
 	ports   []knock.Port
 	targets []netip.Addr
-	local   []netip.Addr
-	handles map[string]handle
-	state   map[string]string        // iface -> "up" or why not
-	wakeups map[string]chan struct{} // a link came up: retry now
+	// dgramPort is SPA_Port (0: SPA off), whose datagrams go to datagram.
+	dgramPort uint16
+	datagram  func(knock.Packet, []byte)
+	local     []netip.Addr
+	handles   map[string]handle
+	state     map[string]string        // iface -> "up" or why not
+	wakeups   map[string]chan struct{} // a link came up: retry now
 	// noFilter holds, per interface, why the kernel refused every filter
 	// (capture.ErrFilterAttach): the capture then misses knocks or never
 	// starts, and the daemon is unhealthy until a filter attaches.
@@ -79,7 +82,30 @@ func newCaptures(ifaces []string, log hclog.Logger) *captures {
 
 func (c *captures) specLocked() capture.FilterSpec {
 	dsts := append(slices.Clone(c.local), c.targets...)
-	return capture.FilterSpec{Dsts: dsts, Ports: slices.Clone(c.ports)}
+	spec := capture.FilterSpec{Dsts: dsts, Ports: slices.Clone(c.ports)}
+	if c.dgramPort != 0 {
+		spec.Datagrams = []uint16{c.dgramPort}
+	}
+	return spec
+}
+
+// setDatagrams sends the datagrams to port (0: none) to sink, and
+// updates the filters when the port changed.
+func (c *captures) setDatagrams(port uint16, sink func(knock.Packet, []byte)) {
+	c.mu.Lock()
+	changed := c.dgramPort != port
+	c.dgramPort, c.datagram = port, sink
+	c.mu.Unlock()
+	if changed {
+		c.apply()
+	}
+}
+
+// deliver is what a capture hands its packets to.
+func (c *captures) deliver() capture.Deliver {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return capture.Deliver{Knock: c.eng.Submit, Datagram: c.datagram}
 }
 
 // setDoorFilter is the engine's OnFilter callback.
@@ -286,7 +312,7 @@ func (c *captures) serve(ctx context.Context, iface string, beat *supervisor.Bea
 			}
 		}
 		backoff, logged, reopening = 100*time.Millisecond, "", false
-		err := h.Run(ctx, c.eng.Submit, beat.Beat)
+		err := h.RunDeliver(ctx, c.deliver(), beat.Beat)
 		c.mu.Lock()
 		if c.handles[iface] == h {
 			delete(c.handles, iface)

@@ -22,6 +22,7 @@ import (
 	"github.com/sesame-knock/sesame/core/firewall"
 	"github.com/sesame-knock/sesame/core/grant"
 	"github.com/sesame-knock/sesame/core/journal"
+	"github.com/sesame-knock/sesame/core/knock"
 	"github.com/sesame-knock/sesame/internal/control"
 	"github.com/sesame-knock/sesame/internal/metrics"
 	"github.com/sesame-knock/sesame/internal/netmon"
@@ -109,6 +110,7 @@ type daemon struct {
 	eng     *engine.Engine
 	sup     *supervisor.Supervisor
 	caps    *captures
+	spa     *spaService
 	rescue  *keeper
 	attach  int // interfaces captured at start
 	started time.Time
@@ -229,6 +231,7 @@ func newDaemon(opts Options, dp deps, log *eventlog.Logger, cfg *config.Config, 
 	d.rescue = &keeper{log: log.Named("rescue"), newFW: dp.newRescueFW, fw: d.fw, now: dp.now}
 	d.caps = newCaptures(ifaces, log.Named("capture"))
 	d.caps.openHandle = dp.openCapture
+	d.spa = newSPA(log.Named("spa"), dp.now, opts.SkipIPv6)
 	return d
 }
 
@@ -241,12 +244,16 @@ func (d *daemon) services(hup <-chan os.Signal) []hook {
 		// it touches the journal or the firewall.
 		ctl.listener(),
 		d.journalService(),
-		d.fw.service(d.config),
+		// The SPA files are read before the firewall, which guards the
+		// ports they open.
+		d.spa.loadService(d.config),
+		d.fw.service(d.config, func() []knock.Port { return allGuarded(d.config(), d.spa.pendingFiles()) }),
 		d.grantsService(),
 		d.reconcileService(),
 		d.engineService(),
 		d.supervisorService(),
 		d.linksService(),
+		d.spaRunService(),
 		d.capturesService(),
 		ctl.server(),
 		d.ms.service(d.config, d.metricsState),

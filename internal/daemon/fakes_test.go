@@ -58,7 +58,12 @@ func (f *recordingFirewall) Grant(_ context.Context, g firewall.Grant, _ time.Ti
 	}
 	return nil
 }
-func (f *recordingFirewall) Revoke(context.Context, firewall.Grant) error   { return nil }
+func (f *recordingFirewall) Revoke(_ context.Context, g firewall.Grant) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "revoke "+g.Src.String())
+	return nil
+}
 func (f *recordingFirewall) List(context.Context) ([]firewall.Grant, error) { return nil, nil }
 func (f *recordingFirewall) Teardown(context.Context) error {
 	f.mu.Lock()
@@ -114,6 +119,7 @@ func (noRescue) RemoveOthers(context.Context) ([]string, error) { return nil, ni
 // packets until it is closed or its context ends.
 type fakeCapture struct {
 	packets chan knock.Packet
+	dgrams  chan fakeDatagram
 	closed  chan struct{}
 	once    sync.Once
 	mu      sync.Mutex
@@ -121,10 +127,17 @@ type fakeCapture struct {
 }
 
 func newFakeCapture(spec capture.FilterSpec) *fakeCapture {
-	return &fakeCapture{packets: make(chan knock.Packet), closed: make(chan struct{}), spec: spec}
+	return &fakeCapture{packets: make(chan knock.Packet), dgrams: make(chan fakeDatagram), closed: make(chan struct{}), spec: spec}
 }
 
-func (c *fakeCapture) Run(ctx context.Context, deliver func(knock.Packet), heartbeat func()) error {
+// fakeDatagram is a UDP datagram with its payload, as the capture
+// delivers one to a datagram port.
+type fakeDatagram struct {
+	p       knock.Packet
+	payload []byte
+}
+
+func (c *fakeCapture) RunDeliver(ctx context.Context, d capture.Deliver, heartbeat func()) error {
 	tick := time.NewTicker(capture.HeartbeatInterval)
 	defer tick.Stop()
 	for {
@@ -134,7 +147,11 @@ func (c *fakeCapture) Run(ctx context.Context, deliver func(knock.Packet), heart
 		case <-c.closed:
 			return net.ErrClosed
 		case p := <-c.packets:
-			deliver(p)
+			d.Knock(p)
+		case dg := <-c.dgrams:
+			if d.Datagram != nil {
+				d.Datagram(dg.p, dg.payload)
+			}
 		case <-tick.C:
 			heartbeat()
 		}

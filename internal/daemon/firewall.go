@@ -48,13 +48,14 @@ type fwPlan struct {
 
 // prepare makes what cfg needs of the firewall without changing the
 // kernel: the backend, when cfg is the first config with doors that open
-// ports. An error means the firewall refuses cfg.
-func (f *firewalls) prepare(cfg *config.Config) (fwPlan, error) {
-	p := fwPlan{b: f.backend(), guarded: guardedPorts(cfg)}
+// ports or with SPA, which guards guarded. An error means the firewall
+// refuses cfg.
+func (f *firewalls) prepare(cfg *config.Config, guarded []knock.Port) (fwPlan, error) {
+	p := fwPlan{b: f.backend(), guarded: guarded}
 	if k, err := firewall.ParseKind(cfg.Options.Firewall); err == nil && k == firewall.Auto {
 		p.auto = true
 	}
-	if p.b != nil || len(p.guarded) == 0 {
+	if p.b != nil || (len(p.guarded) == 0 && !cfg.Options.SPA()) {
 		return p, nil
 	}
 	kind, err := firewall.ParseKind(cfg.Options.Firewall)
@@ -119,9 +120,9 @@ func (f *firewalls) noteGuarded(b firewall.Backend, guarded []knock.Port, auto b
 }
 
 // undo takes back a commit whose reload failed later: the running
-// config's guarded ports are set up again, and a fresh backend is torn
-// down (it would guard ports nobody grants).
-func (f *firewalls) undo(p fwPlan, running *config.Config) {
+// config's guarded ports (running) are set up again, and a fresh backend
+// is torn down (it would guard ports nobody grants).
+func (f *firewalls) undo(p fwPlan, running []knock.Port) {
 	if p.b == nil {
 		return
 	}
@@ -136,24 +137,22 @@ func (f *firewalls) undo(p fwPlan, running *config.Config) {
 		}
 		return
 	}
-	if err := p.b.Setup(ctx, guardedPorts(running)); err != nil {
+	if err := p.b.Setup(ctx, running); err != nil {
 		f.log.Error("firewall: restoring the running config's guarded ports: "+err.Error(), "error", err)
 		return
 	}
-	auto := false
-	if k, err := firewall.ParseKind(running.Options.Firewall); err == nil && k == firewall.Auto {
-		auto = true
-	}
-	f.noteGuarded(p.b, guardedPorts(running), auto)
+	// Firewall is not reloaded: the running config's is the plan's.
+	f.noteGuarded(p.b, running, p.auto)
 }
 
 // service sets up the backend of the first config, when a door opens
-// ports. Its stop removes the backend's objects unless they are kept over
-// a clean stop (firewall.StopKeeper): then grants expire in the kernel on
-// their own, and the journal puts back the others at the next start.
-func (f *firewalls) service(cfg func() *config.Config) hook {
+// ports or SPA is on, guarding the ports guarded returns. Its stop
+// removes the backend's objects unless they are kept over a clean stop
+// (firewall.StopKeeper): then grants expire in the kernel on their own,
+// and the journal puts back the others at the next start.
+func (f *firewalls) service(cfg func() *config.Config, guarded func() []knock.Port) hook {
 	return hook{name: "firewall", start: func(ctx context.Context) error {
-		p, err := f.prepare(cfg())
+		p, err := f.prepare(cfg(), guarded())
 		if err != nil {
 			return err
 		}

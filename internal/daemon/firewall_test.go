@@ -42,7 +42,7 @@ func TestGuardedPortsSaidOnceAndOnChange(t *testing.T) {
 		seen := 0
 		apply := func(cfg *config.Config) {
 			t.Helper()
-			p, err := f.prepare(cfg)
+			p, err := f.prepare(cfg, guardedPorts(cfg))
 			if err != nil {
 				t.Fatal(err)
 			}

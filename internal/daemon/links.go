@@ -68,6 +68,7 @@ func (d *daemon) refreshAddrs(ctx context.Context) {
 	// Knocks from any of the host's addresses never count, whichever
 	// interface they are on (see match.Matcher.SetHost).
 	host := netmon.HostAddrs()
+	d.spa.setLocal(host, addrs)
 	d.mu.Lock()
 	same := slices.Equal(host, d.host)
 	d.host = host

@@ -144,6 +144,17 @@ func (d *daemon) reloadNow(ctx context.Context, w *configwatch.Watcher, trigger 
 		// knockd logs every HUP; the file holds the running config.
 		d.log.Info("re-reading config file: "+d.opts.ConfigPath, event.KeyKind, event.Reload, "trigger", trigger, "changed", false)
 		d.notify.Reloading()
+		if d.config().Options.SPA() {
+			// The SPA files are not watched: a reload re-reads them with
+			// the unchanged config (and revokes the grants of SSH keys
+			// whose lines went).
+			if content, _, rerr := configwatch.Read(d.opts.ConfigPath); rerr == nil {
+				rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				_ = d.reload(rctx, content)
+				cancel()
+				d.updateStatus()
+			}
+		}
 		d.notify.Ready()
 		d.noteReload(trigger, nil)
 		d.updateStatus()
@@ -235,7 +246,12 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config, content []byte) 
 	if err != nil {
 		return err
 	}
-	fw, err := d.fw.prepare(cfg)
+	spaFiles, err := loadSPA(cfg)
+	if err != nil {
+		d.eng.Discard(prep)
+		return err
+	}
+	fw, err := d.fw.prepare(cfg, allGuarded(cfg, spaFiles))
 	if err != nil {
 		d.eng.Discard(prep)
 		return err
@@ -258,11 +274,18 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config, content []byte) 
 	if err := d.eng.Commit(ctx, prep); err != nil {
 		d.eng.Discard(prep)
 		d.ms.discard(mp)
-		d.fw.undo(fw, d.config())
+		d.fw.undo(fw, allGuarded(d.config(), d.spa.files()))
 		return fmt.Errorf("engine: %w", err)
 	}
 	d.metrics.SetDoors(doorNames(cfg))
 	d.ms.commit(mp)
+	if err := d.spa.commit(spaFiles, fw.b); err != nil {
+		// Only a verifier that cannot be made for files that parsed;
+		// the running SPA stays.
+		d.log.Error("SPA not reloaded, keeping the running SPA files: "+err.Error(), "error", err)
+	} else {
+		d.caps.setDatagrams(d.spa.port(), d.spa.datagram)
+	}
 	for _, w := range cfg.Warnings {
 		d.log.Warn(w)
 	}

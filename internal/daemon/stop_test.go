@@ -163,7 +163,7 @@ func TestStopSaysWhatStays(t *testing.T) {
 		var buf syncbuf.Buffer
 		log := hclog.New(&hclog.LoggerOptions{Output: &buf})
 		f := &firewalls{log: log, newBackend: func(firewall.Kind, hclog.Logger) (firewall.Backend, error) { return tt.fw, nil }}
-		h := f.service(func() *config.Config { return cfg })
+		h := f.service(func() *config.Config { return cfg }, func() []knock.Port { return guardedPorts(cfg) })
 		if err := h.start(context.Background()); err != nil {
 			t.Fatal(err)
 		}

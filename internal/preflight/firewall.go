@@ -21,7 +21,8 @@ func (c *checker) firewall(ctx context.Context) {
 		}
 	}
 	rescue := len(o.RescuePorts) > 0
-	if (open == nil && !rescue) || !c.root {
+	spa := o.SPA() // SPA grants are native too
+	if (open == nil && !rescue && !spa) || !c.root {
 		return
 	}
 	w := where{file: c.cfg.File, line: o.Lines.Of(config.KeyFirewall)}
@@ -29,6 +30,8 @@ func (c *checker) firewall(ctx context.Context) {
 	case w.line > 0:
 	case open != nil:
 		w = c.door(open, config.KeyOpen)
+	case spa:
+		w.line = max(o.Lines.Of(config.KeySPAAccess), o.Lines.Of(config.KeySPAAuthorizedKeys))
 	default:
 		w.line = o.Lines.Of(config.KeyRescuePorts)
 	}
@@ -46,7 +49,7 @@ func (c *checker) firewall(ctx context.Context) {
 		c.notef("Firewall = auto finds %s (%s)", k, detail)
 		kind = k
 	}
-	if open != nil {
+	if open != nil || spa {
 		if err := sys.backend(kind); err != nil {
 			c.errorf(w, "Firewall = %s: %v", kind, err)
 			return

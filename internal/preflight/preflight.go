@@ -74,6 +74,7 @@ func Check(ctx context.Context, cfg *config.Config, opts Options) *Report {
 		c.r.Warnings = append(c.r.Warnings, "not running as root: write permissions, the state directory and the firewall were not checked (sesamed runs as root)")
 	}
 	c.files()
+	c.spa()
 	c.interfaces()
 	c.firewall(ctx)
 	c.stateDir()

@@ -40,6 +40,7 @@ func fakeSystem(t *testing.T) *system {
 		backend:   func(firewall.Kind) error { return nil },
 		rescue:    func(firewall.Kind, firewall.RescueSpec) error { return nil },
 		trustTree: func(string) error { return nil },
+		trustPath: func(string) error { return nil },
 		knockd:    func() []string { return nil },
 	}
 	return &sys
@@ -190,6 +191,38 @@ func TestCheck(t *testing.T) {
 				s.trustTree = func(string) error { return errors.New("writable by group or others (mode 0777)") }
 			},
 			want: want{errs: []string{"state directory {{DIR}}: writable by group or others"}}},
+		{name: "SPA files good", conf: opt + "SPA_Access = {{DIR}}/access.conf\nSPA_Authorized_Keys = {{DIR}}/keys\n" + door,
+			setup: func(t *testing.T, dir string, _ *system) { writeSPA(t, dir, spaAccess, spaKeys) },
+			want: want{notes: []string{"SPA_Access {{DIR}}/access.conf: 1 fwknop stanzas, packets on 62201/udp",
+				"SPA_Authorized_Keys {{DIR}}/keys: 1 SSH keys, knocks on 62201/udp", "Firewall = auto finds nftables"}}},
+		{name: "SPA files with errors", conf: opt + "SPA_Access = {{DIR}}/access.conf\nSPA_Authorized_Keys = {{DIR}}/keys\n" + door,
+			setup: func(t *testing.T, dir string, _ *system) {
+				writeSPA(t, dir, spaAccess+"SOURCE ANY\nGPG_DECRYPT_ID ABCD\nENABLE_CMD_EXEC Y\n", spaKeys+"\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIFGZA8CSTr0+8VP4zOI513CyTeuC3cnzCsq+xt1GZo+ bob\n")
+			},
+			want: want{errs: []string{"{{DIR}}/access.conf:6: GPG_DECRYPT_ID: GnuPG SPA is not supported",
+				"{{DIR}}/access.conf:7: ENABLE_CMD_EXEC Y: Sesame does not support command messages",
+				"{{DIR}}/keys:2: missing open="}, notes: []string{"Firewall = auto finds nftables"}}},
+		{name: "SPA file missing", conf: opt + "SPA_Authorized_Keys = {{DIR}}/nokeys\n" + door,
+			want: want{errs: []string{"{{CONF}}:3: SPA_Authorized_Keys {{DIR}}/nokeys: ... no such file"}, notes: []string{"Firewall = auto finds nftables"}}},
+		{name: "SPA file hidden by the unit", conf: opt + "SPA_Authorized_Keys = /home/alice/.ssh/authorized_keys\n" + door,
+			opts: func(string) Options {
+				return Options{Sandbox: ParseUnit("sesamed.service", []byte("[Service]\nProtectHome=yes\n"))}
+			},
+			want: want{errs: []string{"{{CONF}}:3: SPA_Authorized_Keys /home/alice/.ssh/authorized_keys is inaccessible (ProtectHome=yes) under sesamed.service"}, notes: []string{"Firewall = auto finds nftables"}}},
+		{name: "SPA file others can write", conf: opt + "SPA_Authorized_Keys = {{DIR}}/keys\n" + door,
+			setup: func(t *testing.T, dir string, s *system) {
+				writeSPA(t, dir, spaAccess, spaKeys)
+				s.trustPath = func(string) error { return errors.New("writable by group or others (mode 0666)") }
+			},
+			want: want{warns: []string{"{{CONF}}:3: SPA_Authorized_Keys {{DIR}}/keys: writable by group or others (mode 0666): whoever can change it decides who gets in"},
+				notes: []string{"SPA_Authorized_Keys {{DIR}}/keys: 1 SSH keys", "Firewall = auto finds nftables"}}},
+		{name: "SPA needs the firewall", conf: opt + "SPA_Authorized_Keys = {{DIR}}/keys\n" + door,
+			setup: func(t *testing.T, dir string, s *system) {
+				writeSPA(t, dir, spaAccess, spaKeys)
+				s.backend = func(firewall.Kind) error { return errors.New("nft: not found") }
+			},
+			want: want{errs: []string{"{{CONF}}:3: Firewall = nftables: nft: not found"},
+				notes: []string{"SPA_Authorized_Keys {{DIR}}/keys: 1 SSH keys", "Firewall = auto finds nftables"}}},
 		{name: "knockd running", conf: "[options]\nInterface=eth0\n" + door,
 			setup: func(t *testing.T, _ string, s *system) {
 				s.knockd = func() []string { return []string{"pid 7: /usr/sbin/knockd -i eth0"} }
@@ -286,5 +319,20 @@ func TestReportInterfaces(t *testing.T) {
 				t.Errorf("Interfaces = %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+const (
+	spaAccess = "SOURCE ANY\nOPEN_PORTS tcp/22\nKEY_BASE64 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n" +
+		"HMAC_KEY_BASE64 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==\n"
+	spaKeys = `open="tcp/22" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIFGZA8CSTr0+8VP4zOI513CyTeuC3cnzCsq+xt1GZo+ alice`
+)
+
+func writeSPA(t *testing.T, dir, accessText, keys string) {
+	t.Helper()
+	for name, text := range map[string]string{"access.conf": accessText, "keys": keys} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

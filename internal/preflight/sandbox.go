@@ -339,6 +339,25 @@ func (s *Sandbox) Writable(p string) (ok, private bool, why string) {
 	return false, false, "read-only (" + r.setting + ")"
 }
 
+// Readable says whether the service sees the file the admin sees at p
+// (an absolute path): not when it is hidden (InaccessiblePaths=,
+// ProtectHome=yes) or replaced by the service's own tmpfs (PrivateTmp=,
+// ProtectHome=tmpfs). why names the setting.
+func (s *Sandbox) Readable(p string) (ok bool, why string) {
+	p = resolveDirs(path.Clean(p))
+	r, found := s.decide(p)
+	if !found {
+		return true, ""
+	}
+	switch r.access {
+	case accessHidden:
+		return false, "inaccessible (" + r.setting + ")"
+	case accessPrivate:
+		return false, "in a private tmpfs (" + r.setting + ")"
+	}
+	return true, ""
+}
+
 // WritablePlaces lists the paths the unit opens for writing (beyond the
 // API file systems), for messages.
 func (s *Sandbox) WritablePlaces() []string {

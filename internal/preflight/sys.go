@@ -21,8 +21,10 @@ type system struct {
 	detect            func(ctx context.Context) (firewall.Kind, string, error)
 	backend           func(firewall.Kind) error
 	rescue            func(firewall.Kind, firewall.RescueSpec) error
-	// trustTree is package trust's check of the state directory.
+	// trustTree is package trust's check of the state directory,
+	// trustPath its check of a file and the directories above it.
 	trustTree func(dir string) error
+	trustPath func(path string) error
 	// knockd describes the knockd processes that run.
 	knockd func() []string
 }
@@ -31,6 +33,7 @@ var sys = system{
 	euid:              os.Geteuid,
 	access:            access,
 	trustTree:         trustTree,
+	trustPath:         trustPath,
 	knockd:            runningKnockd,
 	link:              link,
 	defaultInterfaces: netmon.DefaultRouteInterfaces,

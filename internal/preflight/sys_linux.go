@@ -26,3 +26,5 @@ func link(name string) (bool, error) {
 }
 
 func trustTree(dir string) error { return trust.Tree(dir) }
+
+func trustPath(path string) error { return trust.Path(path) }

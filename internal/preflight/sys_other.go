@@ -21,3 +21,5 @@ func link(name string) (bool, error) {
 }
 
 func trustTree(string) error { return nil }
+
+func trustPath(string) error { return nil }

@@ -141,6 +141,23 @@ func (c *Cache) Add(pkt []byte, d Digest, expires, now time.Time) (bool, error) 
 	return true, nil
 }
 
+// AddDigest remembers digest d until expires, without the packet (an
+// SSH-signed knock, whose digest is of its body): Has finds it, Seen
+// does not. It returns false when d is already held, and ErrFull when
+// the cache has no room.
+func (c *Cache) AddDigest(d Digest, expires, now time.Time) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if exp, ok := c.byDigest[d]; ok && now.Before(exp) {
+		return false, nil
+	}
+	if err := c.roomLocked(now); err != nil {
+		return false, err
+	}
+	c.byDigest[d] = expires
+	return true, nil
+}
+
 // roomLocked sweeps expired entries once a minute, or at once when the
 // cache is full.
 func (c *Cache) roomLocked(now time.Time) error {

@@ -161,3 +161,21 @@ func TestSeenDoesNotAllocate(t *testing.T) {
 		t.Fatalf("Seen allocates %.1f times", n)
 	}
 }
+
+func TestAddDigest(t *testing.T) {
+	c := New()
+	now := time.Unix(1_800_000_000, 0)
+	d := DigestOf([]byte("an SSH knock's body"))
+	if ok, err := c.AddDigest(d, now.Add(time.Minute), now); !ok || err != nil {
+		t.Fatalf("AddDigest: %v, %v", ok, err)
+	}
+	if ok, _ := c.AddDigest(d, now.Add(2*time.Minute), now.Add(time.Second)); ok {
+		t.Error("a digest held was added again")
+	}
+	if !c.Has(d, now.Add(59*time.Second)) || c.Has(d, now.Add(time.Minute)) {
+		t.Error("Has does not see the digest until its expiry")
+	}
+	if ok, _ := c.AddDigest(d, now.Add(3*time.Minute), now.Add(time.Minute)); !ok {
+		t.Error("an expired digest could not be added again")
+	}
+}
