@@ -133,7 +133,7 @@ func (s *spaService) reasonName(a, r int) string {
 func (s *spaService) reportHeld(key string, n uint64, every time.Duration) {
 	auth, reason, _ := strings.Cut(key, "\x00")
 	s.log.Warn(fmt.Sprintf("%d more %s SPA packets refused (%s) in the last %v (not logged one by one)", n, auth, reason, every),
-		event.Event{Kind: event.Refused, Auth: auth}.Args(event.KeyReason, reason, "refused", n)...)
+		event.Event{Kind: event.Refused, Auth: auth}.Args(event.KeyReason, reason, event.KeySuppressed, n)...)
 }
 
 // loadService reads the first config's SPA files, before the firewall
