@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -121,6 +122,19 @@ func TestRunSPAWithoutRoot(t *testing.T) {
 	rd.send(src, pkt)
 	rd.waitLog("reason=replay", 1)
 	rd.waitLog("access granted", 2)
+	// sesame status lists SPA's doors (the stanza, the SSH keys) with
+	// their grants, beside the config's.
+	st, err := control.NewClient(opts.Socket).Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doors []string
+	for _, d := range st.Doors {
+		doors = append(doors, fmt.Sprintf("%s %s %d", d.Name, d.Kind, d.Grants))
+	}
+	if want := []string{"d sequence 0", "spa#1 spa 1", "ssh spa 1"}; !slices.Equal(doors, want) {
+		t.Errorf("status doors %q, want %q", doors, want)
+	}
 	for _, want := range []string{"auth=fwknop user=alice", "auth=ssh user=alice@laptop"} {
 		if !strings.Contains(rd.stderr.String(), want) {
 			t.Errorf("no grant line with %q:\n%s", want, rd.stderr.String())

@@ -116,6 +116,20 @@ func (d *daemon) Status() control.Status {
 		inConfig[dr.Name] = true
 		st.Doors = append(st.Doors, control.DoorStatus{Name: dr.Name, Kind: kind, Disabled: dr.Disabled, Grants: byDoor[dr.Name]})
 	}
+	// SPA's doors: one per access.conf stanza (its grants are named
+	// spa#N) and one for the SSH keys (ssh), when the files are in force.
+	if f := d.spa.files(); f != nil {
+		if f.access != nil {
+			for _, sz := range f.access.Stanzas {
+				inConfig[sz.Name()] = true
+				st.Doors = append(st.Doors, control.DoorStatus{Name: sz.Name(), Kind: "spa", Grants: byDoor[sz.Name()]})
+			}
+		}
+		if f.keys != nil {
+			inConfig[sshGrantName] = true
+			st.Doors = append(st.Doors, control.DoorStatus{Name: sshGrantName, Kind: "spa", Grants: byDoor[sshGrantName]})
+		}
+	}
 	var others []string
 	for door := range byDoor {
 		if !inConfig[door] {
