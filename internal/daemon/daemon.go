@@ -260,10 +260,12 @@ func (d *daemon) services(hup <-chan os.Signal) []hook {
 		d.configService(hup),
 		d.pidFileService(),
 		d.watchdogService(),
-		d.readyService(),
 		// A healthy start closes a rescue port that a failure opened; a
-		// clean stop disarms it.
+		// clean stop disarms it. Before READY=1: once `systemctl start`
+		// returns, the rescue is installed and closed (a start under load
+		// let it race the admin's `sesame rescue status`).
 		d.rescue.service(d.config, d.health, func() bool { return d.cleanStop }),
+		d.readyService(),
 		d.statusService(),
 	}
 }

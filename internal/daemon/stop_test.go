@@ -25,7 +25,8 @@ import (
 // memRescue is a rescue.Firewall in memory: installed, held, and a
 // heartbeat that never lapses in these tests (they do not run long).
 type memRescue struct {
-	ports []knock.Port
+	ports     []knock.Port
+	onInstall func() // called on each Install, before it takes effect
 
 	mu        sync.Mutex
 	installed bool
@@ -61,6 +62,9 @@ func (r *memRescue) do(call string, f func()) error {
 	return nil
 }
 func (r *memRescue) Install(context.Context) error {
+	if r.onInstall != nil {
+		r.onInstall()
+	}
 	return r.do("install", func() { r.installed = true })
 }
 func (r *memRescue) Refresh(context.Context) error { return r.do("refresh", func() {}) }
@@ -93,6 +97,14 @@ func TestCleanStopDisarmsTheRescue(t *testing.T) {
 			dp.listen = control.Listen
 			dp.newRescueFW = func(firewall.Kind, firewall.RescueSpec, hclog.Logger) (rescue.Firewall, error) { return rfw, nil }
 			var stderr syncbuf.Buffer
+			// READY=1 (`systemctl start` returning) comes after the rescue
+			// is installed and closed: the ready service's line must not
+			// be out yet when the rescue installs.
+			rfw.onInstall = func() {
+				if strings.Contains(stderr.String(), "starting up, listening on") {
+					t.Errorf("the rescue was installed after READY=1:\n%s", stderr.String())
+				}
+			}
 			opts := Options{ConfigPath: conf, StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "ctl.sock"),
 				Interfaces: []string{"lo"}, Stderr: &stderr}
 			notify := notifytest.Use(t)
