@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"crypto/rand"
 	"encoding/base64"
 	"fmt"
 	"net/netip"
@@ -11,15 +12,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sesame-knock/sesame/core/knock"
 	"github.com/sesame-knock/sesame/core/spa"
+	"github.com/sesame-knock/sesame/core/sshknock"
 	"github.com/sesame-knock/sesame/internal/netnstest"
+	"github.com/sesame-knock/sesame/internal/rawsend"
+	"github.com/sesame-knock/sesame/internal/sshtest"
 )
 
-// BenchmarkSPAFlood is issue 13's flood figure: real fwknop packets sent
-// to sesamed (nftables) while the client namespace floods its SPA port
-// with garbage of fwknop's alphabet and size from 4096 spoofed sources,
-// at 20,000 and 100,000 packets per second. One op is one real packet,
-// each for its own allow address; it counts as admitted when sesamed
+// BenchmarkSPAFlood is the flood figure of issues 13 and 14: real SPA
+// packets sent to sesamed (nftables) while the client namespace floods
+// its SPA port from spoofed sources: fwknop garbage at 20,000 and
+// 100,000 packets per second, forged SSH-signed knocks (naming a real
+// key or unknown ones) at 20,000. One op is one real packet, from its
+// own (spoofed) source and for its own allow address; it counts as admitted when sesamed
 // logs its grant within 5 s, and the time to that log line (seen by
 // polling every 10 ms) is its time to open. It prints admitted/op,
 // the median and p99 time to open, the flood rate the sender kept, and
@@ -29,30 +35,44 @@ import (
 //	go test -run '^$' -bench SPAFlood -benchtime 20x ./e2e/
 func BenchmarkSPAFlood(b *testing.B) {
 	netnstest.RequireRoot(b)
-	keys := spa.Keys{Key: mustB64(b, spaKeyB64), HMACKey: mustB64(b, spaHMACB64), HMAC: spa.SHA256, Mode: spa.CBC}
-	for _, rate := range []int{20000, 100000} {
-		b.Run(fmt.Sprintf("garbage-%dk", rate/1000), func(b *testing.B) {
-			s := startSPA(b, "nftables", spaStanza("ANY"), "")
+	for _, c := range []struct {
+		name string
+		rate int
+		// start starts sesamed and returns it, the flood's frames and
+		// the real packet asking for allow.
+		start func(b *testing.B) (*spaServer, [][]byte, func(allow netip.Addr) []byte)
+	}{
+		{"fwknop-garbage-20k", 20000, fwknopFlood},
+		{"fwknop-garbage-100k", 100000, fwknopFlood},
+		{"ssh-forged-20k", 20000, sshForgedFlood},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			s, frames, real := c.start(b)
 			pid := s.d.cmd.Process.Pid
 			if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) != "sesamed" {
 				b.Fatalf("pid %d is %q, not sesamed: its CPU and RSS would be another's", pid, comm)
 			}
-			frames := udpFrames(b, s.p, garbage(4096), func(i int) netip.Addr { return spoofed(i, 4096) })
-			f := flood(b, s.p, frames, rate)
-			s.waitLine(1, "refused", `reason="bad HMAC"`)
+			tx, mac := rawsend.ForPair(b, s.p)
+			f := flood(b, s.p, frames, c.rate)
+			s.waitLine(1, "SPA packet refused")
 			cpu0, sent0, t0 := cpuTicks(b, pid), f.sent.Load(), time.Now()
 			var opened []time.Duration
 			b.ResetTimer()
 			for i := range b.N {
+				// Each real packet comes from its own address, as many users'
+				// would: one source's packets in a row would spend its
+				// signature budget (4, then one per 2 s), not the flood.
 				allow := netip.AddrFrom4([4]byte{10, 79, byte(i >> 8), byte(i)})
-				enc, err := spa.Encode(spa.Message{User: "bench", Timestamp: time.Now().Unix(), Type: spa.AccessMsg,
-					Access: allow.String() + ",tcp/2222"}, keys, nil)
+				fr, err := rawsend.Frame(rawsend.Spec{DstMAC: mac, SrcIP: netip.AddrFrom4([4]byte{10, 80, byte(i >> 8), byte(i)}),
+					DstIP: netnstest.ServerAddr4, SrcPort: 40000, DstPort: spaPort, Proto: knock.UDP, Payload: real(allow)})
 				if err != nil {
 					b.Fatal(err)
 				}
 				before := s.grants()
 				sent := time.Now()
-				s.sendUDP(netnstest.ServerAddr4, enc.Packet)
+				if err := tx.SendFrame(fr); err != nil {
+					b.Fatal(err)
+				}
 				if poll(5*time.Second, func() bool { return s.grants() > before }) {
 					opened = append(opened, time.Since(sent))
 				} else {
@@ -78,6 +98,64 @@ func BenchmarkSPAFlood(b *testing.B) {
 			b.ReportMetric(cpu*100, "sesamed-cpu-%")
 			b.ReportMetric(float64(rss)/1024, "sesamed-MB-peak-RSS")
 		})
+	}
+}
+
+// fwknopFlood: garbage of fwknop's alphabet and size from 4096 spoofed
+// sources (one HMAC each); the real packets are fwknop's, as sesame spa
+// builds them.
+func fwknopFlood(b *testing.B) (*spaServer, [][]byte, func(netip.Addr) []byte) {
+	keys := spa.Keys{Key: mustB64(b, spaKeyB64), HMACKey: mustB64(b, spaHMACB64), HMAC: spa.SHA256, Mode: spa.CBC}
+	s := startSPA(b, "nftables", spaStanza("ANY"), "")
+	frames := udpFrames(b, s.p, garbage(4096), func(i int) netip.Addr { return spoofed(i, 4096) })
+	return s, frames, func(allow netip.Addr) []byte {
+		enc, err := spa.Encode(spa.Message{User: "bench", Timestamp: time.Now().Unix(), Type: spa.AccessMsg,
+			Access: allow.String() + ",tcp/2222"}, keys, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return enc.Packet
+	}
+}
+
+// sshForgedFlood is TestSPASSHForgedFloodDoesNotKeepAKeyOut's flood:
+// half the packets name alice's key but carry mallory's signature (each
+// would cost a signature check) from 4 spoofed sources, half name an
+// unknown key from 4000; the real packets are alice's.
+func sshForgedFlood(b *testing.B) (*spaServer, [][]byte, func(netip.Addr) []byte) {
+	sshtest.RequireOpenSSH(b)
+	dir := b.TempDir()
+	alice := sshtest.KeyGen(b, dir, "alice", "ed25519", 0, "", "alice")
+	mallory := sshtest.KeyGen(b, dir, "mallory", "ed25519", 0, "", "mallory")
+	s := startSPA(b, "nftables", "", authLine(`open="tcp/2222"`, alice))
+	victim := sshknock.FingerprintOf(alice.Public)
+	forger, signer := mallory.Signer(b), alice.Signer(b)
+	const n = 2048
+	payloads := make([][]byte, n)
+	for i := range payloads {
+		pkt, err := sshknock.Build(rand.Reader, forger, sshknock.Knock{Server: netnstest.ServerAddr4,
+			Ports: []knock.Port{{Num: protected, Proto: knock.TCP}}}, time.Now())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if i%2 == 0 {
+			copy(pkt[9:], victim[:])
+		}
+		payloads[i] = pkt
+	}
+	frames := udpFrames(b, s.p, payloads, func(i int) netip.Addr {
+		if i%2 == 0 {
+			return spoofed(i/2, 4)
+		}
+		return spoofed(100+i, 4000)
+	})
+	return s, frames, func(allow netip.Addr) []byte {
+		pkt, err := sshknock.Build(rand.Reader, signer, sshknock.Knock{Server: netnstest.ServerAddr4, Allow: allow,
+			Ports: []knock.Port{{Num: protected, Proto: knock.TCP}}}, time.Now())
+		if err != nil {
+			b.Fatal(err)
+		}
+		return pkt
 	}
 }
 
