@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/sesame-knock/sesame/core/knock"
 	"github.com/sesame-knock/sesame/core/spa"
 	"github.com/sesame-knock/sesame/core/sshknock"
+	"github.com/sesame-knock/sesame/internal/fwknoptest"
 	"github.com/sesame-knock/sesame/internal/netnstest"
 	"github.com/sesame-knock/sesame/internal/rawsend"
 	"github.com/sesame-knock/sesame/internal/sshtest"
@@ -24,37 +26,43 @@ import (
 // packets sent to sesamed (nftables) while the client namespace floods
 // its SPA port from spoofed sources: fwknop garbage at 20,000 and
 // 100,000 packets per second, forged SSH-signed knocks (naming a real
-// key or unknown ones) at 20,000. One op is one real packet, from its
+// key or unknown ones) at 20,000; and Debian's fwknopd 2.6.10 under the
+// same fwknop garbage, side by side. The -quiet cases (one batch of 32
+// packets, then nothing) are the reference without a flood, and show
+// that the real packets open each server. One op is one real packet, from its
 // own (spoofed) source and for its own allow address; it counts as admitted when sesamed
 // logs its grant within 5 s, and the time to that log line (seen by
 // polling every 10 ms) is its time to open. It prints admitted/op,
 // the median and p99 time to open, the flood rate the sender kept, and
-// sesamed's CPU (of one core) and peak RSS during the run. It asserts
+// the server's CPU (of one core) and peak RSS during the run. It asserts
 // nothing about time: run it with
 //
-//	go test -run '^$' -bench SPAFlood -benchtime 20x ./e2e/
+//	go test -run '^$' -bench SPAFlood -benchtime 10x ./e2e/
 func BenchmarkSPAFlood(b *testing.B) {
 	netnstest.RequireRoot(b)
 	for _, c := range []struct {
 		name string
 		rate int
-		// start starts sesamed and returns it, the flood's frames and
-		// the real packet asking for allow.
-		start func(b *testing.B) (*spaServer, [][]byte, func(allow netip.Addr) []byte)
+		// start starts the server and returns it, the flood's frames
+		// and the real packet asking for allow.
+		start func(b *testing.B) (floodTarget, [][]byte, func(allow netip.Addr) []byte)
 	}{
+		{"fwknop-quiet", 1, fwknopFlood},
 		{"fwknop-garbage-20k", 20000, fwknopFlood},
 		{"fwknop-garbage-100k", 100000, fwknopFlood},
 		{"ssh-forged-20k", 20000, sshForgedFlood},
+		{"fwknopd-quiet", 1, fwknopdFlood},
+		{"fwknopd-garbage-20k", 20000, fwknopdFlood},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			s, frames, real := c.start(b)
-			pid := s.d.cmd.Process.Pid
-			if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) != "sesamed" {
-				b.Fatalf("pid %d is %q, not sesamed: its CPU and RSS would be another's", pid, comm)
+			pid := s.pid
+			if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) != s.comm {
+				b.Fatalf("pid %d is %q, not %s: its CPU and RSS would be another's", pid, comm, s.comm)
 			}
 			tx, mac := rawsend.ForPair(b, s.p)
 			f := flood(b, s.p, frames, c.rate)
-			s.waitLine(1, "SPA packet refused")
+			s.flooded()
 			cpu0, sent0, t0 := cpuTicks(b, pid), f.sent.Load(), time.Now()
 			var opened []time.Duration
 			b.ResetTimer()
@@ -95,8 +103,8 @@ func BenchmarkSPAFlood(b *testing.B) {
 				b.ReportMetric(float64(opened[(len(opened)*99)/100].Microseconds())/1000, "ms-open-p99")
 			}
 			b.ReportMetric(pps, "flood-pps")
-			b.ReportMetric(cpu*100, "sesamed-cpu-%")
-			b.ReportMetric(float64(rss)/1024, "sesamed-MB-peak-RSS")
+			b.ReportMetric(cpu*100, "server-cpu-%")
+			b.ReportMetric(float64(rss)/1024, "server-MB-peak-RSS")
 		})
 	}
 }
@@ -104,11 +112,17 @@ func BenchmarkSPAFlood(b *testing.B) {
 // fwknopFlood: garbage of fwknop's alphabet and size from 4096 spoofed
 // sources (one HMAC each); the real packets are fwknop's, as sesame spa
 // builds them.
-func fwknopFlood(b *testing.B) (*spaServer, [][]byte, func(netip.Addr) []byte) {
-	keys := spa.Keys{Key: mustB64(b, spaKeyB64), HMACKey: mustB64(b, spaHMACB64), HMAC: spa.SHA256, Mode: spa.CBC}
+func fwknopFlood(b *testing.B) (floodTarget, [][]byte, func(netip.Addr) []byte) {
 	s := startSPA(b, "nftables", spaStanza("ANY"), "")
 	frames := udpFrames(b, s.p, garbage(4096), func(i int) netip.Addr { return spoofed(i, 4096) })
-	return s, frames, func(allow netip.Addr) []byte {
+	return sesamedTarget(s), frames, fwknopReal(b)
+}
+
+// fwknopReal returns a maker of real fwknop packets, as sesame spa
+// builds them.
+func fwknopReal(b *testing.B) func(netip.Addr) []byte {
+	keys := spa.Keys{Key: mustB64(b, spaKeyB64), HMACKey: mustB64(b, spaHMACB64), HMAC: spa.SHA256, Mode: spa.CBC}
+	return func(allow netip.Addr) []byte {
 		enc, err := spa.Encode(spa.Message{User: "bench", Timestamp: time.Now().Unix(), Type: spa.AccessMsg,
 			Access: allow.String() + ",tcp/2222"}, keys, nil)
 		if err != nil {
@@ -122,7 +136,7 @@ func fwknopFlood(b *testing.B) (*spaServer, [][]byte, func(netip.Addr) []byte) {
 // half the packets name alice's key but carry mallory's signature (each
 // would cost a signature check) from 4 spoofed sources, half name an
 // unknown key from 4000; the real packets are alice's.
-func sshForgedFlood(b *testing.B) (*spaServer, [][]byte, func(netip.Addr) []byte) {
+func sshForgedFlood(b *testing.B) (floodTarget, [][]byte, func(netip.Addr) []byte) {
 	sshtest.RequireOpenSSH(b)
 	dir := b.TempDir()
 	alice := sshtest.KeyGen(b, dir, "alice", "ed25519", 0, "", "alice")
@@ -149,7 +163,7 @@ func sshForgedFlood(b *testing.B) (*spaServer, [][]byte, func(netip.Addr) []byte
 		}
 		return spoofed(100+i, 4000)
 	})
-	return s, frames, func(allow netip.Addr) []byte {
+	return sesamedTarget(s), frames, func(allow netip.Addr) []byte {
 		pkt, err := sshknock.Build(rand.Reader, signer, sshknock.Knock{Server: netnstest.ServerAddr4, Allow: allow,
 			Ports: []knock.Port{{Num: protected, Proto: knock.TCP}}}, time.Now())
 		if err != nil {
@@ -158,6 +172,37 @@ func sshForgedFlood(b *testing.B) (*spaServer, [][]byte, func(netip.Addr) []byte
 		return pkt
 	}
 }
+
+// floodTarget is the server a flood is aimed at.
+type floodTarget struct {
+	p      *netnstest.Pair
+	pid    int
+	comm   string     // the process's name, checked before its CPU is read
+	grants func() int // grants it made so far
+	// flooded returns once the flood reaches the server.
+	flooded func()
+}
+
+func sesamedTarget(s *spaServer) floodTarget {
+	return floodTarget{p: s.p, pid: s.d.cmd.Process.Pid, comm: "sesamed", grants: s.grants,
+		flooded: func() { s.waitLine(1, "SPA packet refused") }}
+}
+
+// fwknopdFlood is fwknopFlood aimed at Debian's fwknopd 2.6.10 (its
+// iptables backend), the same stanza, garbage and real packets.
+func fwknopdFlood(b *testing.B) (floodTarget, [][]byte, func(netip.Addr) []byte) {
+	fwknoptest.ServerPath(b)
+	p := netnstest.NewPair(b)
+	srv := fwknoptest.Start(b, p.Server, netnstest.ServerIf, spaStanza("ANY"))
+	frames := udpFrames(b, p, garbage(4096), func(i int) netip.Addr { return spoofed(i, 4096) })
+	return floodTarget{p: p, pid: srv.Pid(), comm: "fwknopd",
+		// One line per rule it adds: "... for ADDR -> ...".
+		grants:  func() int { return len(fwknopdRule.FindAllString(srv.Output(), -1)) },
+		flooded: func() { time.Sleep(time.Second) },
+	}, frames, fwknopReal(b)
+}
+
+var fwknopdRule = regexp.MustCompile(`for 10\.79\.\d+\.\d+ -> `)
 
 func mustB64(tb testing.TB, s string) []byte {
 	k, err := base64.StdEncoding.DecodeString(s)
