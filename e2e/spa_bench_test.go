@@ -48,6 +48,9 @@ func BenchmarkSPAFlood(b *testing.B) {
 		start func(b *testing.B) (floodTarget, [][]byte, func(allow netip.Addr) []byte)
 	}{
 		{"fwknop-quiet", 1, fwknopFlood},
+		{"fwknop-quiet-iptables", 1, func(b *testing.B) (floodTarget, [][]byte, func(netip.Addr) []byte) {
+			return fwknopFloodOn(b, "iptables-nft")
+		}},
 		{"fwknop-garbage-20k", 20000, fwknopFlood},
 		{"fwknop-garbage-100k", 100000, fwknopFlood},
 		{"ssh-forged-20k", 20000, sshForgedFlood},
@@ -113,7 +116,12 @@ func BenchmarkSPAFlood(b *testing.B) {
 // sources (one HMAC each); the real packets are fwknop's, as sesame spa
 // builds them.
 func fwknopFlood(b *testing.B) (floodTarget, [][]byte, func(netip.Addr) []byte) {
-	s := startSPA(b, "nftables", spaStanza("ANY"), "")
+	return fwknopFloodOn(b, "nftables")
+}
+
+// fwknopFloodOn is fwknopFlood with sesamed on the firewall backend.
+func fwknopFloodOn(b *testing.B, backend string) (floodTarget, [][]byte, func(netip.Addr) []byte) {
+	s := startSPA(b, backend, spaStanza("ANY"), "")
 	frames := udpFrames(b, s.p, garbage(4096), func(i int) netip.Addr { return spoofed(i, 4096) })
 	return sesamedTarget(s), frames, fwknopReal(b)
 }
