@@ -17,7 +17,7 @@ const protected = 2222
 
 // lockDown makes the server namespace drop incoming connections the way
 // an admin's firewall would, in the given backend.
-func lockDown(t *testing.T, ns *netnstest.NS, backend string) {
+func lockDown(t testing.TB, ns *netnstest.NS, backend string) {
 	switch backend {
 	case "iptables-nft", "iptables-legacy":
 		suffix := strings.TrimPrefix(backend, "iptables")
@@ -48,7 +48,7 @@ const adminRules = `table inet filter {
 }
 `
 
-func listen(t *testing.T, ns *netnstest.NS) { ns.Serve(t, protected) }
+func listen(t testing.TB, ns *netnstest.NS) { ns.Serve(t, protected) }
 
 // connects reports whether a TCP connection from the client namespace
 // (from src when valid) to dst:2222 completes.
@@ -146,7 +146,7 @@ func TestNativeGrantOpensClosesAndIsRepaired(t *testing.T) {
 	}
 }
 
-func loadAdminNFT(t *testing.T, ns *netnstest.NS) {
+func loadAdminNFT(t testing.TB, ns *netnstest.NS) {
 	cmd := ns.Command("nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(adminRules)
 	if out, err := cmd.CombinedOutput(); err != nil {

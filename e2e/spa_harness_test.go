@@ -47,7 +47,7 @@ func spaStanza(source string, extra ...string) string {
 // spaServer is sesamed with SPA files in a server namespace whose
 // firewall (backend's) drops the protected port.
 type spaServer struct {
-	t       *testing.T
+	t       testing.TB
 	p       *netnstest.Pair
 	d       *proc
 	dir     string
@@ -57,7 +57,7 @@ type spaServer struct {
 
 // startSPA writes the SPA files (access and keys, "" for none) into a
 // new directory and starts sesamed on them.
-func startSPA(t *testing.T, backend, access, keys string) *spaServer {
+func startSPA(t testing.TB, backend, access, keys string) *spaServer {
 	t.Helper()
 	p := netnstest.NewPair(t)
 	lockDown(t, p.Server, backend)
@@ -182,7 +182,7 @@ type flooder struct {
 
 // flood starts sending frames at rate packets per second with
 // sendmmsg batches (rawsend.Bulk), paced per batch.
-func flood(t *testing.T, p *netnstest.Pair, frames [][]byte, rate int) *flooder {
+func flood(t testing.TB, p *netnstest.Pair, frames [][]byte, rate int) *flooder {
 	t.Helper()
 	f := &flooder{stop: make(chan struct{}), done: make(chan error, 1), rate: rate}
 	const batch = 32
@@ -226,7 +226,7 @@ func flood(t *testing.T, p *netnstest.Pair, frames [][]byte, rate int) *flooder 
 }
 
 // halt stops the flood and reports the rate it kept.
-func (f *flooder) halt(t *testing.T) {
+func (f *flooder) halt(t testing.TB) {
 	select {
 	case <-f.stop:
 		return
@@ -240,7 +240,7 @@ func (f *flooder) halt(t *testing.T) {
 
 // udpFrames returns one frame per payload, UDP to the server's SPA port,
 // each from a source that source(i) picks.
-func udpFrames(t *testing.T, p *netnstest.Pair, payloads [][]byte, source func(i int) netip.Addr) [][]byte {
+func udpFrames(t testing.TB, p *netnstest.Pair, payloads [][]byte, source func(i int) netip.Addr) [][]byte {
 	t.Helper()
 	_, mac := rawsend.ForPair(t, p)
 	out := make([][]byte, len(payloads))

@@ -58,6 +58,14 @@ func TestSPAFwknopClientOpensSesamed(t *testing.T) {
 			if err != nil || !strings.Contains(string(out), `"e2euser" (fwknop)`) || !strings.Contains(string(out), "spa#1") {
 				t.Errorf("sesame grants: %v\n%s", err, out)
 			}
+			// sesame revoke ends an SPA grant as it ends a knock's.
+			if out, err := exec.Command(bin("sesame"), "revoke", "--socket", filepath.Join(s.dir, "control.sock"), netnstest.ClientAddr4.String()).CombinedOutput(); err != nil {
+				t.Fatalf("sesame revoke: %v\n%s", err, out)
+			}
+			s.waitLine(1, "access revoked", `door="spa#1"`, "source=10.77.0.2")
+			if !poll(10*time.Second, func() bool { return entries(t, s.p.Server, backend) == 0 && !s.reach(netnstest.ServerAddr4) }) {
+				t.Errorf("the port is still open after sesame revoke")
+			}
 		})
 	}
 }

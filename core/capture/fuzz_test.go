@@ -34,6 +34,13 @@ func FuzzDecode(f *testing.F) {
 			f.Add(uint8(link), fr[:len(fr)-1])
 		}
 	}
+	// SPA datagrams: UDP with a payload, IPv4 and IPv6.
+	for _, link := range allLinks {
+		for _, sp := range []rawsend.Spec{udp(cli4, srv4, 62201), udp(cli6, srv6, 62201)} {
+			sp.Payload = []byte("an SPA packet's base64 text+/=")
+			f.Add(uint8(link), frameFor(f, link, sp))
+		}
+	}
 	var mu sync.Mutex // guards shared; fuzz inputs may run concurrently
 	shared := map[LinkType]*Decoder{}
 	for l := LinkType(0); l < 4; l++ {
@@ -42,10 +49,24 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, linkByte uint8, frame []byte) {
 		link := LinkType(linkByte % 4) // 0 is no link type at all
 		orig := bytes.Clone(frame)
-		got, ok := NewDecoder(link).Decode(frame)
+		fresh := NewDecoder(link)
+		got, ok := fresh.Decode(frame)
 		mu.Lock()
 		got2, ok2 := shared[link].Decode(frame)
+		pl2 := bytes.Clone(shared[link].Payload())
 		mu.Unlock()
+		// The payload handed to SPA is a view of the frame's tail, the same
+		// from both decoders, and none for TCP.
+		pl := fresh.Payload()
+		if ok && !bytes.Equal(pl, pl2) {
+			t.Fatalf("payload: fresh decoder %q, reused %q", pl, pl2)
+		}
+		if ok && got.Proto == knock.TCP && pl != nil {
+			t.Fatalf("a TCP packet with a UDP payload %q", pl)
+		}
+		if ok && len(pl) > 0 && (len(pl) > len(frame)-8 || !bytes.Contains(frame, pl)) {
+			t.Fatalf("payload %q is not within the frame", pl)
+		}
 		if !bytes.Equal(frame, orig) {
 			t.Fatal("Decode modified the frame")
 		}

@@ -132,7 +132,7 @@ type spaRig struct {
 	fwH, sshH func(*dgram, time.Time)
 }
 
-func newSPARig(t *testing.T, accessText string, keys ...sshKey) *spaRig {
+func newSPARig(t testing.TB, accessText string, keys ...sshKey) *spaRig {
 	t.Helper()
 	r := &spaRig{grants: &recordingGrants{}, log: &syncbuf.Buffer{}, now: time.Unix(1_800_000_000, 0)}
 	r.s = newSPA(hclog.New(&hclog.LoggerOptions{Output: r.log, Level: hclog.Debug}), func() time.Time { return r.now }, false)
@@ -146,7 +146,7 @@ func newSPARig(t *testing.T, accessText string, keys ...sshKey) *spaRig {
 	return r
 }
 
-func (r *spaRig) files(t *testing.T, accessText string, keys ...sshKey) *spaFiles {
+func (r *spaRig) files(t testing.TB, accessText string, keys ...sshKey) *spaFiles {
 	t.Helper()
 	f := &spaFiles{port: config.DefaultSPAPort, maxAge: config.DefaultSPAMaxAge}
 	if accessText != "" {

@@ -89,6 +89,9 @@ func Start(tb testing.TB, ns *netnstest.NS, iface, access string) *Server {
 	return s
 }
 
+// Pid is fwknopd's process id (`ip netns exec` execs it in place).
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
 // Output is everything fwknopd printed so far.
 func (s *Server) Output() string { return s.out.String() }
 

@@ -181,7 +181,7 @@ func TestManPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	roff := string(Roff(md))
-	for _, want := range []string{`.TH sesame.conf 5 "May 2025" "Sesame 1.2.3" "File Formats Manual"`, ".SH NAME", ".SH DOOR KEYS", `\fBsesamed\fP(8)`} {
+	for _, want := range []string{`.TH sesame.conf 5 "May 2025" "Sesame 1.2.3" "File Formats Manual"`, ".SH NAME", ".SH DOOR KEYS", ".SH SPA AUTHORIZED KEYS", `\fBsesamed\fP(8)`, `\fBfwknopd\fP(8)`} {
 		if !strings.Contains(roff, want) {
 			t.Errorf("man page lacks %q", want)
 		}

@@ -141,6 +141,19 @@ func (c *Cache) Add(pkt []byte, d Digest, expires, now time.Time) (bool, error) 
 	return true, nil
 }
 
+// Note makes Seen find pkt, whose digest d is held (restored from a
+// Store, or added without the packet): its next replays then cost a
+// keyed hash instead of an HMAC and a decryption. It does nothing when
+// d is not held.
+func (c *Cache) Note(pkt []byte, d Digest) {
+	h := maphash.Bytes(c.seed, pkt)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.byDigest[d]; ok {
+		c.quick[h] = quickEntry{digest: d, n: len(pkt), tail: tailOf(pkt)}
+	}
+}
+
 // AddDigest remembers digest d until expires, without the packet (an
 // SSH-signed knock, whose digest is of its body): Has finds it, Seen
 // does not. It returns false when d is already held, and ErrFull when

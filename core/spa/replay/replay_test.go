@@ -179,3 +179,28 @@ func TestAddDigest(t *testing.T) {
 		t.Error("an expired digest could not be added again")
 	}
 }
+
+// A digest restored from the journal is found by Has only, until Note
+// ties the packet's text to it; Note ignores digests not held.
+func TestNote(t *testing.T) {
+	p := []byte("accepted before the restart, its HMAC at the end")
+	c := New()
+	if _, err := c.Restore([]Entry{{Digest: DigestOf(p), Expires: t0.Add(time.Minute)}}, t0); err != nil {
+		t.Fatal(err)
+	}
+	if c.Seen(p, t0) {
+		t.Fatal("a restored digest is Seen before Note")
+	}
+	c.Note(p, DigestOf(p))
+	if !c.Seen(p, t0.Add(time.Second)) {
+		t.Fatal("Note did not make the packet Seen")
+	}
+	if c.Seen(p, t0.Add(time.Minute)) {
+		t.Fatal("a noted packet outlives its digest's expiry")
+	}
+	other := []byte("never accepted")
+	c.Note(other, DigestOf(other))
+	if c.Seen(other, t0) || c.Has(DigestOf(other), t0) {
+		t.Fatal("Note added a digest the cache did not hold")
+	}
+}

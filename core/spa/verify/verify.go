@@ -220,6 +220,9 @@ func (v *Verifier) stanza(st *access.Stanza, pkt []byte, src netip.Addr, now tim
 		return out
 	}
 	if v.cache.Has(auth.digest, now) {
+		// Held but not by this packet's text (restored after a restart):
+		// its next copies take the quick path.
+		v.cache.Note(pkt, auth.digest)
 		out.Reason = Replay
 		return out
 	}
