@@ -14,6 +14,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("x=1\n[]\n[d\n"))
 	f.Add([]byte("[d\nsequence=1\nSEQ_TIMOUT=2\n[e] x\nLogFile=/l\n[options\nsequence=1\n"))
 	f.Add([]byte("[a]\nsequence=1\nstop_command=x\n[b]\nsequence=1\nstop_command_6=y\nstart_command_6=\n"))
+	f.Add([]byte("[options]\nFleet_Endpoints=https://10.0.0.5:2379,https://[fd00::1]:2379\nFleet_Group=g\nFleet_Node=n\nFleet_CA=/ca\nFleet_Cert=/c\nFleet_Key=/k\n[d]\nsequence=1\nOpen=22/tcp\nFleet=yes\n"))
+	f.Add([]byte("[options]\nFleet_Group=g\n[d]\nsequence=1\nFleet=on\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse("fuzz.conf", data)
 		if err != nil {
@@ -44,6 +46,14 @@ func FuzzParse(f *testing.F) {
 			// Every warning is located too.
 			if !strings.HasPrefix(w, "fuzz.conf:") || strings.HasPrefix(w, "fuzz.conf:0:") {
 				t.Fatalf("unlocated warning %q", w)
+			}
+		}
+		if err := c.Options.Fleet.Validate(); err != nil {
+			t.Fatalf("fleet config accepted but invalid: %v", err)
+		}
+		for _, d := range c.Doors {
+			if d.Fleet && !c.Options.Fleet.Enabled() {
+				t.Fatalf("door %q shares its grants without a fleet", d.Name)
 			}
 		}
 		if c.Options.MaxAttempts < 1 {

@@ -71,6 +71,7 @@ func Check(ctx context.Context, cfg *config.Config, opts Options) *Report {
 	c.files()
 	c.interfaces()
 	c.firewall(ctx)
+	c.fleet(ctx)
 	c.stateDir()
 	c.knockd()
 	return c.r

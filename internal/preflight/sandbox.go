@@ -339,6 +339,24 @@ func (s *Sandbox) Writable(p string) (ok, private bool, why string) {
 	return false, false, "read-only (" + r.setting + ")"
 }
 
+// Readable says whether the service sees the file at p (an absolute
+// path) as it is outside the sandbox: not when its place is hidden
+// (ProtectHome=yes, InaccessiblePaths=) or the service's own tmpfs
+// (PrivateTmp=, ProtectHome=tmpfs). why names the setting.
+func (s *Sandbox) Readable(p string) (ok bool, why string) {
+	r, found := s.decide(resolveDirs(path.Clean(p)))
+	if !found {
+		return true, ""
+	}
+	switch r.access {
+	case accessHidden:
+		return false, "inaccessible (" + r.setting + ")"
+	case accessPrivate:
+		return false, "in a private tmpfs (" + r.setting + ")"
+	}
+	return true, ""
+}
+
 // WritablePlaces lists the paths the unit opens for writing (beyond the
 // API file systems), for messages.
 func (s *Sandbox) WritablePlaces() []string {

@@ -5,6 +5,7 @@ import (
 	"os"
 
 	"github.com/sesame-knock/sesame/core/firewall"
+	"github.com/sesame-knock/sesame/core/fleet"
 )
 
 // system is what the checks ask the machine; tests swap sys.
@@ -24,6 +25,10 @@ type system struct {
 	trustTree func(dir string) error
 	// knockd describes the knockd processes that run.
 	knockd func() []string
+	// hostname is the host's name (the fleet node's default).
+	hostname func() (string, error)
+	// fleet asks the group's etcd for one quorum read (fleet.Check).
+	fleet func(ctx context.Context, c fleet.Config) error
 }
 
 var sys = system{
@@ -42,4 +47,6 @@ var sys = system{
 		_, err := firewall.NewRescue(k, s, nil)
 		return err
 	},
+	hostname: os.Hostname,
+	fleet:    checkFleet,
 }
