@@ -136,6 +136,53 @@ func TestFaultCutOffAndReconnect(t *testing.T) {
 	}
 }
 
+// A node cut off while its watch stream is being opened (right after
+// its first snapshot) notices it, and applies what was made meanwhile
+// once the network is back. The client's Watch call waits for its
+// stream: the probes must not wait with it.
+func TestFaultCutWhileOpeningWatch(t *testing.T) {
+	c := startCluster(t, 3)
+	a := newFleet(t, config("g", "a", c.Endpoints()))
+	ctx := ctxT(t)
+	old := testGrant(time.Hour)
+	if err := a.Publish(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	var proxies []*etcdtest.Proxy
+	var eps []string
+	for _, m := range c.Members {
+		p := etcdtest.NewProxy(t, strings.TrimPrefix(m.ClientURL, "http://"))
+		proxies = append(proxies, p)
+		eps = append(eps, "http://"+p.Addr)
+	}
+	n := newNode(0)
+	cut := make(chan struct{})
+	n.onSnapshot = func() {
+		select {
+		case <-cut:
+		default:
+			for _, p := range proxies {
+				p.Cut()
+			}
+			close(cut)
+		}
+	}
+	b := startNode(t, config("g", "b", eps), n, Options{ProbeInterval: time.Second, ProbeTimeout: time.Second})
+	b.node.waitFor(t, "b applies the grant from its snapshot", b.node.has(old.ID))
+	<-cut
+	st := waitStatus(t, b, "b notices it is cut off", func(s Status) bool { return !s.Connected })
+	t.Logf("while cut off: %s", st)
+	live := testGrant(time.Hour)
+	if err := a.Publish(ctx, live); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range proxies {
+		p.Restore()
+	}
+	b.node.waitFor(t, "b applies the grant made while it was cut off", b.node.has(live.ID))
+	waitStatus(t, b, "b connected again", func(s Status) bool { return s.Connected })
+}
+
 // etcd compacts the history while a node is away, both cut off and
 // stopped: it re-lists instead of replaying, applies what is live and
 // drops what was revoked.

@@ -52,6 +52,10 @@ type node struct {
 	snapshots int
 	changes   []Event
 	changed   chan struct{} // closed and replaced on every change
+	// onSnapshot, when set, is called (without mu) after each snapshot
+	// is applied, before the watcher goes on: a test can cut the network
+	// at that point.
+	onSnapshot func()
 }
 
 func newNode(rev int64) *node {
@@ -85,6 +89,12 @@ func (n *node) FleetChanges(rev int64, evs []Event) {
 
 func (n *node) FleetSnapshot(rev int64, live []Grant) {
 	n.mu.Lock()
+	hook := n.onSnapshot
+	defer func() {
+		if hook != nil {
+			hook()
+		}
+	}()
 	defer n.mu.Unlock()
 	n.grants = make(map[string]Grant)
 	for _, g := range live {
@@ -201,7 +211,12 @@ func newFleet(tb testing.TB, cfg Config) *Fleet {
 // until cleanup.
 func startMember(tb testing.TB, cfg Config, rev int64, opts Options) *member {
 	tb.Helper()
-	n := newNode(rev)
+	return startNode(tb, cfg, newNode(rev), opts)
+}
+
+// startNode is startMember for a node the test made (with its hooks).
+func startNode(tb testing.TB, cfg Config, n *node, opts Options) *member {
+	tb.Helper()
 	opts.Consumer, opts.Store = n, n
 	if opts.Logger == nil {
 		opts.Logger = testLogger(tb, cfg.Node)
