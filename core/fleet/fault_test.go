@@ -40,15 +40,17 @@ func TestFaultMemberKilled(t *testing.T) {
 	t.Logf("killing etcd member %s (%s)", victim.Name, victim.ClientURL)
 	victim.Kill()
 
+	// A call in flight to the dead member fails (the client retries no
+	// write it may have sent); the caller calls again, as the daemon does.
 	var ids []string
 	for range 5 {
 		g := testGrant(time.Hour)
-		if err := a.Publish(ctx, g); err != nil {
+		if err := retry(t, "Publish", func() error { return a.Publish(ctx, g) }); err != nil {
 			t.Fatalf("Publish with one member dead: %v", err)
 		}
 		ids = append(ids, g.ID)
 	}
-	if err := a.Revoke(ctx, g1.ID); err != nil {
+	if err := retry(t, "Revoke", func() error { return a.Revoke(ctx, g1.ID) }); err != nil {
 		t.Fatalf("Revoke with one member dead: %v", err)
 	}
 	for _, n := range []*member{b, d} {
