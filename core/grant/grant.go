@@ -866,7 +866,9 @@ func (m *Manager) Forget(ctx context.Context, id string) error {
 	}
 }
 
-// List returns the live grants, soonest deadline first.
+// List returns the live grants, soonest deadline first; grants with the
+// same deadline (an SPA packet's extension beside its other grant) in the
+// order they started, then by id, so the order is always the same.
 func (m *Manager) List() []Grant {
 	m.mu.Lock()
 	out := make([]Grant, 0, len(m.byID))
@@ -880,7 +882,16 @@ func (m *Manager) List() []Grant {
 		})
 	}
 	m.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].Deadline.Before(out[j].Deadline) })
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		switch {
+		case !a.Deadline.Equal(b.Deadline):
+			return a.Deadline.Before(b.Deadline)
+		case !a.Start.Equal(b.Start):
+			return a.Start.Before(b.Start)
+		}
+		return a.ID < b.ID
+	})
 	return out
 }
 
