@@ -162,3 +162,22 @@ func (m *Manager) Journaled(ctx context.Context, id string) error {
 		return ctx.Err()
 	}
 }
+
+// RevokeID revokes grant id now, as Revoke does, when match accepts it
+// (nil accepts any; it is called with the Manager's lock held and must
+// not call the Manager), with why as the reason logged and handed to the
+// Sharer ("fleet": the group revoked it). It reports whether it did; a
+// grant already being revoked is not revoked again.
+func (m *Manager) RevokeID(id, why string, match func(Grant) bool) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.byID[id]
+	if e == nil || (e.state != Starting && e.state != Active) {
+		return false
+	}
+	if match != nil && !match(view(e)) {
+		return false
+	}
+	m.startRevokeLocked(e, why)
+	return true
+}

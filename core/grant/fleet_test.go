@@ -223,3 +223,56 @@ func TestJournaledWaitsForTheRecord(t *testing.T) {
 		}
 	})
 }
+
+// RevokeID ends one grant by its id when match accepts it, with the
+// reason handed to the Sharer; it refuses an unknown id, a grant match
+// refuses (match sees the grant's deadline and origin) and a grant
+// already ending.
+func TestRevokeID(t *testing.T) {
+	var sh *recSharer
+	bubble(t, func(t *testing.T, r *rig) {
+		sh.tr = r.tr
+		t0 := time.Now()
+		fid := journal.NewID()
+		if out := r.m.Grant(fleetRequest(fid, t0.Add(20*time.Second)), t0); out != Granted {
+			t.Fatalf("fleet: %v", out)
+		}
+		if out := r.m.Open(sshDoor(), src4, t0); out != Granted {
+			t.Fatalf("local: %v", out)
+		}
+		r.settle()
+		var local string
+		for _, g := range r.m.List() {
+			if g.Origin == "" {
+				local = g.ID
+			}
+		}
+		if r.m.RevokeID(journal.NewID(), "fleet", nil) {
+			t.Error("revoked an unknown id")
+		}
+		var seen Grant
+		if r.m.RevokeID(fid, "fleet", func(g Grant) bool { seen = g; return false }) {
+			t.Error("revoked a grant match refused")
+		}
+		if seen.ID != fid || seen.Origin != "a" || !seen.Deadline.Equal(t0.Add(20*time.Second)) {
+			t.Errorf("match saw %+v, want %s from a until +20s", seen, fid)
+		}
+		if !r.m.RevokeID(local, "fleet", nil) {
+			t.Fatal("did not revoke the local grant")
+		}
+		if r.m.RevokeID(local, "fleet", nil) {
+			t.Error("revoked a grant already ending")
+		}
+		r.settle()
+		gs := r.m.List()
+		if len(gs) != 1 || gs[0].ID != fid {
+			t.Fatalf("left %+v, want only the fleet grant", gs)
+		}
+		if n := r.tr.count("share ended fleet"); n != 1 {
+			t.Errorf("the Sharer was told %d times that a grant ended by the fleet, want 1:\n%s", n, strings.Join(r.tr.all(), "\n"))
+		}
+	}, func(o *Options) {
+		sh = &recSharer{doors: map[string]bool{"ssh": true}}
+		o.Sharer = sh
+	})
+}

@@ -772,9 +772,7 @@ func (m *Manager) RevokeIf(match func(Grant) bool, why string) []string {
 		if e.state != Starting && e.state != Active {
 			continue
 		}
-		g := Grant{ID: e.rec.ID, Door: e.rec.Door, Source: e.rec.Source, Open: e.rec.Open,
-			Auth: e.rec.Auth, User: e.rec.User, Key: e.rec.Key, Origin: e.rec.Origin, Shared: e.rec.Shared}
-		if match(g) {
+		if match(view(e)) {
 			m.startRevokeLocked(e, why)
 			ids = append(ids, e.rec.ID)
 		}
