@@ -47,6 +47,8 @@ type Status struct {
 	// StopFailing counts grants whose stop command or native revoke keeps
 	// failing (state "stop failing" in sesame grants).
 	StopFailing int `json:"stop_failing,omitempty"`
+	// Fleet is the fleet membership; nil when no fleet is configured.
+	Fleet *FleetStatus `json:"fleet,omitempty"`
 }
 
 // Listen opens the socket at path, mode 0600, replacing a stale socket
@@ -127,6 +129,7 @@ func Serve(ctx context.Context, ln net.Listener, h Handler) error {
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, h.Status())
 	})
+	serveFleet(mux, h)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()

@@ -104,6 +104,7 @@ type daemon struct {
 	sup     *supervisor.Supervisor
 	caps    *captures
 	rescue  *keeper
+	fleet   *fleetMember
 	attach  int // interfaces captured at start
 
 	mu     sync.Mutex // guards cfg, cfgErr and host
@@ -179,6 +180,7 @@ func newDaemon(opts Options, dp deps, log *eventlog.Logger, cfg *config.Config) 
 		notify: supervisor.NewNotifier(log.Named("notify"))}
 	d.fw = &firewalls{log: log.Named("firewall"), newBackend: dp.newBackend}
 	d.rescue = &keeper{log: log.Named("rescue"), newFW: dp.newRescueFW, fw: d.fw, now: dp.now}
+	d.fleet = newFleetMember(d, log.Named("fleet"))
 	ifaces := opts.Interfaces
 	if len(ifaces) == 0 {
 		ifaces = cfg.Options.Interfaces
@@ -203,6 +205,9 @@ func (d *daemon) services(hup <-chan os.Signal) []hook {
 		d.fw.service(d.config),
 		d.grantsService(),
 		d.reconcileService(),
+		// Before the engine: a grant of a Fleet door is shared from the
+		// first knock; after the grants: it stops before them.
+		d.fleet.service(),
 		d.engineService(),
 		d.supervisorService(),
 		d.linksService(),

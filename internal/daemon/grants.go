@@ -42,7 +42,7 @@ func (d *daemon) grantsService() hook {
 		}
 		runner := command.New(command.Options{Logger: d.log.Named("exec"), Timeout: commandLimit})
 		opts := grant.Options{Journal: d.journal, Commands: runner, MarkerDir: markers,
-			CommandLimit: commandLimit, Logger: d.log.Named("grant")}
+			CommandLimit: commandLimit, Logger: d.log.Named("grant"), Sharer: d.fleet}
 		if b := d.fw.backend(); b != nil {
 			opts.Firewall = b
 		}

@@ -24,6 +24,9 @@ func (d *daemon) updateStatus() {
 	if r := d.rescue.summary(); r != "" {
 		s += "; " + r
 	}
+	if f := d.fleet.summary(); f != "" {
+		s += "; " + f
+	}
 	if st.ConfigErr != "" {
 		s += "; config error (running config kept): " + st.ConfigErr
 	}
@@ -61,7 +64,7 @@ func (d *daemon) Status() control.Status {
 	d.mu.Unlock()
 	gs := d.grants.List()
 	st := control.Status{Version: d.opts.Version, Config: d.opts.ConfigPath, Interfaces: d.caps.ifaces,
-		Grants: len(gs), ConfigErr: cfgErr}
+		Grants: len(gs), ConfigErr: cfgErr, Fleet: d.fleet.status()}
 	for _, g := range gs {
 		if g.State == grant.StopFailing.String() {
 			st.StopFailing++
