@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sesame-knock/sesame/internal/control"
+	"github.com/sesame-knock/sesame/internal/etcdtest"
+	"github.com/sesame-knock/sesame/internal/netnstest"
+)
+
+// Fleet grants end to end: a real three-member etcd (Debian's etcd 3.4)
+// and three sesamed nodes, each in its own server namespace with its own
+// client namespace. Every pair has the same addresses, so the client
+// that knocks on node a is, by address, the client of b and c too: a
+// knock on a must let b's and c's clients in.
+
+// fleetConf is a node's config: nftables, the protected port delegated
+// to Sesame, a Fleet door.
+func fleetConf(node string, endpoints []string) string {
+	return fmt.Sprintf(`[options]
+	Interface = sesame0
+	Firewall = nftables
+	Fleet_Endpoints = %s
+	Fleet_Group = e2e
+	Fleet_Node = %s
+[ssh]
+	sequence = 7000,8000,9000
+	seq_timeout = 5
+	tcpflags = syn
+	Open = %d/tcp
+	Open_Timeout = 120
+	Fleet = yes
+`, strings.Join(endpoints, ","), node, protected)
+}
+
+// etcdIn makes the cluster reachable from inside ns: for each member, a
+// proxy listening on the namespace's loopback (its socket is opened
+// inside the namespace) that forwards to the member on the host's
+// loopback. It returns the endpoints to configure.
+func etcdIn(t *testing.T, ns *netnstest.NS, c *etcdtest.Cluster) []string {
+	t.Helper()
+	var eps []string
+	for _, m := range c.Members {
+		var p *etcdtest.Proxy
+		if err := ns.Do(func() error {
+			p = etcdtest.NewProxy(t, strings.TrimPrefix(m.ClientURL, "http://"))
+			return nil
+		}); err != nil || p == nil {
+			t.Fatalf("proxy to etcd member %s in %s: %v", m.Name, ns.Name, err)
+		}
+		eps = append(eps, "http://"+p.Addr)
+	}
+	return eps
+}
+
+type fleetNode struct {
+	name string
+	pair *netnstest.Pair
+	d    *proc
+}
+
+func (n fleetNode) socket() string { return filepath.Join(n.d.dir, "control.sock") }
+
+func (n fleetNode) connects() bool {
+	return connects(n.pair.Client, netip.Addr{}, netnstest.ServerAddr4)
+}
+
+// sesame runs the sesame command against the node's control socket.
+func (n fleetNode) sesame(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(bin("sesame"), append(args, "--socket", n.socket())...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: sesame %s: %v\n%s", n.name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// fleetStatus is the node's fleet status, as sesame status reads it.
+func (n fleetNode) fleetStatus(t *testing.T) control.FleetStatus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := control.NewClient(n.socket()).Status(ctx)
+	if err != nil {
+		t.Fatalf("%s: status: %v", n.name, err)
+	}
+	if st.Fleet == nil {
+		t.Fatalf("%s: status without a fleet: %+v", n.name, st)
+	}
+	return *st.Fleet
+}
+
+// settleFleet bounds the waits for the group: a node connects and
+// catches up within core/fleet's own bounds (a redial within 5 s, a
+// watch retry within 15 s, a probe every 5 s), far less than this on a
+// loaded machine. No wait here asserts a speed: BENCHMARKS.md has the
+// propagation figures.
+const settleFleet = 60 * time.Second
+
+func TestFleetKnockOpensTheGroup(t *testing.T) {
+	netnstest.RequireRoot(t)
+	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	var nodes []fleetNode
+	for _, name := range []string{"a", "b", "c"} {
+		p := netnstest.NewPair(t)
+		loadAdminNFT(t, p.Server)
+		listen(t, p.Server)
+		eps := etcdIn(t, p.Server, c)
+		d := startSesamed(t, p.Server, fleetConf(name, eps))
+		nodes = append(nodes, fleetNode{name: name, pair: p, d: d})
+	}
+	for _, n := range nodes {
+		n.d.waitLog("connected to etcd as "+n.name, settleFleet)
+		if n.connects() {
+			t.Fatalf("%s: the client connects before anyone knocked", n.name)
+		}
+		if st := n.fleetStatus(t); st.Group != "e2e" || st.Node != n.name || !st.Connected {
+			t.Errorf("%s: fleet status %+v, want connected to group e2e as %s", n.name, st, n.name)
+		}
+	}
+
+	a, b, cn := nodes[0], nodes[1], nodes[2]
+	knockers[1].knock(t, a.pair.Client, netnstest.ServerAddr4.String(), "7000", "8000", "9000")
+	knocked := time.Now()
+	for _, n := range nodes {
+		if !poll(settleFleet, n.connects) {
+			t.Fatalf("%s: the client cannot connect after the knock on a; output:\n%s", n.name, n.d.out.String())
+		}
+		t.Logf("%s open %v after the knock (polled)", n.name, time.Since(knocked).Round(time.Millisecond))
+	}
+	a.d.waitLog("grant shared with fleet e2e", settleFleet)
+
+	// Every node lists the grant, with a as its origin; a, b and c hold it.
+	var list control.FleetList
+	if err := json.Unmarshal([]byte(b.sesame(t, "grants", "--fleet", "--json")), &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Grants) != 1 {
+		t.Fatalf("b lists %d fleet grants, want 1: %+v", len(list.Grants), list)
+	}
+	g := list.Grants[0]
+	if g.Origin != "a" || g.Door != "ssh" || g.Source != netnstest.ClientAddr4 || !g.Here || list.Node != "b" {
+		t.Fatalf("b lists %+v, want a's ssh grant for %s, held by b", g, netnstest.ClientAddr4)
+	}
+	for _, n := range nodes {
+		if out := n.sesame(t, "grants"); !strings.Contains(out, g.ID) {
+			t.Errorf("%s does not hold grant %s:\n%s", n.name, g.ID, out)
+		}
+	}
+	if out := cn.sesame(t, "grants", "--fleet"); !strings.Contains(out, g.ID) || !strings.Contains(out, " a ") {
+		t.Errorf("c's sesame grants --fleet:\n%s", out)
+	}
+
+	for _, n := range nodes {
+		if st := n.fleetStatus(t); st.Revision == 0 || st.Unpublished != 0 {
+			t.Errorf("%s: fleet status %+v, want a revision applied and nothing left to publish", n.name, st)
+		}
+	}
+
+	// Revoked on c (which did not make it), it closes on every node.
+	if out := cn.sesame(t, "revoke", g.ID); !strings.Contains(out, "revoked "+g.ID) {
+		t.Fatalf("sesame revoke on c: %s", out)
+	}
+	for _, n := range nodes {
+		if !poll(settleFleet, func() bool { return !n.connects() }) {
+			t.Fatalf("%s: still open after the revocation on c; output:\n%s", n.name, n.d.out.String())
+		}
+	}
+	for _, n := range nodes {
+		if !poll(settleFleet, func() bool { return !strings.Contains(n.sesame(t, "grants"), g.ID) }) {
+			t.Errorf("%s still lists %s after the revocation", n.name, g.ID)
+		}
+	}
+}
