@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,22 +26,30 @@ import (
 // knock on a must let b's and c's clients in.
 
 // fleetConf is a node's config: nftables, the protected port delegated
-// to Sesame, a Fleet door.
-func fleetConf(node string, endpoints []string) string {
+// to Sesame, a Fleet door; extra lines go into [options].
+func fleetConf(node string, endpoints []string, extra ...string) string {
 	return fmt.Sprintf(`[options]
 	Interface = sesame0
 	Firewall = nftables
 	Fleet_Endpoints = %s
 	Fleet_Group = e2e
 	Fleet_Node = %s
-[ssh]
+%s[ssh]
 	sequence = 7000,8000,9000
 	seq_timeout = 5
 	tcpflags = syn
 	Open = %d/tcp
 	Open_Timeout = 120
 	Fleet = yes
-`, strings.Join(endpoints, ","), node, protected)
+`, strings.Join(endpoints, ","), node, optionLines(extra), protected)
+}
+
+func optionLines(lines []string) string {
+	var b strings.Builder
+	for _, l := range lines {
+		b.WriteString("\t" + l + "\n")
+	}
+	return b.String()
 }
 
 // etcdIn makes the cluster reachable from inside ns: for each member, a
@@ -178,5 +189,86 @@ func TestFleetKnockOpensTheGroup(t *testing.T) {
 		if !poll(settleFleet, func() bool { return !strings.Contains(n.sesame(t, "grants"), g.ID) }) {
 			t.Errorf("%s still lists %s after the revocation", n.name, g.ID)
 		}
+	}
+}
+
+// forwardIn listens on addr inside ns (any 127/8 address works on a
+// namespace's loopback) and forwards each connection to the same addr
+// in the test's own namespace, until the test ends: the node dials the
+// member's own address, so its TLS name checks as it would.
+func forwardIn(t *testing.T, ns *netnstest.NS, addr string) {
+	t.Helper()
+	var ln net.Listener
+	if err := ns.Do(func() (err error) {
+		ln, err = net.Listen("tcp", addr)
+		return err
+	}); err != nil {
+		t.Fatalf("listen on %s in %s: %v", addr, ns.Name, err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex // guards conns
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", addr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, u)
+			mu.Unlock()
+			wg.Add(2)
+			go func() { defer wg.Done(); io.Copy(u, c); u.Close() }()
+			go func() { defer wg.Done(); io.Copy(c, u); c.Close() }()
+		}
+	}()
+}
+
+// A node whose client certificate etcd refuses says so at start, naming
+// the key to fix, shows it in its status, and its local doors work.
+func TestFleetWrongTLSLocalDoorsWork(t *testing.T) {
+	netnstest.RequireRoot(t)
+	pki := etcdtest.NewPKI(t, "fleet-ca")
+	rogue := etcdtest.NewPKI(t, "rogue-ca")
+	c := etcdtest.Start(t, etcdtest.Options{Members: 1, TLS: pki})
+	m := c.Members[0]
+	p := netnstest.NewPair(t)
+	loadAdminNFT(t, p.Server)
+	listen(t, p.Server)
+	forwardIn(t, p.Server, strings.TrimPrefix(m.ClientURL, "https://"))
+	cert, key := rogue.ClientCert(t, "a")
+	conf := fleetConf("a", []string{m.ClientURL}, "Fleet_CA = "+pki.CAFile, "Fleet_Cert = "+cert, "Fleet_Key = "+key)
+	d := startSesamed(t, p.Server, conf)
+	n := fleetNode{name: "a", pair: p, d: d}
+	d.waitLog("etcd refuses this node's TLS credentials", settleFleet)
+	if out := d.out.String(); !strings.Contains(out, "Fleet_Cert") || !strings.Contains(out, m.ClientURL) {
+		t.Errorf("the TLS error does not name Fleet_Cert and the endpoint:\n%s", out)
+	}
+	// The watcher's first probe records the error in the status.
+	if !poll(settleFleet, func() bool { st := n.fleetStatus(t); return !st.Connected && strings.Contains(st.Error, "Fleet_Cert") }) {
+		t.Errorf("fleet status %+v, want not connected, with the error naming Fleet_Cert", n.fleetStatus(t))
+	}
+	knockers[1].knock(t, p.Client, netnstest.ServerAddr4.String(), "7000", "8000", "9000")
+	if !poll(settleFleet, n.connects) {
+		t.Fatalf("the local door did not open without the fleet; output:\n%s", d.out.String())
+	}
+	if out := n.sesame(t, "grants"); !strings.Contains(out, netnstest.ClientAddr4.String()) {
+		t.Errorf("sesame grants:\n%s", out)
 	}
 }
