@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sesame-knock/sesame/core/grant"
 	"github.com/sesame-knock/sesame/internal/control"
 	"github.com/sesame-knock/sesame/internal/etcdtest"
 	"github.com/sesame-knock/sesame/internal/netnstest"
@@ -92,6 +93,22 @@ func (n fleetNode) sesame(t *testing.T, args ...string) string {
 		t.Fatalf("%s: sesame %s: %v\n%s", n.name, strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// deadline is grant id's deadline on the node (zero when it does not
+// hold it).
+func (n fleetNode) deadline(t *testing.T, id string) time.Time {
+	t.Helper()
+	var gs []grant.Grant
+	if err := json.Unmarshal([]byte(n.sesame(t, "grants", "--json")), &gs); err != nil {
+		t.Fatalf("%s: sesame grants --json: %v", n.name, err)
+	}
+	for _, g := range gs {
+		if g.ID == id {
+			return g.Deadline
+		}
+	}
+	return time.Time{}
 }
 
 // fleetStatus is the node's fleet status, as sesame status reads it.
@@ -173,6 +190,19 @@ func TestFleetKnockOpensTheGroup(t *testing.T) {
 	for _, n := range nodes {
 		if st := n.fleetStatus(t); st.Revision == 0 || st.Unpublished != 0 {
 			t.Errorf("%s: fleet status %+v, want a revision applied and nothing left to publish", n.name, st)
+		}
+	}
+
+	// A re-knock on a moves the deadline on every node (Open_Timeout is
+	// 120 s: a later knock's deadline is later).
+	before := make(map[string]time.Time)
+	for _, n := range nodes {
+		before[n.name] = n.deadline(t, g.ID)
+	}
+	knockers[1].knock(t, a.pair.Client, netnstest.ServerAddr4.String(), "7000", "8000", "9000")
+	for _, n := range nodes {
+		if !poll(settleFleet, func() bool { return n.deadline(t, g.ID).After(before[n.name]) }) {
+			t.Errorf("%s: the re-knock on a did not extend grant %s (deadline %v)", n.name, g.ID, before[n.name])
 		}
 	}
 
