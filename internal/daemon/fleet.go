@@ -59,7 +59,9 @@ type fleetMember struct {
 
 func newFleetMember(d *daemon, log hclog.Logger) *fleetMember {
 	m := &fleetMember{d: d, log: log, now: d.deps.now, hostname: os.Hostname}
-	m.pub = &publisher{m: m, jobs: make(map[string]*pubJob), wake: make(chan struct{}, 1)}
+	m.pub = &publisher{m: m, jobs: make(map[string]*pubJob), wake: make(chan struct{}, 1),
+		confirm:    func(id string) error { return d.journal.Published(id) },
+		revokeHere: func(id string) bool { return d.grants.RevokeID(id, fleetReason, nil) }}
 	return m
 }
 
@@ -121,6 +123,7 @@ func (m *fleetMember) start(ctx context.Context) {
 		m.log.Error("fleet not started, local doors work: "+err.Error(), event.KeyKind, event.FleetDisconnected, "group", fc.Group, "error", err)
 		return
 	}
+	m.pub.to = m.f
 	m.active.Store(true)
 	m.queueOwn()
 	m.pw.goRun(ctx, m.pub.loop)

@@ -21,9 +21,21 @@ import (
 type publisher struct {
 	m    *fleetMember
 	wake chan struct{} // a token when a job was added or changed
+	// to is the group (core/fleet's Fleet, set before loop starts);
+	// confirm records in the journal that the group holds a grant;
+	// revokeHere ends a grant here that the group revoked meanwhile.
+	to         publishTarget
+	confirm    func(id string) error
+	revokeHere func(id string) bool
 
 	mu   sync.Mutex // guards jobs
 	jobs map[string]*pubJob
+}
+
+// publishTarget is what the publisher asks of the group.
+type publishTarget interface {
+	Publish(ctx context.Context, g fleet.Grant) error
+	Revoke(ctx context.Context, id string) error
 }
 
 type pubJob struct {
@@ -235,7 +247,7 @@ func (p *publisher) do(ctx context.Context, id string, j pubJob) (retry bool) {
 		return true
 	}
 	if j.revoke {
-		err := m.f.Revoke(ctx, id)
+		err := p.to.Revoke(ctx, id)
 		switch {
 		case err == nil:
 			m.log.Info(fmt.Sprintf("grant %s revoked in fleet %s", id, m.group), event.Event{Kind: event.FleetRevoked, GrantID: id}.Args("group", m.group)...)
@@ -246,11 +258,11 @@ func (p *publisher) do(ctx context.Context, id string, j pubJob) (retry bool) {
 		finish(false)
 		return false
 	}
-	err := m.f.Publish(ctx, j.g)
+	err := p.to.Publish(ctx, j.g)
 	switch {
 	case err == nil:
 		if !j.confirmed {
-			if jerr := m.d.journal.Published(id); jerr != nil && !errors.Is(jerr, journal.ErrUnknownGrant) {
+			if jerr := p.confirm(id); jerr != nil && !errors.Is(jerr, journal.ErrUnknownGrant) {
 				// A restart publishes it again, which changes nothing.
 				m.log.Warn("fleet: publication not journaled", "grant_id", id, "error", jerr)
 			}
@@ -260,7 +272,7 @@ func (p *publisher) do(ctx context.Context, id string, j pubJob) (retry bool) {
 		finish(true)
 	case errors.Is(err, fleet.ErrRevoked):
 		finish(false)
-		if m.d.grants.RevokeID(id, fleetReason, nil) {
+		if p.revokeHere(id) {
 			m.log.Info(fmt.Sprintf("%s: %s: grant was revoked in the fleet meanwhile; revoked here", j.g.Source, j.g.Door),
 				event.Event{Kind: event.FleetRevoked, Door: j.g.Door, Source: j.g.Source, GrantID: id}.Args("group", m.group)...)
 		}
