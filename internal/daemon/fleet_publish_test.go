@@ -53,18 +53,35 @@ func (f *fakeGroup) trace() ([]string, []time.Duration) {
 	return append([]string(nil), f.calls...), append([]time.Duration(nil), f.at...)
 }
 
+// here records what the publisher asked of the journal and the grant
+// manager.
+type here struct {
+	mu                   sync.Mutex
+	confirmed, revokedIt []string
+}
+
+func (h *here) get() (confirmed, revoked []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.confirmed...), append([]string(nil), h.revokedIt...)
+}
+
 // testPublisher runs a publisher against to until the test ends; the
-// journal and the grant manager are replaced by recorders.
-func testPublisher(t *testing.T, to publishTarget) (p *publisher, confirmed, revokedHere *[]string) {
+// journal and the grant manager are replaced by a recorder.
+func testPublisher(t *testing.T, to publishTarget) (*publisher, *here) {
 	m := &fleetMember{log: hclog.NewNullLogger(), now: time.Now, group: "g"}
-	var mu sync.Mutex
-	confirmed, revokedHere = new([]string), new([]string)
-	p = &publisher{m: m, jobs: make(map[string]*pubJob), wake: make(chan struct{}, 1), to: to,
-		confirm: func(id string) error { mu.Lock(); defer mu.Unlock(); *confirmed = append(*confirmed, id); return nil },
+	h := &here{}
+	p := &publisher{m: m, jobs: make(map[string]*pubJob), wake: make(chan struct{}, 1), to: to,
+		confirm: func(id string) error {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.confirmed = append(h.confirmed, id)
+			return nil
+		},
 		revokeHere: func(id string) bool {
-			mu.Lock()
-			defer mu.Unlock()
-			*revokedHere = append(*revokedHere, id)
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.revokedIt = append(h.revokedIt, id)
 			return true
 		}}
 	m.pub = p
@@ -72,7 +89,7 @@ func testPublisher(t *testing.T, to publishTarget) (p *publisher, confirmed, rev
 	done := make(chan struct{})
 	go func() { defer close(done); p.loop(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return p, confirmed, revokedHere
+	return p, h
 }
 
 // While etcd fails, a grant is published again with backoff (250 ms,
@@ -82,7 +99,7 @@ func testPublisher(t *testing.T, to publishTarget) (p *publisher, confirmed, rev
 func TestPublisherRetriesThenFollowsTheLatestWish(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g := &fakeGroup{t0: time.Now(), failPublish: 3}
-		p, confirmed, _ := testPublisher(t, g)
+		p, h := testPublisher(t, g)
 		p.publish(fleet.Grant{ID: "g1", Deadline: g.t0.Add(time.Minute)})
 		time.Sleep(5 * time.Second)
 		if n := p.pending(); n != 0 {
@@ -104,8 +121,8 @@ func TestPublisherRetriesThenFollowsTheLatestWish(t *testing.T) {
 				t.Errorf("call %d: %q at %v, want %q at %v", i, calls[i], at[i], want[i], wantAt[i])
 			}
 		}
-		if len(*confirmed) != 1 {
-			t.Errorf("journal confirmations %v, want one for g1", *confirmed)
+		if confirmed, _ := h.get(); len(confirmed) != 1 {
+			t.Errorf("journal confirmations %v, want one for g1", confirmed)
 		}
 		if jobCount(p) != 0 {
 			t.Errorf("jobs left after the revocation: %d", jobCount(p))
@@ -119,7 +136,7 @@ func TestPublisherRetriesThenFollowsTheLatestWish(t *testing.T) {
 func TestPublisherGivesUpAtTheDeadline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g := &fakeGroup{t0: time.Now(), failPublish: 1 << 30}
-		p, confirmed, _ := testPublisher(t, g)
+		p, h := testPublisher(t, g)
 		p.publish(fleet.Grant{ID: "g1", Deadline: g.t0.Add(10 * time.Second)})
 		time.Sleep(10*time.Second + fleet.DefaultLeaseSlack + fleet.DefaultBackoffMax)
 		calls, at := g.trace()
@@ -130,8 +147,8 @@ func TestPublisherGivesUpAtTheDeadline(t *testing.T) {
 		if last := at[len(at)-1]; last > 10*time.Second+fleet.DefaultLeaseSlack+fleet.DefaultBackoffMax {
 			t.Errorf("last call at %v", last)
 		}
-		if len(*confirmed) != 0 || jobCount(p) != 0 {
-			t.Errorf("confirmed %v, %d jobs; want none", *confirmed, jobCount(p))
+		if confirmed, _ := h.get(); len(confirmed) != 0 || jobCount(p) != 0 {
+			t.Errorf("confirmed %v, %d jobs; want none", confirmed, jobCount(p))
 		}
 	})
 }
@@ -141,12 +158,13 @@ func TestPublisherGivesUpAtTheDeadline(t *testing.T) {
 func TestPublisherRevokedMeanwhile(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g := &fakeGroup{t0: time.Now(), revoked: fleet.ErrRevoked}
-		p, confirmed, revokedHere := testPublisher(t, g)
+		p, h := testPublisher(t, g)
 		p.publish(fleet.Grant{ID: "g1", Deadline: g.t0.Add(time.Minute)})
 		time.Sleep(time.Minute)
 		calls, _ := g.trace()
-		if len(calls) != 1 || len(*revokedHere) != 1 || len(*confirmed) != 0 {
-			t.Errorf("calls %q, revoked here %v, confirmed %v; want one call, g1 revoked here, nothing confirmed", calls, *revokedHere, *confirmed)
+		confirmed, revoked := h.get()
+		if len(calls) != 1 || len(revoked) != 1 || len(confirmed) != 0 {
+			t.Errorf("calls %q, revoked here %v, confirmed %v; want one call, g1 revoked here, nothing confirmed", calls, revoked, confirmed)
 		}
 	})
 }
