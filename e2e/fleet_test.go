@@ -59,7 +59,15 @@ func optionLines(lines []string) string {
 // loopback. It returns the endpoints to configure.
 func etcdIn(t *testing.T, ns *netnstest.NS, c *etcdtest.Cluster) []string {
 	t.Helper()
+	eps, _ := etcdProxiesIn(t, ns, c)
+	return eps
+}
+
+// etcdProxiesIn is etcdIn that also returns the proxies, to cut them.
+func etcdProxiesIn(t *testing.T, ns *netnstest.NS, c *etcdtest.Cluster) ([]string, []*etcdtest.Proxy) {
+	t.Helper()
 	var eps []string
+	var proxies []*etcdtest.Proxy
 	for _, m := range c.Members {
 		var p *etcdtest.Proxy
 		if err := ns.Do(func() error {
@@ -69,8 +77,9 @@ func etcdIn(t *testing.T, ns *netnstest.NS, c *etcdtest.Cluster) []string {
 			t.Fatalf("proxy to etcd member %s in %s: %v", m.Name, ns.Name, err)
 		}
 		eps = append(eps, "http://"+p.Addr)
+		proxies = append(proxies, p)
 	}
-	return eps
+	return eps, proxies
 }
 
 type fleetNode struct {
@@ -300,5 +309,64 @@ func TestFleetWrongTLSLocalDoorsWork(t *testing.T) {
 	}
 	if out := n.sesame(t, "grants"); !strings.Contains(out, netnstest.ClientAddr4.String()) {
 		t.Errorf("sesame grants:\n%s", out)
+	}
+}
+
+// sesamed SIGKILLed after journaling a grant it could not publish yet
+// (etcd out of reach) publishes it when it starts again: the group gets
+// the grant once, under its id, and the origin still holds it.
+func TestFleetKilledBeforePublishing(t *testing.T) {
+	netnstest.RequireRoot(t)
+	c := etcdtest.Start(t, etcdtest.Options{Members: 1})
+	pa, pb := netnstest.NewPair(t), netnstest.NewPair(t)
+	for _, p := range []*netnstest.Pair{pa, pb} {
+		loadAdminNFT(t, p.Server)
+		listen(t, p.Server)
+	}
+	epsA, proxies := etcdProxiesIn(t, pa.Server, c)
+	for _, p := range proxies {
+		p.Cut()
+	}
+	dirA := t.TempDir()
+	a := fleetNode{name: "a", pair: pa, d: startSesamedIn(t, pa.Server, dirA, fleetConf("a", epsA))}
+	b := fleetNode{name: "b", pair: pb, d: startSesamed(t, pb.Server, fleetConf("b", etcdIn(t, pb.Server, c)))}
+	b.d.waitLog("connected to etcd as b", settleFleet)
+
+	knockers[1].knock(t, pa.Client, netnstest.ServerAddr4.String(), "7000", "8000", "9000")
+	if !poll(settleFleet, a.connects) {
+		t.Fatalf("a's local door did not open while etcd is out of reach; output:\n%s", a.d.out.String())
+	}
+	if st := a.fleetStatus(t); st.Unpublished != 1 || st.Connected {
+		t.Fatalf("a's fleet status %+v, want not connected and one grant unpublished", st)
+	}
+	var gs []grant.Grant
+	if err := json.Unmarshal([]byte(a.sesame(t, "grants", "--json")), &gs); err != nil || len(gs) != 1 {
+		t.Fatalf("a's grants %+v (%v), want one", gs, err)
+	}
+	id := gs[0].ID
+	a.d.kill()
+	if b.connects() {
+		t.Fatal("b opened a grant a never published")
+	}
+
+	for _, p := range proxies {
+		p.Restore()
+	}
+	a.d = startSesamedIn(t, pa.Server, dirA, fleetConf("a", epsA))
+	if !poll(settleFleet, b.connects) {
+		t.Fatalf("b did not get the grant a journaled before it was killed; a's output:\n%s", a.d.out.String())
+	}
+	var list control.FleetList
+	if err := json.Unmarshal([]byte(b.sesame(t, "grants", "--fleet", "--json")), &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Grants) != 1 || list.Grants[0].ID != id || list.Grants[0].Origin != "a" || !list.Grants[0].Here {
+		t.Fatalf("the group holds %+v, want a's grant %s once, held by b", list.Grants, id)
+	}
+	if !poll(settleFleet, func() bool { return a.fleetStatus(t).Unpublished == 0 }) {
+		t.Errorf("a's fleet status %+v, want nothing left to publish", a.fleetStatus(t))
+	}
+	if !strings.Contains(a.sesame(t, "grants"), id) {
+		t.Errorf("a no longer holds its grant %s after the restart", id)
 	}
 }
