@@ -313,8 +313,9 @@ func TestFleetWrongTLSLocalDoorsWork(t *testing.T) {
 }
 
 // sesamed SIGKILLed after journaling a grant it could not publish yet
-// (etcd out of reach) publishes it when it starts again: the group gets
-// the grant once, under its id, and the origin still holds it.
+// (cut off from etcd) publishes it when it starts again, resuming from
+// its journaled revision: the group gets the grant once, under its id,
+// and the origin still holds it.
 func TestFleetKilledBeforePublishing(t *testing.T) {
 	netnstest.RequireRoot(t)
 	c := etcdtest.Start(t, etcdtest.Options{Members: 1})
@@ -324,20 +325,23 @@ func TestFleetKilledBeforePublishing(t *testing.T) {
 		listen(t, p.Server)
 	}
 	epsA, proxies := etcdProxiesIn(t, pa.Server, c)
-	for _, p := range proxies {
-		p.Cut()
-	}
 	dirA := t.TempDir()
 	a := fleetNode{name: "a", pair: pa, d: startSesamedIn(t, pa.Server, dirA, fleetConf("a", epsA))}
 	b := fleetNode{name: "b", pair: pb, d: startSesamed(t, pb.Server, fleetConf("b", etcdIn(t, pb.Server, c)))}
+	// a applies the group once, so it journals a revision: after the
+	// restart it resumes from it, with no snapshot to find its grant.
+	a.d.waitLog("applied the group's grants", settleFleet)
 	b.d.waitLog("connected to etcd as b", settleFleet)
+	for _, p := range proxies {
+		p.Cut()
+	}
 
 	knockers[1].knock(t, pa.Client, netnstest.ServerAddr4.String(), "7000", "8000", "9000")
 	if !poll(settleFleet, a.connects) {
 		t.Fatalf("a's local door did not open while etcd is out of reach; output:\n%s", a.d.out.String())
 	}
-	if st := a.fleetStatus(t); st.Unpublished != 1 || st.Connected {
-		t.Fatalf("a's fleet status %+v, want not connected and one grant unpublished", st)
+	if !poll(settleFleet, func() bool { st := a.fleetStatus(t); return st.Unpublished == 1 && !st.Connected }) {
+		t.Fatalf("a's fleet status %+v, want not connected and one grant unpublished", a.fleetStatus(t))
 	}
 	var gs []grant.Grant
 	if err := json.Unmarshal([]byte(a.sesame(t, "grants", "--json")), &gs); err != nil || len(gs) != 1 {
