@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sesame-knock/sesame/core/grant"
+	"github.com/sesame-knock/sesame/internal/control"
 )
 
 // runMainEnv turns the test binary into the sesame command, so tests can
@@ -39,5 +40,29 @@ func TestPrintGrantsShowsWhoAsked(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
 	if len(lines) != 3 || !strings.Contains(lines[0], "USER") || !strings.Contains(lines[2], `"alice@laptop" (ssh)`) || !strings.Contains(lines[1], " - ") {
 		t.Errorf("table:\n%s", b.String())
+	}
+}
+
+// sesame grants --fleet shows each grant's origin and identity, and
+// whether this node holds it.
+func TestPrintFleetGrants(t *testing.T) {
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	l := control.FleetList{Group: "bastions", Node: "b2", Revision: 42, Grants: []control.FleetGrant{
+		{ID: "g1", Door: "ssh", Source: netip.MustParseAddr("192.0.2.7"), Ports: "22:tcp", Deadline: now.Add(30 * time.Second), Origin: "b1", Here: true},
+		{ID: "g2", Door: "ssh", Source: netip.MustParseAddr("192.0.2.8"), Ports: "22:tcp", Deadline: now.Add(time.Minute), Origin: "b3",
+			Identity: "ssh:alice@laptop SHA256:abc"},
+	}}
+	var b strings.Builder
+	printFleetGrants(&b, l, now)
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 4 || lines[0] != "fleet bastions, node b2, revision 42" || !strings.Contains(lines[1], "ORIGIN") ||
+		!strings.Contains(lines[2], "30s") || !strings.Contains(lines[2], "b1") || !strings.HasSuffix(lines[2], "yes") ||
+		!strings.Contains(lines[3], "ssh:alice@laptop SHA256:abc") || !strings.HasSuffix(lines[3], "no") {
+		t.Errorf("table:\n%s", b.String())
+	}
+	b.Reset()
+	printFleetGrants(&b, control.FleetList{Group: "bastions", Node: "b2"}, now)
+	if !strings.Contains(b.String(), "no live grants in the group") {
+		t.Errorf("empty group:\n%s", b.String())
 	}
 }

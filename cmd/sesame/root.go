@@ -149,17 +149,35 @@ func checkCmd(stdout io.Writer) *cobra.Command {
 }
 
 func grantsCmd(stdout io.Writer) *cobra.Command {
-	var asJSON bool
+	var asJSON, inFleet bool
 	var socket, stateDir string
 	c := &cobra.Command{
-		Use:   "grants [--json] [--socket PATH | --state-dir DIR]",
+		Use:   "grants [--json] [--fleet] [--socket PATH | --state-dir DIR]",
 		Short: "List the grants sesamed holds",
 		Long: "List the grants a running sesamed holds: id, door (an SPA grant's stanza, spa#N, or ssh), source, who asked for an SPA grant " +
 			"(the fwknop packet's user name, or the SSH key's comment), ports or stop command, time left and state " +
 			"(starting, active, revoking, stop failing, or revoked, not journaled), and how a failed start command ended. With --state-dir, read the journal in DIR " +
-			"directly, which works while the daemon is down; the states mean the same, read from the journal and the command markers.",
+			"directly, which works while the daemon is down; the states mean the same, read from the journal and the command markers.\n\n" +
+			"With --fleet, list the live grants of the daemon's fleet group instead, as etcd holds them: id, door, source, ports, time left, " +
+			"the node that made each, who asked for it, and whether this node holds it.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if inFleet {
+				if stateDir != "" {
+					return errors.New("--fleet asks the daemon; it cannot be used with --state-dir")
+				}
+				l, err := control.NewClient(socket).FleetGrants(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					enc := json.NewEncoder(stdout)
+					enc.SetIndent("", "  ")
+					return enc.Encode(l)
+				}
+				printFleetGrants(stdout, l, time.Now())
+				return nil
+			}
 			var gs []grant.Grant
 			if stateDir != "" {
 				var err error
@@ -189,9 +207,36 @@ func grantsCmd(stdout io.Writer) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.Flags().BoolVar(&inFleet, "fleet", false, "list the live grants of the daemon's fleet group (all nodes)")
 	c.Flags().StringVar(&socket, "socket", control.DefaultSocket, "the daemon's control socket")
 	c.Flags().StringVar(&stateDir, "state-dir", "", "read the grants journal in `DIR` instead of asking the daemon")
 	return c
+}
+
+// printFleetGrants prints `sesame grants --fleet`.
+func printFleetGrants(w io.Writer, l control.FleetList, now time.Time) {
+	fmt.Fprintf(w, "fleet %s, node %s, revision %d\n", l.Group, l.Node, l.Revision)
+	for _, r := range l.Refused {
+		fmt.Fprintf(w, "refused: %s\n", r)
+	}
+	if len(l.Grants) == 0 {
+		fmt.Fprintln(w, "no live grants in the group")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tDOOR\tSOURCE\tOPENS\tTIME LEFT\tORIGIN\tIDENTITY\tHERE")
+	for _, g := range l.Grants {
+		left := max(g.Deadline.Sub(now).Round(time.Second), 0)
+		id, here := g.Identity, "no"
+		if id == "" {
+			id = "-"
+		}
+		if g.Here {
+			here = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, g.Door, g.Source, g.Ports, left, g.Origin, id, here)
+	}
+	tw.Flush()
 }
 
 func printGrants(w io.Writer, gs []grant.Grant, now time.Time) {
@@ -251,7 +296,9 @@ func revokeCmd(stdout io.Writer) *cobra.Command {
 		Short: "Revoke a grant now",
 		Long: "Revoke now the grant with this ID, or every grant held by this source address: the stop command runs and native access is removed. " +
 			"An ID may be shortened to a prefix of at least 4 characters that names one grant; a prefix that names several lists them. " +
-			"A grant whose stop keeps failing (state \"stop failing\" in sesame grants) is retried at once.\n\n" +
+			"A grant whose stop keeps failing (state \"stop failing\" in sesame grants) is retried at once. " +
+			"When sesamed is in a fleet (Fleet_Endpoints), the grant is revoked on every node of the group: ID may name a grant " +
+			"another node made (see sesame grants --fleet), and ADDRESS ends that source's grants in the whole group.\n\n" +
 			"With --forget ID, end a grant whose stop keeps failing without running it again, after closing by hand what it opened: " +
 			"the journal records it as forgotten.",
 		Args: cobra.ExactArgs(1),

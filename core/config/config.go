@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/sesame-knock/sesame/core/fleet"
 	"github.com/sesame-knock/sesame/core/knock"
 )
 
@@ -78,6 +79,11 @@ type Options struct {
 	SPAAuthorizedKeys string
 	SPAPort           uint16
 	SPAMaxAge         time.Duration
+	// Fleet is the group this host shares the grants of its Fleet doors
+	// with (Fleet_Endpoints and the other Fleet_ keys); its zero value
+	// is no fleet. Fleet.Node is empty unless Fleet_Node is set (see
+	// fleet.Config.WithDefaults).
+	Fleet fleet.Config
 	// Lines says where each global key was set (Lines.Of(KeyLogFile)).
 	Lines Lines
 }
@@ -116,6 +122,9 @@ type Door struct {
 	// Open lists ports granted natively to the knocker (Sesame extension).
 	Open        []knock.Port
 	OpenTimeout time.Duration // 0 means CmdTimeout
+	// Fleet: the door's grants are shared with the fleet group, and
+	// grants of the group for a door of this name are applied here.
+	Fleet bool
 
 	// Lines says where each of the door's keys was set.
 	Lines Lines

@@ -16,6 +16,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("[a]\nsequence=1\nstop_command=x\n[b]\nsequence=1\nstop_command_6=y\nstart_command_6=\n"))
 	f.Add([]byte("[options]\nMetrics=[::1]:10171\nMetrics_File=/var/lib/x.prom\n[d]\nsequence=1\n"))
 	f.Add([]byte("[options]\nMetrics=0.0.0.0:1\nMetrics_File=/a/b.txt\n[d]\nsequence=1\n"))
+	f.Add([]byte("[options]\nFleet_Endpoints=https://10.0.0.5:2379,https://[fd00::1]:2379\nFleet_Group=g\nFleet_Node=n\nFleet_CA=/ca\nFleet_Cert=/c\nFleet_Key=/k\n[d]\nsequence=1\nOpen=22/tcp\nFleet=yes\n"))
+	f.Add([]byte("[options]\nFleet_Group=g\n[d]\nsequence=1\nFleet=on\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse("fuzz.conf", data)
 		if err != nil {
@@ -53,6 +55,14 @@ func FuzzParse(f *testing.F) {
 		}
 		if f := c.Options.MetricsFile; f != "" && !strings.HasPrefix(f, "/") {
 			t.Fatalf("Metrics_File %q accepted", f)
+		}
+		if err := c.Options.Fleet.Validate(); err != nil {
+			t.Fatalf("fleet config accepted but invalid: %v", err)
+		}
+		for _, d := range c.Doors {
+			if d.Fleet && !c.Options.Fleet.Enabled() {
+				t.Fatalf("door %q shares its grants without a fleet", d.Name)
+			}
 		}
 		if c.Options.MaxAttempts < 1 {
 			t.Fatalf("MaxAttempts %d", c.Options.MaxAttempts)

@@ -29,6 +29,12 @@ const (
 	KeySPAPort
 	KeySPAMaxAge
 	KeySPAAuthorizedKeys
+	KeyFleetEndpoints
+	KeyFleetGroup
+	KeyFleetNode
+	KeyFleetCA
+	KeyFleetCert
+	KeyFleetKey
 	// doors
 	KeyTarget
 	KeySequence
@@ -42,6 +48,7 @@ const (
 	KeyTCPFlags
 	KeyOpen
 	KeyOpenTimeout
+	KeyFleet
 	numKeys
 )
 
@@ -87,6 +94,12 @@ var keyInfos = [numKeys]keyInfo{
 	KeySPAPort:           {"SPA_Port", true},
 	KeySPAMaxAge:         {"SPA_Max_Age", true},
 	KeySPAAuthorizedKeys: {"SPA_Authorized_Keys", true},
+	KeyFleetEndpoints:    {"Fleet_Endpoints", true},
+	KeyFleetGroup:        {"Fleet_Group", true},
+	KeyFleetNode:         {"Fleet_Node", true},
+	KeyFleetCA:           {"Fleet_CA", true},
+	KeyFleetCert:         {"Fleet_Cert", true},
+	KeyFleetKey:          {"Fleet_Key", true},
 	KeyTarget:            {"target", false},
 	KeySequence:          {"sequence", false},
 	KeyOneTimeSequences:  {"one_time_sequences", false},
@@ -99,6 +112,7 @@ var keyInfos = [numKeys]keyInfo{
 	KeyTCPFlags:          {"tcpflags", false},
 	KeyOpen:              {"Open", false},
 	KeyOpenTimeout:       {"Open_Timeout", false},
+	KeyFleet:             {"Fleet", false},
 }
 
 // String is the key's name as the shipped config spells it.

@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/sesame-knock/sesame/core/fleet"
 	"github.com/sesame-knock/sesame/core/journal"
 	"github.com/sesame-knock/sesame/core/knock"
 )
@@ -346,6 +347,12 @@ func (p *parser) optionKey(key Key, val string) {
 			return
 		}
 		o.SPAPort = port
+	case KeyFleetEndpoints, KeyFleetGroup, KeyFleetNode, KeyFleetCA, KeyFleetCert, KeyFleetKey:
+		// The fleet package owns these keys' syntax; its errors start
+		// with the key's name.
+		if _, err := o.Fleet.Set(key.String(), val); err != nil {
+			p.errorf("%v", err)
+		}
 	case KeySPAMaxAge:
 		// Whole seconds, as fwknopd's MAX_SPA_PACKET_AGE.
 		n, err := parseInt(val, 1, int(MaxSPAMaxAge/time.Second))
@@ -456,6 +463,13 @@ func (p *parser) doorKey(d *Door, key Key, val string) {
 			return
 		}
 		d.Open = ps
+	case KeyFleet:
+		b, err := parseBool(val)
+		if err != nil {
+			p.errorf("Fleet: %v", err)
+			return
+		}
+		d.Fleet = b
 	}
 }
 
@@ -474,6 +488,7 @@ func (p *parser) finish() {
 		}
 	}
 	p.spaPortClash()
+	p.fleetChecks()
 	if len(p.errs) > 0 {
 		return
 	}
@@ -496,6 +511,35 @@ func (p *parser) spaPortClash() {
 		if slices.Contains(d.Sequence, spa) {
 			p.errs = append(p.errs, &Error{File: d.File, Line: d.KeyLine(KeySequence),
 				Msg: fmt.Sprintf("door %q knocks on %d/udp, the SPA_Port (%s): SPA packets would count as knocks; pick another port for one of them", d.Name, o.SPAPort, where)})
+		}
+	}
+}
+
+// fleetChecks validates the Fleet_ keys together (each error at the line
+// of the key to fix, or of Fleet_Endpoints for a key that is missing)
+// and refuses a Fleet door without a fleet to share with.
+func (p *parser) fleetChecks() {
+	o := &p.cfg.Options
+	if err := o.Fleet.Validate(); err != nil {
+		line := 0
+		var ce *fleet.ConfigError
+		if errors.As(err, &ce) {
+			if k, ok := keySpellings[strings.ToUpper(ce.Key)]; ok {
+				line = o.Lines.Of(k)
+			}
+		}
+		if line == 0 {
+			line = o.Lines.Of(KeyFleetEndpoints)
+		}
+		p.errs = append(p.errs, &Error{File: p.file, Line: line, Msg: err.Error()})
+	}
+	if o.Fleet.Enabled() {
+		return
+	}
+	for _, d := range p.cfg.Doors {
+		if d.Fleet {
+			p.errs = append(p.errs, &Error{File: d.File, Line: d.KeyLine(KeyFleet),
+				Msg: fmt.Sprintf("door %q: Fleet = yes, but [options] has no %s: there is no group to share its grants with", d.Name, fleet.KeyEndpoints)})
 		}
 	}
 }

@@ -46,6 +46,14 @@ const (
 	// lets through outside any grant.
 	RescueOpen  Kind = "rescue-open"
 	RescueClose Kind = "rescue-close"
+
+	// Fleet grants (the daemon's fleet service). A grant received from
+	// the group is logged with the grant kinds above and KeyOrigin.
+	FleetConnected    Kind = "fleet-connected"    // etcd answers (at start, and again after a loss)
+	FleetDisconnected Kind = "fleet-disconnected" // etcd stopped answering; local doors keep working
+	FleetPublished    Kind = "fleet-published"    // the group holds a grant made here (or its extension)
+	FleetRevoked      Kind = "fleet-revoked"      // a grant was revoked in the group
+	FleetRefused      Kind = "fleet-refused"      // a grant from the group was refused (bad value, unknown door, ports the door does not open)
 )
 
 // String returns the kind's text.
@@ -58,8 +66,8 @@ func (k Kind) Alarm() bool { return k == RescueOpen || k == RescueClose }
 
 // Keys of the fields every sink may index; journald gets them as
 // SESAME_EVENT, SESAME_DOOR, SESAME_SOURCE, SESAME_GRANT_ID,
-// SESAME_DEADLINE, SESAME_STAGE, SESAME_AUTH, SESAME_USER, SESAME_KEY and
-// SESAME_REASON.
+// SESAME_DEADLINE, SESAME_STAGE, SESAME_AUTH, SESAME_USER, SESAME_KEY,
+// SESAME_REASON and SESAME_ORIGIN.
 const (
 	KeyKind     = "event"
 	KeyDoor     = "door"
@@ -71,6 +79,7 @@ const (
 	KeyUser     = "user"   // who asked: an SPA packet's user name, an SSH key's comment
 	KeyKey      = "key"    // the SSH key's SHA-256 fingerprint
 	KeyReason   = "reason" // why a packet or grant was refused
+	KeyOrigin   = "origin" // the fleet node a grant was made on
 )
 
 // Auth methods (KeyAuth's values).

@@ -40,15 +40,17 @@ func TestFaultMemberKilled(t *testing.T) {
 	t.Logf("killing etcd member %s (%s)", victim.Name, victim.ClientURL)
 	victim.Kill()
 
+	// A call in flight to the dead member fails (the client retries no
+	// write it may have sent); the caller calls again, as the daemon does.
 	var ids []string
 	for range 5 {
 		g := testGrant(time.Hour)
-		if err := a.Publish(ctx, g); err != nil {
+		if err := retry(t, "Publish", func() error { return a.Publish(ctx, g) }); err != nil {
 			t.Fatalf("Publish with one member dead: %v", err)
 		}
 		ids = append(ids, g.ID)
 	}
-	if err := a.Revoke(ctx, g1.ID); err != nil {
+	if err := retry(t, "Revoke", func() error { return a.Revoke(ctx, g1.ID) }); err != nil {
 		t.Fatalf("Revoke with one member dead: %v", err)
 	}
 	for _, n := range []*member{b, d} {
@@ -134,6 +136,53 @@ func TestFaultCutOffAndReconnect(t *testing.T) {
 	if n := b.node.snapshotCount(); n != 1 {
 		t.Errorf("%d snapshots, want only the first (the history was kept)", n)
 	}
+}
+
+// A node cut off while its watch stream is being opened (right after
+// its first snapshot) notices it, and applies what was made meanwhile
+// once the network is back. The client's Watch call waits for its
+// stream: the probes must not wait with it.
+func TestFaultCutWhileOpeningWatch(t *testing.T) {
+	c := startCluster(t, 3)
+	a := newFleet(t, config("g", "a", c.Endpoints()))
+	ctx := ctxT(t)
+	old := testGrant(time.Hour)
+	if err := a.Publish(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	var proxies []*etcdtest.Proxy
+	var eps []string
+	for _, m := range c.Members {
+		p := etcdtest.NewProxy(t, strings.TrimPrefix(m.ClientURL, "http://"))
+		proxies = append(proxies, p)
+		eps = append(eps, "http://"+p.Addr)
+	}
+	n := newNode(0)
+	cut := make(chan struct{})
+	n.onSnapshot = func() {
+		select {
+		case <-cut:
+		default:
+			for _, p := range proxies {
+				p.Cut()
+			}
+			close(cut)
+		}
+	}
+	b := startNode(t, config("g", "b", eps), n, Options{ProbeInterval: time.Second, ProbeTimeout: time.Second})
+	b.node.waitFor(t, "b applies the grant from its snapshot", b.node.has(old.ID))
+	<-cut
+	st := waitStatus(t, b, "b notices it is cut off", func(s Status) bool { return !s.Connected })
+	t.Logf("while cut off: %s", st)
+	live := testGrant(time.Hour)
+	if err := a.Publish(ctx, live); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range proxies {
+		p.Restore()
+	}
+	b.node.waitFor(t, "b applies the grant made while it was cut off", b.node.has(live.ID))
+	waitStatus(t, b, "b connected again", func(s Status) bool { return s.Connected })
 }
 
 // etcd compacts the history while a node is away, both cut off and

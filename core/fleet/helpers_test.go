@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -19,12 +20,27 @@ import (
 	"github.com/sesame-knock/sesame/internal/etcdtest"
 )
 
-// settle bounds every wait for the fleet to converge. Derived from what
-// etcd and this package promise, with room for a loaded 2-core machine:
-// a new leader within a few election timeouts (1 s each), a dead
-// connection noticed within keepaliveTime+keepaliveTimeout (15 s), a
-// redial within reconnectMax (5 s), a watch retry within BackoffMax.
-const settle = 90 * time.Second
+// What etcd promises, with the defaults etcdtest runs it with: a
+// request is answered, or fails, within the server's request timeout
+// (5 s plus two election timeouts of 1 s: etcd's ReqTimeout), which
+// also bounds a leader election.
+const (
+	etcdElection   = time.Second
+	etcdReqTimeout = 5*time.Second + 2*etcdElection
+)
+
+// converge is how long this package may take, by its own constants, to
+// bring a node up to date after a fault heals: a dead connection noticed
+// (keepaliveTime+keepaliveTimeout), a redial (reconnectMax), a watch
+// retry (DefaultBackoffMax), a stalled watch found (stallProbes probes),
+// and one request of etcd's.
+const converge = keepaliveTime + keepaliveTimeout + reconnectMax + DefaultBackoffMax +
+	stallProbes*DefaultProbeInterval + etcdReqTimeout
+
+// settle bounds every wait for the fleet to converge: twice converge,
+// room for a loaded 2-core machine, where goroutines and etcd's own
+// timers run late.
+const settle = 2 * converge
 
 // seed prints and returns the test's random seed (SESAME_TEST_SEED
 // overrides it).
@@ -52,6 +68,10 @@ type node struct {
 	snapshots int
 	changes   []Event
 	changed   chan struct{} // closed and replaced on every change
+	// onSnapshot, when set, is called (without mu) after each snapshot
+	// is applied, before the watcher goes on: a test can cut the network
+	// at that point.
+	onSnapshot func()
 }
 
 func newNode(rev int64) *node {
@@ -85,6 +105,12 @@ func (n *node) FleetChanges(rev int64, evs []Event) {
 
 func (n *node) FleetSnapshot(rev int64, live []Grant) {
 	n.mu.Lock()
+	hook := n.onSnapshot
+	defer func() {
+		if hook != nil {
+			hook()
+		}
+	}()
 	defer n.mu.Unlock()
 	n.grants = make(map[string]Grant)
 	for _, g := range live {
@@ -201,7 +227,12 @@ func newFleet(tb testing.TB, cfg Config) *Fleet {
 // until cleanup.
 func startMember(tb testing.TB, cfg Config, rev int64, opts Options) *member {
 	tb.Helper()
-	n := newNode(rev)
+	return startNode(tb, cfg, newNode(rev), opts)
+}
+
+// startNode is startMember for a node the test made (with its hooks).
+func startNode(tb testing.TB, cfg Config, n *node, opts Options) *member {
+	tb.Helper()
 	opts.Consumer, opts.Store = n, n
 	if opts.Logger == nil {
 		opts.Logger = testLogger(tb, cfg.Node)
@@ -226,6 +257,24 @@ func startMember(tb testing.TB, cfg Config, rev int64, opts Options) *member {
 func startCluster(tb testing.TB, n int) *etcdtest.Cluster {
 	tb.Helper()
 	return etcdtest.Start(tb, etcdtest.Options{Members: n})
+}
+
+// retry calls f (a Publish or a Revoke) until it returns nil or one of
+// this package's own errors, within settle: an etcd error means "the call
+// may or may not have landed: call again" (Publish's contract), as the
+// daemon does. Each retry is logged.
+func retry(tb testing.TB, what string, f func() error) error {
+	tb.Helper()
+	deadline := time.Now().Add(settle)
+	for {
+		err := f()
+		if err == nil || errors.Is(err, ErrRevoked) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrExpired) ||
+			errors.Is(err, ErrBadValue) || time.Now().After(deadline) {
+			return err
+		}
+		tb.Logf("%s: %v; again", what, err)
+		time.Sleep(etcdElection / 4)
+	}
 }
 
 func ctxT(tb testing.TB) context.Context {

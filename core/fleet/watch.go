@@ -169,17 +169,29 @@ func (w *watcher) session(ctx context.Context) (progressed bool, err error) {
 		progressed = true
 	}
 
-	wctx := clientv3.WithRequireLeader(sctx)
-	wch := f.cli.Watch(wctx, grantsPrefix(f.cfg.Group), clientv3.WithPrefix(), clientv3.WithRev(w.rev+1), clientv3.WithPrevKV())
+	// The probes start before the watch: the client's Watch call does
+	// not return until its stream to etcd is open, and a partition met
+	// meanwhile must still show in Status (and a stream that never opens
+	// while etcd answers must count as stalled).
+	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(sctx))
 	var wg sync.WaitGroup
-	wg.Add(1)
 	stalled := make(chan struct{})
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		w.probeLoop(wctx, stalled)
 	}()
+	go func() {
+		defer wg.Done()
+		select {
+		case <-stalled:
+			wcancel() // ends a Watch call still waiting for its stream
+		case <-wctx.Done():
+		}
+	}()
 	defer wg.Wait()
-	defer cancel()
+	defer wcancel()
+	wch := f.cli.Watch(wctx, grantsPrefix(f.cfg.Group), clientv3.WithPrefix(), clientv3.WithRev(w.rev+1), clientv3.WithPrevKV())
 
 	for {
 		select {
@@ -256,7 +268,14 @@ func (w *watcher) probeLoop(ctx context.Context, stalled chan<- struct{}) {
 			return
 		}
 		lastHead = head
-		if err := f.cli.RequestProgress(ctx); err != nil && ctx.Err() == nil {
+		// Bounded: the client hands the request to the watch stream's
+		// goroutine, which takes it only once the stream is open; while
+		// etcd cannot be reached it is not, and an unbounded call would
+		// stop the probes, leaving Status connected through a partition.
+		pctx, cancel := context.WithTimeout(ctx, f.opts.ProbeTimeout)
+		err = f.cli.RequestProgress(pctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
 			f.log.Debug("progress request failed", "error", err)
 		}
 	}

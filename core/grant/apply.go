@@ -47,7 +47,9 @@ func (m *Manager) begin(e *entry) {
 	}
 	m.mu.Lock()
 	e.persisted = e.rec.Deadline
+	m.journaledLocked(e)
 	m.mu.Unlock()
+	m.shareGranted(e)
 	m.log.Info(fmt.Sprintf("%s: %s: access granted", e.rec.Source, e.rec.Door), m.fields(e, event.Grant, "ports", knock.FormatSequence(e.rec.Open), "stop_command", e.rec.StopCmd)...)
 	m.applyNative(e)
 	if e.startCmd == "" {
@@ -82,8 +84,13 @@ func (m *Manager) begin(e *entry) {
 		e.startErr = why
 		m.mu.Unlock()
 	}
-	// knockd's cmd_timeout runs from the end of the start command.
+	// knockd's cmd_timeout runs from the end of the start command; a
+	// fleet grant keeps its origin's deadline.
 	finish := m.clock.Now()
+	if e.absolute {
+		m.activate(e, finish, time.Time{})
+		return
+	}
 	m.activate(e, finish, finish.Add(m.timeout(e)))
 }
 
@@ -137,6 +144,7 @@ func (m *Manager) activate(e *entry, finish, deadline time.Time) {
 			m.marks.RemoveMark(mk)
 		}
 		m.applyNative(e)
+		m.shareExtended(e, deadline)
 	}
 	m.persistLoop(e)
 }
@@ -173,7 +181,12 @@ func nativeGrant(e *entry) firewall.Grant {
 // knocks costs no goroutine, fsync or firewall call per knock.
 func (m *Manager) extendLocked(e *entry, now time.Time, timeout time.Duration) Outcome {
 	e.timeout = timeout
-	dl := now.Add(timeout)
+	return m.extendToLocked(e, now.Add(timeout), now)
+}
+
+// extendToLocked moves e's deadline to dl when that is later, as
+// extendLocked does.
+func (m *Manager) extendToLocked(e *entry, dl, now time.Time) Outcome {
 	switch e.state {
 	case Starting:
 		if dl.After(e.extendTo) {
@@ -245,6 +258,7 @@ func (m *Manager) persistLoop(e *entry) {
 		m.mu.Lock()
 		e.persisted = dl
 		m.mu.Unlock()
+		m.shareExtended(e, dl)
 	}
 }
 

@@ -61,8 +61,9 @@ type fakeJournal struct {
 	// writes.
 	failAll     bool
 	failRevoked int
-	// block, when not nil, holds every Extend until it is closed.
-	block              chan struct{}
+	// block, when not nil, holds every Extend until it is closed;
+	// blockGrant every Grant.
+	block, blockGrant  chan struct{}
 	inFlight, maxPeak  int
 	extends            int
 	lastExtendDeadline time.Time
@@ -75,6 +76,12 @@ func (j *fakeJournal) fail() bool {
 }
 
 func (j *fakeJournal) Grant(r journal.Record) error {
+	j.mu.Lock()
+	block := j.blockGrant
+	j.mu.Unlock()
+	if block != nil {
+		<-block
+	}
 	if j.fail() {
 		return fmt.Errorf("journal: append grant %s: no space left on device", r.ID)
 	}

@@ -124,6 +124,8 @@ type Options struct {
 	// LogEvery is how often held-back extension and refusal lines are
 	// summarised (default 10 s).
 	LogEvery time.Duration
+	// Sharer, when set, shares grants with a fleet (see Sharer).
+	Sharer Sharer
 }
 
 // State is where a grant is in its life.
@@ -157,6 +159,11 @@ type Grant struct {
 	Auth string `json:"auth,omitempty"`
 	User string `json:"user,omitempty"`
 	Key  string `json:"key,omitempty"`
+	// Origin is the fleet node a grant received from the group was made
+	// on; Shared the door name under which a grant made here is shared
+	// with the group (see Sharer). Both are empty for local grants.
+	Origin string `json:"origin,omitempty"`
+	Shared string `json:"shared,omitempty"`
 	// Attempts and LastError describe a failing stop (StopFailing) or
 	// journal write (Unrecorded).
 	Attempts  int    `json:"attempts,omitempty"`
@@ -175,9 +182,15 @@ type key struct {
 	scope string
 }
 
-// keyOf is the identity of the grant r records.
+// keyOf is the identity of the grant r records. A grant received from a
+// fleet is its own, by its id: a local knock never extends it, nor does
+// it extend a local grant of the same door and source.
 func keyOf(r *journal.Record) key {
 	k := key{door: r.Door, src: r.Source}
+	if r.Origin != "" {
+		k.scope = "fleet\x00" + r.ID
+		return k
+	}
 	if r.Auth != "" {
 		k.scope = r.Key + " " + knock.FormatSequence(sortedPorts(r.Open))
 	}
@@ -210,6 +223,12 @@ type entry struct {
 	after <-chan struct{}
 	// interrupted: resumed from a journal whose Revoking had no Revoked.
 	interrupted bool
+	// absolute: the deadline was given (a fleet grant's origin set it);
+	// the end of a start command does not move it.
+	absolute bool
+	// journaled is closed once the grant's record is durable, or the
+	// grant was refused (see Manager.Journaled).
+	journaled chan struct{}
 
 	// Guarded by Manager.mu.
 	timeout   time.Duration // the door's grant timeout; bounds every deadline
@@ -233,12 +252,14 @@ type entry struct {
 	poke      chan struct{} // cuts a retry wait short (buffered, 1)
 	settled   chan struct{} // closed when the revocation finished or first failed
 	isSettled bool
-	done      chan struct{} // closed when the grant left the manager
+	// isJournaled: journaled was closed.
+	isJournaled bool
+	done        chan struct{} // closed when the grant left the manager
 }
 
 func newEntry(r journal.Record, timeout time.Duration) *entry {
 	return &entry{k: keyOf(&r), rec: r, timeout: timeout, poke: make(chan struct{}, 1),
-		settled: make(chan struct{}), done: make(chan struct{})}
+		settled: make(chan struct{}), done: make(chan struct{}), journaled: make(chan struct{})}
 }
 
 // Manager holds the live grants. Open is called by the engine goroutine
@@ -400,8 +421,12 @@ type Auth struct {
 // fwknopd adds a rule per packet), never the old ports under a new
 // deadline.
 //
-// Grants that arrive from elsewhere (a fleet) would add an ID and an
-// absolute deadline here; the journal record already carries both.
+// A grant that arrives from a fleet carries its origin's ID, absolute
+// Deadline and Origin node: it is one per ID (never merged with a local
+// grant of the same door and source), a repeat moves it to a later
+// Deadline, and it ends at Deadline whatever its start command took.
+// Its deadline is still never more than Timeout from now (a clock ahead
+// on the origin is cut back, and the cut is logged).
 type Request struct {
 	// Name is what grants: a door's name, an fwknop stanza ("spa#1"),
 	// "ssh". Rate limits and log lines go by it (journald SESAME_DOOR).
@@ -421,6 +446,12 @@ type Request struct {
 	// grant, or on its own when the request extends a grant or is
 	// refused, before the request has any effect.
 	Replay journal.Replay
+	// ID, Deadline and Origin are set together, for a grant received
+	// from a fleet: the origin's grant id (journal.ValidID), its
+	// absolute deadline and the origin node's name.
+	ID       string
+	Deadline time.Time
+	Origin   string
 }
 
 // Open gives src what door d opens, at now: a new grant, or an extension
@@ -456,6 +487,9 @@ func (m *Manager) Open(d *config.Door, src netip.Addr, now time.Time) Outcome {
 // Extended, RanStart, Ignored (nothing to run or open, or the grant it
 // would extend is being revoked), RateLimited (r.Name's limit), Closed.
 func (m *Manager) Grant(r Request, now time.Time) Outcome {
+	if r.ID != "" || r.Origin != "" {
+		return m.grantFleet(r, now)
+	}
 	src := r.Source.Unmap()
 	timeout := r.Timeout
 	fw := m.firewall()
@@ -548,6 +582,9 @@ func (m *Manager) Grant(r Request, now time.Time) Outcome {
 	if native {
 		rec.Open = append([]knock.Port(nil), ports...)
 		rec.Backend = fw.Name()
+	}
+	if sh := m.opts.Sharer; sh != nil {
+		rec.Shared = sh.Share(&r)
 	}
 	e := newEntry(rec, timeout)
 	e.startCmd, e.startKnown, e.after = startCmd, true, after
@@ -654,6 +691,9 @@ func (m *Manager) fieldsNow(e *entry, kind event.Kind) []any {
 // held, or for a grant whose deadline no longer moves (starting or being
 // revoked).
 func (m *Manager) fields(e *entry, kind event.Kind, extra ...any) []any {
+	if e.rec.Origin != "" {
+		extra = append([]any{event.KeyOrigin, e.rec.Origin}, extra...)
+	}
 	return event.Event{Kind: kind, Door: e.rec.Door, Source: e.rec.Source,
 		GrantID: e.rec.ID, Deadline: e.rec.Deadline, Auth: e.rec.Auth, User: e.rec.User, Key: e.rec.Key}.Args(extra...)
 }
@@ -737,9 +777,7 @@ func (m *Manager) RevokeIf(match func(Grant) bool, why string) []string {
 		if e.state != Starting && e.state != Active {
 			continue
 		}
-		g := Grant{ID: e.rec.ID, Door: e.rec.Door, Source: e.rec.Source, Open: e.rec.Open,
-			Auth: e.rec.Auth, User: e.rec.User, Key: e.rec.Key}
-		if match(g) {
+		if match(view(e)) {
 			m.startRevokeLocked(e, why)
 			ids = append(ids, e.rec.ID)
 		}
@@ -831,7 +869,9 @@ func (m *Manager) Forget(ctx context.Context, id string) error {
 	}
 }
 
-// List returns the live grants, soonest deadline first.
+// List returns the live grants, soonest deadline first; grants with the
+// same deadline (an SPA packet's extension beside its other grant) in the
+// order they started, then by id, so the order is always the same.
 func (m *Manager) List() []Grant {
 	m.mu.Lock()
 	out := make([]Grant, 0, len(m.byID))
@@ -842,10 +882,20 @@ func (m *Manager) List() []Grant {
 			Start: e.rec.Start, Deadline: e.rec.Deadline, State: e.state.String(),
 			Attempts: e.attempts, LastError: e.lastErr, StartError: e.startErr,
 			Auth: e.rec.Auth, User: e.rec.User, Key: e.rec.Key,
+			Origin: e.rec.Origin, Shared: e.rec.Shared,
 		})
 	}
 	m.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].Deadline.Before(out[j].Deadline) })
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		switch {
+		case !a.Deadline.Equal(b.Deadline):
+			return a.Deadline.Before(b.Deadline)
+		case !a.Start.Equal(b.Start):
+			return a.Start.Before(b.Start)
+		}
+		return a.ID < b.ID
+	})
 	return out
 }
 

@@ -46,6 +46,9 @@ func (m *Manager) Resume(recs []journal.Record, doors []*config.Door) {
 		e := newEntry(r, timeout)
 		e.persisted = r.Deadline
 		e.interrupted = r.RevokeStarted
+		e.absolute = r.Origin != ""
+		e.isJournaled = true
+		close(e.journaled)
 		m.log.Info(fmt.Sprintf("%s: %s: resuming grant %s", r.Source, r.Door, r.ID), m.fields(e, event.Replay)...)
 		m.mu.Lock()
 		m.byID[r.ID] = e
@@ -137,7 +140,11 @@ func (m *Manager) resumeStart(e *entry, resumed time.Time) {
 		}
 	}
 	m.mu.Lock()
-	left := m.clampLocked(e, finish.Add(e.timeout).Sub(now), now)
+	until := finish.Add(e.timeout)
+	if e.absolute {
+		until = e.rec.Deadline // a fleet grant keeps its origin's deadline
+	}
+	left := m.clampLocked(e, until.Sub(now), now)
 	m.mu.Unlock()
 	m.activate(e, finish, now.Add(left))
 }

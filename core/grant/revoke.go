@@ -226,6 +226,7 @@ func (m *Manager) record(e *entry, why string) {
 	m.mu.Lock()
 	m.forgetLocked(e)
 	m.mu.Unlock()
+	m.shareEnded(e, why)
 	if forgotten {
 		m.log.Warn(fmt.Sprintf("%s: %s: grant forgotten by an admin; its stop never succeeded", e.rec.Source, e.rec.Door),
 			m.fields(e, event.Revoke, "reason", "forgotten", "status", "forgotten")...)
@@ -263,6 +264,7 @@ func (m *Manager) forgetLocked(e *entry) {
 	if m.byID[e.rec.ID] == e {
 		delete(m.byID, e.rec.ID)
 		m.settleLocked(e)
+		m.journaledLocked(e)
 		close(e.done)
 	}
 }

@@ -24,7 +24,13 @@ var errCrashed = errors.New("simulated crash")
 
 // keptLocked is how many frames a compaction would write at least: the
 // live grants and the unexpired replay digests.
-func (j *Journal) keptLocked() int { return len(j.st.live) + len(j.st.replays) }
+func (j *Journal) keptLocked() int {
+	n := len(j.st.live) + len(j.st.replays)
+	if j.st.fleetGroup != "" {
+		n++
+	}
+	return n
+}
 
 // maybeCompactLocked compacts when the log is mostly dead frames. A failed
 // compaction is logged and retried only after the log has grown by
@@ -40,8 +46,8 @@ func (j *Journal) maybeCompactLocked() {
 	}
 }
 
-// compactLocked rewrites the live grants and the unexpired replay
-// digests into a temp file, syncs it, renames it over the log and syncs
+// compactLocked rewrites the live grants, the unexpired replay digests
+// and the last fleet revision applied into a temp file, syncs it, renames it over the log and syncs
 // the directory. A crash at any point leaves either the old log (plus a
 // temp file Open removes) or the new one, and both describe the same
 // live grants and refuse the same replays. Expired digests are dropped
@@ -56,6 +62,14 @@ func (j *Journal) compactLocked() (err error) {
 			return err
 		}
 		buf = appendFrame(buf, typeReplay, payload)
+		frames++
+	}
+	if j.st.fleetGroup != "" {
+		payload, err := marshal(fleetRevWire{Group: j.st.fleetGroup, Rev: j.st.fleetRev})
+		if err != nil {
+			return err
+		}
+		buf = appendFrame(buf, typeFleetRev, payload)
 		frames++
 	}
 	for _, e := range j.st.byAppend() {

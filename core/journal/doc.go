@@ -3,7 +3,10 @@
 // extension, end of a start command, revoke intent and revocation (or an
 // admin's "forget"), and the replay digests of accepted SPA packets (kept
 // until they expire, also after their grants end), each fsynced before
-// the call returns, compacted when it is mostly dead records. It does not decide
+// the call returns, compacted when it is mostly dead records. For fleet
+// grants it also keeps whether the group confirmed each shared grant,
+// where each received grant came from, and the last fleet revision
+// applied. It does not decide
 // when a grant ends or run anything; the grant manager replays Pending at
 // start and acts on it.
 //
@@ -14,7 +17,9 @@
 //	magic   4 bytes  FF 53 4A 31 ("\xffSJ1")
 //	crc     4 bytes  CRC-32C (Castagnoli), little endian, over length|type|payload
 //	length  4 bytes  payload length, little endian, at most MaxPayload
-//	type    1 byte   1 grant, 2 extend, 3 revoking, 4 revoked, 5 started, 6 replay
+//	type    1 byte   1 grant, 2 extend, 3 revoking, 4 revoked, 5 started, 6 replay,
+//	                 7 published (a fleet confirmed a shared grant),
+//	                 8 fleet revision (the last change of the fleet applied)
 //	payload length bytes of JSON
 //
 // The payload is JSON because records are small and written at the rate

@@ -35,7 +35,11 @@ const (
 	typeRevoked  recType = 4
 	typeStarted  recType = 5
 	typeReplay   recType = 6
-	typeLast             = typeReplay
+	// typePublished: the fleet confirmed a shared grant.
+	typePublished recType = 7
+	// typeFleetRev: the last fleet revision applied.
+	typeFleetRev recType = 8
+	typeLast             = typeFleetRev
 )
 
 func (t recType) String() string {
@@ -52,6 +56,10 @@ func (t recType) String() string {
 		return "started"
 	case typeReplay:
 		return "replay"
+	case typePublished:
+		return "published"
+	case typeFleetRev:
+		return "fleet revision"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -81,6 +89,10 @@ type (
 		User   string      `json:"user,omitempty"`
 		Key    string      `json:"key,omitempty"`
 		Replay *replayWire `json:"replay,omitempty"`
+		// Fleet grants (see Record).
+		Shared    string `json:"shared,omitempty"`
+		Published bool   `json:"published,omitempty"`
+		Origin    string `json:"origin,omitempty"`
 	}
 	// replayWire is a Replay: the digest in unpadded base64 (as fwknopd
 	// writes its digest.cache), the expiry in UTC.
@@ -101,6 +113,15 @@ type (
 		// Forgotten: an admin ended the grant without its stop command
 		// succeeding (sesame revoke --forget).
 		Forgotten bool `json:"forgotten,omitempty"`
+	}
+	publishedWire struct {
+		ID string `json:"id"`
+	}
+	// fleetRevWire: every change of fleet group Group up to revision
+	// Rev has been applied.
+	fleetRevWire struct {
+		Group string `json:"group"`
+		Rev   int64  `json:"rev"`
 	}
 	// startedWire: the start command finished at At; the grant's
 	// deadline is now Deadline.
@@ -163,6 +184,7 @@ func encodeGrant(r *Record) ([]byte, error) {
 		w.Timeout = r.Timeout.String()
 	}
 	w.Auth, w.User, w.Key = r.Auth, r.User, r.Key
+	w.Shared, w.Published, w.Origin = r.Shared, r.Published, r.Origin
 	if !r.Replay.IsZero() {
 		rw := encodeReplay(r.Replay)
 		w.Replay = &rw
@@ -182,6 +204,7 @@ func decodeGrant(payload []byte) (Record, error) {
 		ID: w.ID, Door: w.Door, Source: w.Source, StopCmd: w.StopCmd, Backend: w.Backend,
 		Start: w.Start.UTC(), Deadline: w.Deadline.UTC(), StartPending: w.StartPending,
 		Auth: w.Auth, User: w.User, Key: w.Key,
+		Shared: w.Shared, Published: w.Published, Origin: w.Origin,
 	}
 	if w.Replay != nil {
 		rp, err := decodeReplay(*w.Replay)
@@ -237,4 +260,15 @@ func marshal(v any) ([]byte, error) {
 		return nil, fmt.Errorf("record is %d bytes, over the %d byte limit", len(b), MaxPayload)
 	}
 	return b, nil
+}
+
+func decodeFleetRev(payload []byte) (fleetRevWire, error) {
+	var w fleetRevWire
+	if err := json.Unmarshal(payload, &w); err != nil {
+		return w, fmt.Errorf("bad fleet revision record: %w", err)
+	}
+	if !validNode(w.Group) || w.Rev < 0 {
+		return w, fmt.Errorf("bad fleet revision record: group %q, revision %d", w.Group, w.Rev)
+	}
+	return w, nil
 }

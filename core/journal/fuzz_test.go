@@ -21,7 +21,14 @@ func seedLog(f *testing.F) []byte {
 		f.Fatal(err)
 	}
 	for i := 0; i < 6; i++ {
-		if err := j.Grant(rec(i)); err != nil {
+		r := rec(i)
+		switch i {
+		case 4:
+			r.Shared = "ssh"
+		case 5:
+			r.Origin = "bastion-1"
+		}
+		if err := j.Grant(r); err != nil {
 			f.Fatal(err)
 		}
 	}
@@ -49,6 +56,8 @@ func seedLog(f *testing.F) []byte {
 		j.Revoking(rec(2).ID),
 		j.Revoking(rec(3).ID),
 		j.Revoked(rec(3).ID, t0),
+		j.Published(rec(4).ID),
+		j.SetFleetRevision("bastions", 42),
 	} {
 		if step != nil {
 			f.Fatal(step)

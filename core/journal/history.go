@@ -19,6 +19,10 @@ const (
 	KindRevoking Kind = "revoking"
 	KindRevoked  Kind = "revoked"
 	KindReplay   Kind = "replay"
+	// KindPublished: the fleet confirmed a shared grant.
+	KindPublished Kind = "published"
+	// KindFleetRevision: fleet changes up to Rev of Group were applied.
+	KindFleetRevision Kind = "fleet-revision"
 )
 
 // Entry is one record of the log as it was written, for tests and
@@ -34,6 +38,9 @@ type Entry struct {
 	At        time.Time
 	Forgotten bool   // KindRevoked by sesame revoke --forget
 	Replay    Replay // KindReplay: a digest recorded on its own
+	// Group and Rev: KindFleetRevision.
+	Group string
+	Rev   int64
 }
 
 // ReadLog returns every good record in dir's log in the order it was
@@ -89,6 +96,13 @@ func decodeEntry(t recType, payload []byte) (Entry, bool) {
 		var w revokedWire
 		err := json.Unmarshal(payload, &w)
 		return Entry{Kind: KindRevoked, ID: w.ID, At: w.At.UTC(), Forgotten: w.Forgotten}, err == nil
+	case typePublished:
+		var w publishedWire
+		err := json.Unmarshal(payload, &w)
+		return Entry{Kind: KindPublished, ID: w.ID}, err == nil
+	case typeFleetRev:
+		w, err := decodeFleetRev(payload)
+		return Entry{Kind: KindFleetRevision, Group: w.Group, Rev: w.Rev}, err == nil
 	case typeReplay:
 		var w replayWire
 		if err := json.Unmarshal(payload, &w); err != nil {

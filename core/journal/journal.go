@@ -266,6 +266,53 @@ func (j *Journal) Forgotten(id string, at time.Time) error {
 	})
 }
 
+// Published durably records that the fleet holds the shared grant id
+// (Record.Published): a restart does not publish it again.
+func (j *Journal) Published(id string) error {
+	return j.update(typePublished, id, publishedWire{ID: id}, func(e *entry) {
+		e.rec.Published = true
+	})
+}
+
+// SetFleetRevision durably records that every change of fleet group
+// group up to revision rev has been applied; the record survives
+// compaction. Recording the revision already held writes nothing.
+func (j *Journal) SetFleetRevision(group string, rev int64) error {
+	if !validNode(group) || rev < 0 {
+		return fmt.Errorf("journal: fleet revision: bad group %q or revision %d", group, rev)
+	}
+	payload, err := marshal(fleetRevWire{Group: group, Rev: rev})
+	if err != nil {
+		return fmt.Errorf("journal: fleet revision: %w", err)
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.usableLocked(); err != nil {
+		return fmt.Errorf("journal: fleet revision: %w", err)
+	}
+	if j.st.fleetGroup == group && j.st.fleetRev == rev {
+		return nil
+	}
+	if err := j.appendLocked(typeFleetRev, payload); err != nil {
+		return fmt.Errorf("journal: append fleet revision: %w", err)
+	}
+	j.st.fleetGroup, j.st.fleetRev = group, rev
+	j.maybeCompactLocked()
+	return nil
+}
+
+// FleetRevision returns the last revision of fleet group group recorded
+// by SetFleetRevision; 0 when none was, or when the journal's revision
+// belongs to another group (its numbers mean nothing to this one).
+func (j *Journal) FleetRevision(group string) int64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed || j.st.fleetGroup != group {
+		return 0
+	}
+	return j.st.fleetRev
+}
+
 // update appends one frame about a live grant and, once it is durable,
 // applies change to the in-memory state.
 func (j *Journal) update(t recType, id string, w any, change func(*entry)) error {

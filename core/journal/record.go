@@ -44,6 +44,17 @@ type Record struct {
 	// (see Journal.Replays); zero for knocks.
 	Replay Replay
 
+	// Fleet grants. Shared is the door name under which a grant made
+	// here is shared with the group ("" for a grant kept local);
+	// Published is set once the group confirmed it (see
+	// Journal.Published), so that after a crash every shared grant not
+	// yet published is published again. Origin is the node a grant
+	// received from the group was made on ("" for grants made here);
+	// such a grant keeps its origin's id and absolute deadline.
+	Shared    string
+	Published bool
+	Origin    string
+
 	// RevokeStarted is set when a Revoking record was journaled without a
 	// following Revoked: the stop command may or may not have run. It is
 	// never written by Grant; the journal derives it on replay.
@@ -71,6 +82,7 @@ const (
 	MaxAuthLen    = 16
 	MaxUserLen    = 256      // an SPA user name, an SSH key's comment
 	MaxKeyLen     = 128      // an SSH key fingerprint
+	MaxOriginLen  = 64       // a fleet node's name
 	MaxPayload    = 64 << 10 // bytes of JSON in one frame
 )
 
@@ -143,7 +155,30 @@ func (r *Record) validate() error {
 	if len(r.Key) > MaxKeyLen || !utf8.ValidString(r.Key) {
 		return fmt.Errorf("bad key fingerprint %q", r.Key)
 	}
+	if len(r.Shared) > MaxDoorLen || !utf8.ValidString(r.Shared) {
+		return fmt.Errorf("bad shared door name %q", r.Shared)
+	}
+	if r.Origin != "" && !validNode(r.Origin) {
+		return fmt.Errorf("bad origin node %q", r.Origin)
+	}
+	if r.Origin != "" && (r.Shared != "" || r.Published) {
+		return fmt.Errorf("a grant from node %s cannot be shared by this one", r.Origin)
+	}
 	return nil
+}
+
+// validNode accepts a fleet node or group name: 1-MaxOriginLen of
+// [A-Za-z0-9._-], not "." or "..".
+func validNode(s string) bool {
+	if s == "" || len(s) > MaxOriginLen || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !idByte(c) && c != '.' {
+			return false
+		}
+	}
+	return true
 }
 
 // clone returns a copy that shares no memory with r.

@@ -17,6 +17,10 @@ type state struct {
 	// replays holds the SPA replay digests recorded (with a grant or on
 	// their own) and when each expires; compaction drops expired ones.
 	replays map[[32]byte]time.Time
+	// fleetGroup and fleetRev are the fleet group and the last of its
+	// revisions applied (0: none).
+	fleetGroup string
+	fleetRev   int64
 }
 
 type entry struct {
@@ -116,6 +120,22 @@ func (s *state) apply(t recType, payload []byte) error {
 		}
 		e.rec.StartPending = false
 		e.rec.Deadline = w.Deadline.UTC()
+	case typePublished:
+		var w publishedWire
+		if err := json.Unmarshal(payload, &w); err != nil {
+			return fmt.Errorf("bad published record: %w", err)
+		}
+		e, err := s.lookup(w.ID)
+		if err != nil {
+			return fmt.Errorf("published: %w", err)
+		}
+		e.rec.Published = true
+	case typeFleetRev:
+		w, err := decodeFleetRev(payload)
+		if err != nil {
+			return err
+		}
+		s.fleetGroup, s.fleetRev = w.Group, w.Rev
 	case typeRevoked:
 		var w revokedWire
 		if err := json.Unmarshal(payload, &w); err != nil {

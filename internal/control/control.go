@@ -71,6 +71,8 @@ type Status struct {
 	Firewall    FirewallStatus `json:"firewall"`
 	Journal     JournalStatus  `json:"journal"`
 	Metrics     MetricsStatus  `json:"metrics"`
+	// Fleet is the fleet membership; nil when no fleet is configured.
+	Fleet *FleetStatus `json:"fleet,omitempty"`
 	// Healthy is false when a component is unhealthy or the last reload
 	// failed; Problems says why, one line each.
 	Healthy  bool     `json:"healthy"`
@@ -232,6 +234,7 @@ func Serve(ctx context.Context, ln net.Listener, h Handler) error {
 			writeJSON(w, http.StatusOK, res)
 		}
 	})
+	serveFleet(mux, h)
 	// Requests end with ctx: a reload waited for while sesamed stops
 	// returns then.
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,

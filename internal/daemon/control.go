@@ -44,7 +44,12 @@ func (c *controlService) server() hook {
 
 // Grants, Revoke, Forget and Status (status.go) answer the control socket.
 func (d *daemon) Grants() []grant.Grant             { return d.grants.List() }
-func (d *daemon) Revoke(t string) ([]string, error) { return d.grants.Revoke(t) }
+func (d *daemon) Revoke(t string) ([]string, error) { return d.fleet.revoke(t) }
+
+// FleetGrants answers `sesame grants --fleet` (fleet.go).
+func (d *daemon) FleetGrants(ctx context.Context) (control.FleetList, error) {
+	return d.fleet.FleetGrants(ctx)
+}
 func (d *daemon) Forget(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

@@ -112,6 +112,7 @@ type daemon struct {
 	caps    *captures
 	spa     *spaService
 	rescue  *keeper
+	fleet   *fleetMember
 	attach  int // interfaces captured at start
 	started time.Time
 	// cleanStop is set by Run, before it stops the services, when the
@@ -229,6 +230,7 @@ func newDaemon(opts Options, dp deps, log *eventlog.Logger, cfg *config.Config, 
 	}
 	d.fw = &firewalls{log: log.Named("firewall"), newBackend: dp.newBackend}
 	d.rescue = &keeper{log: log.Named("rescue"), newFW: dp.newRescueFW, fw: d.fw, now: dp.now}
+	d.fleet = newFleetMember(d, log.Named("fleet"))
 	d.caps = newCaptures(ifaces, log.Named("capture"))
 	d.caps.openHandle = dp.openCapture
 	d.spa = newSPA(log.Named("spa"), dp.now, opts.SkipIPv6)
@@ -250,6 +252,9 @@ func (d *daemon) services(hup <-chan os.Signal) []hook {
 		d.fw.service(d.config, func() []knock.Port { return allGuarded(d.config(), d.spa.pendingFiles()) }),
 		d.grantsService(),
 		d.reconcileService(),
+		// Before the engine: a grant of a Fleet door is shared from the
+		// first knock; after the grants: it stops before them.
+		d.fleet.service(),
 		d.engineService(),
 		d.supervisorService(),
 		d.linksService(),

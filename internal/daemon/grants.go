@@ -43,7 +43,7 @@ func (d *daemon) grantsService() hook {
 		runner := command.New(command.Options{Logger: d.log.Named("exec"), Timeout: commandLimit})
 		cmds := &timedCommands{Commands: runner, m: d.metrics, lat: d.lat, noMarker: map[string]bool{}}
 		opts := grant.Options{Journal: d.journal, Commands: cmds, MarkerDir: markers,
-			CommandLimit: commandLimit, Logger: d.log.Named("grant")}
+			CommandLimit: commandLimit, Logger: d.log.Named("grant"), Sharer: d.fleet}
 		if b := d.fw.backend(); b != nil {
 			opts.Firewall = d.measuredFirewall(b)
 		}

@@ -30,6 +30,9 @@ func (d *daemon) updateStatus() {
 	if r := d.rescue.summary(); r != "" {
 		s += "; " + r
 	}
+	if f := d.fleet.summary(); f != "" {
+		s += "; " + f
+	}
 	if st.ConfigErr != "" {
 		s += "; config error (running config kept): " + st.ConfigErr
 	}
@@ -99,7 +102,7 @@ func (d *daemon) Status() control.Status {
 	d.mu.Unlock()
 	gs := d.grants.List()
 	st := control.Status{Version: d.opts.Version, Started: d.started, Config: d.opts.ConfigPath, Reload: rl,
-		ConfigErr: cfgErr, Interfaces: d.caps.status(), Grants: len(gs), Metrics: d.ms.status()}
+		ConfigErr: cfgErr, Interfaces: d.caps.status(), Grants: len(gs), Metrics: d.ms.status(), Fleet: d.fleet.status()}
 	byDoor := map[string]int{}
 	for _, g := range gs {
 		byDoor[g.Door]++

@@ -77,6 +77,7 @@ func Check(ctx context.Context, cfg *config.Config, opts Options) *Report {
 	c.spa()
 	c.interfaces()
 	c.firewall(ctx)
+	c.fleet(ctx)
 	c.stateDir()
 	c.knockd()
 	return c.r

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sesame-knock/sesame/core/config"
 	"github.com/sesame-knock/sesame/core/firewall"
+	"github.com/sesame-knock/sesame/core/fleet"
 )
 
 // fakeSystem is a machine where every check passes: root, every path
@@ -42,6 +43,8 @@ func fakeSystem(t *testing.T) *system {
 		trustTree: func(string) error { return nil },
 		trustPath: func(string) error { return nil },
 		knockd:    func() []string { return nil },
+		hostname:  func() (string, error) { return "host1", nil },
+		fleet:     func(context.Context, fleet.Config) error { return nil },
 	}
 	return &sys
 }

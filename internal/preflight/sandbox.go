@@ -339,13 +339,12 @@ func (s *Sandbox) Writable(p string) (ok, private bool, why string) {
 	return false, false, "read-only (" + r.setting + ")"
 }
 
-// Readable says whether the service sees the file the admin sees at p
-// (an absolute path): not when it is hidden (InaccessiblePaths=,
-// ProtectHome=yes) or replaced by the service's own tmpfs (PrivateTmp=,
-// ProtectHome=tmpfs). why names the setting.
+// Readable says whether the service sees the file at p (an absolute
+// path) as it is outside the sandbox: not when its place is hidden
+// (ProtectHome=yes, InaccessiblePaths=) or the service's own tmpfs
+// (PrivateTmp=, ProtectHome=tmpfs). why names the setting.
 func (s *Sandbox) Readable(p string) (ok bool, why string) {
-	p = resolveDirs(path.Clean(p))
-	r, found := s.decide(p)
+	r, found := s.decide(resolveDirs(path.Clean(p)))
 	if !found {
 		return true, ""
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 
 	"github.com/sesame-knock/sesame/core/firewall"
+	"github.com/sesame-knock/sesame/core/fleet"
 	"github.com/sesame-knock/sesame/internal/netmon"
 )
 
@@ -27,6 +28,10 @@ type system struct {
 	trustPath func(path string) error
 	// knockd describes the knockd processes that run.
 	knockd func() []string
+	// hostname is the host's name (the fleet node's default).
+	hostname func() (string, error)
+	// fleet asks the group's etcd for one quorum read (fleet.Check).
+	fleet func(ctx context.Context, c fleet.Config) error
 }
 
 var sys = system{
@@ -46,4 +51,6 @@ var sys = system{
 		_, err := firewall.NewRescue(k, s, nil)
 		return err
 	},
+	hostname: os.Hostname,
+	fleet:    checkFleet,
 }
