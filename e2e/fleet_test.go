@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -302,6 +303,16 @@ func TestFleetWrongTLSLocalDoorsWork(t *testing.T) {
 	// The watcher's first probe records the error in the status.
 	if !poll(settleFleet, func() bool { st := n.fleetStatus(t); return !st.Connected && strings.Contains(st.Error, "Fleet_Cert") }) {
 		t.Errorf("fleet status %+v, want not connected, with the error naming Fleet_Cert", n.fleetStatus(t))
+	}
+	// sesame status calls that unhealthy, and says why.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	st, err := control.NewClient(n.socket()).Status(ctx)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Healthy || !slices.ContainsFunc(st.Problems, func(p string) bool { return strings.Contains(p, "etcd not reached") }) {
+		t.Errorf("status healthy %v, problems %q: want unhealthy, naming the fleet", st.Healthy, st.Problems)
 	}
 	knockers[1].knock(t, p.Client, netnstest.ServerAddr4.String(), "7000", "8000", "9000")
 	if !poll(settleFleet, n.connects) {

@@ -66,3 +66,34 @@ func TestPrintFleetGrants(t *testing.T) {
 		t.Errorf("empty group:\n%s", b.String())
 	}
 }
+
+// sesame status shows the fleet membership on one line, in each of its
+// states, and nothing about a fleet when none is configured.
+func TestPrintStatusFleet(t *testing.T) {
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		fleet *control.FleetStatus
+		want  string
+	}{
+		{nil, ""},
+		{&control.FleetStatus{Group: "bastions", Node: "b1", Connected: true, Revision: 42, Lag: 1, Unpublished: 2},
+			"fleet        group bastions as node b1: connected, revision 42, lag 1, 2 grants being shared"},
+		{&control.FleetStatus{Group: "bastions", Node: "b1", Revision: 40, Unpublished: 1, Error: "context deadline exceeded"},
+			"NOT CONNECTED (last contact never, revision 40, 1 grant waiting to be shared): context deadline exceeded"},
+		{&control.FleetStatus{Group: "bastions", Node: "b1", Off: "Fleet_Key: permission denied"},
+			"group bastions as node b1: OFF: Fleet_Key: permission denied"},
+	} {
+		var b strings.Builder
+		printStatus(&b, control.Status{Version: "t", Started: now, Fleet: tt.fleet, Healthy: true}, now)
+		out := b.String()
+		if tt.want == "" {
+			if strings.Contains(out, "fleet") {
+				t.Errorf("a fleet line without a fleet:\n%s", out)
+			}
+			continue
+		}
+		if !strings.Contains(out, tt.want) {
+			t.Errorf("no %q in:\n%s", tt.want, out)
+		}
+	}
+}

@@ -142,6 +142,9 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 		ms = append(ms, "off")
 	}
 	fmt.Fprintf(tw, "metrics\t%s\n", strings.Join(ms, ", "))
+	if fs := st.Fleet; fs != nil {
+		fmt.Fprintf(tw, "fleet\t%s\n", fleetText(fs))
+	}
 	tw.Flush()
 	if st.Healthy {
 		fmt.Fprintln(w, "\nhealthy")
@@ -151,6 +154,26 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 	for _, p := range st.Problems {
 		fmt.Fprintln(w, "  - "+p)
 	}
+}
+
+// fleetText is the fleet membership on one line.
+func fleetText(fs *control.FleetStatus) string {
+	head := fmt.Sprintf("group %s as node %s: ", fs.Group, fs.Node)
+	switch {
+	case fs.Off != "":
+		return head + "OFF: " + fs.Off
+	case !fs.Connected:
+		return head + fmt.Sprintf("NOT CONNECTED (last contact %s, revision %d, %s waiting to be shared): %s",
+			when(fs.LastContact), fs.Revision, plural(fs.Unpublished, "grant"), fs.Error)
+	}
+	t := head + fmt.Sprintf("connected, revision %d, lag %d", fs.Revision, fs.Lag)
+	if fs.Unpublished > 0 {
+		t += fmt.Sprintf(", %s being shared", plural(fs.Unpublished, "grant"))
+	}
+	if fs.Refused > 0 {
+		t += fmt.Sprintf(", %d values refused", fs.Refused)
+	}
+	return t
 }
 
 func when(t time.Time) string {

@@ -150,5 +150,9 @@ func (d *daemon) metricsState(ctx context.Context) metrics.State {
 		st.QueueDrops = es.Dropped
 	}
 	st.RescueOpen = d.rescue.status().Open
+	if fs := d.fleet.status(); fs != nil {
+		st.Fleet = &metrics.Fleet{Connected: fs.Off == "" && fs.Connected, Lag: fs.Lag, Unpublished: fs.Unpublished,
+			Snapshots: fs.Snapshots, Refused: fs.Refused}
+	}
 	return st
 }

@@ -190,6 +190,17 @@ func (d *daemon) Status() control.Status {
 	if st.Metrics.Error != "" {
 		problems = append(problems, "metrics: "+st.Metrics.Error)
 	}
+	// A fleet that does not run or reach etcd: local doors work, but
+	// the group's grants do not arrive and this host's are not shared.
+	if fs := st.Fleet; fs != nil {
+		switch {
+		case fs.Off != "":
+			problems = append(problems, "fleet "+fs.Group+" is off: "+fs.Off)
+		case !fs.Connected:
+			problems = append(problems, fmt.Sprintf("fleet %s: etcd not reached (local doors work; %d grants made here wait to be shared): %s",
+				fs.Group, fs.Unpublished, fs.Error))
+		}
+	}
 	st.Problems, st.Healthy = problems, len(problems) == 0
 	return st
 }

@@ -73,6 +73,24 @@ type State struct {
 	// ReloadSuccess is when a config last came into force.
 	ReloadOK      bool
 	ReloadSuccess time.Time
+	// Fleet is the fleet membership; nil when no fleet is configured
+	// (and then no sesame_fleet_* family is exported).
+	Fleet *Fleet
+}
+
+// Fleet is the daemon's membership of its fleet group.
+type Fleet struct {
+	// Connected: etcd answered the last probe (false while the fleet is
+	// off or cut off).
+	Connected bool
+	// Lag is how many revisions of the cluster the watch has not
+	// confirmed yet; Unpublished how many grants made here the group
+	// does not hold yet.
+	Lag         int64
+	Unpublished int
+	// Snapshots counts re-lists of the group, Refused values from the
+	// group that did not parse (both since the start).
+	Snapshots, Refused int
 }
 
 // Source reads the daemon's state for a scrape; it must return within

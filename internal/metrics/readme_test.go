@@ -35,7 +35,8 @@ func TestREADMENamesExistingFamilies(t *testing.T) {
 	m.stopFailures.WithLabelValues("d").Inc()
 	m.spaRefusals.WithLabelValues("stale").Inc()
 	m.SetSource(func(context.Context) State {
-		return State{EngineOK: true, Interfaces: []Interface{{Name: "eth0"}}, ReloadSuccess: time.Now(), GrantsActive: map[string]int{"d": 0}}
+		return State{EngineOK: true, Interfaces: []Interface{{Name: "eth0"}}, ReloadSuccess: time.Now(), GrantsActive: map[string]int{"d": 0},
+			Fleet: &Fleet{}}
 	})
 	mfs, err := m.Own().Gather()
 	if err != nil {
