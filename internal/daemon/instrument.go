@@ -151,7 +151,7 @@ func (d *daemon) metricsState(ctx context.Context) metrics.State {
 	}
 	st.RescueOpen = d.rescue.status().Open
 	if fs := d.fleet.status(); fs != nil {
-		st.Fleet = &metrics.Fleet{Connected: fs.Off == "" && fs.Connected, Lag: fs.Lag, Unpublished: fs.Unpublished,
+		st.Fleet = &metrics.Fleet{Connected: fs.Off == "" && fs.Connected, Revision: fs.Revision, Lag: fs.Lag, Unpublished: fs.Unpublished,
 			Snapshots: fs.Snapshots, Refused: fs.Refused}
 	}
 	return st

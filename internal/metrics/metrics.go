@@ -88,6 +88,8 @@ type Fleet struct {
 	// does not hold yet.
 	Lag         int64
 	Unpublished int
+	// Revision is the last revision of the group applied here.
+	Revision int64
 	// Snapshots counts re-lists of the group, Refused values from the
 	// group that did not parse (both since the start).
 	Snapshots, Refused int

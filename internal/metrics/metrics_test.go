@@ -195,10 +195,10 @@ func TestStateFamilies(t *testing.T) {
 		t.Errorf("fleet families without a fleet:\n%s", out)
 	}
 	m.SetSource(func(context.Context) State {
-		return State{Fleet: &Fleet{Connected: false, Lag: 7, Unpublished: 2, Snapshots: 1, Refused: 3}}
+		return State{Fleet: &Fleet{Connected: false, Revision: 41, Lag: 7, Unpublished: 2, Snapshots: 1, Refused: 3}}
 	})
 	out = scrape(t, m)
-	for _, want := range []string{"sesame_fleet_connected 0", "sesame_fleet_lag_revisions 7", "sesame_fleet_unpublished_grants 2",
+	for _, want := range []string{"sesame_fleet_connected 0", "sesame_fleet_revision 41", "sesame_fleet_lag_revisions 7", "sesame_fleet_unpublished_grants 2",
 		"sesame_fleet_snapshots_total 1", "sesame_fleet_refused_values_total 3"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("scrape lacks %q:\n%s", want, out)

@@ -15,8 +15,8 @@ const scrapeTimeout = 2 * time.Second
 type descs struct {
 	buildInfo, doors, packets, captureDrops, queueDrops, attempts, evicted,
 	grantsActive, rescueOpen, reloadOK, reloadAt *prometheus.Desc
-	fleetConnected, fleetLag, fleetUnpublished, fleetSnapshots, fleetRefused *prometheus.Desc
-	version                                                                  string
+	fleetConnected, fleetRevision, fleetLag, fleetUnpublished, fleetSnapshots, fleetRefused *prometheus.Desc
+	version                                                                                 string
 }
 
 func newDescs(version string) descs {
@@ -34,6 +34,7 @@ func newDescs(version string) descs {
 		reloadOK:         prometheus.NewDesc("sesame_config_last_reload_success", "1 when the config file is the config in force; 0 when the last reload (or the start) refused it.", nil, nil),
 		reloadAt:         prometheus.NewDesc("sesame_config_last_reload_success_timestamp_seconds", "When a config last came into force (start or reload), as a Unix time.", nil, nil),
 		fleetConnected:   prometheus.NewDesc("sesame_fleet_connected", "1 while the fleet's etcd answers; 0 when it does not or the fleet is off. Absent without a fleet.", nil, nil),
+		fleetRevision:    prometheus.NewDesc("sesame_fleet_revision", "The last revision of the fleet group applied here (kept in the journal).", nil, nil),
 		fleetLag:         prometheus.NewDesc("sesame_fleet_lag_revisions", "Revisions of the fleet's etcd the group watch has not confirmed yet.", nil, nil),
 		fleetUnpublished: prometheus.NewDesc("sesame_fleet_unpublished_grants", "Grants made here that the fleet group does not hold yet.", nil, nil),
 		fleetSnapshots:   prometheus.NewDesc("sesame_fleet_snapshots_total", "Re-lists of the fleet group (a start without a revision, history compacted while away).", nil, nil),
@@ -48,7 +49,7 @@ func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	d := c.m.desc
 	for _, x := range []*prometheus.Desc{d.buildInfo, d.doors, d.packets, d.captureDrops, d.queueDrops,
 		d.attempts, d.evicted, d.grantsActive, d.rescueOpen, d.reloadOK, d.reloadAt,
-		d.fleetConnected, d.fleetLag, d.fleetUnpublished, d.fleetSnapshots, d.fleetRefused} {
+		d.fleetConnected, d.fleetRevision, d.fleetLag, d.fleetUnpublished, d.fleetSnapshots, d.fleetRefused} {
 		ch <- x
 	}
 }
@@ -95,6 +96,7 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if f := st.Fleet; f != nil {
 		ch <- prometheus.MustNewConstMetric(d.fleetConnected, prometheus.GaugeValue, b2f(f.Connected))
+		ch <- prometheus.MustNewConstMetric(d.fleetRevision, prometheus.GaugeValue, float64(f.Revision))
 		ch <- prometheus.MustNewConstMetric(d.fleetLag, prometheus.GaugeValue, float64(f.Lag))
 		ch <- prometheus.MustNewConstMetric(d.fleetUnpublished, prometheus.GaugeValue, float64(f.Unpublished))
 		ch <- prometheus.MustNewConstMetric(d.fleetSnapshots, prometheus.CounterValue, float64(f.Snapshots))
