@@ -202,7 +202,7 @@ func TestSPAReport(t *testing.T) {
 		"| fwknop garbage 20k/s | **fwknopd** | 20001 | **0 / 3** | — | 2.0% | 5.4 MiB |",
 		"At 20,000 garbage packets per second sesamed admitted 5 of 5 real packets (p99 22.2 ms to open); Debian's fwknopd, " +
 			"under the same flood in the same run, 0 of 3",
-		"At 100,000 per second (the sender kept 53444) sesamed admitted 2 of 3",
+		"At 100,000 per second (the sender kept 53444) sesamed admitted 2 of 3: the verifier, one HMAC per garbage packet,",
 		"## SPA: what one flood packet costs sesamed", "From `go test -bench SPAPath`", "Each case ran 3 times",
 		"| fwknop garbage (one HMAC) | 3077 | 2000 – 4000 | 0 |",
 		"## SSH-signed knocks: verification cost per key type", "| ecdsa-sha2-nistp521 | 7320 | 7000 – 8000 | 96 | 44 |",
@@ -210,6 +210,13 @@ func TestSPAReport(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
+	}
+	// Nothing lost: no explanation of losses.
+	b.Reset()
+	r.SPA.Flood[2].In = r.SPA.Flood[2].Sent
+	spaReport(&b, r)
+	if md := b.String(); !strings.Contains(md, "sesamed admitted 3 of 3. Each real packet") {
+		t.Errorf("100k/s without a loss:\n%s", md)
 	}
 	b.Reset()
 	spaReport(&b, &results{})
