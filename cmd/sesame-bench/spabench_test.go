@@ -214,9 +214,14 @@ func TestSPAReport(t *testing.T) {
 	// Nothing lost: no explanation of losses.
 	b.Reset()
 	r.SPA.Flood[2].In = r.SPA.Flood[2].Sent
+	r.SPA.Path[0].Runs = 1
 	spaReport(&b, r)
 	if md := b.String(); !strings.Contains(md, "sesamed admitted 3 of 3. Each real packet") {
 		t.Errorf("100k/s without a loss:\n%s", md)
+	}
+	// One run: no median to speak of.
+	if md := b.String(); !strings.Contains(md, "a flood is made of. Each case ran once.") {
+		t.Errorf("one run:\n%s", md)
 	}
 	b.Reset()
 	spaReport(&b, &results{})

@@ -115,7 +115,10 @@ func spaReport(w io.Writer, r *results) {
 // costTable is the table of SPAPath (ns) or Verify (µs and cost units).
 func costTable(w io.Writer, rows []costRow, errText string, verify bool) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
-	if len(rows) > 0 {
+	switch {
+	case len(rows) > 0 && rows[0].Runs == 1:
+		p(" Each case ran once.")
+	case len(rows) > 0:
 		p(" Each case ran %d times: the median, and the fastest and slowest run; allocations are the most of any run.", rows[0].Runs)
 	}
 	p("\n\n")
