@@ -59,6 +59,27 @@ type results struct {
 		Knockers []sample `json:"knockers"`
 		Err      string   `json:"error"`
 	} `json:"sweep"`
+	SPA *spaResults `json:"spa"`
+}
+
+// The SPA section's results.
+type spaResults struct {
+	Flood []struct {
+		Name string `json:"name"`
+		Sent int    `json:"sent"`
+		In   int    `json:"in"`
+	} `json:"flood"`
+	FloodErr string    `json:"flood_error"`
+	Left     string    `json:"left_out"`
+	Path     []costRow `json:"path"`
+	PathErr  string    `json:"path_error"`
+	Verify   []costRow `json:"verify"`
+	VerErr   string    `json:"verify_error"`
+}
+
+type costRow struct {
+	Name    string  `json:"name"`
+	NsPerOp float64 `json:"ns_per_op"`
 }
 
 type variant struct{ Daemon, Action string }
@@ -116,6 +137,8 @@ func TestQuickRun(t *testing.T) {
 		"## Matcher cost per packet", "## Capture: traffic that is not a knock", "## Drop point under a spoofed first-knock flood",
 		"| knockd, shell `iptables -I` | IPv4 |", "| sesamed, native nftables | IPv4 |",
 		"| sesamed, native iptables-nft | IPv4 |", "| sesamed, native iptables-legacy | IPv4 |", "| Cores |",
+		"## SPA: real packets under a flood", "## SPA: what one flood packet costs sesamed",
+		"## SSH-signed knocks: verification cost per key type", "This run left out: ",
 	} {
 		if !strings.Contains(string(report), want) {
 			t.Errorf("report lacks %q", want)
@@ -232,6 +255,48 @@ func TestQuickRun(t *testing.T) {
 	for _, f := range res.Sweep {
 		if f.Err != "" || len(f.Knockers) == 0 {
 			t.Errorf("drop point: %d knockers, error %q", len(f.Knockers), f.Err)
+		}
+	}
+	checkSPA(t, res.SPA)
+}
+
+// checkSPA checks a quick run's SPA section: the flood cases it keeps
+// ran, every real packet opened the door without a flood, and the cost
+// benchmarks have their rows.
+func checkSPA(t *testing.T, s *spaResults) {
+	if s == nil {
+		t.Error("no SPA section")
+		return
+	}
+	if s.FloodErr != "" || s.PathErr != "" || s.VerErr != "" {
+		t.Errorf("SPA benchmarks failed: flood %q, path %q, verify %q", s.FloodErr, s.PathErr, s.VerErr)
+	}
+	if !strings.Contains(s.Left, "fwknopd") {
+		t.Errorf("the quick run's SPA section does not say it left out fwknopd: %q", s.Left)
+	}
+	seen := map[string]bool{}
+	for _, f := range s.Flood {
+		seen[f.Name] = true
+		if f.Sent == 0 || f.In > f.Sent {
+			t.Errorf("SPA flood %s: %d of %d real packets in", f.Name, f.In, f.Sent)
+		}
+		if strings.Contains(f.Name, "quiet") && f.In != f.Sent {
+			t.Errorf("SPA %s (no flood): only %d of %d real packets opened the door", f.Name, f.In, f.Sent)
+		}
+	}
+	for _, name := range []string{"fwknop-quiet", "fwknop-quiet-iptables", "fwknop-garbage-20k", "ssh-forged-20k"} {
+		if !seen[name] {
+			t.Errorf("SPA flood case %s missing", name)
+		}
+	}
+	for part, rows := range map[string][]costRow{"SPAPath": s.Path, "Verify": s.Verify} {
+		if len(rows) == 0 {
+			t.Errorf("%s: no rows", part)
+		}
+		for _, c := range rows {
+			if c.NsPerOp <= 0 {
+				t.Errorf("%s %s: %v ns/op", part, c.Name, c.NsPerOp)
+			}
 		}
 	}
 }

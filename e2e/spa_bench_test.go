@@ -38,6 +38,10 @@ import (
 // nothing about time: run it with
 //
 //	go test -run '^$' -bench SPAFlood -benchtime 10x ./e2e/
+//
+// bench/run (sesame-bench all, section spa) runs it and writes
+// BENCHMARKS.md's table from what it prints: cmd/sesame-bench/spabench.go
+// reads these case names and metric units.
 func BenchmarkSPAFlood(b *testing.B) {
 	netnstest.RequireRoot(b)
 	for _, c := range []struct {

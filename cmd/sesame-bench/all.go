@@ -44,9 +44,11 @@ type allOptions struct {
 	// Latency, when set, is the knock-to-connect rows to run, on IPv4 and
 	// (with Extras) IPv6 each; nil: every row, the iptables ones on IPv4 only.
 	Latency []variant
+
+	spaOptions // the SPA section's flags (spabench.go)
 }
 
-var sections = []string{"latency", "noise", "flood", "match", "capture", "drop-point"}
+var sections = []string{"latency", "noise", "flood", "match", "capture", "drop-point", "spa"}
 
 func (o allOptions) runs(section string) bool { return len(o.Only) == 0 || o.Only[section] }
 
@@ -102,7 +104,7 @@ func allCmd(stdout, stderr io.Writer) *cobra.Command {
 		},
 	}
 	f := c.Flags()
-	f.BoolVar(&o.Quick, "quick", false, "few samples, one flood rate, gentle noise, short matcher benchmark (the CI smoke test)")
+	f.BoolVar(&o.Quick, "quick", false, "few samples, one flood rate, gentle noise, short matcher and SPA benchmarks (the CI smoke test)")
 	f.IntVar(&o.Samples, "samples", 60, "knock-to-connect samples per configuration")
 	f.IntVar(&o.NoiseSamples, "noise-samples", 30, "knock-to-connect samples per configuration under noise")
 	f.Float64Var(&o.NoiseRate, "noise-rate", 0, "noise `RATE` in packets/s (0: as fast as the generator can)")
@@ -122,13 +124,14 @@ func allCmd(stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.JSON, "json", "", "write the raw results to `FILE`")
 	f.StringVar(&o.Repo, "repo", ".", "the repository (for the matcher benchmark)")
 	f.StringVar(&o.Go, "go", "go", "the go command (for the matcher benchmark)")
-	f.StringVar(&o.BenchTime, "benchtime", "1s", "go test -benchtime for the matcher")
+	f.StringVar(&o.BenchTime, "benchtime", "1s", "go test -benchtime for the matcher and the SPA cost benchmarks")
 	f.StringVar(&o.Sesamed, "sesamed", "", "the sesamed binary (default: next to sesame-bench, else $PATH)")
 	f.StringVar(&o.Work, "work", "", "keep configs and logs under `DIR` (default: a temporary directory, removed)")
 	f.StringVar(&only, "only", "", "run only these `SECTIONS` (comma list of "+strings.Join(sections, ", ")+")")
 	f.StringVar(&latency, "latency", "", "run only these knock-to-connect `ROWS`, on IPv4 and (with --extras) IPv6 each "+
 		"(comma list of "+strings.Join(variantKeys(), ", ")+"); with --only latency, a run of just those rows")
 	f.StringVar(&o.Command, "command", "sesame-bench all", "the command line to quote in the report")
+	spaFlags(c, &o.spaOptions)
 	return c
 }
 
@@ -169,6 +172,7 @@ func quick(cmd *cobra.Command, o *allOptions, rates, captureRates, sweepRates *s
 	if !set("load-window") {
 		o.LoadWindow = time.Second
 	}
+	spaQuick(set, &o.spaOptions)
 }
 
 func runAll(ctx context.Context, o allOptions, stdout, stderr io.Writer) error {
@@ -177,6 +181,9 @@ func runAll(ctx context.Context, o allOptions, stdout, stderr io.Writer) error {
 	}
 	if o.Samples < 1 || o.FloodKnockers < 1 || o.FloodKnockers > 250 {
 		return errors.New("--samples must be at least 1 and --flood-knockers 1-250")
+	}
+	if err := o.spaOptions.check(); err != nil {
+		return err
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -262,6 +269,11 @@ func (r *runner) runAll(res *results) error {
 		if err != nil {
 			res.FilterErr = err.Error()
 		}
+	}
+	// The SPA benchmarks build their own namespaces (the flood) or
+	// none; before the scenarios too, for the cost benchmarks' sake.
+	if r.o.runs("spa") {
+		res.SPA = runSPA(r.ctx, r.o, r.progress)
 	}
 	if r.o.runs("latency") {
 		if err := r.runLatency(res); err != nil {

@@ -82,4 +82,7 @@ type results struct {
 	FilterCmd  string        `json:"filter_cmd"`
 	FilterErr  string        `json:"filter_error,omitempty"`
 	Sweep      []floodRow    `json:"sweep"` // rate -1: the generator's top rate
+
+	// SPA is the SPA section (spabench.go); nil when the run left it out.
+	SPA *spaResults `json:"spa,omitempty"`
 }

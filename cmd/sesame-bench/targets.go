@@ -195,7 +195,8 @@ func (r *results) verdicts() []verdict {
 			al.Miss = fmt.Sprintf("%g allocations per packet", worst.AllocsPerOp)
 		}
 	}
-	return append(append(out, mp, al), r.captureVerdicts()...)
+	out = append(append(out, mp, al), r.captureVerdicts()...)
+	return append(out, r.spaVerdicts()...)
 }
 
 // captureVerdicts are issue 16's capture targets: 10,000 knock ports
