@@ -59,7 +59,14 @@ type results struct {
 		Knockers []sample `json:"knockers"`
 		Err      string   `json:"error"`
 	} `json:"sweep"`
-	SPA *spaResults `json:"spa"`
+	SPA   *spaResults `json:"spa"`
+	Fleet *struct {
+		Rows []struct {
+			Watcher string  `json:"watcher"`
+			P99MS   float64 `json:"p99_ms"`
+		} `json:"rows"`
+		Err string `json:"error"`
+	} `json:"fleet"`
 }
 
 // The SPA section's results.
@@ -258,6 +265,15 @@ func TestQuickRun(t *testing.T) {
 		}
 	}
 	checkSPA(t, res.SPA)
+	// The fleet section: three watchers and all, each with a time.
+	switch f := res.Fleet; {
+	case f == nil:
+		t.Error("no fleet section")
+	case f.Err != "":
+		t.Errorf("fleet section failed: %s", f.Err)
+	case len(f.Rows) != 4 || f.Rows[3].Watcher != "all" || f.Rows[3].P99MS <= 0:
+		t.Errorf("fleet rows %+v: want three watchers and all, with times", f.Rows)
+	}
 }
 
 // checkSPA checks a quick run's SPA section: the flood cases it keeps

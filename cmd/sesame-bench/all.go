@@ -48,7 +48,7 @@ type allOptions struct {
 	spaOptions // the SPA section's flags (spabench.go)
 }
 
-var sections = []string{"latency", "noise", "flood", "match", "capture", "drop-point", "spa"}
+var sections = []string{"latency", "noise", "flood", "match", "capture", "drop-point", "spa", "fleet"}
 
 func (o allOptions) runs(section string) bool { return len(o.Only) == 0 || o.Only[section] }
 
@@ -274,6 +274,9 @@ func (r *runner) runAll(res *results) error {
 	// none; before the scenarios too, for the cost benchmarks' sake.
 	if r.o.runs("spa") {
 		res.SPA = runSPA(r.ctx, r.o, r.progress)
+	}
+	if r.o.runs("fleet") {
+		res.Fleet = runFleet(r.ctx, r.o, r.progress)
 	}
 	if r.o.runs("latency") {
 		if err := r.runLatency(res); err != nil {

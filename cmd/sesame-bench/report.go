@@ -141,6 +141,7 @@ func report(w io.Writer, r *results) {
 	captureReport(w, r)
 	sweepReport(w, r)
 	spaReport(w, r)
+	fleetReport(w, r)
 
 	p("\n## Matcher cost per packet\n\n")
 	if r.MatchErr != "" {

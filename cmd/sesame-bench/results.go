@@ -85,4 +85,6 @@ type results struct {
 
 	// SPA is the SPA section (spabench.go); nil when the run left it out.
 	SPA *spaResults `json:"spa,omitempty"`
+	// Fleet is the fleet section (fleetbench.go); nil when left out.
+	Fleet *fleetResults `json:"fleet,omitempty"`
 }

@@ -196,7 +196,7 @@ func (r *results) verdicts() []verdict {
 		}
 	}
 	out = append(append(out, mp, al), r.captureVerdicts()...)
-	return append(out, r.spaVerdicts()...)
+	return append(append(out, r.spaVerdicts()...), r.fleetVerdict())
 }
 
 // captureVerdicts are issue 16's capture targets: 10,000 knock ports
