@@ -318,9 +318,27 @@ func (m *Matcher) SetDoors(doors []Door) {
 	// Collect survivors with their start times, then rebuild: timeout
 	// classes may have changed.
 	type keep struct {
-		a       attempt
-		start   time.Duration
-		oldDoor int32
+		a     attempt
+		start time.Duration
+		// rank is the attempt's place in its source's chain, which is in
+		// start order: attempts one packet started, in the doors' order
+		// at that time. It breaks ties of start, also over several
+		// reloads that renumber the doors (door indexes do not).
+		rank int32
+	}
+	rank := make([]int32, len(m.slab))
+	for _, l := range []list{m.age[0], m.age[1]} {
+		for i := l.head; i != none; i = m.slab[i].nextAge {
+			if m.slab[i].prevSrc != none {
+				continue
+			}
+			// i heads its source's chain: number the chain once.
+			n := int32(0)
+			for j := i; j != none; j = m.slab[j].nextSrc {
+				rank[j] = n
+				n++
+			}
+		}
 	}
 	var kept []keep
 	for _, l := range []list{m.age[0], m.age[1]} {
@@ -328,7 +346,7 @@ func (m *Matcher) SetDoors(doors []Door) {
 			a := m.slab[i]
 			if nd := remap[a.door]; nd != none {
 				start := a.deadline - m.classes[a.tclass]
-				kept = append(kept, keep{a, start, a.door})
+				kept = append(kept, keep{a, start, rank[i]})
 				kept[len(kept)-1].a.door = nd
 			}
 		}
@@ -357,7 +375,7 @@ func (m *Matcher) SetDoors(doors []Door) {
 		if c := cmp.Compare(kept[x].start, kept[y].start); c != 0 {
 			return c
 		}
-		return cmp.Compare(kept[x].oldDoor, kept[y].oldDoor)
+		return cmp.Compare(kept[x].rank, kept[y].rank)
 	})
 	for _, n := range order {
 		i := idx[n]

@@ -297,6 +297,24 @@ func TestSetDoorsKeepsUnchangedAttempts(t *testing.T) {
 	}
 }
 
+// Events of one packet come in the order its attempts started (knockd's
+// attempt list), also after reloads that renumber the doors twice: the
+// second reload used to order attempts a packet started together by
+// their door indexes of the first, which were no longer theirs.
+func TestSetDoorsKeepsStartOrderOverReloads(t *testing.T) {
+	a := Door{Name: "a", Sequence: seq("7000", "8000"), Timeout: 5 * time.Second}
+	b := Door{Name: "b", Sequence: seq("7000", "8001"), Timeout: 5 * time.Second}
+	c := Door{Name: "c", Sequence: seq("1", "2"), Timeout: 5 * time.Second}
+	m := newM(a, b, c)
+	run(m, []k{syn(0, srcA, 7000)}) // starts a, then b
+	m.SetDoors([]Door{c, b, a})     // b is 1, a is 2
+	m.SetDoors([]Door{c, b, a, {Name: "d", Sequence: seq("3"), Timeout: time.Second}})
+	got := run(m, []k{syn(ms(1), srcA, 1)}) // resets both, in start order
+	if want := "reset a 192.0.2.1 1|reset b 192.0.2.1 1"; strings.Join(got, "|") != want {
+		t.Errorf("events %q, want %q", got, want)
+	}
+}
+
 func TestSetSequenceDropsThatDoorsAttempts(t *testing.T) {
 	m := newM(base())
 	run(m, []k{syn(0, srcA, 7000)})
