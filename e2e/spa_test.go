@@ -228,17 +228,30 @@ func TestSPAGarbageFloodDoesNotKeepRealPacketsOut(t *testing.T) {
 	// Let the flood run before the real packets.
 	s.waitLine(1, "refused", `reason="bad HMAC"`)
 	time.Sleep(time.Second)
-	sent := time.Now()
-	s.sesameSpa(nil, append([]string{"-A", "tcp/2222", "-a", netnstest.ClientAddr4.String(), "-D", netnstest.ServerAddr4.String()}, spaKeyArgs...)...)
-	s.opens(netnstest.ServerAddr4, "sesame spa during the flood")
-	t.Logf("sesame spa during a 20k pps garbage flood: open after %v", time.Since(sent).Round(time.Millisecond))
-	s.p.Client.MustRun("ip", "addr", "add", "10.77.0.3/24", "dev", netnstest.ClientIf)
-	sent = time.Now()
-	s.fwknopClient(append([]string{"-A", "tcp/2222", "-a", "10.77.0.3", "-D", netnstest.ServerAddr4.String()}, spaKeyArgs...)...)
-	if !poll(10*time.Second, func() bool { return connects(s.p.Client, netip.MustParseAddr("10.77.0.3"), netnstest.ServerAddr4) }) {
-		t.Fatalf("fwknop's packet did not open during the flood:\n%s", s.d.out.String())
+	// One UDP packet can be lost on a machine this test shares with
+	// others (the kernel drops what a starved verifier cannot take in
+	// time; BenchmarkSPAFlood counts how many): as a user would, send
+	// again, a fresh packet, up to three times. A flood that keeps real
+	// packets out fails all three.
+	sendUntilOpen := func(what string, send func(), open func() bool) {
+		t.Helper()
+		for try := 1; try <= 3; try++ {
+			sent := time.Now()
+			send()
+			if poll(5*time.Second, open) {
+				t.Logf("%s during a 20k pps garbage flood: open after %v (packet %d)", what, time.Since(sent).Round(time.Millisecond), try)
+				return
+			}
+		}
+		t.Fatalf("none of three packets of %s opened during the flood:\n%s", what, s.d.out.String())
 	}
-	t.Logf("fwknop client during the flood: open after %v", time.Since(sent).Round(time.Millisecond))
+	sendUntilOpen("sesame spa", func() {
+		s.sesameSpa(nil, append([]string{"-A", "tcp/2222", "-a", netnstest.ClientAddr4.String(), "-D", netnstest.ServerAddr4.String()}, spaKeyArgs...)...)
+	}, func() bool { return s.reach(netnstest.ServerAddr4) })
+	s.p.Client.MustRun("ip", "addr", "add", "10.77.0.3/24", "dev", netnstest.ClientIf)
+	sendUntilOpen("the fwknop client", func() {
+		s.fwknopClient(append([]string{"-A", "tcp/2222", "-a", "10.77.0.3", "-D", netnstest.ServerAddr4.String()}, spaKeyArgs...)...)
+	}, func() bool { return connects(s.p.Client, netip.MustParseAddr("10.77.0.3"), netnstest.ServerAddr4) })
 	f.halt(t)
 	rate := float64(f.sent.Load())
 	t.Logf("flood: %d packets sent", f.sent.Load())
