@@ -40,7 +40,7 @@ import (
 //	go test -run '^$' -bench SPAFlood -benchtime 10x ./e2e/
 //
 // bench/run (sesame-bench all, section spa) runs it and writes
-// BENCHMARKS.md's table from what it prints: cmd/sesame-bench/spabench.go
+// BENCHMARKS.md's table from what it prints: bench/sesame-bench/spabench.go
 // reads these case names and metric units.
 func BenchmarkSPAFlood(b *testing.B) {
 	netnstest.RequireRoot(b)

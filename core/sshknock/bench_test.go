@@ -73,7 +73,7 @@ func benchSigners(b *testing.B) []struct {
 
 // BenchmarkVerify is the cost of accepting a knock, per key type: every
 // check including the signature (the replay cache is a no-op here).
-// bench/run writes its BENCHMARKS.md table (cmd/sesame-bench/spareport.go
+// bench/run writes its BENCHMARKS.md table (bench/sesame-bench/spareport.go
 // names these cases and reads cost-units).
 func BenchmarkVerify(b *testing.B) {
 	for _, k := range benchSigners(b) {

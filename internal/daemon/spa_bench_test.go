@@ -23,7 +23,7 @@ import (
 //   - ssh-unknown-key: an SSH-signed knock naming a key not listed;
 //   - ssh-replay: an SSH knock accepted earlier (no signature check).
 //
-// bench/run writes its BENCHMARKS.md table (cmd/sesame-bench/spareport.go
+// bench/run writes its BENCHMARKS.md table (bench/sesame-bench/spareport.go
 // names these cases).
 func BenchmarkSPAPath(b *testing.B) {
 	alice := newSSHKey(b, `open="tcp/22"`, "alice")

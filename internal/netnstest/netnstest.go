@@ -1,15 +1,19 @@
 // Package netnstest builds throw-away network namespaces for tests that
-// capture packets or change a firewall: a server and a client namespace
-// joined by a veth pair with IPv4 and IPv6 addresses. Everything it
-// creates is deleted by t.Cleanup, even when the test fails, and it never
-// touches the host namespace's addresses or firewall.
+// capture packets or change a firewall, and for the benchmark driver's
+// lab: a server and a client namespace joined by a veth pair with IPv4
+// and IPv6 addresses. It never touches the host namespace's addresses or
+// firewall.
 //
-// Tests that use it call RequireRoot first; without root they skip with a
-// message saying why, and with root (as in CI) they always run.
+// New and NewPairWith return namespaces that their Close deletes, for
+// programs; NewNS and NewPair are the same for tests, deleted by
+// t.Cleanup even when the test fails. Tests call RequireRoot first;
+// without root they skip with a message saying why, and with root (as in
+// CI) they always run. Sweep deletes what a process killed outright left.
 package netnstest
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -18,6 +22,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -56,7 +61,10 @@ func RequireRoot(tb testing.TB) {
 // NS is a named network namespace created by this package.
 type NS struct {
 	Name string
-	tb   testing.TB
+	tb   testing.TB // set by NewNS and NewPair, for MustRun
+
+	mu     sync.Mutex // guards closed
+	closed bool
 }
 
 // Pair is a server and a client namespace joined by a veth pair.
@@ -66,27 +74,62 @@ type Pair struct {
 
 var seq atomic.Int64
 
+// namePrefix starts every namespace's name; the process's pid follows,
+// which is how Sweep tells a live owner from a dead one.
+const namePrefix = "sesame-t"
+
 func uniqueName(role string) string {
-	return fmt.Sprintf("sesame-t%d-%d-%s", os.Getpid(), seq.Add(1), role)
+	return fmt.Sprintf("%s%d-%d-%s", namePrefix, os.Getpid(), seq.Add(1), role)
 }
 
-// NewNS creates an empty namespace with loopback up.
+// New creates an empty namespace for role (a word in its name) with
+// loopback up. The caller owns it and deletes it with Close. It returns
+// an error, having removed what it created, when ip fails (not root, no
+// iproute2).
+func New(role string) (*NS, error) {
+	n := &NS{Name: uniqueName(role)}
+	if out, err := exec.Command("ip", "netns", "add", n.Name).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("ip netns add %s: %v: %s", n.Name, err, bytes.TrimSpace(out))
+	}
+	if _, err := n.Run("ip", "link", "set", "lo", "up"); err != nil {
+		return nil, errors.Join(err, n.Close())
+	}
+	return n, nil
+}
+
+// NewNS is New for a test: it skips without root, fails the test on
+// error, and deletes the namespace when the test ends.
 func NewNS(tb testing.TB, role string) *NS {
 	tb.Helper()
 	RequireRoot(tb)
-	n := &NS{Name: uniqueName(role), tb: tb}
-	if out, err := exec.Command("ip", "netns", "add", n.Name).CombinedOutput(); err != nil {
-		tb.Fatalf("ip netns add %s: %v: %s", n.Name, err, out)
+	n, err := New(role)
+	if err != nil {
+		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { n.delete() })
-	n.MustRun("ip", "link", "set", "lo", "up")
+	n.tb = tb
+	tb.Cleanup(func() {
+		if err := n.Close(); err != nil {
+			tb.Error(err)
+		}
+	})
 	return n
 }
 
-func (n *NS) delete() {
-	// Kill what tests left running inside, or the namespace lingers
-	// while its processes hold it.
-	if out, err := exec.Command("ip", "netns", "pids", n.Name).Output(); err == nil {
+// Close kills the processes still inside the namespace (they would keep
+// it alive) and deletes it. It is safe to call more than once; only the
+// first call does anything.
+func (n *NS) Close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil
+	}
+	n.closed = true
+	return deleteNS(n.Name)
+}
+
+func deleteNS(name string) error {
+	if out, err := exec.Command("ip", "netns", "pids", name).Output(); err == nil {
 		for _, pid := range strings.Fields(string(out)) {
 			if n, err := strconv.Atoi(pid); err == nil {
 				_ = syscall.Kill(n, syscall.SIGKILL)
@@ -95,36 +138,156 @@ func (n *NS) delete() {
 	}
 	var lastErr error
 	for i := 0; i < 50; i++ {
-		out, err := exec.Command("ip", "netns", "del", n.Name).CombinedOutput()
+		out, err := exec.Command("ip", "netns", "del", name).CombinedOutput()
 		if err == nil {
-			return
+			return nil
 		}
-		lastErr = fmt.Errorf("%v: %s", err, out)
+		lastErr = fmt.Errorf("%v: %s", err, bytes.TrimSpace(out))
 		time.Sleep(20 * time.Millisecond)
 	}
-	n.tb.Errorf("ip netns del %s: %v", n.Name, lastErr)
+	return fmt.Errorf("ip netns del %s: %w", name, lastErr)
+}
+
+// Sweep deletes the namespaces this package named for processes that no
+// longer run: what a test binary or the bench driver killed outright
+// left. Namespaces of live processes, this one included, stay. It
+// returns the first error but tries every namespace.
+func Sweep() error {
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		return fmt.Errorf("ip netns list: %w", err)
+	}
+	var first error
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || !strings.HasPrefix(f[0], namePrefix) {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(f[0], namePrefix), "-", 2)[0])
+		if err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			continue // its owner still runs
+		}
+		if err := deleteNS(f[0]); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// PairOptions shape what NewPairWith builds beyond NewPair's link.
+type PairOptions struct {
+	// Prefix4 is the IPv4 prefix length of the link's addresses; 0 means
+	// 24. (IPv6 addresses are always /64.)
+	Prefix4 int
+	// ClientAddrs are more addresses on the client's side of the link,
+	// each in the link's prefix (Prefix4 or /64) so the server reaches
+	// them without a route.
+	ClientAddrs []netip.Addr
+	// StaticNeighbours adds permanent neighbour entries on both sides
+	// (the server's addresses on the client, the client's and
+	// ClientAddrs on the server), so no first packet waits for ARP or
+	// neighbour discovery.
+	StaticNeighbours bool
 }
 
 // NewPair creates the server and client namespaces with a veth pair,
 // ServerAddr4/6 on the server side and ClientAddr4/6 on the client side.
 // IPv6 addresses skip duplicate address detection so they work at once.
+// It skips without root, fails the test on error, and deletes both
+// namespaces when the test ends.
 func NewPair(tb testing.TB) *Pair {
 	tb.Helper()
-	p := &Pair{Server: NewNS(tb, "srv"), Client: NewNS(tb, "cli")}
-	p.Server.MustRun("ip", "link", "add", ServerIf, "type", "veth", "peer", "name", ClientIf, "netns", p.Client.Name)
-	for _, side := range []struct {
-		ns     *NS
-		ifname string
-		a4, a6 netip.Addr
-	}{
-		{p.Server, ServerIf, ServerAddr4, ServerAddr6},
-		{p.Client, ClientIf, ClientAddr4, ClientAddr6},
-	} {
-		side.ns.MustRun("ip", "addr", "add", side.a4.String()+"/24", "dev", side.ifname)
-		side.ns.MustRun("ip", "-6", "addr", "add", side.a6.String()+"/64", "dev", side.ifname, "nodad")
-		side.ns.MustRun("ip", "link", "set", side.ifname, "up")
+	RequireRoot(tb)
+	p, err := NewPairWith(PairOptions{})
+	if err != nil {
+		tb.Fatal(err)
 	}
+	p.Server.tb, p.Client.tb = tb, tb
+	tb.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			tb.Error(err)
+		}
+	})
 	return p
+}
+
+// NewPairWith is NewPair for programs, shaped by o: the caller owns the
+// pair and deletes it with Close. On error, what it created is removed.
+func NewPairWith(o PairOptions) (p *Pair, err error) {
+	bits4 := o.Prefix4
+	if bits4 == 0 {
+		bits4 = 24
+	}
+	p = &Pair{}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, p.Close())
+			p = nil
+		}
+	}()
+	if p.Server, err = New("srv"); err != nil {
+		return p, err
+	}
+	if p.Client, err = New("cli"); err != nil {
+		return p, err
+	}
+	addr := func(a netip.Addr, ifname string) string {
+		if a.Is4() {
+			return fmt.Sprintf("addr add %s/%d dev %s", a, bits4, ifname)
+		}
+		return fmt.Sprintf("addr add %s/64 dev %s nodad", a, ifname)
+	}
+	if err := p.Server.Batch([]string{
+		fmt.Sprintf("link add %s type veth peer name %s netns %s", ServerIf, ClientIf, p.Client.Name),
+		addr(ServerAddr4, ServerIf), addr(ServerAddr6, ServerIf),
+		"link set " + ServerIf + " up",
+	}); err != nil {
+		return p, err
+	}
+	cli := []string{addr(ClientAddr4, ClientIf), addr(ClientAddr6, ClientIf)}
+	for _, a := range o.ClientAddrs {
+		cli = append(cli, addr(a, ClientIf))
+	}
+	if err := p.Client.Batch(append(cli, "link set "+ClientIf+" up")); err != nil {
+		return p, err
+	}
+	if !o.StaticNeighbours {
+		return p, nil
+	}
+	srvMAC, err := p.Server.MAC(ServerIf)
+	if err != nil {
+		return p, err
+	}
+	cliMAC, err := p.Client.MAC(ClientIf)
+	if err != nil {
+		return p, err
+	}
+	neigh := func(a netip.Addr, mac net.HardwareAddr, ifname string) string {
+		return fmt.Sprintf("neigh replace %s lladdr %s dev %s nud permanent", a, mac, ifname)
+	}
+	var srv []string
+	for _, a := range append([]netip.Addr{ClientAddr4, ClientAddr6}, o.ClientAddrs...) {
+		srv = append(srv, neigh(a, cliMAC, ServerIf))
+	}
+	if err := p.Server.Batch(srv); err != nil {
+		return p, err
+	}
+	return p, p.Client.Batch([]string{neigh(ServerAddr4, srvMAC, ClientIf), neigh(ServerAddr6, srvMAC, ClientIf)})
+}
+
+// Close deletes both namespaces (the veth goes with them); it is safe to
+// call more than once and on a half-built pair.
+func (p *Pair) Close() error {
+	var errs []error
+	for _, n := range []*NS{p.Client, p.Server} {
+		if n != nil {
+			errs = append(errs, n.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Command returns an exec.Cmd that runs argv inside the namespace.
@@ -144,14 +307,50 @@ func (n *NS) Run(argv ...string) (string, error) {
 	return buf.String(), err
 }
 
-// MustRun is Run that fails the test on error.
+// MustRun is Run that fails the test on error. On a namespace from New
+// or NewPairWith, which belongs to no test, it panics on error.
 func (n *NS) MustRun(argv ...string) string {
+	if n.tb == nil {
+		out, err := n.Run(argv...)
+		if err != nil {
+			panic(err)
+		}
+		return out
+	}
 	n.tb.Helper()
 	out, err := n.Run(argv...)
 	if err != nil {
 		n.tb.Fatal(err)
 	}
 	return out
+}
+
+// Batch runs `ip -batch -` in the namespace with lines as its commands
+// (one process for many addresses or routes).
+func (n *NS) Batch(lines []string) error {
+	c := exec.Command("ip", "-n", n.Name, "-batch", "-")
+	c.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
+	if out, err := c.CombinedOutput(); err != nil {
+		return fmt.Errorf("netns %s: ip -batch: %v: %s", n.Name, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// MAC returns the hardware address of the namespace's interface ifname.
+func (n *NS) MAC(ifname string) (net.HardwareAddr, error) {
+	var mac net.HardwareAddr
+	err := n.Do(func() error {
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		mac = ifi.HardwareAddr
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("netns %s: %s: %w", n.Name, ifname, err)
+	}
+	return mac, nil
 }
 
 // Do runs fn on an OS thread switched into the namespace. Sockets fn

@@ -55,12 +55,12 @@ func (r *runner) setup(v variant, knockers []netip.Addr, watch, floodDoors bool)
 	s := &stage{p: p, dir: dir}
 	cmds, nft := v.lockdown()
 	for _, c := range cmds {
-		if err := p.srv.run(c...); err != nil {
+		if _, err := p.srv.Run(c...); err != nil {
 			return s, err
 		}
 	}
 	if nft != "" {
-		c := p.srv.command("nft", "-f", "-")
+		c := p.srv.Command("nft", "-f", "-")
 		c.Stdin = strings.NewReader(nft)
 		if out, err := c.CombinedOutput(); err != nil {
 			return s, fmt.Errorf("nft -f: %v: %s", err, out)
@@ -94,7 +94,7 @@ func (r *runner) setup(v variant, knockers []netip.Addr, watch, floodDoors bool)
 
 // socket returns the daemon's capture socket as ss shows it.
 func (s *stage) socket() (pktSock, bool) {
-	out, err := s.p.srv.output("ss", "-0", "-e", "-m", "-p", "-n")
+	out, err := s.p.srv.Run("ss", "-0", "-e", "-m", "-p", "-n")
 	if err != nil {
 		return pktSock{}, false
 	}
@@ -156,7 +156,7 @@ func (r *runner) runKnockersIn(s *stage, fam int, srcs []netip.Addr, extra ...st
 	args := append([]string{r.self, "knockers", "-i", clientIf, "--dst-mac", s.p.srvMAC.String(),
 		"--dst", serverAddr(fam).String(), "--port", fmt.Sprint(protectedPort), "--sequence", doorSequence,
 		"--sources", fmt.Sprintf("%s+%d", srcs[0], len(srcs))}, extra...)
-	cmd := s.p.cli.command(args...)
+	cmd := s.p.cli.Command(args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {

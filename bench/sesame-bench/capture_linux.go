@@ -181,7 +181,7 @@ func (r *runner) captureRows(v captureVariant, doors, addrs int) []captureRow {
 	s := &stage{p: p, dir: dir}
 	defer r.teardown(s)
 	if addrs > 0 {
-		if err := p.srv.batch(captureAddrLines()); err != nil {
+		if err := p.srv.Batch(captureAddrLines()); err != nil {
 			return fail(err)
 		}
 	}
