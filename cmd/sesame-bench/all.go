@@ -264,9 +264,11 @@ func (r *runner) runAll(res *results) error {
 		}
 	}
 	if r.o.runs("latency") {
+		r.spawnCost(res)
 		if err := r.runLatency(res); err != nil {
 			return err
 		}
+		r.spawnCost(res)
 	}
 	if r.o.runs("noise") {
 		if err := r.runNoise(res); err != nil {
@@ -334,6 +336,26 @@ func (r *runner) runLatency(res *results) error {
 		}
 	}
 	return nil
+}
+
+// spawnCost adds a series of `/bin/sh -c` spawns to res.Spawn (see
+// spawnCost); it runs before and after the latency rows.
+func (r *runner) spawnCost(res *results) {
+	if res.SpawnErr != "" || r.ctx.Err() != nil {
+		return
+	}
+	n := max(r.o.Samples, 50)
+	r.progress("spawn cost: /bin/sh -c, %d samples", n)
+	dir, err := os.MkdirTemp(r.work, "spawn-")
+	if err == nil {
+		var xs []float64
+		xs, err = spawnCost(dir, n, 5*time.Millisecond)
+		res.Spawn = append(res.Spawn, xs...)
+		os.RemoveAll(dir)
+	}
+	if err != nil {
+		res.SpawnErr = err.Error()
+	}
 }
 
 func (r *runner) runNoise(res *results) error {

@@ -82,4 +82,9 @@ type results struct {
 	FilterCmd  string        `json:"filter_cmd"`
 	FilterErr  string        `json:"filter_error,omitempty"`
 	Sweep      []floodRow    `json:"sweep"` // rate -1: the generator's top rate
+	// Spawn is the machine's own cost of spawning `/bin/sh -c` from a Go
+	// process (ms per sample, see spawnCost), measured around the latency
+	// rows.
+	Spawn    []float64 `json:"spawn_ms"`
+	SpawnErr string    `json:"spawn_error,omitempty"`
 }

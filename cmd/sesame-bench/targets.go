@@ -5,9 +5,9 @@ import (
 	"math"
 )
 
-// The targets Sesame must reach (issue 8), checked against one run.
+// The targets Sesame must reach (issues 8 and 16), checked against one run.
 const (
-	targetNFTRatio   = 10.0
+	targetNFTRatio   = 20.0 // issue 16: the native grant's journal write is off its path
 	targetShellRatio = 5.0
 	targetFloodRate  = 100000.0
 	targetFloodIn    = 99 // of 100 knockers
@@ -195,7 +195,7 @@ func (r *results) verdicts() []verdict {
 			al.Miss = fmt.Sprintf("%g allocations per packet", worst.AllocsPerOp)
 		}
 	}
-	return append(append(out, mp, al), r.captureVerdicts()...)
+	return append(append(append(out, mp, al), r.captureVerdicts()...), r.execVerdict())
 }
 
 // captureVerdicts are issue 16's capture targets: 10,000 knock ports
