@@ -62,7 +62,10 @@ type fakeJournal struct {
 	failAll     bool
 	failRevoked int
 	// block, when not nil, holds every Extend until it is closed.
-	block              chan struct{}
+	block chan struct{}
+	// holdGrant, when not nil, holds every Grant until it is closed (its
+	// failAll is read after), and traces "journal grant begun" first.
+	holdGrant          chan struct{}
 	inFlight, maxPeak  int
 	extends            int
 	lastExtendDeadline time.Time
@@ -75,6 +78,13 @@ func (j *fakeJournal) fail() bool {
 }
 
 func (j *fakeJournal) Grant(r journal.Record) error {
+	j.mu.Lock()
+	hold := j.holdGrant
+	j.mu.Unlock()
+	if hold != nil {
+		j.tr.add("journal grant begun")
+		<-hold
+	}
 	if j.fail() {
 		return fmt.Errorf("journal: append grant %s: no space left on device", r.ID)
 	}
