@@ -339,20 +339,18 @@ func (r *runner) runLatency(res *results) error {
 }
 
 // spawnCost adds a series of `/bin/sh -c` spawns to res.Spawn (see
-// spawnCost); it runs before and after the latency rows.
+// spawnCost), taken while a knocker probes the protected port of a
+// server where no daemon runs, as the knockers probe in a latency row
+// while the daemon's start command starts: the spawn then competes for
+// the CPUs with the same load. It runs before and after the latency rows.
 func (r *runner) spawnCost(res *results) {
 	if res.SpawnErr != "" || r.ctx.Err() != nil {
 		return
 	}
 	n := max(r.o.Samples, 50)
-	r.progress("spawn cost: /bin/sh -c, %d samples", n)
-	dir, err := os.MkdirTemp(r.work, "spawn-")
-	if err == nil {
-		var xs []float64
-		xs, err = spawnCost(dir, n, 5*time.Millisecond)
-		res.Spawn = append(res.Spawn, xs...)
-		os.RemoveAll(dir)
-	}
+	r.progress("spawn cost: /bin/sh -c while a knocker probes, %d samples", n)
+	xs, err := r.spawnUnderProbe(n)
+	res.Spawn = append(res.Spawn, xs...)
 	if err != nil {
 		res.SpawnErr = err.Error()
 	}

@@ -79,7 +79,8 @@ func execReport(w io.Writer, r *results) {
 	p("The shell rows' start command begins with `echo %%IP%% > FIFO` (a shell builtin), and the driver timestamps each " +
 		"line as it arrives on the FIFO: *Exec* is the last knock to that line, so the start command's first instruction. " +
 		"The first row is the machine's own cost of that: the driver (a Go process) spawning `/bin/sh -c 'echo … > FIFO'`, " +
-		"from just before the fork to the line, measured before and after the latency rows. *Over spawn* is a row's " +
+		"from just before the fork to the line, while a knocker probes a server without a daemon every probe interval (the load " +
+		"the knockers put on the machine while a daemon's start command starts), before and after the latency rows. *Over spawn* is a row's " +
 		"exec minus the spawn's, at the median and at p99.\n\n")
 	p("| What | IP | Samples | Detect median ms | Exec median ms | Exec p99 ms | Over spawn, median / p99 ms |\n")
 	p("|---|---|---:|---:|---:|---:|---:|\n")

@@ -126,3 +126,54 @@ func spawnCost(dir string, n int, gap time.Duration) ([]float64, error) {
 	}
 	return out, nil
 }
+
+// spawnUnderProbe measures n spawns (spawnCost) while a knocker probes a
+// DROP-policy server with no daemon: its connection attempts, every
+// --interval for as long as the spawns take, are the load a latency
+// row's knockers put on the machine after their last knock.
+func (r *runner) spawnUnderProbe(n int) ([]float64, error) {
+	r.n++
+	dir := filepath.Join(r.work, fmt.Sprintf("%02d-spawn", r.n))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r.o.Work == "" {
+			os.RemoveAll(dir)
+		}
+	}()
+	srcs := knockerAddrs(4, 3, 1)
+	p, err := r.lab.newPair(srcs)
+	if err != nil {
+		return nil, err
+	}
+	var probe *proc
+	defer func() {
+		if err := r.lab.release(p, probe); err != nil {
+			r.progress("cleanup: %v", err)
+		}
+	}()
+	cmds, _ := sesameShell.lockdown()
+	for _, c := range cmds {
+		if err := p.srv.run(c...); err != nil {
+			return nil, err
+		}
+	}
+	probe, err = r.lab.start(p.cli, "probe", []string{r.self, "knockers", "-i", clientIf, "--dst-mac", p.srvMAC.String(),
+		"--dst", serverAddr4.String(), "--port", fmt.Sprint(protectedPort), "--sequence", doorSequence,
+		"--sources", srcs[0].String(), "--interval", r.o.Interval.String(), "--life", "50ms", "--timeout", "10m"}, false, "")
+	if err != nil {
+		return nil, err
+	}
+	// Let the probe reach its steady state (attempts live 50 ms).
+	if err := r.sleep(100 * time.Millisecond); err != nil {
+		return nil, err
+	}
+	xs, err := spawnCost(dir, n, 5*time.Millisecond)
+	select {
+	case <-probe.done:
+		return xs, fmt.Errorf("the probe ended during the spawns (%v): %s", probe.err, tail(probe.output(), 500))
+	default:
+	}
+	return xs, err
+}
