@@ -353,6 +353,17 @@ func (r *runner) spawnCost(res *results) {
 	res.Spawn = append(res.Spawn, xs...)
 	if err != nil {
 		res.SpawnErr = err.Error()
+		return
+	}
+	// The same without the probe, for reference.
+	dir, err := os.MkdirTemp(r.work, "spawn-idle-")
+	if err == nil {
+		xs, err = spawnCost(dir, n, 5*time.Millisecond)
+		res.SpawnIdle = append(res.SpawnIdle, xs...)
+		os.RemoveAll(dir)
+	}
+	if err != nil {
+		res.SpawnErr = err.Error()
 	}
 }
 

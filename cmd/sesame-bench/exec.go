@@ -80,7 +80,8 @@ func execReport(w io.Writer, r *results) {
 		"line as it arrives on the FIFO: *Exec* is the last knock to that line, so the start command's first instruction. " +
 		"The first row is the machine's own cost of that: the driver (a Go process) spawning `/bin/sh -c 'echo … > FIFO'`, " +
 		"from just before the fork to the line, while a knocker probes a server without a daemon every probe interval (the load " +
-		"the knockers put on the machine while a daemon's start command starts), before and after the latency rows. *Over spawn* is a row's " +
+		"the knockers put on the machine while a daemon's start command starts), before and after the latency rows; the reference " +
+		"row is the same spawn with no probe running. *Over spawn* is a row's " +
 		"exec minus the spawn's, at the median and at p99.\n\n")
 	p("| What | IP | Samples | Detect median ms | Exec median ms | Exec p99 ms | Over spawn, median / p99 ms |\n")
 	p("|---|---|---:|---:|---:|---:|---:|\n")
@@ -89,6 +90,10 @@ func execReport(w io.Writer, r *results) {
 		p("| `/bin/sh -c` spawn | — | error: %s |||||\n", oneLine(r.SpawnErr))
 	} else {
 		p("| `/bin/sh -c` spawn | — | %d | — | %s | %s | — |\n", len(r.Spawn), ms(sm), ms(sp))
+	}
+	if len(r.SpawnIdle) > 0 {
+		p("| `/bin/sh -c` spawn without the probe (reference) | — | %d | — | %s | %s | %+.2f / %+.2f |\n", len(r.SpawnIdle),
+			ms(median(r.SpawnIdle)), ms(quantile(r.SpawnIdle, 0.99)), median(r.SpawnIdle)-sm, quantile(r.SpawnIdle, 0.99)-sp)
 	}
 	for _, row := range rows {
 		xs := row.execs()

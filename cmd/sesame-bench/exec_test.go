@@ -67,7 +67,7 @@ func TestExecVerdict(t *testing.T) {
 }
 
 func TestExecReport(t *testing.T) {
-	r := &results{Spawn: []float64{3, 3, 4},
+	r := &results{Spawn: []float64{3, 3, 4}, SpawnIdle: []float64{2, 2, 3},
 		Latency: []latencyRow{
 			{Variant: knockdShell, Family: 4, Samples: execSamples(50, 60, 70)},
 			{Variant: sesameShell, Family: 4, Samples: execSamples(8, 8, 10)},
@@ -79,6 +79,7 @@ func TestExecReport(t *testing.T) {
 	for _, want := range []string{
 		"## Last knock to start command running",
 		"| `/bin/sh -c` spawn | — | 3 | — | 3.00 | 4.00 | — |",
+		"| `/bin/sh -c` spawn without the probe (reference) | — | 3 | — | 2.00 | 3.00 | -1.00 / -1.00 |",
 		"| knockd, shell `iptables -I` | IPv4 | 3 | 30.0 | 30.0 | 35.0 | +27.00 / +31.00 |",
 		"| sesamed, shell `iptables -I` | IPv4 | 3 | 4.00 | 4.00 | 5.00 | +1.00 / +1.00 |",
 		"median +1.00 ms (4.00 vs 3.00), p99 +1.00 ms (5.00 vs 4.00) | **met**",

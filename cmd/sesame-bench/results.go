@@ -83,8 +83,10 @@ type results struct {
 	FilterErr  string        `json:"filter_error,omitempty"`
 	Sweep      []floodRow    `json:"sweep"` // rate -1: the generator's top rate
 	// Spawn is the machine's own cost of spawning `/bin/sh -c` from a Go
-	// process (ms per sample, see spawnCost), measured around the latency
-	// rows.
-	Spawn    []float64 `json:"spawn_ms"`
-	SpawnErr string    `json:"spawn_error,omitempty"`
+	// process (ms per sample, see spawnCost) under a knocker's probing
+	// (spawnUnderProbe), measured around the latency rows.
+	Spawn []float64 `json:"spawn_ms"`
+	// SpawnIdle is the same without the probe's load (for reference).
+	SpawnIdle []float64 `json:"spawn_idle_ms"`
+	SpawnErr  string    `json:"spawn_error,omitempty"`
 }
