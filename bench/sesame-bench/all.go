@@ -279,9 +279,11 @@ func (r *runner) runAll(res *results) error {
 		res.Fleet = runFleet(r.ctx, r.o, r.progress)
 	}
 	if r.o.runs("latency") {
+		r.spawnCost(res)
 		if err := r.runLatency(res); err != nil {
 			return err
 		}
+		r.spawnCost(res)
 	}
 	if r.o.runs("noise") {
 		if err := r.runNoise(res); err != nil {
@@ -349,6 +351,35 @@ func (r *runner) runLatency(res *results) error {
 		}
 	}
 	return nil
+}
+
+// spawnCost adds a series of `/bin/sh -c` spawns to res.Spawn (see
+// spawnCost), taken while a knocker probes the protected port of a
+// server where no daemon runs, as the knockers probe in a latency row
+// while the daemon's start command starts: the spawn then competes for
+// the CPUs with the same load. It runs before and after the latency rows.
+func (r *runner) spawnCost(res *results) {
+	if res.SpawnErr != "" || r.ctx.Err() != nil {
+		return
+	}
+	n := max(r.o.Samples, 50)
+	r.progress("spawn cost: /bin/sh -c while a knocker probes, %d samples", n)
+	xs, err := r.spawnUnderProbe(n)
+	res.Spawn = append(res.Spawn, xs...)
+	if err != nil {
+		res.SpawnErr = err.Error()
+		return
+	}
+	// The same without the probe, for reference.
+	dir, err := os.MkdirTemp(r.work, "spawn-idle-")
+	if err == nil {
+		xs, err = spawnCost(dir, n, 5*time.Millisecond)
+		res.SpawnIdle = append(res.SpawnIdle, xs...)
+		os.RemoveAll(dir)
+	}
+	if err != nil {
+		res.SpawnErr = err.Error()
+	}
 }
 
 func (r *runner) runNoise(res *results) error {

@@ -56,8 +56,10 @@ var (
 var latencyVariants = []variant{knockdShell, sesameShell, sesameIPTNFT, sesameIPTLeg, sesameNFTables}
 
 // config is the knockd.conf both daemons read. dir holds the log file.
-// floodDoors adds the replay and one-port doors.
-func (v variant) config(dir string, floodDoors bool) string {
+// floodDoors adds the replay and one-port doors. fifo, when set, is
+// where the shell's start command first echoes the knocker's address
+// (see stamps).
+func (v variant) config(dir string, floodDoors bool, fifo string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "[options]\n\tInterface = %s\n\tLogFile = %s/knock.log\n", serverIf, dir)
 	if v.Action != actShell {
@@ -67,8 +69,12 @@ func (v variant) config(dir string, floodDoors bool) string {
 	if v.Action == actShell {
 		// iptables is Debian's alternative (iptables-nft); the lockdown below
 		// uses the same binary, so the accept lands where the drop is.
-		fmt.Fprintf(&b, "\tstart_command = /usr/sbin/iptables -I INPUT -s %%IP%% -p tcp --dport %d -j ACCEPT\n", protectedPort)
-		fmt.Fprintf(&b, "\tstart_command_6 = /usr/sbin/ip6tables -I INPUT -s %%IP%% -p tcp --dport %d -j ACCEPT\n", protectedPort)
+		stamp := ""
+		if fifo != "" {
+			stamp = stampCommand(fifo) + "; "
+		}
+		fmt.Fprintf(&b, "\tstart_command = %s/usr/sbin/iptables -I INPUT -s %%IP%% -p tcp --dport %d -j ACCEPT\n", stamp, protectedPort)
+		fmt.Fprintf(&b, "\tstart_command_6 = %s/usr/sbin/ip6tables -I INPUT -s %%IP%% -p tcp --dport %d -j ACCEPT\n", stamp, protectedPort)
 	} else {
 		fmt.Fprintf(&b, "\tOpen = %d/tcp\n\tOpen_Timeout = 600\n", protectedPort)
 	}

@@ -52,4 +52,7 @@ type sample struct {
 	// DetectMS is filled in by the driver: last knock to the daemon's
 	// OPEN SESAME line for this source (0 when not seen).
 	DetectMS float64 `json:"detect_ms,omitempty"`
+	// ExecMS is filled in by the driver for the shell rows: last knock to
+	// the start command's first instruction (its exec stamp; 0 when none).
+	ExecMS float64 `json:"exec_ms,omitempty"`
 }

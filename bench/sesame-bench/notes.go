@@ -18,7 +18,8 @@ func notes(r *results) []string {
 		"and iptables-nft rows, the same with iptables-legacy for that row, and an nft `policy drop` table that "+
 		"accepts only port %d, whose drop Sesame's own table then enforces, for the nftables row. Both daemons read "+
 		"the same knockd.conf: one door `%s`, `tcpflags = syn`, `seq_timeout = 5`, a `LogFile`, and "+
-		"`start_command = /usr/sbin/iptables -I INPUT -s %%IP%% -p tcp --dport %d -j ACCEPT`; the native rows "+
+		"`start_command = /usr/sbin/iptables -I INPUT -s %%IP%% -p tcp --dport %d -j ACCEPT` (in the knock-to-connect rows "+
+		"preceded by `echo %%IP%% > FIFO; `, the exec stamp); the native rows "+
 		"replace the command with `Open = %d/tcp`. Knocks are SYN frames written with AF_PACKET, back to back, as "+
 		"the knock client sends them; sesamed keeps its journal on disk under the run's work directory.",
 		serverAddr4, serverAddr6, serverIf, clientAddr4, clientAddr6, protectedPort, doorSequence, protectedPort, protectedPort)
@@ -49,7 +50,8 @@ func notes(r *results) []string {
 		_, gs := detects(*shell)
 		_, gn := detects(*nft)
 		add("**Sesame's grant paths.** After detection, the shell row spends %s ms median running `/bin/sh -c iptables -I ...`; "+
-			"the nftables row %s ms journaling the grant (fdatasync) and updating `table inet sesame` over netlink.",
+			"the nftables row %s ms updating `table inet sesame` over netlink while the grant's journal record is written "+
+			"(fdatasync): the kernel ends the element at the deadline, so the write need not come first (core/grant's doc).",
 			ms(median(gs)), ms(median(gn)))
 		for _, v := range []variant{sesameIPTNFT, sesameIPTLeg} {
 			row := r.latencyRow(v, 4)

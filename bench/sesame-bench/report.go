@@ -49,6 +49,7 @@ func report(w io.Writer, r *results) {
 		"`OPEN SESAME`; the rest is the grant (the shell command or the native firewall update). p99 is the "+
 		"nearest rank, which is the maximum below 100 samples.\n\n", protectedPort, r.Interval)
 	latencyTable(w, r, r.Latency, false)
+	execReport(w, r)
 
 	if len(r.Noise) > 0 {
 		p("\n## Knock-to-connect under noise\n\n")

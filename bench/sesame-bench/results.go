@@ -82,9 +82,15 @@ type results struct {
 	FilterCmd  string        `json:"filter_cmd"`
 	FilterErr  string        `json:"filter_error,omitempty"`
 	Sweep      []floodRow    `json:"sweep"` // rate -1: the generator's top rate
-
 	// SPA is the SPA section (spabench.go); nil when the run left it out.
 	SPA *spaResults `json:"spa,omitempty"`
 	// Fleet is the fleet section (fleetbench.go); nil when left out.
 	Fleet *fleetResults `json:"fleet,omitempty"`
+	// Spawn is the machine's own cost of spawning `/bin/sh -c` from a Go
+	// process (ms per sample, see spawnCost) under a knocker's probing
+	// (spawnUnderProbe), measured around the latency rows.
+	Spawn []float64 `json:"spawn_ms"`
+	// SpawnIdle is the same without the probe's load (for reference).
+	SpawnIdle []float64 `json:"spawn_idle_ms"`
+	SpawnErr  string    `json:"spawn_error,omitempty"`
 }

@@ -32,6 +32,8 @@ type stage struct {
 	dir      string
 	daemon   *proc
 	listener *proc
+	// exec stamps the shell rows' start commands (latency rows only).
+	exec *stamps
 }
 
 func (r *runner) progress(format string, args ...any) {
@@ -66,7 +68,14 @@ func (r *runner) setup(v variant, knockers []netip.Addr, watch, floodDoors bool)
 			return s, fmt.Errorf("nft -f: %v: %s", err, out)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, "knockd.conf"), []byte(v.config(dir, floodDoors)), 0o644); err != nil {
+	fifo := ""
+	if watch && v.Action == actShell {
+		if s.exec, err = openStamps(dir); err != nil {
+			return s, err
+		}
+		fifo = s.exec.path
+	}
+	if err := os.WriteFile(filepath.Join(dir, "knockd.conf"), []byte(v.config(dir, floodDoors, fifo)), 0o644); err != nil {
 		return s, err
 	}
 	if s.listener, err = r.lab.start(p.srv, "listen", []string{r.self, "listen", "--port", fmt.Sprint(protectedPort)}, false, ""); err != nil {
@@ -118,6 +127,7 @@ func (r *runner) teardown(s *stage) {
 	if err := r.lab.release(s.p, s.daemon, s.listener); err != nil {
 		r.progress("cleanup: %v", err)
 	}
+	s.exec.close()
 	if r.o.Work == "" {
 		// A flood's logs run to hundreds of megabytes; nobody asked to keep them.
 		_ = os.RemoveAll(s.dir)
@@ -280,6 +290,9 @@ func (r *runner) latency(v variant, fam, n int, noise bool) latencyRow {
 		return row
 	}
 	detectTimes(row.Samples, s.daemon.snapshot())
+	if s.exec != nil {
+		execTimes(row.Samples, s.exec.snapshot())
+	}
 	return row
 }
 

@@ -5,9 +5,9 @@ import (
 	"math"
 )
 
-// The targets Sesame must reach (issue 8), checked against one run.
+// The targets Sesame must reach (issues 8 and 16), checked against one run.
 const (
-	targetNFTRatio   = 10.0
+	targetNFTRatio   = 20.0 // issue 16: the native grant's journal write is off its path
 	targetShellRatio = 5.0
 	targetFloodRate  = 100000.0
 	targetFloodIn    = 99 // of 100 knockers
@@ -196,6 +196,7 @@ func (r *results) verdicts() []verdict {
 		}
 	}
 	out = append(append(out, mp, al), r.captureVerdicts()...)
+	out = append(out, r.execVerdict())
 	return append(append(out, r.spaVerdicts()...), r.fleetVerdict())
 }
 

@@ -30,7 +30,7 @@ func TestVerdicts(t *testing.T) {
 			Latency: []latencyRow{
 				{Variant: knockdShell, Family: 4, Samples: samplesMS(30, 30, 30)},
 				{Variant: sesameShell, Family: 4, Samples: samplesMS(5, 6, 7)},
-				{Variant: sesameNFTables, Family: 4, Samples: samplesMS(2, 2, 4)},
+				{Variant: sesameNFTables, Family: 4, Samples: samplesMS(1, 1, 2)},
 			},
 			Flood: []floodRow{
 				{Variant: sesameShell, Mode: modeFloodFirst, Family: 4, Rate: 10000, Knockers: knockers(100, 100), HWMKiB: 20 << 10},
@@ -55,50 +55,50 @@ func TestVerdicts(t *testing.T) {
 		mod  func(*results)
 		want []string // "met", "missed" or "unknown" per target, in order
 	}{
-		{"all met", func(*results) {}, []string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
+		{"all met", func(*results) {}, []string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "met", "unknown"}},
 		{"shell ratio below 5", func(r *results) { r.Latency[1].Samples = samplesMS(7, 7, 7) },
-			[]string{"met", "missed", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
-		{"nft ratio below 10", func(r *results) { r.Latency[2].Samples = samplesMS(3.5) },
-			[]string{"missed", "met", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
+			[]string{"met", "missed", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "met", "unknown"}},
+		{"nft ratio below 20", func(r *results) { r.Latency[2].Samples = samplesMS(3.5) },
+			[]string{"missed", "met", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "met", "unknown"}},
 		{"no knockd row", func(r *results) { r.Latency = r.Latency[1:] },
-			[]string{"unknown", "unknown", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
+			[]string{"unknown", "unknown", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "met", "unknown"}},
 		{"98 in", func(r *results) { r.Flood[1].Knockers = knockers(98, 100) },
-			[]string{"met", "met", "unknown", "missed", "met", "unknown", "unknown", "met", "met", "met", "met"}},
+			[]string{"met", "met", "unknown", "missed", "met", "unknown", "unknown", "met", "met", "met", "met", "unknown"}},
 		{"quick run scales", func(r *results) { r.Flood[1].Knockers = knockers(20, 20) },
-			[]string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
+			[]string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "met", "unknown"}},
 		{"RSS over", func(r *results) { r.Flood[1].HWMKiB = 70 << 10 },
-			[]string{"met", "met", "unknown", "met", "missed", "unknown", "unknown", "met", "met", "met", "met"}},
+			[]string{"met", "met", "unknown", "met", "missed", "unknown", "unknown", "met", "met", "met", "met", "unknown"}},
 		{"top rate not run", func(r *results) { r.Flood = r.Flood[:1] },
-			[]string{"met", "met", "unknown", "unknown", "unknown", "unknown", "unknown", "met", "met", "met", "met"}},
+			[]string{"met", "met", "unknown", "unknown", "unknown", "unknown", "unknown", "met", "met", "met", "met", "unknown"}},
 		{"failed flood row does not count", func(r *results) { r.Flood[1].Err = "boom" },
-			[]string{"met", "met", "unknown", "unknown", "unknown", "unknown", "unknown", "met", "met", "met", "met"}},
+			[]string{"met", "met", "unknown", "unknown", "unknown", "unknown", "unknown", "met", "met", "met", "met", "unknown"}},
 		{"slow matcher", func(r *results) { r.Match[1].Mpps = 1.5 },
-			[]string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "missed", "met", "met", "met"}},
+			[]string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "missed", "met", "met", "met", "unknown"}},
 		{"allocating matcher", func(r *results) { r.Match[0].AllocsPerOp = 1 },
-			[]string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "met", "missed", "met", "met"}},
+			[]string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "met", "missed", "met", "met", "unknown"}},
 		{"replay flood", func(r *results) {
 			r.Flood = append(r.Flood, floodRow{Variant: sesameShell, Mode: modeFloodReplay, Family: 4, Rate: 100000, Knockers: knockers(100, 100), HWMKiB: 30 << 10})
-		}, []string{"met", "met", "unknown", "met", "met", "met", "met", "met", "met", "met", "met"}},
+		}, []string{"met", "met", "unknown", "met", "met", "met", "met", "met", "met", "met", "met", "unknown"}},
 		{"replay flood over RSS", func(r *results) {
 			r.Flood = append(r.Flood, floodRow{Variant: sesameShell, Mode: modeFloodReplay, Family: 4, Rate: 100000, Knockers: knockers(90, 100), HWMKiB: 600 << 10})
-		}, []string{"met", "met", "unknown", "met", "met", "missed", "missed", "met", "met", "met", "met"}},
+		}, []string{"met", "met", "unknown", "met", "met", "missed", "missed", "met", "met", "met", "met", "unknown"}},
 		{"no matcher", func(r *results) { r.Match = nil },
-			[]string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "unknown", "unknown", "met", "met"}},
+			[]string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "unknown", "unknown", "met", "met", "unknown"}},
 		{"eBPF capture costs sesamed CPU", func(r *results) { r.Capture[1].DaemonCPU = 5 },
-			[]string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "met", "met", "missed", "met"}},
+			[]string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "met", "met", "missed", "met", "unknown"}},
 		{"loss below 100k", func(r *results) { r.Sweep[0].Knockers = knockers(99, 100) },
-			[]string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "missed"}},
+			[]string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "missed", "unknown"}},
 		{"no capture or sweep rows", func(r *results) { r.Capture, r.Sweep = nil, nil },
-			[]string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "met", "met", "unknown", "unknown"}},
+			[]string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "met", "met", "unknown", "unknown", "unknown"}},
 		{"native iptables-nft as fast as the shell", func(r *results) {
 			r.Latency = append(r.Latency, latencyRow{Variant: sesameIPTNFT, Family: 4, Samples: samplesMS(5, 6, 6)})
-		}, []string{"met", "met", "met", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
+		}, []string{"met", "met", "met", "met", "met", "unknown", "unknown", "met", "met", "met", "met", "unknown"}},
 		{"native iptables-nft slower than the shell", func(r *results) {
 			r.Latency = append(r.Latency, latencyRow{Variant: sesameIPTNFT, Family: 4, Samples: samplesMS(6.5)})
-		}, []string{"met", "met", "missed", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
+		}, []string{"met", "met", "missed", "met", "met", "unknown", "unknown", "met", "met", "met", "met", "unknown"}},
 		{"native iptables-nft on IPv6 only", func(r *results) {
 			r.Latency = append(r.Latency, latencyRow{Variant: sesameIPTNFT, Family: 6, Samples: samplesMS(1)})
-		}, []string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "met"}},
+		}, []string{"met", "met", "unknown", "met", "met", "unknown", "unknown", "met", "met", "met", "met", "unknown"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -159,8 +159,8 @@ func TestReport(t *testing.T) {
 	md := b.String()
 	for _, want := range []string{
 		"| Cores | 2 |\n| CPU | Test CPU |\n| Kernel | Linux 6.1 |",
-		"knock-to-connect median, knockd ÷ sesamed nftables | ≥ 10×",
-		"15.0× (30.00 ms vs 2.00 ms) | **met**",
+		"knock-to-connect median, knockd ÷ sesamed nftables | ≥ 20×",
+		"15.0× (30.00 ms vs 2.00 ms) | **missed**: 5.0× short",
 		"| knockd, shell `iptables -I` | IPv4 | 3 / 3 | 30.0 | 40.0 |",
 		"| sesamed, native iptables-legacy | IPv4 | error: iptables-legacy: boom",
 		"| knockd, shell `iptables -I` | IPv4 | 500000 | 1 / 1 |",

@@ -65,6 +65,7 @@ func (b *ipTablesBackend) changeLocked(ctx context.Context, f *ipFamily, repair 
 		err = b.runOnceLocked(ctx, f, cmds)
 		if err == nil {
 			f.view = view
+			b.timeWorks = b.timeWorks || (b.withTime && len(cmds) > 0)
 			return false, nil
 		}
 		f.fresh = false

@@ -390,3 +390,23 @@ func TestIPTablesFakeNoTimeMatch(t *testing.T) {
 	// generation is read afresh, and the chain once more.
 	wantFakeCalls(t, k, "second grant, shared rule", "iptables -S", "restore -A -D")
 }
+
+// The backend says its rules lapse in the kernel (grant.KernelExpiry)
+// only once a rule with the time match was accepted, and never when the
+// kernel lacks the match.
+func TestIPTablesFakeExpiresInKernel(t *testing.T) {
+	for _, noTime := range []bool{false, true} {
+		k := &fakeXtables{noTime: noTime}
+		b := newFakeIPTables(t, k, true)
+		if b.ExpiresInKernel() {
+			t.Fatalf("noTime=%v: expires in the kernel before any rule was accepted", noTime)
+		}
+		now := time.Now()
+		if err := b.Grant(context.Background(), fakeGrant("a", now.Add(time.Minute)), now); err != nil {
+			t.Fatal(err)
+		}
+		if got := b.ExpiresInKernel(); got != !noTime {
+			t.Errorf("noTime=%v: ExpiresInKernel %v after a grant", noTime, got)
+		}
+	}
+}

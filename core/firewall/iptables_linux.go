@@ -48,6 +48,9 @@ type ipTablesBackend struct {
 	fams [2]ipFamily
 	// withTime is cleared, with a warning, if the kernel lacks the time match.
 	withTime bool
+	// timeWorks: a change with the time match succeeded, so the kernel
+	// ends this backend's rules at their deadlines (ExpiresInKernel).
+	timeWorks bool
 	// wantGen is the nf_tables generation the kernel has if nothing but this
 	// backend's commands committed since the iptables-nft views were last
 	// checked; meaningless unless genKnown.
@@ -141,6 +144,15 @@ func openFamily(run xtRunFunc, name string) ipFamily {
 }
 
 func (b *ipTablesBackend) Name() string { return b.name }
+
+// ExpiresInKernel reports whether the rules stop matching at their
+// deadline without Sesame: true once a change with the time match
+// (--datestop) succeeded, false before and after the kernel refused it.
+func (b *ipTablesBackend) ExpiresInKernel() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.withTime && b.timeWorks
+}
 
 func (b *ipTablesBackend) family(a netip.Addr) *ipFamily {
 	if a.Is4() {

@@ -51,6 +51,9 @@ func (b *nftBackend) KeepOnStop() bool { return true }
 // in the allow sets.
 func (b *nftBackend) GuardsPorts() bool { return true }
 
+// ExpiresInKernel: every grant is a set element with a kernel timeout.
+func (b *nftBackend) ExpiresInKernel() bool { return true }
+
 var (
 	_ StopKeeper = (*nftBackend)(nil)
 	_ PortGuard  = (*nftBackend)(nil)

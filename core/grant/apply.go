@@ -9,6 +9,7 @@ import (
 
 	"github.com/sesame-knock/sesame/core/command"
 	"github.com/sesame-knock/sesame/core/firewall"
+	"github.com/sesame-knock/sesame/core/journal"
 	"github.com/sesame-knock/sesame/core/knock"
 )
 
@@ -33,14 +34,27 @@ func (m *Manager) begin(e *entry) {
 		m.mu.Unlock()
 		return
 	}
+	applied := false
 	if j := m.opts.Journal; j != nil {
-		if err := j.Grant(e.rec); err != nil {
+		var err error
+		if m.kernelBounded(e) {
+			// The kernel ends this grant at its deadline on its own, so it
+			// need not wait for the record: a crash before the record is
+			// durable leaves an element (or rule) that lapses at the
+			// deadline, and the restart's Reconcile removes it sooner.
+			done := make(chan error, 1)
+			go func(r journal.Record) { done <- j.Grant(r) }(e.rec)
+			m.applyNative(e)
+			applied, err = true, <-done
+		} else {
+			err = j.Grant(e.rec)
+		}
+		if err != nil {
 			// Without a durable record a crash could leak this grant:
-			// refuse it, keep serving the ones already journaled.
+			// refuse it (undoing the native grant already applied), keep
+			// serving the ones already journaled.
 			m.log.Error(fmt.Sprintf("%s: %s: grant refused: %v", e.rec.Source, e.rec.Door, err), m.fields(e, event.Refused)...)
-			m.mu.Lock()
-			m.forgetLocked(e)
-			m.mu.Unlock()
+			m.refuseApplied(e, applied)
 			return
 		}
 		m.journalWorks()
@@ -51,7 +65,9 @@ func (m *Manager) begin(e *entry) {
 	m.mu.Unlock()
 	m.shareGranted(e)
 	m.log.Info(fmt.Sprintf("%s: %s: access granted", e.rec.Source, e.rec.Door), m.fields(e, event.Grant, "ports", knock.FormatSequence(e.rec.Open), "stop_command", e.rec.StopCmd)...)
-	m.applyNative(e)
+	if !applied {
+		m.applyNative(e)
+	}
 	if e.startCmd == "" {
 		m.activate(e, time.Time{}, time.Time{})
 		return
@@ -92,6 +108,45 @@ func (m *Manager) begin(e *entry) {
 		return
 	}
 	m.activate(e, finish, finish.Add(m.timeout(e)))
+}
+
+// kernelBounded reports whether e may be applied while its journal
+// record is being written rather than after: e only grants natively (no
+// start command: commands stay journal-first), through a firewall whose
+// grants lapse in the kernel at their deadline (KernelExpiry), and
+// carries no SPA replay digest (which must be durable before the packet
+// has any effect).
+func (m *Manager) kernelBounded(e *entry) bool {
+	if e.startCmd != "" || len(e.rec.Open) == 0 || !e.rec.Replay.IsZero() {
+		return false
+	}
+	k, ok := m.firewall().(KernelExpiry)
+	return ok && k.ExpiresInKernel()
+}
+
+// refuseApplied forgets e, whose journal record could not be written,
+// and revokes its native grant when it was applied (once: should the
+// revoke fail, the kernel still ends it at its deadline, and Reconcile,
+// which no longer finds it wanted, removes it sooner). fwMu is held
+// across both so that Reconcile sees e either wanted and applied, or
+// neither.
+func (m *Manager) refuseApplied(e *entry, applied bool) {
+	fw := m.firewall()
+	if !applied || fw == nil {
+		m.mu.Lock()
+		m.forgetLocked(e)
+		m.mu.Unlock()
+		return
+	}
+	m.fwMu.Lock()
+	defer m.fwMu.Unlock()
+	m.mu.Lock()
+	m.forgetLocked(e)
+	m.mu.Unlock()
+	if err := fw.Revoke(m.ctx, nativeGrant(e)); err != nil {
+		m.log.Error(fmt.Sprintf("%s: %s: native revoke of a refused grant: %v (the kernel ends it at %s)", e.rec.Source, e.rec.Door, err,
+			e.rec.Deadline.UTC().Format(time.RFC3339)), m.fieldsNow(e, event.Refused)...)
+	}
 }
 
 func (m *Manager) timeout(e *entry) time.Duration {

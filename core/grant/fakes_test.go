@@ -63,7 +63,10 @@ type fakeJournal struct {
 	failRevoked int
 	// block, when not nil, holds every Extend until it is closed;
 	// blockGrant every Grant.
-	block, blockGrant  chan struct{}
+	block, blockGrant chan struct{}
+	// holdGrant, when not nil, holds every Grant until it is closed (its
+	// failAll is read after), and traces "journal grant begun" first.
+	holdGrant          chan struct{}
 	inFlight, maxPeak  int
 	extends            int
 	lastExtendDeadline time.Time
@@ -77,10 +80,14 @@ func (j *fakeJournal) fail() bool {
 
 func (j *fakeJournal) Grant(r journal.Record) error {
 	j.mu.Lock()
-	block := j.blockGrant
+	block, hold := j.blockGrant, j.holdGrant
 	j.mu.Unlock()
 	if block != nil {
 		<-block
+	}
+	if hold != nil {
+		j.tr.add("journal grant begun")
+		<-hold
 	}
 	if j.fail() {
 		return fmt.Errorf("journal: append grant %s: no space left on device", r.ID)

@@ -1,11 +1,25 @@
 // Package grant owns the lifecycle of what an opened door gives a knocker:
-// a grant per (door, source) that is journaled before anything is
-// applied, applied (native firewall access and/or the door's start
-// command), extended by a repeat knock instead of applied twice, and
-// revoked at its deadline (stop command and/or native revoke), durably
-// recorded, retried until the stop succeeds, and resumed after a restart.
-// It decides when commands run; package command runs them and package
-// firewall applies native rules.
+// a grant per (door, source) that is journaled, applied (native firewall
+// access and/or the door's start command), extended by a repeat knock
+// instead of applied twice, and revoked at its deadline (stop command
+// and/or native revoke), durably recorded, retried until the stop
+// succeeds, and resumed after a restart. It decides when commands run;
+// package command runs them and package firewall applies native rules.
+//
+// # Journal first, or journal beside the kernel
+//
+// A grant with a start command is durable in the journal before the
+// command runs: a command's effect has no deadline of its own, so only
+// the record lets a restart run its stop. A grant that only opens ports
+// natively, through a Firewall whose grants lapse in the kernel at their
+// deadline (KernelExpiry: nftables element timeouts, iptables' time
+// match), is applied while its record is being written: a crash before
+// the record is durable leaves a kernel grant that ends at the grant's
+// own deadline (the deadline the kernel is given is the record's, never
+// later), which the restart's Reconcile removes sooner as unwanted. If
+// the write fails, the grant is refused and its native grant revoked at
+// once. SPA grants carrying a replay digest stay journal-first, so that
+// a replayed packet never has an effect its digest was not durable for.
 package grant
 
 import (
@@ -48,6 +62,15 @@ type Firewall interface {
 	Name() string
 	Grant(ctx context.Context, g firewall.Grant, now time.Time) error
 	Revoke(ctx context.Context, g firewall.Grant) error
+}
+
+// KernelExpiry is implemented by a Firewall whose grants lapse in the
+// kernel at their deadline even when Sesame is not running (nftables
+// element timeouts, iptables' time match). The Manager then applies a
+// native-only grant while its journal record is being written instead of
+// after (see the package doc).
+type KernelExpiry interface {
+	ExpiresInKernel() bool
 }
 
 // Commands runs door commands (package command).

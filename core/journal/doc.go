@@ -10,6 +10,13 @@
 // when a grant ends or run anything; the grant manager replays Pending at
 // start and acts on it.
 //
+// A Grant record is durable before the grant's start command runs. For a
+// grant that only opens ports in a firewall that expires it in the kernel
+// (nftables timeouts, iptables --datestop), the grant manager writes the
+// record while it applies the grant, not before (package grant's doc): a
+// crash before the record is durable cannot leak that door past its
+// deadline, since the kernel closes it then on its own.
+//
 // # File format
 //
 // DIR/grants.log is a sequence of frames:

@@ -121,6 +121,14 @@ func (f timedFirewall) Grant(ctx context.Context, g firewall.Grant, now time.Tim
 	return err
 }
 
+// ExpiresInKernel passes on the backend's (grant.KernelExpiry): the
+// grant manager applies a native grant beside its journal write only
+// when the kernel ends it at its deadline.
+func (f timedFirewall) ExpiresInKernel() bool {
+	k, ok := f.Firewall.(grant.KernelExpiry)
+	return ok && k.ExpiresInKernel()
+}
+
 // measuredFirewall wraps the grants' backend for the grant manager; nil
 // stays nil.
 func (d *daemon) measuredFirewall(b firewall.Backend) grant.Firewall {

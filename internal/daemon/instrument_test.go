@@ -81,3 +81,21 @@ func scrapeText(t *testing.T, m *metrics.Metrics) string {
 	}
 	return b.String()
 }
+
+type expiringFirewall struct{ *recordingFirewall }
+
+func (expiringFirewall) ExpiresInKernel() bool { return true }
+
+// The measuring wrapper passes on whether the backend's grants lapse in
+// the kernel: the grant manager keeps journal-first for one that does
+// not say so.
+func TestTimedFirewallPassesKernelExpiry(t *testing.T) {
+	var fw grant.Firewall = timedFirewall{Firewall: expiringFirewall{&recordingFirewall{}}}
+	if k, ok := fw.(grant.KernelExpiry); !ok || !k.ExpiresInKernel() {
+		t.Error("kernel expiry lost by the wrapper")
+	}
+	fw = timedFirewall{Firewall: &recordingFirewall{}}
+	if k, ok := fw.(grant.KernelExpiry); !ok || k.ExpiresInKernel() {
+		t.Error("a backend without kernel expiry reported as having it")
+	}
+}
