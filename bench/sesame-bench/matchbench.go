@@ -1,12 +1,8 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
-	"os/exec"
-	"strconv"
 	"strings"
 )
 
@@ -36,75 +32,39 @@ func matchBenchArgs(benchtime string) []string {
 // runMatchBench runs the matcher benchmark in the repository at dir.
 func runMatchBench(ctx context.Context, goBin, dir, benchtime string) ([]matchRow, string, error) {
 	args := matchBenchArgs(benchtime)
-	cmd := exec.CommandContext(ctx, goBin, args...)
-	cmd.Dir = dir
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out, _, err := goBench(ctx, goBin, dir, args)
 	line := goBin + " " + strings.Join(args, " ")
-	if err := cmd.Run(); err != nil {
-		return nil, line, fmt.Errorf("%s: %w\n%s", line, err, tail(out.String(), 2000))
+	if err != nil {
+		return nil, line, fmt.Errorf("%s: %w\n%s", line, err, tail(out, 2000))
 	}
-	rows, err := parseMatchBench(out.String())
+	rows, err := parseMatchBench(out)
 	return rows, line, err
 }
 
-// parseMatchBench reads `go test -bench -benchmem` output (a name, an
-// iteration count, then value/unit pairs; -count repeats a name) and
-// folds the runs of each case.
+// parseMatchBench reads `go test -bench -benchmem` output and folds the
+// runs of each case (-count repeats a name).
 func parseMatchBench(out string) ([]matchRow, error) {
-	var order []string
-	runs := map[string][]matchRow{}
-	sc := bufio.NewScanner(strings.NewReader(out))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 4 || !strings.HasPrefix(f[0], "BenchmarkObserve/") {
-			continue
-		}
-		name := strings.TrimPrefix(f[0], "BenchmarkObserve/")
-		// -cpu N other than 1 appends "-N" to the name.
-		if i := strings.LastIndexByte(name, '-'); i > 0 {
-			if _, err := strconv.Atoi(name[i+1:]); err == nil {
-				name = name[:i]
-			}
-		}
-		r := matchRow{Name: name}
-		seen := map[string]bool{}
-		for i := 2; i+1 < len(f); i += 2 {
-			v, err := strconv.ParseFloat(f[i], 64)
-			if err != nil {
-				return nil, fmt.Errorf("benchmark line %q: %w", sc.Text(), err)
-			}
-			unit := f[i+1]
-			seen[unit] = true
-			switch unit {
-			case "ns/op":
-				r.NsPerOp = v
-			case "B/op":
-				r.BytesPerOp = v
-			case "allocs/op":
-				r.AllocsPerOp = v
-			}
-		}
-		if !seen["ns/op"] || !seen["allocs/op"] || r.NsPerOp <= 0 {
-			return nil, fmt.Errorf("benchmark line %q: no ns/op or allocs/op (run with -benchmem)", sc.Text())
-		}
-		if _, ok := runs[name]; !ok {
-			order = append(order, name)
-		}
-		runs[name] = append(runs[name], r)
-	}
-	if len(order) == 0 {
-		return nil, fmt.Errorf("no BenchmarkObserve results in:\n%s", tail(out, 2000))
+	bo, err := parseGoBench(out, "BenchmarkObserve")
+	if err != nil {
+		return nil, err
 	}
 	var rows []matchRow
-	for _, name := range order {
-		rs := runs[name]
+	for _, name := range bo.Order {
+		rs := bo.Runs[name]
 		var ns []float64
-		row := matchRow{Name: name, Runs: len(rs), MinNs: rs[0].NsPerOp, MaxNs: rs[0].NsPerOp}
-		for _, r := range rs {
-			ns = append(ns, r.NsPerOp)
-			row.MinNs, row.MaxNs = min(row.MinNs, r.NsPerOp), max(row.MaxNs, r.NsPerOp)
-			row.AllocsPerOp, row.BytesPerOp = max(row.AllocsPerOp, r.AllocsPerOp), max(row.BytesPerOp, r.BytesPerOp)
+		row := matchRow{Name: name, Runs: len(rs)}
+		for i, r := range rs {
+			v, okNs := r.Metrics["ns/op"]
+			allocs, okA := r.Metrics["allocs/op"]
+			if !okNs || !okA || v <= 0 {
+				return nil, fmt.Errorf("BenchmarkObserve/%s: no ns/op or allocs/op (run with -benchmem)", name)
+			}
+			if i == 0 {
+				row.MinNs, row.MaxNs = v, v
+			}
+			ns = append(ns, v)
+			row.MinNs, row.MaxNs = min(row.MinNs, v), max(row.MaxNs, v)
+			row.AllocsPerOp, row.BytesPerOp = max(row.AllocsPerOp, allocs), max(row.BytesPerOp, r.Metrics["B/op"])
 		}
 		row.NsPerOp = median(ns)
 		row.Mpps = 1e3 / row.NsPerOp
