@@ -126,23 +126,7 @@ func TestKnockersMeasureTheDoor(t *testing.T) {
 	netnstest.RequireRoot(t)
 	p := netnstest.NewPair(t)
 	mac := serverMAC(t, p)
-	var ln net.Listener
-	if err := p.Server.Do(func() (err error) {
-		ln, err = net.Listen("tcp", "[::]:2222")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	p.Server.Serve(t, 2222)
 	extra := netip.MustParseAddr("10.77.0.3")
 	p.Client.MustRun("ip", "addr", "add", extra.String()+"/24", "dev", netnstest.ClientIf)
 	seq, _ := knock.ParseSequence("7000,8000,9000")

@@ -110,13 +110,7 @@ func (m *Manager) grantFleet(r Request, now time.Time) Outcome {
 	if startCmd == "" && !native {
 		return Ignored
 	}
-	allowed := false
-	if startCmd != "" {
-		allowed = m.opts.Commands.Allow(r.Name, now)
-	} else {
-		allowed = m.nativeLimit(r.Name).AllowN(now, 1)
-	}
-	if !allowed {
+	if !m.allowLocked(r.Name, startCmd, now) {
 		if m.lines.Allow("refused\x00"+r.Name, now) {
 			m.log.Warn(fmt.Sprintf("%s: %s: fleet grant from %s refused: rate limit reached", src, r.Name, r.Origin),
 				event.Event{Kind: event.Refused, Door: r.Name, Source: src, GrantID: r.ID}.Args(event.KeyReason, "rate limit", event.KeyOrigin, r.Origin)...)

@@ -570,16 +570,7 @@ func (m *Manager) Grant(r Request, now time.Time) Outcome {
 		m.keepReplayLocked(r.Replay, src, r.Name)
 		return Ignored
 	}
-	// Commands are limited hard (each is a fork); a native grant is a
-	// journal record and a set element, so its limit only bounds what a
-	// flood of spoofed opens can pile up.
-	allowed := false
-	if startCmd != "" {
-		allowed = m.opts.Commands.Allow(r.Name, now)
-	} else {
-		allowed = m.nativeLimit(r.Name).AllowN(now, 1)
-	}
-	if !allowed {
+	if !m.allowLocked(r.Name, startCmd, now) {
 		if m.lines.Allow("refused\x00"+r.Name, now) {
 			m.log.Warn(fmt.Sprintf("%s: %s: grant refused: rate limit reached", src, r.Name),
 				event.Event{Kind: event.Refused, Door: r.Name, Source: src, Auth: r.Auth.Method, User: r.Auth.User, Key: r.Auth.Key}.Args(event.KeyReason, "rate limit")...)
@@ -977,4 +968,15 @@ func (m *Manager) Close(ctx context.Context) error {
 		// has what is needed to finish after a restart.
 		return errors.New("grant: shutdown: commands still running")
 	}
+}
+
+// allowLocked takes one grant of door from its rate limit. Commands are
+// limited hard (each is a fork); a native grant is a journal record and
+// a set element, so its limit only bounds what a flood of spoofed opens
+// can pile up.
+func (m *Manager) allowLocked(door, startCmd string, now time.Time) bool {
+	if startCmd != "" {
+		return m.opts.Commands.Allow(door, now)
+	}
+	return m.nativeLimit(door).AllowN(now, 1)
 }
