@@ -582,3 +582,31 @@ func TestNFTSetupReplacesForeignTable(t *testing.T) {
 	e.grant(g)
 	e.wantOpen(g.Src, "after Grant in the replaced table")
 }
+
+// A Grant trusts table inet sesame only while the nf_tables generation is
+// the one its backend's own batches left: after another nft command
+// deletes or flushes the table between two grants, the next Grant sees
+// the generation moved, rebuilds the table and its grant works, with
+// everyone else still blocked (a flushed table that was trusted would
+// have let everyone in).
+func TestNFTGrantAfterForeignChange(t *testing.T) {
+	for _, change := range [][]string{
+		{"delete", "table", "inet", nftTable},
+		{"flush", "table", "inet", nftTable},
+		{"flush", "chain", "inet", nftTable, nftGuard},
+	} {
+		t.Run(strings.Join(change, " "), func(t *testing.T) {
+			e := newTestEnv(t, variants[2])
+			for _, f := range families {
+				e.grant(Grant{ID: "before-" + f.name, Src: f.client, Ports: guardedPorts, Deadline: time.Now().Add(time.Minute)})
+				e.wantOpen(f.client, "before nft "+strings.Join(change, " "))
+			}
+			e.pair.Server.MustRun(append([]string{"nft"}, change...)...)
+			for _, f := range families {
+				e.grant(Grant{ID: "after-" + f.name, Src: f.client, Ports: guardedPorts, Deadline: time.Now().Add(time.Minute)})
+				e.wantOpen(f.client, "grant after nft "+strings.Join(change, " "))
+				e.wantBlocked(f.other, "other address after nft "+strings.Join(change, " ")+" and a grant")
+			}
+		})
+	}
+}

@@ -93,6 +93,18 @@
 // and let Sesame decide who gets through. Established connections survive
 // a grant's expiry; loopback is never guarded.
 //
+// A grant is one netlink batch. Before it Sesame reads the nf_tables
+// generation and the allow set of the grant's family. When the generation
+// is the one its own last batch left, nothing else changed any table
+// since Sesame last found or made table inet sesame whole, and the table
+// is not read again; when someone else committed (`nft flush ruleset`, a
+// firewalld reload, the rescue's heartbeat) or the generation cannot be
+// read, Sesame inspects the whole table and repairs it in the batch before
+// the grant's. The allow set is always read: its elements expire in the
+// kernel without moving the generation, and whether an element is still
+// there decides between adding it and replacing it. Reconcile always
+// inspects.
+//
 // # Reconcile
 //
 // Reconcile(ctx, backend, live grants, now) recreates Sesame's chain and

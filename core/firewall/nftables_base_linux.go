@@ -50,9 +50,25 @@ func (b *nftBackend) inspect(c *nftables.Conn) (tableState, error) {
 // missing is added, rules that are not exactly Sesame's are rewritten, the
 // guarded set is made to match. Existing grants survive unless the table
 // had to be replaced because a set or chain has the wrong shape.
-func (b *nftBackend) ensureBaseLocked(ctx context.Context) (recreated bool, err error) {
+//
+// With trustGen it does nothing when the nf_tables generation is the one
+// this backend's own batches left since it last found or made the table
+// whole: no one else committed anything to any table since (Grant). It
+// inspects when the generation moved, is unknown or cannot be read
+// (Setup, EnsureBase and so Reconcile always inspect).
+func (b *nftBackend) ensureBaseLocked(ctx context.Context, trustGen bool) (recreated bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
+	}
+	// Read before the inspection, so that a change landing between the
+	// two moves the generation past wantGen and is inspected next time.
+	g, gerr := b.gen()
+	if trustGen && gerr == nil && b.genKnown && g == b.wantGen {
+		return false, nil
+	}
+	b.genKnown = false
+	if gerr != nil {
+		b.log.Debug("cannot read the nf_tables generation; inspecting table inet sesame", "error", gerr)
 	}
 	c, err := b.conn()
 	if err != nil {
@@ -69,6 +85,7 @@ func (b *nftBackend) ensureBaseLocked(ctx context.Context) (recreated bool, err 
 	}
 	guardedOK := st.guarded != nil && slices.Equal(st.guarded, b.guarded)
 	if st.exists && len(st.missingSets) == 0 && st.rulesOK && guardedOK {
+		b.wantGen, b.genKnown = g, gerr == nil
 		return false, nil
 	}
 
@@ -117,6 +134,18 @@ func (b *nftBackend) ensureBaseLocked(ctx context.Context) (recreated bool, err 
 	if err := c.Flush(); err != nil {
 		return false, fmt.Errorf("create table inet %s: %w", nftTable, err)
 	}
+	b.wantGen, b.genKnown = g+1, gerr == nil // one batch, one commit
 	// After Setup, anything changed here was missing, flushed or edited.
 	return true, nil
+}
+
+// committedLocked accounts for one batch of this backend: a success
+// committed one transaction and moved the nf_tables generation by one, a
+// failure by an unknown amount (the next Grant inspects).
+func (b *nftBackend) committedLocked(err error) {
+	if err != nil {
+		b.genKnown = false
+		return
+	}
+	b.wantGen++
 }

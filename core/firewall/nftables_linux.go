@@ -24,11 +24,18 @@ type nftBackend struct {
 	log  hclog.Logger
 	now  func() time.Time
 	dial func() (*nftables.Conn, error) // a netlink connection; tests record instead
+	gen  func() (uint32, error)         // the nf_tables generation (nftGen); tests model it
 
 	mu sync.Mutex // guards all following fields and serialises every batch
 	// guarded is the sorted port list of the last Setup; nil before Setup.
 	guarded []knock.Port
 	setUp   bool
+	// wantGen is the nf_tables generation the kernel has if nothing but
+	// this backend's own batches committed since ensureBase last found or
+	// made table inet sesame whole; meaningless unless genKnown. A Grant
+	// that reads this generation skips the inspection.
+	wantGen  uint32
+	genKnown bool
 }
 
 // minTimeout keeps every element timeout at least a few jiffies long: the
@@ -37,7 +44,7 @@ type nftBackend struct {
 const minTimeout = 50 * time.Millisecond
 
 func newNFTables(log hclog.Logger) *nftBackend {
-	return &nftBackend{log: log, now: time.Now, dial: dialNetlink}
+	return &nftBackend{log: log, now: time.Now, dial: dialNetlink, gen: nftGen}
 }
 
 func (b *nftBackend) Name() string { return NFTables.String() }
@@ -77,7 +84,7 @@ func (b *nftBackend) Setup(ctx context.Context, guarded []knock.Port) error {
 		b.guarded = []knock.Port{}
 	}
 	b.setUp = true
-	if _, err := b.ensureBaseLocked(ctx); err != nil {
+	if _, err := b.ensureBaseLocked(ctx, false); err != nil {
 		return fmt.Errorf("firewall.Setup nftables: %w", err)
 	}
 	return nil
@@ -91,7 +98,7 @@ func (b *nftBackend) EnsureBase(ctx context.Context) (bool, error) {
 	if !b.setUp {
 		return false, ErrNotSetUp
 	}
-	return b.ensureBaseLocked(ctx)
+	return b.ensureBaseLocked(ctx, false)
 }
 
 // listEntries reads one allow set. A missing table or set has no entries.
@@ -122,7 +129,9 @@ func (b *nftBackend) listEntries(c *nftables.Conn, v6 bool) ([]entry, error) {
 }
 
 // Grant repairs the table first (a flush since the last reconcile must not
-// make a fresh grant useless), then applies the plan in one batch: a
+// make a fresh grant useless), unless the nf_tables generation shows that
+// nothing but this backend changed any table since it last did; then it
+// lists the allow set and applies the plan in one batch: a
 // rewritten element is deleted and re-added with its new timeout and
 // comment atomically (re-adding alone would keep the old comment, and on
 // kernels before 6.12 the old timeout too).
@@ -136,7 +145,7 @@ func (b *nftBackend) Grant(ctx context.Context, g Grant, now time.Time) error {
 	if !b.setUp {
 		return fmt.Errorf("firewall.Grant %s: %w", g.ID, ErrNotSetUp)
 	}
-	if recreated, err := b.ensureBaseLocked(ctx); err != nil {
+	if recreated, err := b.ensureBaseLocked(ctx, true); err != nil {
 		return fmt.Errorf("firewall.Grant %s: %w", g.ID, err)
 	} else if recreated {
 		b.log.Warn("table inet sesame was missing or damaged and was rebuilt")
@@ -209,7 +218,9 @@ func (b *nftBackend) apply(c *nftables.Conn, v6 bool, plan []change, now time.Ti
 			}
 		}
 	}
-	if err := c.Flush(); err != nil {
+	err := c.Flush()
+	b.committedLocked(err)
+	if err != nil {
 		return fmt.Errorf("set %s: %w", s.Name, err)
 	}
 	return nil
@@ -279,6 +290,7 @@ func (b *nftBackend) Teardown(ctx context.Context) error {
 		return fmt.Errorf("firewall.Teardown: %w", err)
 	}
 	c.DelTable(sesameTable)
+	b.genKnown = false // the next Grant rebuilds the table
 	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("firewall.Teardown: delete table inet %s: %w", nftTable, err)
 	}

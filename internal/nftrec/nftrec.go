@@ -2,7 +2,7 @@
 // tests that need no root: a google/nftables Conn dialled through a
 // Recorder sends nothing to a kernel, and the Recorder keeps every batch
 // the Conn flushes, printed in a stable text form a test compares with a
-// golden file. It answers every read as an empty kernel would (a named
+// golden file, and the kind of every read it asked. It answers every read as an empty kernel would (a named
 // table: ENOENT; a listing: nothing), so code that inspects before it
 // writes takes its "nothing installed yet" path. It does not model a kernel beyond that;
 // repairs of existing objects are tested against the real kernel in
@@ -30,6 +30,8 @@ import (
 type Recorder struct {
 	mu      sync.Mutex // guards the fields below
 	batches [][]netlink.Message
+	reads   []string // what each read asked for, as Reads prints it
+	gen     uint32   // batches flushed and foreign commits, never reset
 }
 
 // Dial returns a Conn whose messages go to r instead of the kernel; its
@@ -46,6 +48,9 @@ func (r *Recorder) answer(req []netlink.Message) ([]netlink.Message, error) {
 		return nil, nil // a Receive after the acks were delivered
 	}
 	if h := req[0].Header; h.Type != netlink.HeaderType(unix.NFNL_MSG_BATCH_BEGIN) {
+		r.mu.Lock()
+		r.reads = append(r.reads, readName(req[0]))
+		r.mu.Unlock()
 		if h.Flags&netlink.Dump != 0 {
 			return []netlink.Message{{Header: netlink.Header{Type: netlink.Done, Flags: netlink.Multi,
 				Sequence: h.Sequence, PID: h.PID}, Data: []byte{0, 0, 0, 0}}}, nil
@@ -54,6 +59,7 @@ func (r *Recorder) answer(req []netlink.Message) ([]netlink.Message, error) {
 	}
 	r.mu.Lock()
 	r.batches = append(r.batches, req)
+	r.gen++
 	r.mu.Unlock()
 	var acks []netlink.Message
 	for _, m := range req {
@@ -74,11 +80,65 @@ func (r *Recorder) Batches() int {
 	return len(r.batches)
 }
 
+// Generation stands in for the kernel's nf_tables generation: like it,
+// it moves by one for every batch flushed (the recorder's kernel commits
+// them all) and for every Commit, and Reset leaves it. Its signature fits
+// a backend's generation hook.
+func (r *Recorder) Generation() (uint32, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gen, nil
+}
+
+// Commit moves the generation as a transaction by someone else would
+// (an nft command, firewalld), without recording a batch.
+func (r *Recorder) Commit() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.gen++
+}
+
+// Reads are the reads asked since the last Reset, in order, one per
+// request: the message kind (GETTABLE, GETCHAIN, GETRULE, GETSET,
+// GETSETELEM) and, for GETSETELEM, the set's name.
+func (r *Recorder) Reads() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.reads...)
+}
+
+var readNames = map[uint16]string{
+	unix.NFT_MSG_GETTABLE: "GETTABLE", unix.NFT_MSG_GETCHAIN: "GETCHAIN", unix.NFT_MSG_GETRULE: "GETRULE",
+	unix.NFT_MSG_GETSET: "GETSET", unix.NFT_MSG_GETSETELEM: "GETSETELEM", unix.NFT_MSG_GETGEN: "GETGEN",
+}
+
+func readName(m netlink.Message) string {
+	kind := uint16(m.Header.Type) & 0xff
+	name, ok := readNames[kind]
+	if !ok || uint16(m.Header.Type)>>8 != unix.NFNL_SUBSYS_NFTABLES {
+		return fmt.Sprintf("type %#x", uint16(m.Header.Type))
+	}
+	if kind != unix.NFT_MSG_GETSETELEM || len(m.Data) < 4 {
+		return name
+	}
+	attrs, err := netlink.UnmarshalAttributes(m.Data[4:])
+	if err != nil {
+		return name
+	}
+	for _, a := range attrs {
+		if a.Type == unix.NFTA_SET_ELEM_LIST_SET {
+			return name + " " + strings.TrimRight(string(a.Data), "\x00")
+		}
+	}
+	return name
+}
+
 // Reset forgets what was recorded.
 func (r *Recorder) Reset() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.batches = nil
+	r.reads = nil
 }
 
 // Text prints every batch since the last Reset, one message per line and

@@ -2,6 +2,7 @@ package nftrec
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -25,6 +26,12 @@ func TestRecorder(t *testing.T) {
 	if chains, err := c.ListChains(); err != nil || len(chains) != 0 {
 		t.Errorf("chains %v, %v; want none", chains, err)
 	}
+	if _, err := c.GetSetElements(&nftables.Set{Table: table, Name: "s"}); err != nil {
+		t.Errorf("elements: %v, want none", err)
+	}
+	if got, want := r.Reads(), []string{"GETTABLE", "GETCHAIN", "GETSETELEM s"}; !slices.Equal(got, want) {
+		t.Errorf("reads %q, want %q", got, want)
+	}
 	c.AddTable(table)
 	s := &nftables.Set{Table: table, Name: "s", KeyType: nftables.TypeInetService, ID: 4242}
 	if err := c.AddSet(s, []nftables.SetElement{{Key: []byte{0, 22}}}); err != nil {
@@ -36,6 +43,10 @@ func TestRecorder(t *testing.T) {
 	}
 	if n := r.Batches(); n != 1 {
 		t.Fatalf("%d batches, want 1", n)
+	}
+	r.Commit()
+	if g, _ := r.Generation(); g != 2 {
+		t.Errorf("generation %d after a batch and a commit, want 2", g)
 	}
 	got := r.Text()
 	for _, want := range []string{
@@ -55,7 +66,10 @@ func TestRecorder(t *testing.T) {
 		t.Errorf("raw set ID printed:\n%s", got)
 	}
 	r.Reset()
-	if r.Batches() != 0 || r.Text() != "" {
-		t.Error("Reset kept batches")
+	if r.Batches() != 0 || r.Text() != "" || len(r.Reads()) != 0 {
+		t.Error("Reset kept batches or reads")
+	}
+	if g, _ := r.Generation(); g != 2 {
+		t.Errorf("generation %d after Reset, want 2 still", g)
 	}
 }
