@@ -175,33 +175,51 @@ func (m *Manager) activate(e *entry, finish, deadline time.Time) {
 		m.mu.Unlock()
 		return
 	}
-	m.scheduleLocked(e)
 	// This goroutine writes the deadline; extensions meanwhile only move
 	// it in memory.
 	e.persisting = true
 	if !finish.IsZero() {
 		e.persisted = deadline
+	} else {
+		m.scheduleLocked(e)
 	}
 	m.mu.Unlock()
 	if !finish.IsZero() {
-		if j := m.opts.Journal; j != nil {
-			if err := j.Started(e.rec.ID, finish, deadline); err != nil {
-				// The start's marker stays: a restart dates the deadline
-				// from it.
-				m.log.Error(fmt.Sprintf("%s: %s: journal: %v", e.rec.Source, e.rec.Door, err), m.fieldsNow(e, event.Grant)...)
-				m.mu.Lock()
-				e.persisted = time.Time{}
-				m.mu.Unlock()
-			} else if mk := m.marker(e.rec.ID, startSuffix); mk != "" {
-				m.marks.RemoveMark(mk)
-			}
-		} else if mk := m.marker(e.rec.ID, startSuffix); mk != "" {
-			m.marks.RemoveMark(mk)
+		m.journalStarted(e, finish, deadline)
+		// The revoke timer is armed once the Started record that dates
+		// the deadline is written: a deadline already past (a start that
+		// finished long ago) is revoked after that record, never before
+		// it. A revoke asked for meanwhile has left Active.
+		m.mu.Lock()
+		if e.state == Active {
+			m.scheduleLocked(e)
 		}
+		m.mu.Unlock()
 		m.applyNative(e)
 		m.shareExtended(e, deadline)
 	}
 	m.persistLoop(e)
+}
+
+// journalStarted journals that e's start finished at finish, with the
+// deadline it runs to, and removes the start's marker once the journal
+// holds it (a restart dates the deadline from the marker otherwise).
+func (m *Manager) journalStarted(e *entry, finish, deadline time.Time) {
+	mk := m.marker(e.rec.ID, startSuffix)
+	if j := m.opts.Journal; j != nil {
+		if err := j.Started(e.rec.ID, finish, deadline); err != nil {
+			// The start's marker stays: a restart dates the deadline
+			// from it.
+			m.log.Error(fmt.Sprintf("%s: %s: journal: %v", e.rec.Source, e.rec.Door, err), m.fieldsNow(e, event.Grant)...)
+			m.mu.Lock()
+			e.persisted = time.Time{}
+			m.mu.Unlock()
+			return
+		}
+	}
+	if mk != "" {
+		m.marks.RemoveMark(mk)
+	}
 }
 
 // applyNative (re)applies e's native grant with its current deadline; a
