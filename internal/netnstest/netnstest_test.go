@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -84,6 +85,18 @@ func TestNewClose(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- sleeper.Wait() }()
+	// Close kills what runs inside; `ip netns exec` enters the namespace
+	// only after it started (a loaded machine showed the gap): wait
+	// until the sleeper is inside.
+	inside := func() bool {
+		out, _ := exec.Command("ip", "netns", "pids", n.Name).Output()
+		return slices.Contains(strings.Fields(string(out)), strconv.Itoa(sleeper.Process.Pid))
+	}
+	for deadline := time.Now().Add(10 * time.Second); !inside(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the sleeper never entered the namespace")
+		}
+	}
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
