@@ -39,7 +39,7 @@ run: build
 # were never fetched, apt-get update runs first.
 DEB_PACKAGES := iptables ipset iproute2 nftables knockd systemd util-linux mount procps coreutils \
 	openssh-client tmux etcd-server etcd-client fwknop-client fwknop-server \
-	make dpkg rpm man-db
+	make dpkg rpm man-db curl gcc libc6-dev
 
 deps:
 	@ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || apt-get update
