@@ -40,6 +40,9 @@ type Options struct {
 	Timeout       time.Duration // a command running longer is killed (default 2 min)
 	Shell         string        // default /bin/sh
 	Logger        hclog.Logger
+	// NoWarm turns the warm shell off: every command forks its shell
+	// when it is run (see the package doc).
+	NoWarm bool
 }
 
 // Result is how a command ended.
@@ -68,6 +71,16 @@ type Runner struct {
 
 	mu       sync.Mutex // guards limiters
 	limiters map[string]*rate.Limiter
+
+	warmMu sync.Mutex // guards the following fields
+	// warm is the idle warm shell, nil when there is none: the start
+	// goroutine puts it here, a Run of an unmarked command takes it
+	// (and then owns it), Close ends it.
+	warm     *warmShell
+	starting bool // a warm start goroutine is in flight (there is at most one)
+	closed   bool // Close was called: no more warm shells
+
+	warmWG sync.WaitGroup // the warm start goroutines; Close waits for them
 }
 
 // New returns a Runner.
@@ -90,7 +103,80 @@ func New(opts Options) *Runner {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
-	return &Runner{opts: opts, sem: make(chan struct{}, opts.MaxConcurrent), log: opts.Logger, limiters: make(map[string]*rate.Limiter)}
+	r := &Runner{opts: opts, sem: make(chan struct{}, opts.MaxConcurrent), log: opts.Logger, limiters: make(map[string]*rate.Limiter)}
+	r.refill()
+	return r
+}
+
+// Close ends the idle warm shell (it exits without running anything)
+// and waits for a warm start in flight. Commands running are left to
+// finish; Run keeps working after Close, on the cold path. Close is safe
+// to call twice.
+func (r *Runner) Close() {
+	r.warmMu.Lock()
+	r.closed = true
+	ws := r.warm
+	r.warm = nil
+	r.warmMu.Unlock()
+	if ws != nil {
+		ws.end()
+	}
+	r.warmWG.Wait()
+}
+
+// refill starts a warm shell in the background unless one is idle or
+// starting, or the runner is closed or has NoWarm. It is called once per
+// unmarked Run, so a shell that cannot start is tried again only at the
+// next command, never in a loop.
+func (r *Runner) refill() {
+	r.warmMu.Lock()
+	defer r.warmMu.Unlock()
+	if r.opts.NoWarm || r.closed || r.warm != nil || r.starting {
+		return
+	}
+	r.starting = true
+	r.warmWG.Add(1)
+	go func() {
+		defer r.warmWG.Done()
+		ws, err := startWarm(r.opts.Shell)
+		r.warmMu.Lock()
+		r.starting = false
+		if err == nil && !r.closed {
+			r.warm, ws = ws, nil
+		}
+		r.warmMu.Unlock()
+		switch {
+		case err != nil:
+			r.log.Debug("commands run cold: "+err.Error(), "error", err)
+		case ws != nil: // closed meanwhile
+			ws.end()
+		}
+	}()
+}
+
+// handWarm gives cmd to the idle warm shell and returns the shell's
+// command and output buffer, or nil when cmd must take the cold path:
+// no shell idle, the warm path cannot run cmd as the cold one would (the
+// shell then stays idle for the next command), or the shell has died.
+func (r *Runner) handWarm(cmd string, extraEnv []string) (*exec.Cmd, *limitedBuffer) {
+	r.warmMu.Lock()
+	ws := r.warm
+	if ws == nil {
+		r.warmMu.Unlock()
+		return nil, nil
+	}
+	p, ok := ws.payload(cmd, extraEnv)
+	if !ok {
+		r.warmMu.Unlock()
+		return nil, nil
+	}
+	r.warm = nil
+	r.warmMu.Unlock()
+	if err := ws.hand(p); err != nil {
+		r.log.Debug("warm shell gone, command runs cold: "+err.Error(), "error", err)
+		return nil, nil
+	}
+	return ws.c, ws.out
 }
 
 // Allow reports whether door may start another command at now. Only
@@ -153,34 +239,46 @@ func (r *Runner) run(ctx context.Context, door, cmd, marker string, argv, extraE
 
 	r.log.Info(door+": running command: "+cmd, event.Event{Kind: event.Command, Door: door}.Args("command", cmd)...)
 	start := time.Now()
-	c := exec.Command(argv[0], argv[1:]...)
-	c.Env = append(os.Environ(), extraEnv...)
-	c.Stdin = nil
-	// Its own process group, so a timeout kills what it forked too, and a
-	// daemon killed outright does not take a running stop command with it.
-	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out := &limitedBuffer{max: outputLimit}
-	c.Stdout, c.Stderr = out, out
-	if lock != nil {
-		c.ExtraFiles = []*os.File{lock} // fd 3 in the wrapper: it holds the lock
+	var c *exec.Cmd
+	var out *limitedBuffer
+	if marker == "" {
+		c, out = r.handWarm(cmd, extraEnv)
 	}
-	err := c.Start()
-	if lock != nil {
-		// The wrapper holds the lock now (or nothing was started).
-		lock.Close()
+	if c == nil {
+		c = exec.Command(argv[0], argv[1:]...)
+		c.Env = append(os.Environ(), extraEnv...)
+		c.Stdin = nil
+		// Its own process group, so a timeout kills what it forked too, and a
+		// daemon killed outright does not take a running stop command with it.
+		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		out = &limitedBuffer{max: outputLimit}
+		c.Stdout, c.Stderr = out, out
+		if lock != nil {
+			c.ExtraFiles = []*os.File{lock} // fd 3 in the wrapper: it holds the lock
+		}
+		err := c.Start()
+		if lock != nil {
+			// The wrapper holds the lock now (or nothing was started).
+			lock.Close()
+			if err != nil {
+				RemoveMark(marker)
+			}
+		}
 		if err != nil {
-			RemoveMark(marker)
+			res.Err = fmt.Errorf("door %q: start command: %w", door, err)
+			r.log.Error("error: command fork failed!", event.KeyDoor, door, "error", err)
+			return res
 		}
 	}
-	if err != nil {
-		res.Err = fmt.Errorf("door %q: start command: %w", door, err)
-		r.log.Error("error: command fork failed!", event.KeyDoor, door, "error", err)
-		return res
+	if marker == "" {
+		// The next command's shell starts now, off this one's path.
+		r.refill()
 	}
 	done := make(chan error, 1)
 	go func() { done <- c.Wait() }()
 	timer := time.NewTimer(r.opts.Timeout)
 	defer timer.Stop()
+	var err error
 	select {
 	case err = <-done:
 	case <-timer.C:
