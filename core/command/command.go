@@ -4,6 +4,35 @@
 // commands running at once, a per-door rate limit on start commands, and
 // a time limit after which a command's process group is killed. It does
 // not decide when commands run; package grant does.
+//
+// Warm shell. Spawning /bin/sh (fork, execve, dash's dynamic loading)
+// costs a few milliseconds, more than everything else between a knock
+// and its command. So a Runner keeps one shell started ahead and
+// waiting, and Run (not RunMarked, whose launch record must be locked
+// from the fork on) hands the command to it through a pipe on the
+// shell's fd 3 instead of forking; a replacement starts in the
+// background right after. The warm shell is started as a cold one would
+// be (its own process group, stdin /dev/null, output captured, $0 the
+// shell's path), and it evals the command with no positional
+// parameters, none of its own variables and fd 3 closed, so $$, $#,
+// exit, traps, set -e, the exit status and the timeout's kill of the
+// process group are as under `sh -c`. What differs:
+//   - the shell, its environment, working directory and umask are the
+//     daemon's at the moment the warm shell started, not at the knock;
+//     the command's extra environment is exported by the shell;
+//   - messages dash writes about the command name the eval builtin:
+//     "/bin/sh: 1: eval: iptablesx: not found" and "/bin/sh: 2: eval:
+//     Syntax error: ..." where a cold shell writes "/bin/sh: 1:
+//     iptablesx: not found" (the line numbers are the command's own);
+//   - while idle, ps shows the waiting script (sh -c '__sesame_n=...').
+//
+// A command the warm shell could not run exactly as sh -c (a line equal
+// to the shell's random token, a NUL, more than 4096 bytes with its
+// environment, an environment name the shell sets itself such as IFS)
+// takes the cold path, as does one that finds no idle warm shell (a
+// burst) or a dead one. The idle shell exits without running anything
+// when its pipe ends before the token: when the daemon dies, or at
+// Close. Options.NoWarm turns it off.
 package command
 
 import (
