@@ -350,3 +350,21 @@ func TestWarmPayload(t *testing.T) {
 		t.Error("token accepted")
 	}
 }
+
+// A shell that cannot start costs one attempt per Run, never a loop:
+// each Run reports the cold path's error, and no start stays in flight.
+func TestWarmStartFails(t *testing.T) {
+	r := newWarm(t, Options{Shell: "/nonexistent/sh"})
+	for i := 0; i < 3; i++ {
+		res := r.Run(context.Background(), "d", "true")
+		if res.Err == nil || !strings.Contains(res.Err.Error(), "start command") {
+			t.Fatalf("result %+v", res)
+		}
+	}
+	r.warmWG.Wait()
+	r.warmMu.Lock()
+	defer r.warmMu.Unlock()
+	if r.warm != nil || r.starting {
+		t.Error("a warm shell from a shell that does not exist")
+	}
+}
