@@ -368,3 +368,27 @@ func TestWarmStartFails(t *testing.T) {
 		t.Error("a warm shell from a shell that does not exist")
 	}
 }
+
+// Any value of the extra environment reaches the command as it does a
+// cold one: the exports' quoting keeps every byte.
+func FuzzWarmEnv(f *testing.F) {
+	for _, v := range []string{"", "a b", "it's", "\n", "'\n'", `"$1"\`, "$(touch x)", "`x`", "\t\r\x01\xff"} {
+		f.Add(v)
+	}
+	cold := New(Options{NoWarm: true})
+	warm := New(Options{})
+	f.Cleanup(warm.Close)
+	f.Fuzz(func(t *testing.T, v string) {
+		cmd := `printf '[%s]' "$SESAME_F"`
+		env := []string{"SESAME_F=" + v}
+		want := cold.Run(context.Background(), "d", cmd, env...)
+		ws := idleWarm(t, warm)
+		got := warm.Run(context.Background(), "d", cmd, env...)
+		if got.ExitCode != want.ExitCode || got.Output != want.Output || (got.Err == nil) != (want.Err == nil) {
+			t.Errorf("%q:\nwarm %d %q %v\ncold %d %q %v", v, got.ExitCode, got.Output, got.Err, want.ExitCode, want.Output, want.Err)
+		}
+		if _, ok := ws.payload(cmd, env); ok && !used(ws) {
+			t.Errorf("%q did not run warm", v)
+		}
+	})
+}
