@@ -112,7 +112,8 @@ type Runner struct {
 	warmWG sync.WaitGroup // the warm start goroutines; Close waits for them
 }
 
-// New returns a Runner.
+// New returns a Runner. Unless opts.NoWarm, it starts a warm shell in
+// the background (see the package doc): Close ends it.
 func New(opts Options) *Runner {
 	if opts.MaxConcurrent <= 0 {
 		opts.MaxConcurrent = 16
@@ -224,7 +225,9 @@ func (r *Runner) Allow(door string, now time.Time) bool {
 
 // Run runs cmd for door and waits for it, logging in knockd's words. It
 // waits for a free slot first (ctx ends the wait). extraEnv is added to
-// the command's environment.
+// the command's environment. The command runs in the idle warm shell
+// when there is one and it can run it as sh -c would, else in a shell
+// forked for it; the outcomes are the same either way.
 func (r *Runner) Run(ctx context.Context, door, cmd string, extraEnv ...string) Result {
 	return r.run(ctx, door, cmd, "", []string{r.opts.Shell, "-c", cmd}, extraEnv)
 }
