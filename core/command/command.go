@@ -227,7 +227,8 @@ func (r *Runner) Allow(door string, now time.Time) bool {
 // waits for a free slot first (ctx ends the wait). extraEnv is added to
 // the command's environment. The command runs in the idle warm shell
 // when there is one and it can run it as sh -c would, else in a shell
-// forked for it; the outcomes are the same either way.
+// forked for it; the outcomes are the same either way (but for the
+// shell's own messages: see the package doc).
 func (r *Runner) Run(ctx context.Context, door, cmd string, extraEnv ...string) Result {
 	return r.run(ctx, door, cmd, "", []string{r.opts.Shell, "-c", cmd}, extraEnv)
 }
