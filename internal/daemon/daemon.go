@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/sesame-knock/sesame/core/capture"
+	"github.com/sesame-knock/sesame/core/command"
 	"github.com/sesame-knock/sesame/core/config"
 	"github.com/sesame-knock/sesame/core/engine"
 	"github.com/sesame-knock/sesame/core/event"
@@ -107,6 +108,7 @@ type daemon struct {
 	journal *journal.Journal
 	fw      *firewalls
 	grants  *grant.Manager
+	runner  *command.Runner // the grant manager's; closed after it
 	eng     *engine.Engine
 	sup     *supervisor.Supervisor
 	caps    *captures

@@ -31,7 +31,8 @@ func (d *daemon) journalService() hook {
 
 // grantsService runs the grant manager, which resumes the grants a
 // previous run left open before any knock is seen. Its stop waits, up to
-// ShutdownGrace, for running commands; open grants stay journaled.
+// ShutdownGrace, for running commands; open grants stay journaled. Then
+// it closes the command runner, which ends its idle warm shell.
 func (d *daemon) grantsService() hook {
 	return hook{name: "grants", start: func(context.Context) error {
 		// Markers of start and stop commands (the directory's name
@@ -40,8 +41,8 @@ func (d *daemon) grantsService() hook {
 		if err := os.MkdirAll(markers, 0o700); err != nil {
 			return fmt.Errorf("state dir: %w", err)
 		}
-		runner := command.New(command.Options{Logger: d.log.Named("exec"), Timeout: commandLimit})
-		cmds := &timedCommands{Commands: runner, m: d.metrics, lat: d.lat, noMarker: map[string]bool{}}
+		d.runner = command.New(command.Options{Logger: d.log.Named("exec"), Timeout: commandLimit})
+		cmds := &timedCommands{Commands: d.runner, m: d.metrics, lat: d.lat, noMarker: map[string]bool{}}
 		opts := grant.Options{Journal: d.journal, Commands: cmds, MarkerDir: markers,
 			CommandLimit: commandLimit, Logger: d.log.Named("grant"), Sharer: d.fleet}
 		if b := d.fw.backend(); b != nil {
@@ -54,6 +55,9 @@ func (d *daemon) grantsService() hook {
 		ctx, cancel := context.WithTimeout(context.Background(), d.opts.ShutdownGrace)
 		defer cancel()
 		err := d.grants.Close(ctx)
+		// No command starts after the grant manager's Close: the idle
+		// warm shell exits without running anything.
+		d.runner.Close()
 		if n := pendingStops(d.grants.List()); n > 0 {
 			what := fmt.Sprintf("%d grants with a stop command stay", n)
 			if n == 1 {

@@ -26,6 +26,7 @@ func TestTimedCommandsKinds(t *testing.T) {
 	m.SetDoors([]string{"ssh", "web"})
 	lat := m.NewLatency(time.Minute)
 	runner := command.New(command.Options{})
+	defer runner.Close()
 	cmds := &timedCommands{Commands: runner, m: m, lat: lat, noMarker: map[string]bool{}}
 	fw := &recordingFirewall{}
 	mgr := grant.New(grant.Options{Commands: cmds, MarkerDir: t.TempDir(), Logger: hclog.NewNullLogger(),

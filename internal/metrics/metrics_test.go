@@ -33,6 +33,7 @@ func TestSinkCountsWhatTheGrantManagerDid(t *testing.T) {
 	m.SetDoors([]string{"ssh"})
 	log := logger(m)
 	runner := command.New(command.Options{Logger: log, Burst: 5, Rate: 0.001})
+	defer runner.Close()
 	mgr := grant.New(grant.Options{Commands: runner, Logger: log, LogEvery: time.Hour})
 	door := &config.Door{Name: "ssh", Start: config.Command{Text: "true", Set: true},
 		Stop: config.Command{Text: "true", Set: true}, CmdTimeout: time.Hour}
