@@ -610,3 +610,57 @@ func TestNFTGrantAfterForeignChange(t *testing.T) {
 		})
 	}
 }
+
+// Grants for sources without an element skip reading the allow set (see
+// nftBackend.held): against the kernel, each still lands with its own
+// deadline and comment, a later grant for a source that has one still
+// replaces it, and an element that expired in the kernel (still counted,
+// so the set is read) is added again.
+func TestNFTGrantsForNewSources(t *testing.T) {
+	e := newTestEnv(t, variants[2])
+	nb := e.b.(*nftBackend)
+	for _, f := range families {
+		// The first grant reads the set; the second, for a new source, does not.
+		e.grant(Grant{ID: "a-" + f.name, Src: f.client, Ports: guardedPorts, Deadline: time.Now().Add(time.Minute)})
+		nb.mu.Lock()
+		skip := nb.absentLocked(f.other)
+		nb.mu.Unlock()
+		if !skip {
+			t.Fatalf("%s: after a read of the set, a new source would still read it", f.name)
+		}
+		e.grant(Grant{ID: "b-" + f.name, Src: f.other, Ports: guardedPorts, Deadline: time.Now().Add(2 * time.Minute)})
+		e.wantOpen(f.client, "first grant")
+		e.wantOpen(f.other, "grant without a read")
+	}
+	byID := map[string]Grant{}
+	for _, g := range e.list() {
+		byID[g.ID] = g
+	}
+	for _, f := range families {
+		a, b := byID["a-"+f.name], byID["b-"+f.name]
+		if a.Src != f.client || b.Src != f.other {
+			t.Fatalf("%s: kernel holds %v", f.name, e.list())
+		}
+		if d := time.Until(b.Deadline); d < time.Minute || d > 2*time.Minute+time.Second { // List has whole seconds
+			t.Errorf("%s: grant made without a read lapses in %v, want its own deadline (2 min)", f.name, d)
+		}
+		// Replacing the element of a source that has one reads the set.
+		e.grant(Grant{ID: "b2-" + f.name, Src: f.other, Ports: guardedPorts, Deadline: time.Now().Add(3 * time.Minute)})
+		e.revoke(Grant{ID: "b-" + f.name, Src: f.other})
+		e.wantOpen(f.other, "the second grant after the first's revoke")
+	}
+	// An element that lapsed in the kernel is still counted: the next
+	// grant for its source reads the set and adds it again.
+	src := families[0].client
+	e.revoke(Grant{ID: "a-ipv4", Src: src})
+	e.grant(Grant{ID: "short", Src: src, Ports: guardedPorts, Deadline: time.Now().Add(time.Second)})
+	deadline := time.Now().Add(30 * time.Second)
+	for e.dial(src, time.Second) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("a 1 s grant still open after 30 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	e.grant(Grant{ID: "again", Src: src, Ports: guardedPorts, Deadline: time.Now().Add(time.Minute)})
+	e.wantOpen(src, "a grant after the source's element lapsed")
+}

@@ -100,10 +100,15 @@
 // is not read again; when someone else committed (`nft flush ruleset`, a
 // firewalld reload, the rescue's heartbeat) or the generation cannot be
 // read, Sesame inspects the whole table and repairs it in the batch before
-// the grant's. The allow set is always read: its elements expire in the
-// kernel without moving the generation, and whether an element is still
-// there decides between adding it and replacing it. Reconcile always
-// inspects.
+// the grant's. The allow set is read unless the grant's source has no
+// element in it: Sesame knows the set's sources from its last read and
+// its own batches for as long as the generation shows no one else's
+// commit, and a source with none only needs adds (the common case: a
+// knocker's first grant is the set-generation read plus one batch). A
+// source that has an element makes Sesame read the set, because elements
+// expire in the kernel without moving the generation and whether one is
+// still there decides between adding it and replacing it. Reconcile
+// always inspects.
 //
 // # Reconcile
 //

@@ -67,6 +67,7 @@ func (b *nftBackend) ensureBaseLocked(ctx context.Context, trustGen bool) (recre
 		return false, nil
 	}
 	b.genKnown = false
+	b.forgetHeldLocked() // what changed may be the allow sets
 	if gerr != nil {
 		b.log.Debug("cannot read the nf_tables generation; inspecting table inet sesame", "error", gerr)
 	}
@@ -145,6 +146,7 @@ func (b *nftBackend) ensureBaseLocked(ctx context.Context, trustGen bool) (recre
 func (b *nftBackend) committedLocked(err error) {
 	if err != nil {
 		b.genKnown = false
+		b.forgetHeldLocked()
 		return
 	}
 	b.wantGen++

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -19,7 +20,9 @@ import (
 // inet sesame, each with a kernel timeout, so a grant lapses at its
 // deadline even if Sesame is not running. It talks netlink directly (no
 // nft binary) and opens a fresh netlink socket per operation, in the
-// network namespace of the calling thread.
+// network namespace of the calling thread. A Grant for a source with no
+// element reads nothing but the nf_tables generation before its batch
+// (see held).
 type nftBackend struct {
 	log  hclog.Logger
 	now  func() time.Time
@@ -36,7 +39,51 @@ type nftBackend struct {
 	// that reads this generation skips the inspection.
 	wantGen  uint32
 	genKnown bool
+	// held counts, per allow set (index 0 allow4, 1 allow6), the
+	// elements of each source as this backend knows them; meaningless
+	// unless heldKnown. A read of the set rebuilds it and this backend's
+	// own batches keep it; it is dropped when ensureBaseLocked inspects
+	// (the generation shows a change that was not this backend's, the
+	// rescue's heartbeats included) and when a batch fails. So a source
+	// held counts none of has no element in the kernel, and a Grant for
+	// it needs no read of the set: it only adds. Elements that expired
+	// in the kernel stay counted (their expiry moves no generation),
+	// which only means a Grant for that source reads the set.
+	held      [2]map[netip.Addr]int
+	heldKnown [2]bool
 }
+
+// maxHeld bounds held: past it (sources whose elements expired are
+// never removed from it), the next read of the set rebuilds it.
+const maxHeld = 4096
+
+func family(v6 bool) int {
+	if v6 {
+		return 1
+	}
+	return 0
+}
+
+// absentLocked reports whether src surely has no element in its allow
+// set: held is known and counts none.
+func (b *nftBackend) absentLocked(src netip.Addr) bool {
+	f := family(src.Is6())
+	return b.heldKnown[f] && b.held[f][src] == 0
+}
+
+// readLocked makes es, just read from the allow set of v6, what held
+// knows of it.
+func (b *nftBackend) readLocked(v6 bool, es []entry) {
+	f := family(v6)
+	m := make(map[netip.Addr]int, len(es))
+	for _, e := range es {
+		m[e.Src]++
+	}
+	b.held[f], b.heldKnown[f] = m, len(m) <= maxHeld
+}
+
+// forgetHeldLocked drops what held knows: the next Grant reads the set.
+func (b *nftBackend) forgetHeldLocked() { b.heldKnown = [2]bool{} }
 
 // minTimeout keeps every element timeout at least a few jiffies long: the
 // kernel converts milliseconds to jiffies rounding down, and an element
@@ -155,11 +202,21 @@ func (b *nftBackend) Grant(ctx context.Context, g Grant, now time.Time) error {
 			b.log.Warn("granting a port Sesame does not guard; the admin's rules alone decide it", "grant", g.ID, "port", p.String())
 		}
 	}
+	first := true
 	err = b.retry(ctx, func(c *nftables.Conn) error {
-		es, err := b.listEntries(c, g.Src.Is6())
-		if err != nil {
-			return err
+		// A source with no element needs no read: nothing of it can be
+		// in the set, and a grant's claims are only ever on its own
+		// source's elements, so the plan from the whole set would be
+		// the same adds. A retry always reads.
+		var es []entry
+		if !first || !b.absentLocked(g.Src) {
+			var err error
+			if es, err = b.listEntries(c, g.Src.Is6()); err != nil {
+				return err
+			}
+			b.readLocked(g.Src.Is6(), es)
 		}
+		first = false
 		plan, err := planGrant(es, g, splitPerPort, now)
 		if err != nil {
 			return err
@@ -223,6 +280,19 @@ func (b *nftBackend) apply(c *nftables.Conn, v6 bool, plan []change, now time.Ti
 	if err != nil {
 		return fmt.Errorf("set %s: %w", s.Name, err)
 	}
+	if f := family(v6); b.heldKnown[f] {
+		for _, ch := range plan {
+			if ch.Old != nil {
+				if b.held[f][ch.Old.Src]--; b.held[f][ch.Old.Src] <= 0 {
+					delete(b.held[f], ch.Old.Src)
+				}
+			}
+			if ch.New != nil {
+				b.held[f][ch.New.Src]++
+			}
+		}
+		b.heldKnown[f] = len(b.held[f]) <= maxHeld
+	}
 	return nil
 }
 
@@ -242,6 +312,7 @@ func (b *nftBackend) Revoke(ctx context.Context, g Grant) error {
 			if err != nil {
 				return err
 			}
+			b.readLocked(v6, es)
 			now := b.now()
 			plan, err := planRevoke(es, g.ID, now)
 			if err != nil {
@@ -291,6 +362,7 @@ func (b *nftBackend) Teardown(ctx context.Context) error {
 	}
 	c.DelTable(sesameTable)
 	b.genKnown = false // the next Grant rebuilds the table
+	b.forgetHeldLocked()
 	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("firewall.Teardown: delete table inet %s: %w", nftTable, err)
 	}

@@ -123,6 +123,74 @@ func TestNetlinkGrantTrustsGeneration(t *testing.T) {
 	}
 }
 
+// A Grant for a source that has no element reads nothing before its
+// batch while the generation shows only this backend's batches: the
+// backend knows the set's sources from its last read and its own
+// batches. A source with an element, a foreign commit, a failed read of
+// the generation or a teardown bring the read back.
+func TestNetlinkGrantSkipsReadForNewSource(t *testing.T) {
+	b, rec := recordedNFT()
+	ctx := context.Background()
+	if err := b.Setup(ctx, []knock.Port{tcp(22)}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_700_000_000, 0)
+	inspection := []string{"GETTABLE"}
+	read := []string{"GETSETELEM allow4"}
+	grant := func(id, src string, wantReads []string) {
+		t.Helper()
+		rec.Reset()
+		if err := b.Grant(ctx, mkGrant(id, netip.MustParseAddr(src), now.Add(time.Minute), tcp(22)), now); err != nil {
+			t.Fatal(err)
+		}
+		if got := rec.Reads(); !slices.Equal(got, wantReads) {
+			t.Errorf("Grant %s for %s read %q, want %q", id, src, got, wantReads)
+		}
+		if n := rec.Batches(); n != 1+boolInt(len(wantReads) > 0 && wantReads[0] == "GETTABLE") {
+			t.Errorf("Grant %s flushed %d batches", id, n)
+		}
+	}
+	grant("a", "203.0.113.1", read) // nothing known yet
+	grant("b", "203.0.113.2", nil)  // a new source: only adds
+	grant("c", "203.0.113.3", nil)
+	grant("b2", "203.0.113.2", read) // .2 has an element: replace it
+	// The IPv6 set was never read.
+	rec.Reset()
+	if err := b.Grant(ctx, mkGrant("v6", netip.MustParseAddr("2001:db8::1"), now.Add(time.Minute), tcp(22)), now); err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.Reads(); !slices.Equal(got, []string{"GETSETELEM allow6"}) {
+		t.Errorf("first IPv6 Grant read %q", got)
+	}
+
+	rec.Commit() // someone else's transaction: it may have added anything
+	grant("d", "203.0.113.4", append(slices.Clone(inspection), read...))
+	grant("e", "203.0.113.5", nil)
+
+	// A revoke removes the source's element: a new grant for it only adds.
+	rec.Reset()
+	if err := b.Revoke(ctx, Grant{ID: "e", Src: netip.MustParseAddr("203.0.113.5")}); err != nil {
+		t.Fatal(err)
+	}
+	grant("e2", "203.0.113.5", nil)
+
+	b.gen = func() (uint32, error) { return 0, errors.New("no generation") }
+	grant("f", "203.0.113.6", append(slices.Clone(inspection), read...))
+	b.gen = rec.Generation
+
+	if err := b.Teardown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	grant("g", "203.0.113.7", append(slices.Clone(inspection), read...))
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 func TestNetlinkTeardown(t *testing.T) {
 	b, rec := recordedNFT()
 	if err := b.Teardown(context.Background()); err != nil {
