@@ -12,9 +12,12 @@
 // from the fork on) hands the command to it through a pipe on the
 // shell's fd 3 instead of forking; a replacement starts in the
 // background once that command has ended (a command that finds none
-// idle meanwhile forks its own). The warm shell is started as a cold one would
-// be (its own process group, stdin /dev/null, output captured, $0 the
-// shell's path), and it evals the command with no positional
+// idle meanwhile forks its own). The first warm shell is started after
+// the Runner's first unmarked command, so a daemon whose doors never run
+// one (native grants, doors with a stop command) keeps no idle shell.
+// The warm shell is started as a cold one would be (its own process
+// group, stdin /dev/null, output captured, $0 the shell's path), and it
+// evals the command with no positional
 // parameters, none of its own variables and fd 3 closed, so $$, $#,
 // exit, traps, set -e, the exit status and the timeout's kill of the
 // process group are as under `sh -c`. What differs:
@@ -113,8 +116,9 @@ type Runner struct {
 	warmWG sync.WaitGroup // the warm start goroutines; Close waits for them
 }
 
-// New returns a Runner. Unless opts.NoWarm, it starts a warm shell in
-// the background (see the package doc): Close ends it.
+// New returns a Runner. It starts no shell: unless opts.NoWarm, the
+// first unmarked command forks its own and leaves a warm shell behind
+// (see the package doc); Close ends it.
 func New(opts Options) *Runner {
 	if opts.MaxConcurrent <= 0 {
 		opts.MaxConcurrent = 16
@@ -134,9 +138,7 @@ func New(opts Options) *Runner {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
-	r := &Runner{opts: opts, sem: make(chan struct{}, opts.MaxConcurrent), log: opts.Logger, limiters: make(map[string]*rate.Limiter)}
-	r.refill()
-	return r
+	return &Runner{opts: opts, sem: make(chan struct{}, opts.MaxConcurrent), log: opts.Logger, limiters: make(map[string]*rate.Limiter)}
 }
 
 // Close ends the idle warm shell (it exits without running anything)

@@ -53,6 +53,7 @@ func BenchmarkRunStartToFirstInstruction(b *testing.B) {
 			defer r.Close()
 			done := make(chan Result, 1)
 			if !tt.opts.NoWarm {
+				r.refill()
 				idleWarm(b, r)
 			}
 			run(b, func() {

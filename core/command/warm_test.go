@@ -70,9 +70,12 @@ func groupMembers(pgid int) []int {
 	return pids
 }
 
+// newWarm is New, with the first warm shell started at once (a Runner
+// starts one after its first unmarked command otherwise).
 func newWarm(t *testing.T, opts Options) *Runner {
 	r := New(opts)
 	t.Cleanup(r.Close)
+	r.refill()
 	return r
 }
 
@@ -207,6 +210,7 @@ func TestWarmFallsBackCold(t *testing.T) {
 // are cold.
 func TestWarmRefillAndClose(t *testing.T) {
 	r := New(Options{})
+	r.refill()
 	ws := idleWarm(t, r)
 	if res := r.Run(context.Background(), "d", "true"); res.ExitCode != 0 || !used(ws) {
 		t.Fatalf("%+v", res)
@@ -273,6 +277,7 @@ func TestWarmEOFRunsNothing(t *testing.T) {
 func TestWarmShellEndsWithKilledDaemon(t *testing.T) {
 	if os.Getenv("SESAME_WARM_CHILD") != "" {
 		r := New(Options{})
+		r.refill()
 		fmt.Println(idleWarm(t, r).c.Process.Pid)
 		time.Sleep(time.Hour) // until killed
 	}
@@ -378,6 +383,7 @@ func FuzzWarmEnv(f *testing.F) {
 	cold := New(Options{NoWarm: true})
 	warm := New(Options{})
 	f.Cleanup(warm.Close)
+	warm.refill()
 	f.Fuzz(func(t *testing.T, v string) {
 		cmd := `printf '[%s]' "$SESAME_F"`
 		env := []string{"SESAME_F=" + v}
