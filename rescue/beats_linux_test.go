@@ -41,10 +41,13 @@ func lingerOf(kind firewall.Kind) time.Duration {
 }
 
 // keptLimit bounds how long a check waits for a stand-in that keeps the
-// rescue to show the state wanted, or to report its next heartbeat. It
-// is reached only when the stand-in stops refreshing, which fails the
-// test.
+// rescue to show the state wanted. It is reached only when the stand-in
+// stops refreshing, which fails the test.
 const keptLimit = 30 * time.Second
+
+// reportLimit bounds how long a check waits for the stand-in's report to
+// show a heartbeat: five times After, where it reports one every After/3.
+const reportLimit = 10 * time.Second
 
 // beat is one heartbeat the stand-in set, on CLOCK_MONOTONIC: the kernel
 // committed it between start and end, so it lasted at least until
@@ -96,13 +99,13 @@ func (d *daemon) beats() []beat {
 	return bs
 }
 
-// beatsUntil waits, up to keptLimit, until the stand-in's report
+// beatsUntil waits, up to reportLimit, until the stand-in's report
 // satisfies done, and returns it (whether or not it does). The report
 // lags the heartbeats a little: the stand-in writes each line after the
 // call returned, through a pipe the test copies.
 func (d *daemon) beatsUntil(done func([]beat) bool) []beat {
 	d.t.Helper()
-	deadline := time.Now().Add(keptLimit)
+	deadline := time.Now().Add(reportLimit)
 	for {
 		bs := d.beats()
 		if done(bs) || time.Now().After(deadline) {
