@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/sesame-knock/sesame/core/firewall"
@@ -152,38 +153,23 @@ func around(bs []beat, o observation, after, linger time.Duration) string {
 		(o.p0 - o.p1).Seconds(), after, linger, strings.Join(near, ", "))
 }
 
-// onlyRescue reports whether got differs from want only by the rescue
-// being open to Rescue_From: got has all of want, and nothing more than
-// want and rescueOpen().
-func onlyRescue(got, want string) bool {
-	g, w := strings.Fields(got), strings.Fields(want)
-	allowed := append(strings.Fields(rescueOpen()), w...)
-	for _, x := range w {
-		if !slices.Contains(g, x) {
-			return false
-		}
-	}
-	for _, x := range g {
-		if !slices.Contains(allowed, x) {
-			return false
-		}
-	}
-	return true
-}
-
 // judgeKept judges o, made while the stand-in d was alive and
 // refreshing, against want (the closed rescue, with a grant perhaps): it
-// reports whether o is want. When o differs only by the rescue being
-// open, the test fails if d's report guarantees a heartbeat throughout
-// the probes, and the opening is logged otherwise (the stand-in was
-// late); any other difference fails.
+// reports whether o is want. A port reachable beyond want and the rescue
+// open to Rescue_From fails the test. When the rescue is open, the test
+// fails if d's report guarantees a heartbeat throughout the probes, and
+// the opening is logged otherwise (the stand-in was late). A port of want
+// the probes did not reach is only asked again (see reaches).
 func (e *env) judgeKept(d *daemon, want string, o observation, since time.Time) bool {
 	e.t.Helper()
 	if o.got == want {
 		return true
 	}
-	if !onlyRescue(o.got, want) {
+	if !subset(o.got, want+" "+rescueOpen()) {
 		e.t.Fatalf("after %s: reachable %q, want %q", time.Since(since).Round(time.Millisecond), o.got, want)
+	}
+	if subset(o.got, want) {
+		return false
 	}
 	bs := d.beatsPast(o.p1)
 	if b, ok := cover(bs, o, d.after, d.linger); ok {
@@ -269,5 +255,35 @@ func (e *env) waitLapse(d *daemon, start time.Time, within time.Duration) time.D
 			e.t.Fatalf("after %s: reachable %q, want %q", time.Since(start).Round(time.Millisecond), o.got, rescueOpen())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestCover: a heartbeat covers a probe only when it was committed before
+// the probes began (and linger before that) and lasts past their end.
+func TestCover(t *testing.T) {
+	const after, linger = 2 * time.Second, 600 * time.Millisecond
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	o := observation{p0: ms(10_000), p1: ms(10_200)} // probes 10.0 s..10.2 s
+	for _, c := range []struct {
+		name   string
+		bs     []beat
+		linger time.Duration
+		want   bool
+	}{
+		{"none", nil, 0, false},
+		{"well inside", []beat{{ms(9_000), ms(9_010)}}, 0, true},
+		{"ended during the probes", []beat{{ms(9_990), ms(10_001)}}, 0, false},
+		{"started after the probes", []beat{{ms(10_300), ms(10_310)}}, 0, false},
+		{"lapses before the probes end", []beat{{ms(8_200), ms(8_210)}}, 0, false},
+		{"lapses within the slack", []beat{{ms(8_250), ms(8_260)}}, 0, false},
+		{"lasts past the slack", []beat{{ms(8_350), ms(8_360)}}, 0, true},
+		{"too late for the linger", []beat{{ms(9_500), ms(9_510)}}, linger, false},
+		{"early enough for the linger", []beat{{ms(9_300), ms(9_390)}}, linger, true},
+		{"one of several", []beat{{ms(7_000), ms(7_010)}, {ms(9_000), ms(9_010)}, {ms(10_100), ms(10_110)}}, 0, true},
+		{"late ones only", []beat{{ms(7_000), ms(7_010)}, {ms(10_100), ms(10_110)}}, 0, false},
+	} {
+		if _, got := cover(c.bs, o, after, c.linger); got != c.want {
+			t.Errorf("%s: covered %t, want %t", c.name, got, c.want)
+		}
 	}
 }
