@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -159,7 +160,9 @@ func (e *env) lockDown(accepts []uint16) {
 func (e *env) listen(port uint16) { e.pair.Server.Serve(e.t, port) }
 
 // reach reports whether a TCP connection from src (a client address) to
-// the server's port completes. A dropped SYN shows as a timeout.
+// the server's port completes. A dropped SYN shows as a timeout, and so
+// can a SYN-ACK that a loaded machine delivers late: that a port is
+// reachable is a fact, that it is not only a likelihood (see reaches).
 func (e *env) reach(src netip.Addr, port uint16) bool {
 	dst := netnstest.ServerAddr4
 	if src.Is6() {
@@ -240,6 +243,34 @@ func rescueOpen() string {
 	return strings.Join(open, " ")
 }
 
+// reaches probes until state() is want or shows a port want does not
+// have, for up to within, and returns the last state. A port the probes
+// reach is reachable; one they do not may only have been slow to answer
+// on a loaded machine, so a state that wants ports reachable is asked
+// again rather than judged on one probe.
+func (e *env) reaches(want string, within time.Duration) string {
+	start := time.Now()
+	for {
+		got := e.state()
+		if got == want || time.Since(start) > within || !subset(got, want) {
+			return got
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// subset reports whether every port reachable in got is reachable in
+// want.
+func subset(got, want string) bool {
+	w := strings.Fields(want)
+	for _, x := range strings.Fields(got) {
+		if !slices.Contains(w, x) {
+			return false
+		}
+	}
+	return true
+}
+
 // waitState polls until state() is want, and returns how long it took
 // from start; it fails the test at the deadline.
 func (e *env) waitState(want string, start time.Time, within time.Duration) time.Duration {
@@ -271,8 +302,11 @@ func (e *env) holdState(want string, d time.Duration) {
 // daemon is a stand-in sesamed (the test binary in helper mode) running
 // in the server namespace.
 type daemon struct {
+	t      *testing.T
+	after  time.Duration // Rescue_After
+	linger time.Duration // lingerOf its firewall family
 	cmd    *exec.Cmd
-	stderr *syncbuf.Buffer
+	stderr *syncbuf.Buffer // its log, and its heartbeats (beats)
 	ready  time.Time
 }
 
@@ -286,7 +320,7 @@ func (e *env) startDaemon(hc helperConfig) *daemon {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	d := &daemon{cmd: e.pair.Server.Command(exe, "-test.run=^$"), stderr: &syncbuf.Buffer{}}
+	d := &daemon{t: e.t, after: hc.After, linger: lingerOf(e.v.kind), cmd: e.pair.Server.Command(exe, "-test.run=^$"), stderr: &syncbuf.Buffer{}}
 	d.cmd.Env = append(os.Environ(), helperEnv+"="+string(raw))
 	d.cmd.Stderr = d.stderr
 	out, err := d.cmd.StdoutPipe()
@@ -434,10 +468,13 @@ func rescueConfig(v variant) helperConfig {
 
 // TestDeadMansSwitch is the acceptance test, per firewall family:
 // the rescue stays closed while a daemon refreshes the heartbeat, opens
-// within Rescue_After + 2s of a SIGKILL with no process left, closes
-// within 2s of a restart's READY, opens again when the daemon hangs
-// (SIGSTOP) and closes when it resumes; Rescue_From is honoured
-// throughout, and grants still pass the closed rescue.
+// within Rescue_After + 2s of a SIGKILL with no process left (and not
+// before the last heartbeat lapses), closes after a restart's READY,
+// opens again when the daemon hangs (SIGSTOP) and closes when it
+// resumes; Rescue_From is honoured throughout, and grants still pass the
+// closed rescue. While a stand-in runs, an opening is excused when the
+// stand-in's own report shows it refreshed too late (a loaded machine);
+// see judgeKept.
 func TestDeadMansSwitch(t *testing.T) {
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
@@ -446,9 +483,9 @@ func TestDeadMansSwitch(t *testing.T) {
 			hc := rescueConfig(v)
 
 			d1 := e.startDaemon(hc)
-			e.waitState("", d1.ready, 2*time.Second)
+			e.waitKept(d1, "", d1.ready)
 			// Past Rescue_After: only the refreshes keep it closed.
-			e.holdState("", testAfter+time.Second)
+			e.holdKept(d1, "", testAfter+time.Second)
 
 			// Both jumps at the top of INPUT, in their own chains.
 			if v.kind != firewall.NFTables {
@@ -465,9 +502,7 @@ func TestDeadMansSwitch(t *testing.T) {
 				return e.fw.Grant(context.Background(), firewall.Grant{ID: "g1", Src: otherClient4,
 					Ports: []knock.Port{{Num: guardedRescue, Proto: knock.TCP}}, Deadline: time.Now().Add(time.Minute)}, time.Now())
 			})
-			if got, want := e.state(), fmt.Sprintf("%s:%d", otherClient4, guardedRescue); got != want {
-				t.Errorf("with a grant: reachable %q, want %q", got, want)
-			}
+			e.waitKept(d1, fmt.Sprintf("%s:%d", otherClient4, guardedRescue), time.Now())
 			e.do(func() error { return e.fw.Revoke(context.Background(), firewall.Grant{ID: "g1"}) })
 			e.do(func() error {
 				recreated, err := e.fw.(firewall.BaseKeeper).EnsureBase(context.Background())
@@ -476,27 +511,24 @@ func TestDeadMansSwitch(t *testing.T) {
 				}
 				return err
 			})
-			e.waitState("", time.Now(), 2*time.Second)
+			e.waitKept(d1, "", time.Now())
 
 			killed := d1.signal(t, syscall.SIGKILL)
-			d1.cmd.Wait()
+			d1.cmd.Wait() // its report is complete
 			e.noPids()
-			took := e.waitState(rescueOpen(), killed, testAfter+2*time.Second)
+			// An opening while the last heartbeat held fails waitLapse.
+			took := e.waitLapse(d1, killed, testAfter+2*time.Second)
 			t.Logf("SIGKILL: rescue open after %s (Rescue_After %s)", took.Round(time.Millisecond), testAfter)
-			// The last refresh was at most a third of After before the kill.
-			if early := testAfter - testAfter/3 - 100*time.Millisecond; took < early {
-				t.Errorf("rescue opened %s after the kill, before the heartbeat could lapse (%s)", took, early)
-			}
 
 			d2 := e.startDaemon(hc)
-			took = e.waitState("", d2.ready, 2*time.Second)
+			took = e.waitKept(d2, "", d2.ready)
 			t.Logf("restart: rescue closed %s after ready", took.Round(time.Millisecond))
 
 			stopped := d2.signal(t, syscall.SIGSTOP)
 			took = e.waitState(rescueOpen(), stopped, testAfter+2*time.Second)
 			t.Logf("SIGSTOP: rescue open after %s", took.Round(time.Millisecond))
 			resumed := d2.signal(t, syscall.SIGCONT)
-			took = e.waitState("", resumed, 2*time.Second)
+			took = e.waitKept(d2, "", resumed)
 			t.Logf("SIGCONT: rescue closed after %s", took.Round(time.Millisecond))
 			if log := d2.stderr.String(); !strings.Contains(log, "rescue-close") {
 				t.Errorf("resumed daemon did not log rescue-close:\n%s", log)
@@ -557,7 +589,7 @@ func TestOpenCloseInProcess(t *testing.T) {
 			e.do(func() error { return s.Open(ctx, "") })
 			everyone := fmt.Sprintf("10.77.0.2:%[1]d 10.77.0.2:%[2]d fd77::2:%[1]d fd77::2:%[2]d 10.77.0.3:%[1]d 10.77.0.3:%[2]d fd77::3:%[1]d fd77::3:%[2]d",
 				guardedRescue, plainRescue)
-			if got := e.state(); got != everyone {
+			if got := e.reaches(everyone, 10*time.Second); got != everyone {
 				t.Errorf("after Open: reachable %q, want %q", got, everyone)
 			}
 			e.do(func() (err error) { st, err = s.Status(ctx); return err })
@@ -566,7 +598,7 @@ func TestOpenCloseInProcess(t *testing.T) {
 			}
 			// A healthy daemon's tick must not close a held rescue.
 			e.do(func() error { return s.Tick(ctx, true, "") })
-			if got := e.state(); got != everyone {
+			if got := e.reaches(everyone, 10*time.Second); got != everyone {
 				t.Errorf("held, after a heartbeat: reachable %q", got)
 			}
 
@@ -663,13 +695,14 @@ func TestGrantsBackendAfterRescue(t *testing.T) {
 				return e.fw.Grant(ctx, firewall.Grant{ID: "g1", Src: netnstest.ClientAddr6,
 					Ports: []knock.Port{{Num: guardedRescue, Proto: knock.TCP}}, Deadline: time.Now().Add(time.Minute)}, time.Now())
 			})
-			if got, want := e.state(), fmt.Sprintf("%s:%d", netnstest.ClientAddr6, guardedRescue); got != want {
+			want := fmt.Sprintf("%s:%d", netnstest.ClientAddr6, guardedRescue)
+			if got := e.reaches(want, 10*time.Second); got != want {
 				t.Errorf("with a grant: reachable %q, want %q", got, want)
 			}
 			e.do(func() error { return s.Open(ctx, "") })
 			everyone := fmt.Sprintf("10.77.0.2:%[1]d 10.77.0.2:%[2]d fd77::2:%[1]d fd77::2:%[2]d 10.77.0.3:%[1]d 10.77.0.3:%[2]d fd77::3:%[1]d fd77::3:%[2]d",
 				guardedRescue, plainRescue)
-			if got := e.state(); got != everyone {
+			if got := e.reaches(everyone, 10*time.Second); got != everyone {
 				t.Errorf("open rescue: reachable %q, want %q", got, everyone)
 			}
 			// The open rescue's elements in allow6 must not have cut the
