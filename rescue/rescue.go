@@ -63,6 +63,13 @@ type Switch struct {
 	seen   bool   // open has been set
 	reason string // why it is open, when open
 
+	// beat is when the last heartbeat refresh this Switch made began;
+	// zero before one, and while the heartbeat is let lapse or held. A
+	// refresh that ends more than After later may have come after the
+	// kernel opened the rescue: Tick says so (rescue-late).
+	beat time.Time
+	now  func() time.Time // the clock of beat; tests set it
+
 	// last is the Status of the last kernel reading, for Summary. It is
 	// written under mu but read without it, so STATUS= updates never wait
 	// for a kernel call (iptables can wait seconds for its lock).
@@ -79,7 +86,7 @@ func New(fw Firewall, log hclog.Logger) *Switch {
 		log = hclog.NewNullLogger()
 	}
 	ports, from, after := fw.Spec()
-	s := &Switch{fw: fw, ports: ports, from: from, after: after, enabled: len(ports) > 0, log: log}
+	s := &Switch{fw: fw, ports: ports, from: from, after: after, enabled: len(ports) > 0, log: log, now: time.Now}
 	if s.enabled {
 		st := s.status(kernelState{})
 		s.last.Store(&st)
@@ -193,10 +200,14 @@ func (s *Switch) Start(ctx context.Context) error {
 	if err != nil || !s.enabled {
 		return err
 	}
+	began := s.now()
 	if before.Held {
 		err = s.fw.Close(ctx)
 	} else {
 		err = s.fw.Refresh(ctx)
+	}
+	if err == nil {
+		s.beat = began
 	}
 	if err != nil {
 		return err
@@ -234,10 +245,25 @@ func (s *Switch) Tick(ctx context.Context, healthy bool, why string) error {
 		// What the kernel holds now, without reading it again.
 		k.Installed, k.Problems = true, nil
 	}
+	if !p.refresh {
+		s.beat = time.Time{} // lapsing on purpose (unhealthy) or held
+	}
 	if p.refresh {
+		began := s.now()
 		if err := s.fw.Refresh(ctx); err != nil {
 			return err
 		}
+		if gap := s.now().Sub(s.beat); !s.beat.IsZero() && gap > s.after {
+			// The kernel ends a heartbeat After from when its refresh
+			// committed, at or after the last one began; this one
+			// committed at the latest now. The read above may have come
+			// too early to see a lapse in between; when it saw one,
+			// rescue-close says so too, and this says why.
+			s.log.Warn(fmt.Sprintf("rescue heartbeat late: this refresh ended %v after the previous one began, more than Rescue_After (%v): %s may have been reachable meanwhile (a stalled machine or a slow firewall tool)",
+				gap.Round(time.Millisecond), s.after, s.describe()),
+				event.Event{Kind: event.RescueLate}.Args("ports", knock.FormatSequence(s.ports), "backend", s.fw.Name(), "gap", gap.String())...)
+		}
+		s.beat = began
 		k.Left = s.after
 		// `sesame rescue open` may have set the hold between the read
 		// above and the refresh: look again, and open it again if so.
@@ -251,6 +277,7 @@ func (s *Switch) Tick(ctx context.Context, healthy bool, why string) error {
 				return err
 			}
 			k.Held, k.Left = true, 0
+			s.beat = time.Time{}
 			p.logClose = ""
 			if !s.open {
 				p.logOpen = reasonHeld
@@ -313,6 +340,7 @@ func (s *Switch) Open(ctx context.Context, reason string) error {
 	if err := s.fw.Open(ctx); err != nil {
 		return err
 	}
+	s.beat = time.Time{}
 	if reason == "" {
 		reason = reasonHeld
 	}
@@ -332,9 +360,11 @@ func (s *Switch) Close(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	began := s.now()
 	if err := s.fw.Close(ctx); err != nil {
 		return err
 	}
+	s.beat = began
 	if before.isOpen() || before.Held || !before.Installed || s.open {
 		s.logCloseLocked("closed by an admin: sesame rescue close")
 	} else {

@@ -472,3 +472,54 @@ func TestDisarm(t *testing.T) {
 		}
 	})
 }
+
+// TestLateHeartbeat: a refresh that ends more than After after the
+// previous one began may have come after the kernel opened the rescue,
+// which the tick's read (made before) may not have seen: it is logged
+// as rescue-late. On time, or after lapsing on purpose (unhealthy), it
+// is not.
+func TestLateHeartbeat(t *testing.T) {
+	ctx := context.Background()
+	s, g, ev := newFakeSwitch(t) // After 30s
+	s.now = func() time.Time { return g.now }
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ev.take(t)
+	tick := func(healthy bool, wait, refreshTakes time.Duration) string {
+		t.Helper()
+		g.now = g.now.Add(wait)
+		g.onRefresh = func(f *fakeFirewall) { f.now = f.now.Add(refreshTakes) }
+		defer func() { g.onRefresh = nil }()
+		if err := s.Tick(ctx, healthy, "test"); err != nil {
+			t.Fatal(err)
+		}
+		return ev.take(t)
+	}
+	if got := tick(true, 10*time.Second, time.Second); got != "" {
+		t.Errorf("on time: events %q", got)
+	}
+	// Read at +20s after the last refresh began (still closed), refresh
+	// ends at +31s: the heartbeat may have lapsed in between.
+	if got := tick(true, 20*time.Second, 11*time.Second); got != "warn:rescue-late" {
+		t.Errorf("a refresh ending 31s after the previous began: events %q, want warn:rescue-late", got)
+	}
+	if got := tick(true, 10*time.Second, 0); got != "" {
+		t.Errorf("back on time: events %q", got)
+	}
+	// A tick so late that its read saw the lapse: rescue-close says it is
+	// back, rescue-late why.
+	if got := tick(true, 45*time.Second, 0); got != "warn:rescue-late,warn:rescue-close" {
+		t.Errorf("a tick 45s after the last refresh: events %q, want warn:rescue-late,warn:rescue-close", got)
+	}
+	// Unhealthy: the lapse is meant, and rescue-open/close report it.
+	if got := tick(false, 10*time.Second, 0); got != "" {
+		t.Errorf("unhealthy, before the lapse: events %q", got)
+	}
+	if got := tick(false, 25*time.Second, 0); got != "warn:rescue-open" {
+		t.Errorf("unhealthy past After: events %q, want warn:rescue-open", got)
+	}
+	if got := tick(true, 10*time.Second, 0); got != "warn:rescue-close" {
+		t.Errorf("healthy again: events %q, want warn:rescue-close only", got)
+	}
+}

@@ -46,6 +46,10 @@ const (
 	// lets through outside any grant.
 	RescueOpen  Kind = "rescue-open"
 	RescueClose Kind = "rescue-close"
+	// RescueLate: a heartbeat refresh ended more than Rescue_After after
+	// the previous one began, so the rescue may have opened in between
+	// (a stalled machine), unseen by the daemon's reads.
+	RescueLate Kind = "rescue-late"
 
 	// Fleet grants (the daemon's fleet service). A grant received from
 	// the group is logged with the grant kinds above and KeyOrigin.
