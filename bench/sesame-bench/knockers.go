@@ -55,4 +55,7 @@ type sample struct {
 	// ExecMS is filled in by the driver for the shell rows: last knock to
 	// the start command's first instruction (its exec stamp; 0 when none).
 	ExecMS float64 `json:"exec_ms,omitempty"`
+	// Opened is filled in by the driver for the flood rows: the daemon
+	// logged OPEN SESAME for this source.
+	Opened bool `json:"opened,omitempty"`
 }

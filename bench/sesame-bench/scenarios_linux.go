@@ -348,6 +348,14 @@ func (r *runner) flood(v variant, mode string, fam int, rate float64) floodRow {
 		}
 	}
 	row.RxDropped = s.p.drops() - drop0
+	// Which knockers the daemon opened for: a knocker it never saw was
+	// lost before it (the row's drops say where), one it opened for that
+	// did not get in is the daemon's.
+	out := readFileString(filepath.Join(s.dir, "daemon.out"))
+	for i := range row.Knockers {
+		k := &row.Knockers[i]
+		k.Opened = strings.Contains(out, k.Src+": bench: OPEN SESAME")
+	}
 	row.StderrLines = countLines(filepath.Join(s.dir, "daemon.out"))
 	row.LogFileLines = countLines(filepath.Join(s.dir, "knock.log"))
 	row.LogLines = row.StderrLines + row.LogFileLines
