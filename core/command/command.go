@@ -281,14 +281,7 @@ func (r *Runner) run(ctx context.Context, door, cmd, marker string, argv, extraE
 		c, out = r.handWarm(cmd, extraEnv)
 	}
 	if c == nil {
-		c = exec.Command(argv[0], argv[1:]...)
-		c.Env = append(os.Environ(), extraEnv...)
-		c.Stdin = nil
-		// Its own process group, so a timeout kills what it forked too, and a
-		// daemon killed outright does not take a running stop command with it.
-		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		out = &limitedBuffer{max: outputLimit}
-		c.Stdout, c.Stderr = out, out
+		c, out = shellCmd(argv, append(os.Environ(), extraEnv...))
 		if lock != nil {
 			c.ExtraFiles = []*os.File{lock} // fd 3 in the wrapper: it holds the lock
 		}
@@ -355,6 +348,20 @@ func (r *Runner) run(ctx context.Context, door, cmd, marker string, argv, extraE
 		r.log.Debug(door+": command output", event.KeyDoor, door, "output", res.Output)
 	}
 	return res
+}
+
+// shellCmd is how every command's shell is started, cold or warm: env
+// as given, stdin /dev/null, stdout and stderr into one bounded buffer,
+// and its own process group, so a timeout kills what it forked too, and
+// a daemon killed outright does not take a running stop command with it.
+func shellCmd(argv, env []string) (*exec.Cmd, *limitedBuffer) {
+	c := exec.Command(argv[0], argv[1:]...)
+	c.Env = env
+	c.Stdin = nil
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out := &limitedBuffer{max: outputLimit}
+	c.Stdout, c.Stderr = out, out
+	return c, out
 }
 
 // quoteOutput is out as one quoted line (Go syntax: newlines and control

@@ -62,13 +62,10 @@ func startWarm(shell string) (*warmShell, error) {
 	if err != nil {
 		return nil, fmt.Errorf("warm shell: %w", err)
 	}
-	ws := &warmShell{out: &limitedBuffer{max: outputLimit}, w: w, token: hex.EncodeToString(tok[:])}
+	ws := &warmShell{w: w, token: hex.EncodeToString(tok[:])}
 	// $0 is the shell's path, as under `sh -c CMD`.
-	c := exec.Command(shell, "-c", warmScript, shell, ws.token)
-	c.Env = os.Environ()
-	c.Stdin = nil
-	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	c.Stdout, c.Stderr = ws.out, ws.out
+	c, out := shellCmd([]string{shell, "-c", warmScript, shell, ws.token}, os.Environ())
+	ws.out = out
 	c.ExtraFiles = []*os.File{rd}
 	err = c.Start()
 	rd.Close() // the shell holds the read end now: a write to a dead shell fails
