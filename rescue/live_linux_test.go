@@ -435,7 +435,11 @@ func (e *env) noPids() {
 			}
 			argv := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
 			left = append(left, pid+" "+strings.Join(argv, " "))
-			if !isFirewallTool(argv[0]) {
+			// An empty command line is a process that is exiting (its
+			// memory is gone: a firewall tool the killed stand-in left,
+			// reaped by init in a moment); it must still be gone by the
+			// deadline.
+			if argv[0] != "" && !isFirewallTool(argv[0]) {
 				transient = false
 			}
 		}
