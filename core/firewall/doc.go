@@ -52,7 +52,12 @@
 // Sesame keeps the rules of its chain in memory and runs iptables once per
 // change: `iptables -A SESAME ...` for a new grant, `iptables -D SESAME
 // ...` for a revoke, and one `iptables-restore --noflush` (applied
-// atomically) when a rule is replaced, as when a grant is extended. It
+// atomically) when a rule is replaced, as when a grant is extended. With
+// iptables-nft a new grant's rules are appended over netlink instead, in
+// one nf_tables transaction, written exactly as iptables-nft writes them
+// (its expressions and nft_compat matches), so `iptables -S` lists them
+// and `iptables -D` deletes them as its own: no iptables process on the
+// knock's path. It
 // lists the chain again (`iptables -S`), and puts back a missing chain or
 // jump in the same restore as the grant, when a command fails or, with
 // iptables-nft, when the nf_tables generation shows that something else

@@ -52,7 +52,8 @@ func (b *ipTablesBackend) committedLocked(f *ipFamily, err error) {
 }
 
 // changeLocked makes f's rules what plan asks of the view: with one
-// iptables invocation when the view is fresh; else, or when that fails,
+// iptables invocation (or, for rules only appended to an iptables-nft
+// chain, one netlink transaction) when the view is fresh; else, or when that fails,
 // after re-reading the family (and, with repair, re-creating its chain and
 // jump in the same invocation). recreated reports that repair.
 func (b *ipTablesBackend) changeLocked(ctx context.Context, f *ipFamily, repair bool, plan func([]entry) ([]change, error)) (recreated bool, err error) {
@@ -62,7 +63,11 @@ func (b *ipTablesBackend) changeLocked(ctx context.Context, f *ipFamily, repair 
 			return false, err
 		}
 		cmds, view := planCommands(f.view, p, b.withTime)
-		err = b.runOnceLocked(ctx, f, cmds)
+		if rules, ok := b.netlinkAppendsLocked(f, p); ok {
+			err = b.appendNetlinkLocked(f, rules)
+		} else {
+			err = b.runOnceLocked(ctx, f, cmds)
+		}
 		if err == nil {
 			f.view = view
 			b.timeWorks = b.timeWorks || (b.withTime && len(cmds) > 0)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-iptables/iptables"
+	"github.com/google/nftables"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/sesame-knock/sesame/core/knock"
@@ -24,7 +25,10 @@ import (
 // A Grant, an extension or a Revoke plans against the view and runs
 // iptables once: the one command, or one iptables-restore --noflush script
 // that the kernel applies atomically (an extension deletes the old rule
-// and appends the new one in the same transaction). The view is re-read
+// and appends the new one in the same transaction). With iptables-nft a
+// grant that only appends rules (a new source) is one netlink
+// transaction instead, the rules written as iptables-nft writes them
+// (iptables_netlink_linux.go). The view is re-read
 // with one `iptables -S` first when it may be stale: the family was never
 // read, a command failed, or, for iptables-nft, the nf_tables generation
 // moved since this backend's last command (someone changed a table); the
@@ -40,8 +44,11 @@ type ipTablesBackend struct {
 	name string
 	log  hclog.Logger
 	now  func() time.Time
-	run  xtRunFunc              // execs iptables; tests record through it
-	gen  func() (uint32, error) // the nf_tables generation (nftGen)
+	run  xtRunFunc // execs iptables; tests record through it
+	// appendNL appends iptables-nft rules over netlink (appendNetlink);
+	// nil runs iptables for them too. Tests record through it.
+	appendNL xtAppendFunc
+	gen      func() (uint32, error) // the nf_tables generation (nftGen)
 
 	mu sync.Mutex // guards all following fields and serialises every iptables command
 	// fams[0] is IPv4, fams[1] IPv6.
@@ -73,6 +80,11 @@ type ipFamily struct {
 	// fresh: the view is what the kernel holds, and the chain and jump
 	// exist, as far as this backend knows.
 	fresh bool
+	// nfFamily is the nf_tables family of an iptables-nft binary's tables.
+	nfFamily nftables.TableFamily
+	// nlFails counts netlink appends that failed in a row; at
+	// netlinkFailLimit the family runs iptables for every change.
+	nlFails int
 }
 
 func (f *ipFamily) usable() bool { return f.bin != "" }
@@ -107,9 +119,11 @@ func ipTablesFor(kind Kind) (ipts [2]*iptables.IPTables, errs [2]error) {
 }
 
 func newIPTables(kind Kind, log hclog.Logger) (*ipTablesBackend, error) {
-	b := &ipTablesBackend{name: kind.String(), log: log, now: time.Now, run: runXtables, gen: nftGen, withTime: true}
+	b := &ipTablesBackend{name: kind.String(), log: log, now: time.Now, run: runXtables, gen: nftGen, withTime: true,
+		appendNL: appendNetlink}
 	for i, bin := range ipBinaries[kind] {
 		b.fams[i] = openFamily(b.run, bin)
+		b.fams[i].nfFamily = [2]nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6}[i]
 	}
 	if b.fams[0].err != nil {
 		return nil, fmt.Errorf("firewall: %s backend: %w", kind, b.fams[0].err)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
+
 	"github.com/sesame-knock/sesame/core/knock"
 )
 
@@ -33,6 +35,10 @@ func (c xtCall) String() string {
 // restore reports whether the call is an iptables-restore.
 func (c xtCall) restore() bool { return strings.HasSuffix(c.argv[0], "-restore") }
 
+// netlink reports whether the call is a netlink append; its stdin holds
+// an `-A SESAME spec` line per rule.
+func (c xtCall) netlink() bool { return c.argv[0] == "netlink" }
+
 // xtRecorder wraps a backend's exec path and records every call.
 type xtRecorder struct {
 	mu    sync.Mutex
@@ -45,6 +51,20 @@ func (r *xtRecorder) wrap(next xtRunFunc) xtRunFunc {
 		r.calls = append(r.calls, xtCall{argv: slices.Clone(argv), stdin: string(stdin)})
 		r.mu.Unlock()
 		return next(ctx, argv, stdin)
+	}
+}
+
+// wrapNL records each netlink append as one call.
+func (r *xtRecorder) wrapNL(next xtAppendFunc) xtAppendFunc {
+	return func(family nftables.TableFamily, rules []xtRule) error {
+		var lines strings.Builder
+		for _, x := range rules {
+			lines.WriteString("-A " + ipChain + " " + strings.Join(x.spec, " ") + "\n")
+		}
+		r.mu.Lock()
+		r.calls = append(r.calls, xtCall{argv: []string{"netlink", fmt.Sprint(family)}, stdin: lines.String()})
+		r.mu.Unlock()
+		return next(family, rules)
 	}
 }
 
@@ -69,6 +89,9 @@ func (e *testEnv) record() (*ipTablesBackend, *xtRecorder) {
 	rec := &xtRecorder{}
 	b.mu.Lock()
 	b.run = rec.wrap(b.run)
+	if b.appendNL != nil {
+		b.appendNL = rec.wrapNL(b.appendNL)
+	}
 	b.mu.Unlock()
 	return b, rec
 }
@@ -97,6 +120,23 @@ func plainAppend(c []xtCall) string {
 		return "want one iptables -A SESAME, got " + c[0].String()
 	}
 	return ""
+}
+
+// newRules checks for what appends n new rules: one netlink transaction
+// with iptables-nft, else one `iptables -A` (n = 1) or one restore.
+func newRules(v variant, n int) func(c []xtCall) string {
+	if v.kind != IPTablesNFT {
+		if n == 1 {
+			return plainAppend
+		}
+		return restoreOf(n, 0)
+	}
+	return func(c []xtCall) string {
+		if !c[0].netlink() || strings.Count(c[0].stdin, "-A "+ipChain+" ") != n {
+			return fmt.Sprintf("want one netlink append of %d rules, got %s", n, c[0])
+		}
+		return ""
+	}
 }
 
 // restoreOf checks for one iptables-restore --noflush that appends adds
@@ -149,7 +189,8 @@ func (e *testEnv) wantFamilyView(b *ipTablesBackend, why string, fams ...int) {
 }
 
 // A Grant, an extension, a shared grant, a two-protocol grant and a
-// Revoke each run iptables once; revoking what is gone runs nothing.
+// Revoke each run iptables once (a grant for a new source is one netlink
+// transaction with iptables-nft); revoking what is gone runs nothing.
 // Afterwards the view is what the kernel holds.
 func TestIPTablesOneInvocation(t *testing.T) {
 	for _, v := range ipVariants {
@@ -160,7 +201,7 @@ func TestIPTablesOneInvocation(t *testing.T) {
 			for i, f := range families {
 				g := Grant{ID: "one-" + f.name, Src: f.client, Ports: guardedPorts, Deadline: time.Now().Add(time.Minute)}
 				e.grant(g)
-				wantCalls(t, rec, f.name+" grant", 1, plainAppend)
+				wantCalls(t, rec, f.name+" grant", 1, newRules(v, 1))
 				e.wantOpen(f.client, f.name+" after the grant")
 
 				g.Deadline = g.Deadline.Add(time.Minute)
@@ -178,7 +219,7 @@ func TestIPTablesOneInvocation(t *testing.T) {
 				two := Grant{ID: "two-" + f.name, Src: f.other, Deadline: time.Now().Add(time.Minute),
 					Ports: []knock.Port{{Num: guardedPort, Proto: knock.TCP}, {Num: guardedPort + 1, Proto: knock.UDP}}}
 				e.grant(two)
-				wantCalls(t, rec, f.name+" tcp and udp grant", 1, restoreOf(2, 0))
+				wantCalls(t, rec, f.name+" tcp and udp grant", 1, newRules(v, 2))
 				e.wantOpen(f.other, f.name+" after the tcp and udp grant")
 				if n := len(e.kernelEntries(v.bins[i])); n != 3 {
 					t.Fatalf("%s: %d rules, want 3", f.name, n)

@@ -49,6 +49,12 @@ func ruleSpec(e entry, withTime bool) []string {
 // rounded up. It is belt and braces: Reconcile removes expired rules, and
 // this stops them matching even if Sesame is not running to do it.
 func dateStop(cs []claim) string {
+	return stopSecond(cs).UTC().Format("2006-01-02T15:04:05")
+}
+
+// stopSecond is dateStop's instant: the second before the latest claim's
+// Until, at most xtTimeMax.
+func stopSecond(cs []claim) time.Time {
 	var until int64
 	for _, c := range cs {
 		until = max(until, c.Until)
@@ -57,7 +63,7 @@ func dateStop(cs []claim) string {
 	if t.After(xtTimeMax) {
 		t = xtTimeMax
 	}
-	return t.UTC().Format("2006-01-02T15:04:05")
+	return t
 }
 
 // parseRule reads one line of `iptables -S SESAME`. ok is false for lines
