@@ -364,8 +364,9 @@ func (r *runner) spawnCost(res *results) {
 	}
 	n := max(r.o.Samples, 50)
 	r.progress("spawn cost: /bin/sh -c while a knocker probes, %d samples", n)
-	xs, err := r.spawnUnderProbe(n)
+	xs, cmds, err := r.spawnUnderProbe(n)
 	res.Spawn = append(res.Spawn, xs...)
+	res.CmdCost = append(res.CmdCost, cmds...)
 	if err != nil {
 		res.SpawnErr = err.Error()
 		return

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sesame-knock/sesame/internal/netnstest"
 )
 
 // An exec stamp says when a start command's first instruction ran: the
@@ -127,15 +129,45 @@ func spawnCost(dir string, n int, gap time.Duration) ([]float64, error) {
 	return out, nil
 }
 
-// spawnUnderProbe measures n spawns (spawnCost) while a knocker probes a
+// commandCost measures n runs of the shell rows' `iptables -I`, exec'd
+// straight from this process (no shell) on a thread in the server
+// namespace srv: from just before exec.Cmd.Start to the program's exit,
+// in ms, spaced by gap. It is what that start command costs on this
+// machine whoever runs it. Each rule is deleted again outside the
+// measurement; the sources come from 198.18.0.0/15 (benchmarking), which
+// no knocker uses.
+func commandCost(srv *netnstest.NS, n int, gap time.Duration) ([]float64, error) {
+	var out []float64
+	err := srv.Do(func() error {
+		for i := 0; i < n; i++ {
+			rule := []string{"INPUT", "-s", fmt.Sprintf("198.18.%d.%d", i/250, 1+i%250), "-p", "tcp",
+				"--dport", fmt.Sprint(protectedPort), "-j", "ACCEPT"}
+			c := exec.Command("/usr/sbin/iptables", append([]string{"-I"}, rule...)...)
+			t0 := monoNow()
+			if err := c.Run(); err != nil {
+				return fmt.Errorf("iptables -I %s: %w", strings.Join(rule, " "), err)
+			}
+			out = append(out, float64(monoNow()-t0)/1e6)
+			if b, err := exec.Command("/usr/sbin/iptables", append([]string{"-D"}, rule...)...).CombinedOutput(); err != nil {
+				return fmt.Errorf("iptables -D %s: %w: %s", strings.Join(rule, " "), err, b)
+			}
+			time.Sleep(gap)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// spawnUnderProbe measures n spawns (spawnCost), then n runs of the
+// shell rows' iptables command (commandCost), while a knocker probes a
 // DROP-policy server with no daemon: its connection attempts, every
 // --interval for as long as the spawns take, are the load a latency
 // row's knockers put on the machine after their last knock.
-func (r *runner) spawnUnderProbe(n int) ([]float64, error) {
+func (r *runner) spawnUnderProbe(n int) (spawns, cmds []float64, err error) {
 	r.n++
 	dir := filepath.Join(r.work, fmt.Sprintf("%02d-spawn", r.n))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer func() {
 		if r.o.Work == "" {
@@ -145,7 +177,7 @@ func (r *runner) spawnUnderProbe(n int) ([]float64, error) {
 	srcs := knockerAddrs(4, 3, 1)
 	p, err := r.lab.newPair(srcs)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var probe *proc
 	defer func() {
@@ -153,27 +185,30 @@ func (r *runner) spawnUnderProbe(n int) ([]float64, error) {
 			r.progress("cleanup: %v", err)
 		}
 	}()
-	cmds, _ := sesameShell.lockdown()
-	for _, c := range cmds {
+	lock, _ := sesameShell.lockdown()
+	for _, c := range lock {
 		if _, err := p.srv.Run(c...); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	probe, err = r.lab.start(p.cli, "probe", []string{r.self, "knockers", "-i", clientIf, "--dst-mac", p.srvMAC.String(),
 		"--dst", serverAddr4.String(), "--port", fmt.Sprint(protectedPort), "--sequence", doorSequence,
 		"--sources", srcs[0].String(), "--interval", r.o.Interval.String(), "--life", "50ms", "--timeout", "10m"}, false, "")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Let the probe reach its steady state (attempts live 50 ms).
 	if err := r.sleep(100 * time.Millisecond); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	xs, err := spawnCost(dir, n, 5*time.Millisecond)
+	spawns, err = spawnCost(dir, n, 5*time.Millisecond)
+	if err == nil {
+		cmds, err = commandCost(p.srv, n, 5*time.Millisecond)
+	}
 	select {
 	case <-probe.done:
-		return xs, fmt.Errorf("the probe ended during the spawns (%v): %s", probe.err, tail(probe.output(), 500))
+		return spawns, cmds, fmt.Errorf("the probe ended during the spawns (%v): %s", probe.err, tail(probe.output(), 500))
 	default:
 	}
-	return xs, err
+	return spawns, cmds, err
 }

@@ -92,5 +92,9 @@ type results struct {
 	Spawn []float64 `json:"spawn_ms"`
 	// SpawnIdle is the same without the probe's load (for reference).
 	SpawnIdle []float64 `json:"spawn_idle_ms"`
-	SpawnErr  string    `json:"spawn_error,omitempty"`
+	// CmdCost is the shell rows' `iptables -I` alone, exec'd by the
+	// driver in a server namespace to its exit under the same probe
+	// (commandCost): what that start command costs whoever runs it.
+	CmdCost  []float64 `json:"command_ms"`
+	SpawnErr string    `json:"spawn_error,omitempty"`
 }

@@ -124,6 +124,13 @@ func (r *results) verdicts() []verdict {
 			vd.Measured = fmt.Sprintf("%.1f× (%.2f ms vs %.2f ms)", ratio, kd, ses)
 			if !vd.Met {
 				vd.Miss = fmt.Sprintf("%.1f× short: sesamed would need %.2f ms", t.want-ratio, kd/t.want)
+				if t.v == sesameShell && len(r.CmdCost) > 0 {
+					// What the command costs whoever runs it bounds every
+					// daemon that runs it, even one with no detection or spawn.
+					c := median(r.CmdCost)
+					vd.Miss += fmt.Sprintf("; the command alone (`iptables -I`, exec'd to its exit under the same probe) takes %.2f ms median "+
+						"on this machine, so a daemon that ran it the instant the last knock left would reach at most %.1f×", c, kd/c)
+				}
 			}
 		}
 		out = append(out, vd)

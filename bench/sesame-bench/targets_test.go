@@ -125,6 +125,28 @@ func TestVerdicts(t *testing.T) {
 	}
 }
 
+// A missed shell ratio says what the command alone costs on the machine
+// and the ratio that bounds every daemon running it.
+func TestShellVerdictBoundsByTheCommand(t *testing.T) {
+	r := &results{
+		Latency: []latencyRow{
+			{Variant: knockdShell, Family: 4, Samples: samplesMS(40, 40, 40)},
+			{Variant: sesameShell, Family: 4, Samples: samplesMS(11, 11, 11)},
+		},
+		CmdCost: []float64{9, 10, 11},
+	}
+	for _, v := range r.verdicts() {
+		if !strings.Contains(v.Target, "same `iptables -I`") {
+			continue
+		}
+		if v.Met || !strings.Contains(v.Miss, "takes 10.00 ms median") || !strings.Contains(v.Miss, "at most 4.0×") {
+			t.Fatalf("met %v, miss %q", v.Met, v.Miss)
+		}
+		return
+	}
+	t.Fatal("no shell ratio verdict")
+}
+
 // The report carries every table, the targets and the notes, and says
 // which rows failed.
 func TestReport(t *testing.T) {
