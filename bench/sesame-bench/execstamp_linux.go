@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -132,11 +133,13 @@ func spawnCost(dir string, n int, gap time.Duration) ([]float64, error) {
 // commandCost measures n runs of the shell rows' `iptables -I`, exec'd
 // straight from this process (no shell) on a thread in the server
 // namespace srv: from just before exec.Cmd.Start to the program's exit,
-// in ms, spaced by gap. It is what that start command costs on this
-// machine whoever runs it. Each rule is deleted again outside the
+// in ms, spaced by gap plus up to jitter, as the latency rows space their
+// samples (runs 5 ms apart took 7.5 ms where the rows' commands took
+// ~10: caches and idle CPUs go cold between samples). It is what that
+// start command costs on this machine whoever runs it. Each rule is deleted again outside the
 // measurement; the sources come from 198.18.0.0/15 (benchmarking), which
 // no knocker uses.
-func commandCost(srv *netnstest.NS, n int, gap time.Duration) ([]float64, error) {
+func commandCost(srv *netnstest.NS, n int, gap, jitter time.Duration) ([]float64, error) {
 	var out []float64
 	err := srv.Do(func() error {
 		for i := 0; i < n; i++ {
@@ -151,7 +154,7 @@ func commandCost(srv *netnstest.NS, n int, gap time.Duration) ([]float64, error)
 			if b, err := exec.Command("/usr/sbin/iptables", append([]string{"-D"}, rule...)...).CombinedOutput(); err != nil {
 				return fmt.Errorf("iptables -D %s: %w: %s", strings.Join(rule, " "), err, b)
 			}
-			time.Sleep(gap)
+			time.Sleep(gap + rand.N(jitter))
 		}
 		return nil
 	})
@@ -203,7 +206,7 @@ func (r *runner) spawnUnderProbe(n int) (spawns, cmds []float64, err error) {
 	}
 	spawns, err = spawnCost(dir, n, 5*time.Millisecond)
 	if err == nil {
-		cmds, err = commandCost(p.srv, n, 5*time.Millisecond)
+		cmds, err = commandCost(p.srv, n, 100*time.Millisecond, 100*time.Millisecond) // the latency rows' --gap, --gap-jitter
 	}
 	select {
 	case <-probe.done:
