@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -83,8 +82,9 @@ func appendNetlink(family nftables.TableFamily, rules []xtRule) error {
 	for range rules {
 		if _, err := c.Receive(); err != nil {
 			errs = append(errs, err)
-			if !isOpError(err) {
-				break // no answer at all: do not wait for more
+			var t interface{ Timeout() bool }
+			if errors.As(err, &t) && t.Timeout() {
+				break // no answer within the deadline: do not wait for more
 			}
 		}
 	}
@@ -92,13 +92,6 @@ func appendNetlink(family nftables.TableFamily, rules []xtRule) error {
 		return fmt.Errorf("netlink: append to %s %s: %w", ipTable, ipChain, err)
 	}
 	return nil
-}
-
-// isOpError reports whether err is the kernel's answer to a message
-// (rather than the socket failing).
-func isOpError(err error) bool {
-	var oe *netlink.OpError
-	return errors.As(err, &oe) && oe.Op == "receive" && oe.Err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // appendBatch is one nf_tables transaction appending rules to SESAME in
