@@ -200,16 +200,11 @@ func (s *Switch) Start(ctx context.Context) error {
 	if err != nil || !s.enabled {
 		return err
 	}
-	began := s.now()
+	arm := s.fw.Refresh
 	if before.Held {
-		err = s.fw.Close(ctx)
-	} else {
-		err = s.fw.Refresh(ctx)
+		arm = s.fw.Close
 	}
-	if err == nil {
-		s.beat = began
-	}
-	if err != nil {
+	if _, err := s.beatLocked(ctx, arm); err != nil {
 		return err
 	}
 	if before.isOpen() || before.Held || s.open {
@@ -249,11 +244,11 @@ func (s *Switch) Tick(ctx context.Context, healthy bool, why string) error {
 		s.beat = time.Time{} // lapsing on purpose (unhealthy) or held
 	}
 	if p.refresh {
-		began := s.now()
-		if err := s.fw.Refresh(ctx); err != nil {
+		gap, err := s.beatLocked(ctx, s.fw.Refresh)
+		if err != nil {
 			return err
 		}
-		if gap := s.now().Sub(s.beat); !s.beat.IsZero() && gap > s.after {
+		if gap > s.after {
 			// The kernel ends a heartbeat After from when its refresh
 			// committed, at or after the last one began; this one
 			// committed at the latest now. The read above may have come
@@ -263,7 +258,6 @@ func (s *Switch) Tick(ctx context.Context, healthy bool, why string) error {
 				gap.Round(time.Millisecond), s.after, s.describe()),
 				event.Event{Kind: event.RescueLate}.Args("ports", knock.FormatSequence(s.ports), "backend", s.fw.Name(), "gap", gap.String())...)
 		}
-		s.beat = began
 		k.Left = s.after
 		// `sesame rescue open` may have set the hold between the read
 		// above and the refresh: look again, and open it again if so.
@@ -360,17 +354,32 @@ func (s *Switch) Close(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	began := s.now()
-	if err := s.fw.Close(ctx); err != nil {
+	if _, err := s.beatLocked(ctx, s.fw.Close); err != nil {
 		return err
 	}
-	s.beat = began
 	if before.isOpen() || before.Held || !before.Installed || s.open {
 		s.logCloseLocked("closed by an admin: sesame rescue close")
 	} else {
 		s.log.Info("rescue already closed; heartbeat refreshed", "ports", s.describe())
 	}
 	return s.readLocked(ctx)
+}
+
+// beatLocked runs arm, which puts the heartbeat back (Refresh, or Close
+// when it also releases a hold), and records when it began in beat.
+// gap is how long after the previous one began this one ended; zero
+// when there was none to measure from (the first, or after a lapse on
+// purpose or a hold).
+func (s *Switch) beatLocked(ctx context.Context, arm func(context.Context) error) (gap time.Duration, err error) {
+	began := s.now()
+	if err := arm(ctx); err != nil {
+		return 0, err
+	}
+	if !s.beat.IsZero() {
+		gap = s.now().Sub(s.beat)
+	}
+	s.beat = began
+	return gap, nil
 }
 
 func (s *Switch) logOpenLocked(reason string) {
